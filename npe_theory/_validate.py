@@ -16,9 +16,9 @@ def as_float_array(name: str, value, *, positive: bool = False, nonnegative: boo
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name}: values must be finite (got NaN or infinity)")
     if positive and not np.all(arr > 0):
-        raise ValueError(f"{name}: values must be > 0 (smallest is {arr.min()!r})")
+        raise ValueError(f"{name}: values must be > 0 (smallest is {float(arr.min())!r})")
     if nonnegative and not np.all(arr >= 0):
-        raise ValueError(f"{name}: values must be >= 0 (smallest is {arr.min()!r})")
+        raise ValueError(f"{name}: values must be >= 0 (smallest is {float(arr.min())!r})")
     return arr
 
 

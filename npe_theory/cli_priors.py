@@ -1,5 +1,112 @@
-"""``npe priors`` and ``npe figures`` (filled in with the priors module)."""
+"""``npe priors``, ``npe figures`` and ``npe ufm``: the Neural Collapse side of the toolkit."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def cmd_priors(args) -> int:
+    from .priors import count_profile, predicted_priors, prior_match, saturation
+
+    counts = count_profile(args.profile, args.classes, args.max, args.imbalance)
+    opts = dict(feature_norm_sq=args.norm_sq, reduction=args.reduction, bias=args.bias, weight=args.weight)
+    x = saturation(counts, args.lam, **opts)
+    eta = predicted_priors(counts, args.lam, loss=args.loss, **opts)
+    log_n = np.log(counts)
+    m = prior_match(eta, counts)
+    deviation = eta - log_n - m.offset
+    header = ["class", "count", "log_count", "x", "predicted", "deviation"]
+    rows = [[c, int(n), ln, xc, e, d] for c, (n, ln, xc, e, d) in enumerate(zip(counts, log_n, x, eta, deviation))]
+    print(f"{args.profile} profile: {args.classes} classes, n_max {args.max}, imbalance {args.imbalance:g}, {int(counts.sum()):,} samples")
+    print(f"loss {args.loss}, lam {args.lam:g}, reduction {args.reduction}, ||mu||^2 {args.norm_sq:g}, bias {'decayed' if args.bias else 'none'}, weight {args.weight:g}")
+    print(f"{'class':>5} {'N_c':>7} {'ln N_c':>8} {'x_c':>11} {'eta_c':>9} {'dev':>8}")
+    for c, n, ln, xc, e, d in rows:
+        print(f"{c:>5} {n:>7} {ln:>8.4f} {xc:>11.4g} {e:>9.4f} {d:>+8.4f}")
+    print(f"x_c range {x.min():.3g} .. {x.max():.3g}")
+    print(f"prior match vs ln N_c: slope {m.slope:.3f}, max deviation from best offset {m.max_deviation:.3f} nats, "
+          f"centered RMSE {m.centered_rmse:.3f}, offset {m.offset:.3f}, R^2 {m.r2:.4f}, KL {m.kl:.4f}, TV {m.tv:.4f}"
+          if m.slope is not None else "prior match vs ln N_c: counts are all equal, slope undefined")
+    if args.csv:
+        path = Path(args.csv)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            w.writerows(rows)
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_figures(args) -> int:
+    from .figures import make_figures
+
+    for path in make_figures(args.out, progress=True):
+        print(path)
+    return 0
+
+
+def cmd_ufm(args) -> int:
+    from .priors import count_profile, prior_match
+    from .ufm import simulate_ufm
+
+    counts = count_profile(args.profile, args.classes, args.max, args.imbalance)
+    r = simulate_ufm(counts, dim=args.dim, lam_features=args.lam_features, lam_classifier=args.lam_classifier, lam_pem=args.lam_pem,
+                     loss=args.loss, nonlinearity=args.nonlinearity, reduction=args.reduction, seed=args.seed, tol=args.tol,
+                     max_iter=args.max_iter, progress=True)
+    print(f"{r.message} after {r.iterations} iterations, {r.seconds:.1f} s; projected gradient {r.grad_norm:.2e}")
+    print(f"NC1 {r.nc1:.2e}, largest off-diagonal cosine of class means {r.max_offdiag_cosine:.2e}")
+    print(f"{'class':>5} {'N_c':>6} {'||mu||^2':>9} {'learned':>10} {'predicted':>10}")
+    for c, (n, s, a, b) in enumerate(zip(r.counts, r.mean_norm_sq, r.eta_learned, r.eta_predicted)):
+        print(f"{c:>5} {n:>6} {s:>9.3f} {a:>10.6f} {b:>10.6f}")
+    print(f"max |learned - predicted| = {r.mismatch:.2e}")
+    if len(set(r.counts.tolist())) > 1:
+        m = prior_match(r.eta_learned, r.counts)
+        print(f"learned vs ln N_c: slope {m.slope:.3f}, centered RMSE {m.centered_rmse:.3f}")
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(r.summary(), indent=1) + "\n")
+        print(f"wrote {path}")
+    return 0
+
+
+def _profile_args(p, classes: int, n_max: int) -> None:
+    p.add_argument("--profile", choices=("exp", "step"), default="exp", help="count profile (default exp)")
+    p.add_argument("--classes", type=int, default=classes, help=f"number of classes (default {classes})")
+    p.add_argument("--max", type=int, default=n_max, help=f"head-class count (default {n_max})")
+    p.add_argument("--imbalance", type=float, default=100.0, help="head over tail count (default 100)")
 
 
 def register(sub) -> None:
-    return None
+    p = sub.add_parser("priors", help="predicted PEM outputs for a count profile, and how they match ln N_c")
+    _profile_args(p, 100, 500)
+    p.add_argument("--lam", type=float, required=True, help="weight decay on the PEM")
+    p.add_argument("--reduction", choices=("sum", "mean"), default="sum", help="PEM loss summed, or averaged as in a batch (default sum)")
+    p.add_argument("--norm-sq", type=float, default=1.0, help="squared class-mean feature norm ||mu_c||^2 (default 1)")
+    p.add_argument("--loss", choices=("exp", "logistic"), default="exp", help="exp (Proposition 1) or logistic (default exp)")
+    p.add_argument("--bias", action="store_true", help="the PEM has a bias decayed with the same lam (adds 1 to ||mu||^2)")
+    p.add_argument("--weight", type=float, default=1.0, help="PEM loss weight alpha (default 1)")
+    p.add_argument("--csv", metavar="PATH", help="also write the per-class table as CSV")
+    p.set_defaults(func=cmd_priors)
+
+    p = sub.add_parser("figures", help="regenerate the proof figures F1-F6 (PNG)")
+    p.add_argument("--out", default="figures", help="output folder (default figures/)")
+    p.set_defaults(func=cmd_figures)
+
+    p = sub.add_parser("ufm", help="train the unconstrained feature model with a PEM and compare with Proposition 1")
+    _profile_args(p, 10, 500)
+    p.add_argument("--dim", type=int, default=16)
+    p.add_argument("--lam-features", type=float, default=5e-4)
+    p.add_argument("--lam-classifier", type=float, default=5e-4)
+    p.add_argument("--lam-pem", type=float, default=5e-4)
+    p.add_argument("--loss", choices=("exp", "logistic"), default="logistic")
+    p.add_argument("--nonlinearity", choices=("relu", "none"), default="relu")
+    p.add_argument("--reduction", choices=("sum", "mean"), default="mean")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tol", type=float, default=1e-10, help="projected-gradient tolerance (default 1e-10)")
+    p.add_argument("--max-iter", type=int, default=20000)
+    p.add_argument("--json", metavar="PATH", help="write the full result, config and history as JSON")
+    p.set_defaults(func=cmd_ufm)

@@ -76,7 +76,8 @@ def optimal_logit(n, lam, loss: str = "exp", feature_norm_sq=1.0):
     """Minimizer of ``J_c(eta) = n l(eta) + lam / (2 feature_norm_sq) eta^2``.
 
     exp: ``W(x)``; logistic: the root of ``eta (1 + e^eta) = x``; ``x = n feature_norm_sq / lam``.
-    Broadcasts its array arguments. Relative error below 1e-15 (exp) and 1e-13 (logistic).
+    Broadcasts its array arguments. Relative error below 1e-15 (exp) and 1e-13 (logistic)
+    wherever x and the result are normal floats (a subnormal result has fewer digits to give).
     """
     choice("loss", loss, LOSSES)
     x, log_x = _saturation(n, lam, feature_norm_sq)

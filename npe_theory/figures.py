@@ -1,0 +1,206 @@
+"""The proof figures F1-F6 (PNG). ``npe figures [--out DIR]`` regenerates them all.
+
+Each ``fig_*`` function draws one figure into a path; ``make_figures`` draws all.
+The mpmath references are used wherever float64 cannot resolve what is plotted.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import mpmath  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .lambertw import asymptotic_logit_of_log, lambert_w  # noqa: E402
+from .optimum import logistic_bracket, objective, optimal_logit  # noqa: E402
+from .priors import count_profile, predicted_priors, prior_match  # noqa: E402
+from .reference import mp_lambert_w_of_exp, mp_logistic_root_of_log, mp_series  # noqa: E402
+
+ORDERS = range(5)
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def fig_objective(path) -> Path:
+    """F1: J_c(eta) / lam_c = x l(eta) + eta^2 / 2 for several x, minimizers marked, both losses."""
+    eta = np.linspace(-1.0, 9.0, 600)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, loss, name in zip(axes, ("exp", "logistic"), ("exponential tail  l = e^(-eta)", "one-way logistic  l = log(1 + e^(-eta))")):
+        for x, color in zip((1.0, 10.0, 100.0, 1e3, 1e4), plt.cm.viridis(np.linspace(0, 0.9, 5))):
+            ax.plot(eta, objective(eta, x, 1.0, loss), color=color, label=f"x = N_c/lam_c = {x:g}")
+            star = optimal_logit(x, 1.0, loss)
+            ax.plot(star, objective(star, x, 1.0, loss), "o", color=color, mec="k")
+        ax.set_yscale("log")
+        ax.set_title(name)
+        ax.set_xlabel("PEM logit eta")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("J_c(eta) / lam_c  (log scale)")
+    axes[1].legend(loc="upper right", fontsize=8)
+    fig.suptitle("F1  The scalar PEM problem: one strictly convex minimum per count (dots), moving right like ln x")
+    return _save(fig, path)
+
+
+def fig_series(path) -> Path:
+    """F2: W(x) and the de Bruijn series truncated after L1^-n, n = 0..4; left where they part, right their signed gaps."""
+    colors = plt.cm.plasma(np.linspace(0, 0.85, 5))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    log_x = np.linspace(1.05, 8.0, 400)
+    ax = axes[0]
+    ax.plot(log_x, lambert_w(np.exp(log_x)), "k", lw=2.5, label="W(x)")
+    for n, color in zip(ORDERS, colors):
+        ax.plot(log_x, asymptotic_logit_of_log(log_x, n), "--", color=color, label=f"series to L1^-{n}")
+    ax.plot(log_x, log_x, ":", color="gray", label="ln x")
+    ax.set_xlabel("ln x   (x = N_c ||mu_c||^2 / lambda)")
+    ax.set_ylabel("optimal PEM logit")
+    ax.set_ylim(0, 8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("small x: the orders part, W stays below ln x")
+    log_x = np.linspace(2.0, 40.0, 400)
+    w = lambert_w(np.exp(log_x))
+    for n, color in zip(ORDERS, colors):
+        axes[1].plot(log_x, asymptotic_logit_of_log(log_x, n) - w, color=color, label=f"series_{n} - W")
+    axes[1].set_yscale("symlog", linthresh=1e-4)
+    axes[1].axhline(0, color="k", lw=0.8)
+    axes[1].set_xlabel("ln x")
+    axes[1].set_ylabel("signed error (symlog)")
+    axes[1].grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    axes[1].set_title("each order closes the gap faster (F3 shows the rates)")
+    fig.suptitle("F2  W(x) and its asymptotic series (L1 = ln x, L2 = ln ln x)")
+    return _save(fig, path)
+
+
+def fig_series_error(path) -> Path:
+    """F3: |W - S_n| on log-log axes with the predicted (L2/L1)^(n+1) rates (mpmath at 50 digits)."""
+    l1 = np.logspace(np.log10(3.0), 6, 60)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for n, color in zip(ORDERS, plt.cm.plasma(np.linspace(0, 0.85, 5))):
+        err = [float(abs(mp_lambert_w_of_exp(v) - mp_series(v, n))) for v in l1]
+        rate = (np.log(l1) / l1) ** (n + 1)
+        ax.loglog(l1, err, "-", color=color, lw=2, label=f"|W - series_{n}|")
+        ax.loglog(l1, rate, ":", color=color, lw=1.2, label=f"(L2/L1)^{n + 1}")
+    ax.set_xlabel("L1 = ln x")
+    ax.set_ylabel("absolute error")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("F3  Truncation error follows the predicted rates (dotted)")
+    return _save(fig, path)
+
+
+def fig_logistic(path) -> Path:
+    """F4: logistic minimizer against W(x) with the bracket band; the gap W - eta_L against ln x / x."""
+    x = np.logspace(-3, 4, 300)
+    lo, hi = logistic_bracket(x)
+    eta_l = optimal_logit(x, 1.0, "logistic")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+    ax = axes[0]
+    ax.fill_between(x, lo, hi, color="tab:orange", alpha=0.25, label="bracket  W(x - W(x)) .. W(x)")
+    ax.plot(x, hi, color="tab:orange", lw=1.5, label="W(x)  (exponential tail)")
+    ax.plot(x, eta_l, "k", lw=1.8, label="eta_L  (logistic root)")
+    ax.set_xscale("log")
+    ax.set_xlabel("x")
+    ax.set_ylabel("optimal PEM logit")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.set_title("logistic optimum inside its bracket")
+    log_x = np.linspace(1.0, 40.0, 80)
+    gap = [float(mp_lambert_w_of_exp(L) - mp_logistic_root_of_log(L)) for L in log_x]
+    xs = np.exp(log_x)
+    axes[1].loglog(xs, gap, "k", lw=2, label="W(x) - eta_L")
+    axes[1].loglog(xs, log_x / xs, "--", color="tab:red", label="ln x / x")
+    axes[1].set_xlabel("x")
+    axes[1].set_ylabel("gap")
+    axes[1].legend(fontsize=8)
+    axes[1].grid(alpha=0.3, which="both")
+    axes[1].set_title("the gap is O(ln x / x)  (mpmath, 50 digits)")
+    fig.suptitle("F4  The exponential-tail optimum is the saturation limit of the logistic loss")
+    return _save(fig, path)
+
+
+F5_SETUPS = (("CIFAR-10-LT", 10, 5000, 2e-4), ("CIFAR-100-LT", 100, 500, 1e-3))
+F5_NORM_SQ = 100.0
+
+
+def fig_predicted_priors(path) -> Path:
+    """F5: predicted PEM outputs (logistic root, bias decayed, ||mu||^2 = 100) against ln N_c, centered."""
+    fig, axes = plt.subplots(2, 2, figsize=(11.5, 8.5))
+    for row, (name, classes, n_max, lam) in enumerate(F5_SETUPS):
+        for col, reduction in enumerate(("sum", "mean")):
+            ax = axes[row, col]
+            lo_all, hi_all = np.inf, -np.inf
+            for rho, color in zip((10, 50, 100, 200), plt.cm.cividis(np.linspace(0, 0.85, 4))):
+                counts = count_profile("exp", classes, n_max, rho)
+                eta = predicted_priors(counts, lam, F5_NORM_SQ, reduction, "logistic", bias=True)
+                m = prior_match(eta, counts)
+                log_n = np.log(counts)
+                ax.plot(log_n - log_n.mean(), eta - eta.mean(), "o-", ms=3, color=color, label=f"rho {rho}: slope {m.slope:.2f}, max dev {m.max_deviation:.2f}")
+                lo_all, hi_all = min(lo_all, (log_n - log_n.mean()).min()), max(hi_all, (log_n - log_n.mean()).max())
+            ax.plot([lo_all, hi_all], [lo_all, hi_all], "k--", lw=1, label="slope 1 (exact log-prior)")
+            ax.set_title(f"{name}, lambda = {lam:g}, loss {'summed' if reduction == 'sum' else 'batch-averaged'}")
+            ax.set_xlabel("ln N_c  (centered)")
+            ax.set_ylabel("predicted PEM output  (centered)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"F5  What 'log-prior up to a constant' looks like at real scales (||mu_c||^2 = {F5_NORM_SQ:g}, PEM bias decayed)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def fig_ufm(path, result=None) -> Path:
+    """F6: the UFM run of SPEC section 7: learned against predicted PEM outputs; NC1 and mismatch per iteration."""
+    from .ufm import simulate_ufm
+
+    if result is None:
+        result = simulate_ufm(count_profile("exp", 10, 500, 100), loss="logistic", nonlinearity="relu")
+    log_n = np.log(result.counts)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+    ax = axes[0]
+    ax.plot(log_n, result.eta_predicted, "s", ms=10, mfc="none", mec="tab:blue", label="predicted (logistic root, measured ||mu_c||^2)")
+    ax.plot(log_n, result.eta_learned, "x", ms=8, color="tab:red", label="learned  mean eta_c(h) over class c")
+    fit = np.polyfit(log_n, result.eta_learned, 1)
+    ax.plot(log_n, np.polyval(fit, log_n), ":", color="gray", label=f"least squares: slope {fit[0]:.2f}")
+    ax.plot(log_n, log_n - log_n.mean() + result.eta_learned.mean(), "k--", lw=1, label="slope 1 through the mean")
+    ax.set_xlabel("ln N_c")
+    ax.set_ylabel("PEM output")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"learned vs predicted: max |diff| = {result.mismatch:.1e}")
+    it = [h["iteration"] for h in result.history]
+    axes[1].semilogy(it, [h["nc1"] for h in result.history], label="NC1 = tr(Sigma_W Sigma_B^+)/C")
+    axes[1].semilogy(it, [h["mismatch"] for h in result.history], label="max |learned - predicted|")
+    axes[1].semilogy(it, [h["grad_norm"] for h in result.history], alpha=0.6, label="projected gradient norm")
+    axes[1].set_xlabel("L-BFGS-B iteration")
+    axes[1].legend(fontsize=8)
+    axes[1].grid(alpha=0.3, which="both")
+    axes[1].set_title("collapse and agreement over the optimization")
+    cfg = result.config
+    fig.suptitle(f"F6  UFM ({cfg['nonlinearity']} features, {cfg['loss']} PEM loss, weight decay {cfg['lam_pem']:g}): "
+                 f"10 classes, imbalance 100, NC1 = {result.nc1:.1e}")
+    return _save(fig, path)
+
+
+FIGURES = {
+    "F1_objective.png": fig_objective,
+    "F2_series.png": fig_series,
+    "F3_series_error.png": fig_series_error,
+    "F4_logistic.png": fig_logistic,
+    "F5_predicted_priors.png": fig_predicted_priors,
+    "F6_ufm.png": fig_ufm,
+}
+
+
+def make_figures(out_dir="figures", progress: bool = False) -> list[Path]:
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    return [draw(out / name) for name, draw in tqdm(FIGURES.items(), desc="figures", disable=not progress)]

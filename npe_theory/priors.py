@@ -1,0 +1,161 @@
+"""From a count profile to the prior a PEM will learn, and how well estimates match log-counts.
+
+SPEC sections 2, 4 and 5: ``count_profile`` builds long-tailed counts,
+``predicted_priors`` gives the optimal PEM output per class for every variant of
+the training objective, ``prior_match`` measures "log-prior up to a constant".
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.special import log_softmax, softmax
+from scipy.stats import rankdata
+
+from ._validate import LOSSES, REDUCTIONS, as_float_array, choice
+from .optimum import optimal_logit
+
+PROFILES = ("exp", "step")
+
+#: The conventions of the paper's official code (SPEC section 1): batch-mean loss, decayed PEM bias,
+#: one-way logistic loss with weight 1. ``predicted_priors(counts, lam, norms, **OFFICIAL_CODE)``.
+OFFICIAL_CODE = {"reduction": "mean", "bias": True, "loss": "logistic", "weight": 1.0}
+
+
+def count_profile(kind: str, num_classes: int, n_max: int, imbalance: float) -> np.ndarray:
+    """Long-tailed class counts, head first.
+
+    exp:  N_c = floor(n_max * imbalance^(-c / (C - 1))), c = 0..C-1 (the CIFAR-LT protocol);
+    step: the first floor(C / 2) classes get n_max, the rest floor(n_max / imbalance).
+    """
+    choice("kind", kind, PROFILES)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"num_classes: expected an integer >= 1, got {num_classes!r}")
+    if isinstance(n_max, bool) or not isinstance(n_max, (int, np.integer)) or n_max < 1:
+        raise ValueError(f"n_max: expected an integer >= 1, got {n_max!r}")
+    imbalance = float(as_float_array("imbalance", imbalance))
+    if imbalance < 1:
+        raise ValueError(f"imbalance: must be >= 1 (head over tail count), got {imbalance!r}")
+    c = np.arange(num_classes)
+    if kind == "exp":
+        # Written as (1/rho)^(c/(C-1)) like the LDAM-DRW code, so floors land on the published totals.
+        frac = (1.0 / imbalance) ** (c / max(num_classes - 1.0, 1.0))
+    else:
+        frac = np.where(c < num_classes // 2, 1.0, 1.0 / imbalance)
+    counts = (n_max * frac).astype(np.int64)
+    if counts.min() < 1:
+        raise ValueError(f"imbalance: {imbalance:g} leaves the tail class of n_max = {n_max} with no sample")
+    return counts
+
+
+def _counts(counts) -> np.ndarray:
+    arr = as_float_array("counts", counts, positive=True)
+    if arr.ndim != 1 or arr.size < 1:
+        raise ValueError(f"counts: expected a 1-D array of class counts, got shape {arr.shape}")
+    return arr
+
+
+def saturation(counts, lam, feature_norm_sq=1.0, reduction: str = "sum", bias: bool = False, weight: float = 1.0) -> np.ndarray:
+    """x_c = weight * m_c * (feature_norm_sq_c + [bias]) / lam, m_c = N_c ("sum") or pi_c ("mean")."""
+    n = _effective_counts(counts, reduction, weight)
+    return n * _norm_term(feature_norm_sq, bias, n.shape) / float(as_float_array("lam", lam, positive=True))
+
+
+def _effective_counts(counts, reduction: str, weight: float) -> np.ndarray:
+    counts = _counts(counts)
+    choice("reduction", reduction, REDUCTIONS)
+    weight = float(as_float_array("weight", weight, positive=True))
+    return weight * (counts if reduction == "sum" else counts / counts.sum())
+
+
+def _norm_term(feature_norm_sq, bias: bool, shape) -> np.ndarray:
+    fns = as_float_array("feature_norm_sq", feature_norm_sq, nonnegative=True)
+    if fns.ndim > 1 or (fns.ndim == 1 and fns.shape != shape):
+        raise ValueError(f"feature_norm_sq: expected a scalar or one value per class {shape}, got shape {fns.shape}")
+    total = fns + (1.0 if bias else 0.0)
+    if not np.all(total > 0):
+        raise ValueError("feature_norm_sq: must be > 0 when the PEM has no bias")
+    return np.broadcast_to(total, shape)
+
+
+def predicted_priors(counts, lam, feature_norm_sq=1.0, reduction: str = "sum", loss: str = "exp", bias: bool = False, weight: float = 1.0) -> np.ndarray:
+    """Optimal PEM output per class under Neural Collapse (SPEC section 2).
+
+    eta_c = W(x_c) ("exp") or the root of eta (1 + e^eta) = x_c ("logistic"), with
+    x_c = weight * m_c * (||mu_c||^2 + [bias]) / lam, m_c = N_c ("sum") or N_c / N ("mean").
+    ``feature_norm_sq`` is a scalar or the measured squared class-mean norm of each class.
+    """
+    choice("loss", loss, LOSSES)
+    n = _effective_counts(counts, reduction, weight)
+    return np.asarray(optimal_logit(n, lam, loss, _norm_term(feature_norm_sq, bias, n.shape)))
+
+
+@dataclass(frozen=True)
+class PriorMatch:
+    """How closely estimates e_c match a reference r_c (default ln N_c) up to an additive constant.
+
+    offset: b* = mean(e - r); centered_rmse, max_deviation: RMS and max |e - r - b*|;
+    rmse: RMS of e - r with no offset; slope, intercept, r2: least squares of e on r;
+    spearman: rank correlation of e and r; kl: KL(softmax(r) || softmax(e)) (for r = ln N,
+    softmax(r) = pi); tv: total variation between them. slope/intercept are None when r is
+    constant, r2 and spearman when e or r is constant (undefined, never NaN).
+    """
+
+    offset: float
+    centered_rmse: float
+    max_deviation: float
+    rmse: float
+    slope: float | None
+    intercept: float | None
+    r2: float | None
+    spearman: float | None
+    kl: float
+    tv: float
+    num_classes: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _is_constant(v: np.ndarray) -> bool:
+    """All values equal up to rounding: a spread below 16 ulps of the largest magnitude."""
+    return bool(np.ptp(v) <= 16 * np.finfo(np.float64).eps * max(float(np.max(np.abs(v))), np.finfo(np.float64).tiny))
+
+
+def prior_match(estimates, counts=None, *, reference=None) -> PriorMatch:
+    """Compare per-class estimates with ``ln(counts)`` (or any ``reference`` log-values, e.g. a prediction)."""
+    e = as_float_array("estimates", estimates)
+    if (counts is None) == (reference is None):
+        raise ValueError("counts, reference: give exactly one of them")
+    r = np.log(_counts(counts)) if counts is not None else as_float_array("reference", reference)
+    if e.ndim != 1 or e.shape != r.shape:
+        raise ValueError(f"estimates: expected shape {r.shape} to match {'counts' if counts is not None else 'reference'}, got {e.shape}")
+    if e.size < 2:
+        raise ValueError("estimates: need at least 2 classes to compare up to a constant")
+    dev = e - r
+    offset = float(dev.mean())
+    centered = dev - offset
+    r_c, e_c = r - r.mean(), e - e.mean()
+    r_const, e_const = _is_constant(r), _is_constant(e)
+    slope = float(r_c @ e_c) / float(r_c @ r_c) if not r_const else None
+    intercept = float(e.mean() - slope * r.mean()) if slope is not None else None
+    r2 = spearman = None
+    if not (r_const or e_const):
+        resid = e_c - slope * r_c
+        r2 = float(1.0 - (resid @ resid) / (e_c @ e_c))
+        spearman = float(np.corrcoef(rankdata(e), rankdata(r))[0, 1])
+    p, q = softmax(r), softmax(e)
+    kl = float(np.sum(p * (log_softmax(r) - log_softmax(e))))
+    return PriorMatch(
+        offset=offset,
+        centered_rmse=float(np.sqrt(np.mean(centered**2))),
+        max_deviation=float(np.max(np.abs(centered))),
+        rmse=float(np.sqrt(np.mean(dev**2))),
+        slope=slope,
+        intercept=intercept,
+        r2=r2,
+        spearman=spearman,
+        kl=max(kl, 0.0),
+        tv=float(0.5 * np.abs(p - q).sum()),
+        num_classes=int(e.size),
+    )

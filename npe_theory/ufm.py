@@ -1,0 +1,216 @@
+"""The unconstrained feature model (UFM) with a PEM: Neural Collapse, then Proposition 1, measured.
+
+Free per-sample features H (n x d), a linear classifier (W, b) trained with
+cross-entropy and a linear PEM (V, c) trained with the one-way loss, weight
+decay on all three, float64, full batch, minimized by L-BFGS-B to a stationary
+point. ReLU features are the constraint H >= 0 (a bound for L-BFGS-B): writing
+them as relu(U) makes the problem non-smooth and the optimizer stalls far from
+collapse (SPEC section 7).
+
+    F = s * [ sum_i CE(W h_i + b, y_i) + weight * l(v_{y_i} . h_i + c_{y_i}) + lam_H/2 ||h_i||^2 ]
+        + lam_W/2 (||W||^2 + ||b||^2) + lam_P/2 (||V||^2 + [||c||^2])
+
+with s = 1/n ("mean") or 1 ("sum").
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import expit, log_softmax, softmax
+from threadpoolctl import threadpool_limits
+
+from ._validate import LOSSES, REDUCTIONS, as_float_array, choice
+from .collapse import class_means, cosine_matrix, nc1
+from .priors import _counts, predicted_priors
+
+NONLINEARITIES = ("relu", "none")
+MAXCOR = 10
+
+
+@dataclass
+class UFMResult:
+    """What a UFM run learned and what Proposition 1 predicts from its own measured norms."""
+
+    counts: np.ndarray
+    eta_learned: np.ndarray  # mean of eta_c(h_i) over class-c samples
+    eta_predicted: np.ndarray  # predicted_priors at the measured ||mu_c||^2
+    mean_norm_sq: np.ndarray  # ||mu_c||^2
+    eta_matrix: np.ndarray  # E[eta(h) | y = c'], rows c', columns c
+    cosines: np.ndarray  # cosine matrix of the class means
+    nc1: float
+    grad_norm: float  # projected gradient norm at the end (bounds respected)
+    objective: float
+    iterations: int
+    seconds: float
+    message: str
+    config: dict
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def mismatch(self) -> float:
+        return float(np.max(np.abs(self.eta_learned - self.eta_predicted)))
+
+    @property
+    def max_offdiag_cosine(self) -> float:
+        off = self.cosines[~np.eye(len(self.cosines), dtype=bool)]
+        return float(np.max(np.abs(off))) if off.size else 0.0
+
+    def summary(self) -> dict:
+        """Everything as plain JSON-ready values."""
+        out = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(self).items()}
+        out.update(mismatch=self.mismatch, max_offdiag_cosine=self.max_offdiag_cosine)
+        return out
+
+
+class _Problem:
+    """Objective and gradient of the UFM over one flat parameter vector."""
+
+    def __init__(self, labels, num_classes, dim, lams, loss, scale, bias, weight):
+        self.y, self.C, self.d = labels, num_classes, dim
+        self.n = len(labels)
+        self.lam_h, self.lam_w, self.lam_p = lams
+        self.loss, self.scale, self.bias, self.weight = loss, scale, bias, weight
+        self.sizes = [self.n * dim, num_classes * dim, num_classes, num_classes * dim, num_classes]
+        self.rows = np.arange(self.n)
+        self._last = (None, None, None)  # (theta, f, g) of the last evaluation, reused by the callback
+
+    def evaluate(self, theta):
+        if self._last[0] is not None and np.array_equal(self._last[0], theta):
+            return self._last[1], self._last[2]
+        f, g = self(theta)
+        self._last = (theta.copy(), f, g)
+        return f, g
+
+    def unpack(self, theta):
+        parts = np.split(theta, np.cumsum(self.sizes)[:-1])
+        return parts[0].reshape(self.n, self.d), parts[1].reshape(self.C, self.d), parts[2], parts[3].reshape(self.C, self.d), parts[4]
+
+    def pem_outputs(self, H, V, c):
+        return H @ V.T + (c if self.bias else 0.0)
+
+    def __call__(self, theta):
+        H, W, b, V, c = self.unpack(theta)
+        s = self.scale
+        logits = H @ W.T + b
+        ce = -log_softmax(logits, axis=1)[self.rows, self.y].sum()
+        g_logits = softmax(logits, axis=1)
+        g_logits[self.rows, self.y] -= 1.0
+        eta_y = self.pem_outputs(H, V, c)[self.rows, self.y]
+        if self.loss == "exp":
+            pem = np.exp(-eta_y)
+            d_eta = -pem
+        else:
+            pem = np.logaddexp(0.0, -eta_y)
+            d_eta = -expit(-eta_y)
+        g_eta = np.zeros((self.n, self.C))
+        g_eta[self.rows, self.y] = self.weight * d_eta
+        g_logits *= s
+        g_eta *= s
+        f = s * (ce + self.weight * pem.sum() + 0.5 * self.lam_h * np.sum(H * H))
+        f += 0.5 * self.lam_w * (np.sum(W * W) + b @ b) + 0.5 * self.lam_p * (np.sum(V * V) + (c @ c if self.bias else 0.0))
+        gH = g_logits @ W + g_eta @ V + s * self.lam_h * H
+        gW = g_logits.T @ H + self.lam_w * W
+        gb = g_logits.sum(0) + self.lam_w * b
+        gV = g_eta.T @ H + self.lam_p * V
+        gc = g_eta.sum(0) + self.lam_p * c if self.bias else np.zeros_like(c)
+        return f, np.concatenate([gH.ravel(), gW.ravel(), gb, gV.ravel(), gc])
+
+
+def simulate_ufm(
+    counts,
+    dim: int = 16,
+    lam_features: float = 5e-4,
+    lam_classifier: float = 5e-4,
+    lam_pem: float = 5e-4,
+    loss: str = "logistic",
+    nonlinearity: str = "relu",
+    reduction: str = "mean",
+    seed: int = 0,
+    tol: float = 1e-10,
+    max_iter: int = 20000,
+    bias: bool = True,
+    weight: float = 1.0,
+    progress: bool = False,
+) -> UFMResult:
+    """Train the UFM to a stationary point and compare the learned PEM outputs with Proposition 1.
+
+    Defaults are the run of SPEC section 7. ``tol`` bounds the projected gradient
+    (L-BFGS-B's pgtol); ``max_iter`` bounds the iterations.
+    """
+    counts = _counts(counts).astype(np.int64)
+    choice("loss", loss, LOSSES)
+    choice("nonlinearity", nonlinearity, NONLINEARITIES)
+    choice("reduction", reduction, REDUCTIONS)
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise ValueError(f"dim: expected an integer >= 1, got {dim!r}")
+    lams = tuple(float(as_float_array(name, v, positive=True)) for name, v in
+                 (("lam_features", lam_features), ("lam_classifier", lam_classifier), ("lam_pem", lam_pem)))
+    tol = float(as_float_array("tol", tol, positive=True))
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise ValueError(f"max_iter: expected an integer >= 1, got {max_iter!r}")
+    config = dict(counts=counts.tolist(), dim=dim, lam_features=lams[0], lam_classifier=lams[1], lam_pem=lams[2], loss=loss,
+                  nonlinearity=nonlinearity, reduction=reduction, seed=seed, tol=tol, max_iter=max_iter, bias=bias, weight=float(weight))
+
+    C = len(counts)
+    labels = np.repeat(np.arange(C), counts)
+    n = len(labels)
+    problem = _Problem(labels, C, dim, lams, loss, 1.0 / n if reduction == "mean" else 1.0, bias, float(weight))
+    rng = np.random.default_rng(seed)
+    H0 = rng.normal(0.0, 1.0, (n, dim))
+    if nonlinearity == "relu":
+        H0 = np.abs(H0)
+    theta0 = np.concatenate([H0.ravel(), 0.1 * rng.normal(size=C * dim), np.zeros(C), 0.1 * rng.normal(size=C * dim), np.zeros(C)])
+    bounds = None
+    if nonlinearity == "relu":
+        bounds = [(0.0, None)] * (n * dim) + [(None, None)] * (len(theta0) - n * dim)
+
+    def measure(theta):
+        H, W, b, V, c = problem.unpack(theta)
+        mu = class_means(H, labels, C)
+        norm_sq = np.sum(mu * mu, axis=1)
+        eta = problem.pem_outputs(H, V, c)
+        eta_matrix = class_means(eta, labels, C)
+        learned = np.diag(eta_matrix).copy()
+        predicted = predicted_priors(counts, lams[2], norm_sq, reduction, loss, bias, weight)
+        return mu, norm_sq, eta_matrix, learned, predicted
+
+    def projected_grad_norm(theta, g):
+        if bounds is not None:  # at an active bound a positive gradient points outside: it does not count
+            g = g.copy()
+            at_bound = np.zeros_like(g, dtype=bool)
+            at_bound[: n * dim] = (theta[: n * dim] <= 0.0) & (g[: n * dim] > 0.0)
+            g[at_bound] = 0.0
+        return float(np.linalg.norm(g))
+
+    history: list[dict] = []
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=max_iter, desc="UFM (L-BFGS-B)", disable=not progress, leave=False)
+
+    def callback(intermediate_result):
+        theta = intermediate_result.x
+        f, g = problem.evaluate(theta)
+        H = problem.unpack(theta)[0]
+        _, _, _, learned, predicted = measure(theta)
+        history.append(dict(iteration=len(history) + 1, objective=float(f), grad_norm=projected_grad_norm(theta, g),
+                            nc1=nc1(H, labels, C), mismatch=float(np.max(np.abs(learned - predicted)))))
+        bar.update(1)
+
+    start = time.perf_counter()
+    # One BLAS thread: the products here are small, and OpenBLAS's threads cost 4x more than they save.
+    with threadpool_limits(limits=1):
+        res = minimize(problem.evaluate, theta0, jac=True, method="L-BFGS-B", bounds=bounds, callback=callback,
+                       options=dict(maxiter=max_iter, maxfun=4 * max_iter, gtol=tol, ftol=0.0, maxcor=MAXCOR))
+    seconds = time.perf_counter() - start
+    bar.close()
+    f, g = problem(res.x)
+    H = problem.unpack(res.x)[0]
+    mu, norm_sq, eta_matrix, learned, predicted = measure(res.x)
+    return UFMResult(
+        counts=counts, eta_learned=learned, eta_predicted=predicted, mean_norm_sq=norm_sq, eta_matrix=eta_matrix,
+        cosines=cosine_matrix(mu), nc1=nc1(H, labels, C), grad_norm=projected_grad_norm(res.x, g), objective=float(f),
+        iterations=int(res.nit), seconds=seconds, message=str(res.message), config=config, history=history,
+    )

@@ -1,0 +1,91 @@
+"""The npe command line of the theory package."""
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from npe_theory.cli import main
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "npe_theory", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_help_lists_subcommands():
+    out = run("--help")
+    assert out.returncode == 0
+    for cmd in ("check", "priors", "figures", "ufm"):
+        assert cmd in out.stdout
+
+
+def test_check_passes_and_writes_json(tmp_path):
+    path = tmp_path / "check.json"
+    assert main(["check", "--quiet", "--json", str(path)]) == 0
+    rows = json.loads(path.read_text())
+    assert len(rows) >= 30 and all(r["passed"] for r in rows)
+    assert {"claim", "worst_error", "tolerance", "passed"} <= set(rows[0])
+
+
+def test_check_fails_with_exit_1_when_a_claim_fails(monkeypatch, capsys):
+    """Break lambert_w by one part in 1e10: the accuracy rows must catch it."""
+    import npe_theory.checks as checks
+
+    real = checks.lambert_w
+    monkeypatch.setattr(checks, "lambert_w", lambda x: real(x) * (1 + 1e-10))
+    assert main(["check", "--quiet"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_priors_reproduces_spec_row(tmp_path):
+    path = tmp_path / "p.csv"
+    out = run("priors", "--profile", "exp", "--classes", "100", "--max", "500", "--imbalance", "100", "--lam", "1e-3",
+              "--reduction", "mean", "--norm-sq", "100", "--csv", str(path))
+    assert out.returncode == 0, out.stderr
+    assert "slope 0.817" in out.stdout and "max deviation from best offset 0.469" in out.stdout
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) == 100 and int(rows[0]["count"]) == 500 and int(rows[-1]["count"]) == 5
+    x = np.array([float(r["x"]) for r in rows])
+    assert x.min() == pytest.approx(46.1, abs=0.05) and x.max() == pytest.approx(4609.6, abs=0.1)
+
+
+@pytest.mark.parametrize("args, word", [
+    (["priors", "--lam", "-1"], "lam"),
+    (["priors", "--lam", "1e-3", "--imbalance", "0.5"], "imbalance"),
+    (["priors", "--lam", "1e-3", "--loss", "hinge"], "--loss"),
+    (["priors"], "--lam"),
+    (["priors", "--lam", "abc"], "--lam"),
+    (["nonsense"], "COMMAND"),
+    (["ufm", "--dim", "0"], "dim"),
+])
+def test_bad_arguments_one_line_exit_2(args, word):
+    out = run(*args)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and word in lines[0] and "Traceback" not in out.stderr
+
+
+def test_ufm_command_writes_json(tmp_path):
+    path = tmp_path / "ufm.json"
+    out = run("ufm", "--classes", "4", "--max", "40", "--imbalance", "10", "--json", str(path))
+    assert out.returncode == 0, out.stderr
+    data = json.loads(path.read_text())
+    assert data["mismatch"] < 1e-4 and data["config"]["counts"] == [40, 18, 8, 4]
+    assert len(data["history"]) == data["iterations"]
+
+
+def test_figures_command(tmp_path, monkeypatch):
+    """All six PNGs are drawn (F6's UFM run swapped for a small one to keep this quick)."""
+    import npe_theory.figures as figs
+    from npe_theory.ufm import simulate_ufm
+
+    small = simulate_ufm([40, 18, 8, 4], tol=1e-8)
+    monkeypatch.setitem(figs.FIGURES, "F6_ufm.png", lambda p: figs.fig_ufm(p, small))
+    assert main(["figures", "--out", str(tmp_path)]) == 0
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert pngs == sorted(figs.FIGURES)
+    for p in tmp_path.glob("*.png"):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
