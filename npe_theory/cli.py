@@ -74,6 +74,9 @@ def main(argv=None) -> int:
     except ValueError as exc:  # the API's argument checks name the offending argument
         print(f"npe: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into head and the like
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("npe: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,114 @@
+"""``npe train`` and ``npe compare``. Imported by ``npe_theory.cli``; torch loads only when a command runs."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+GROUPS = ("overall", "many", "medium", "few")
+RULE_NAMES = {"argmax": "CE (argmax)", "posthoc_la": "post-hoc LA", "npe_la": "NPE-LA"}
+
+
+def _fmt(v, spec=".3f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def format_summary(results: dict) -> str:
+    cfg = results["config"]
+    lines = [f"{cfg['dataset']}-LT (imbalance {cfg['imbalance']:g}), {cfg['model']}, method {cfg['method']}, seed {cfg['seed']}, "
+             f"{cfg['epochs']} epochs in {results['train_seconds']:.0f} s; mean per-class test accuracy (tau {cfg['tau']:g}):",
+             f"  {'rule':<14}" + "".join(f"{g:>9}" for g in GROUPS)]
+    for rule, name in RULE_NAMES.items():
+        lines.append(f"  {name:<14}" + "".join(f"{_fmt(results['accuracy'][rule][g]):>9}" for g in GROUPS))
+    pem = results["pem"]
+    for key, label in (("vs_log_counts", "ln N_c"), ("vs_closed_form", "closed form")):
+        m = pem["prior_match"][key]
+        lines.append(f"  PEM vs {label:<12} centered RMSE {m['centered_rmse']:.3f}, max dev {m['max_deviation']:.3f}, "
+                     f"slope {_fmt(m['slope'], '.2f')}, offset {m['offset']:+.2f}, KL {m['kl']:.4f}")
+    lines.append(f"  NC1 of the features {pem['nc1']:.3g}" + ("" if pem["closed_form_applies"] else "  (MLP PEM: the closed form assumes a linear PEM)"))
+    lines.append(f"  run folder: {cfg['out']}")
+    return "\n".join(lines)
+
+
+def cmd_train(args) -> int:
+    from .config import make_config
+    from .train import TrainingDiverged, train
+
+    overrides = {k: getattr(args, k) for k in ("dataset", "model", "method", "profile", "imbalance", "n_max", "data_dir", "epochs",
+                                               "batch_size", "lr", "weight_decay", "schedule", "milestones", "warmup_epochs", "alpha",
+                                               "num_pems", "pem_hidden", "pem_loss", "pem_detach", "tau", "seed", "device", "amp",
+                                               "eval_every", "out")}
+    cfg = make_config(args.config, **overrides)
+    try:
+        results = train(cfg, resume=args.resume, progress=not args.quiet)
+    except TrainingDiverged as exc:
+        print(f"npe train: stopped: {exc}", file=sys.stderr)
+        return 1
+    print(format_summary(results))
+    return 0
+
+
+def _load_results(run: str) -> dict:
+    path = Path(run) / "results.json"
+    if not path.is_file():
+        raise ValueError(f"RUN_DIR: no results.json in {run} (a finished run writes it)")
+    return json.loads(path.read_text())
+
+
+def cmd_compare(args) -> int:
+    runs = [_load_results(r) for r in args.runs]
+    names = [Path(r).name for r in args.runs]
+    width = max(12, *(len(n) for n in names)) + 2
+    rows = [("dataset", lambda r: r["config"]["dataset"]), ("method", lambda r: r["config"]["method"]),
+            ("imbalance", lambda r: f"{r['config']['imbalance']:g}"), ("seed", lambda r: str(r["config"]["seed"])),
+            ("epochs", lambda r: str(r["epochs"]))]
+    for rule, name in RULE_NAMES.items():
+        for g in GROUPS:
+            rows.append((f"{name} {g}", lambda r, rule=rule, g=g: _fmt(r["accuracy"][rule][g])))
+    for key, label in (("vs_log_counts", "ln N_c"), ("vs_closed_form", "closed form")):
+        rows.append((f"PEM RMSE vs {label}", lambda r, key=key: _fmt(r["pem"]["prior_match"][key]["centered_rmse"])))
+    rows.append(("PEM slope on ln N_c", lambda r: _fmt(r["pem"]["prior_match"]["vs_log_counts"]["slope"], ".2f")))
+    rows.append(("NC1", lambda r: f"{r['pem']['nc1']:.3g}"))
+    label_w = max(len(r[0]) for r in rows) + 2
+    print(" " * label_w + "".join(f"{n:>{width}}" for n in names))
+    for label, get in rows:
+        print(f"{label:<{label_w}}" + "".join(f"{get(r):>{width}}" for r in runs))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a network with PEMs on long-tailed data and compare learned with closed-form priors")
+    p.add_argument("--config", metavar="FILE.toml", help="settings file (flags given here override it)")
+    p.add_argument("--dataset", help="synthetic | mnist1d | digits | cifar10 | cifar100 (default mnist1d)")
+    p.add_argument("--model", help="mlp | cnn1d | resnet32 (default by dataset)")
+    p.add_argument("--method", help="npe | ce | la_loss (default npe)")
+    p.add_argument("--profile", help="exp | step count profile (default exp)")
+    p.add_argument("--imbalance", type=float, help="head over tail count (default 100)")
+    p.add_argument("--n-max", type=int, help="head-class count (default by dataset)")
+    p.add_argument("--data-dir", help="folder with cifar-10-batches-py/ or cifar-100-python/ (never downloaded)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float, help="on every parameter, PEM included")
+    p.add_argument("--schedule", help="cosine | step")
+    p.add_argument("--milestones", type=int, nargs="+", help="step schedule: epochs after which lr x gamma")
+    p.add_argument("--warmup-epochs", type=int)
+    p.add_argument("--alpha", type=float, help="PEM loss weight")
+    p.add_argument("--num-pems", type=int)
+    p.add_argument("--pem-hidden", type=int, help="hidden width of an MLP PEM (default: linear PEM)")
+    p.add_argument("--pem-loss", help="logistic | exp")
+    p.add_argument("--pem-detach", action="store_const", const=True, help="keep the PEM loss from the backbone")
+    p.add_argument("--pem-joint", dest="pem_detach", action="store_const", const=False, help="let the PEM loss reach the backbone")
+    p.add_argument("--tau", type=float, help="logit-adjustment strength (default 1)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--no-amp", dest="amp", action="store_const", const=False, help="no bf16 autocast on CUDA")
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--out", help="run folder (default runs/<dataset>-<method>-ir<imbalance>-seed<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("compare", help="print finished runs side by side")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.set_defaults(func=cmd_compare)

@@ -1,0 +1,118 @@
+"""Backbones that return penultimate features, and the network that joins them to a classifier and a PEM."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .pem import PriorEstimator
+
+MODELS = ("mlp", "cnn1d", "resnet32")
+
+
+class MLP(nn.Module):
+    def __init__(self, in_features: int, width: int = 256, depth: int = 2):
+        super().__init__()
+        layers, d = [], in_features
+        for _ in range(depth):
+            layers += [nn.Linear(d, width), nn.ReLU()]
+            d = width
+        self.net = nn.Sequential(nn.Flatten(), *layers)
+        self.out_features = width
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class CNN1D(nn.Module):
+    """A small 1D CNN for MNIST-1D (40-step signals): three conv layers, global average pooling."""
+
+    def __init__(self, in_channels: int = 1, width: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv1d(in_channels, width, 5, padding=2), nn.BatchNorm1d(width), nn.ReLU(),
+            nn.Conv1d(width, width, 3, stride=2, padding=1), nn.BatchNorm1d(width), nn.ReLU(),
+            nn.Conv1d(width, width, 3, stride=2, padding=1), nn.BatchNorm1d(width), nn.ReLU(),
+            nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+        )
+        self.out_features = width
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class _Block(nn.Module):
+    """CIFAR basic block with the parameter-free shortcut of He et al. (option A): subsample and zero-pad."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.pad = cout - cin if (stride != 1 or cin != cout) else 0
+        self.stride = stride
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        short = x
+        if self.pad or self.stride != 1:
+            short = F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+        return F.relu(out + short)
+
+
+class ResNet32(nn.Module):
+    """The CIFAR ResNet-32 of the long-tail literature: 3 stages x 5 blocks, 16/32/64 channels, 64-d features."""
+
+    def __init__(self, in_channels: int = 3, blocks: int = 5):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        layers, cin = [], 16
+        for cout, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(blocks):
+                layers.append(_Block(cin, cout, stride if i == 0 else 1))
+                cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.out_features = 64
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight)
+
+    def forward(self, x):
+        return F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1).flatten(1)
+
+
+class NPENet(nn.Module):
+    """backbone -> features h -> (classifier logits z, PEM heads). The PEM reads the same features as the classifier."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int, num_pems: int = 1, pem_hidden: int | None = None, pem_detach: bool = False):
+        super().__init__()
+        self.backbone = backbone
+        self.classifier = nn.Linear(backbone.out_features, num_classes)
+        self.pem = PriorEstimator(backbone.out_features, num_classes, num_pems, pem_hidden, pem_detach)
+
+    def forward(self, x):
+        """(logits, PEM heads (K, B, C), features)."""
+        h = self.backbone(x)
+        return self.classifier(h), self.pem.heads_output(h), h
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, num_pems: int = 1, pem_hidden: int | None = None,
+                pem_detach: bool = False) -> NPENet:
+    if name == "mlp":
+        n_in = 1
+        for s in input_shape:
+            n_in *= s
+        backbone = MLP(n_in)
+    elif name == "cnn1d":
+        if len(input_shape) != 2:
+            raise ValueError(f"model: cnn1d needs (channels, length) inputs, got {input_shape}")
+        backbone = CNN1D(input_shape[0])
+    elif name == "resnet32":
+        if len(input_shape) != 3:
+            raise ValueError(f"model: resnet32 needs (channels, height, width) inputs, got {input_shape}")
+        backbone = ResNet32(input_shape[0])
+    else:
+        raise ValueError(f"model: unknown {name!r}; choose from {', '.join(MODELS)}")
+    return NPENet(backbone, num_classes, num_pems, pem_hidden, pem_detach)

@@ -1,0 +1,108 @@
+"""Prior Estimation Modules, the one-way loss and NPE logit adjustment (SPEC sections 1 and 6).
+
+Sign convention: ``eta`` is the prior signal itself (it grows like ln N_c); the
+official code's PEM output is ``p = -eta``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PEM_LOSSES = ("logistic", "exp")
+
+
+def _check_target(eta: torch.Tensor, target: torch.Tensor, ignore_index: int) -> None:
+    if eta.dim() < 2:
+        raise ValueError(f"eta: expected (B, C) or (B, C, H, W), got shape {tuple(eta.shape)}")
+    if target.shape != eta.shape[:1] + eta.shape[2:]:
+        raise ValueError(f"target: expected shape {tuple(eta.shape[:1] + eta.shape[2:])} for eta {tuple(eta.shape)}, got {tuple(target.shape)}")
+    valid = target[target != ignore_index]
+    if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= eta.shape[1]):
+        raise ValueError(f"target: labels must lie in [0, {eta.shape[1]}), got [{int(valid.min())}, {int(valid.max())}]")
+
+
+def one_way_logistic_loss(eta: torch.Tensor, target: torch.Tensor, reduction: str = "mean", loss: str = "logistic",
+                          ignore_index: int = -100, validate: bool = True) -> torch.Tensor:
+    """l = softplus(-eta_y) = log(1 + exp(-eta_y)): only the target coordinate is pushed up.
+
+    ``loss="exp"`` gives the exponential tail exp(-eta_y) of Proposition 1. Works on
+    (B, C) logits with (B,) targets and on dense (B, C, H, W) maps with (B, H, W) targets;
+    ``ignore_index`` pixels contribute nothing. ``reduction``: "mean" over counted
+    elements, "sum" or "none".
+    """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction: expected 'mean', 'sum' or 'none', got {reduction!r}")
+    if loss not in PEM_LOSSES:
+        raise ValueError(f"loss: expected one of {PEM_LOSSES}, got {loss!r}")
+    if validate:
+        _check_target(eta, target, ignore_index)
+    keep = target != ignore_index
+    eta_y = eta.gather(1, torch.where(keep, target, 0).unsqueeze(1)).squeeze(1)
+    per = F.softplus(-eta_y) if loss == "logistic" else torch.exp(-eta_y)
+    per = per * keep
+    if reduction == "none":
+        return per
+    total = per.sum()
+    return total / keep.sum().clamp_min(1) if reduction == "mean" else total
+
+
+def heads_loss(heads: torch.Tensor, target: torch.Tensor, loss: str = "logistic", validate: bool = True) -> torch.Tensor:
+    """Sum over PEM heads (K, B, C, ...) of the batch-mean one-way loss: the official reduction."""
+    return sum(one_way_logistic_loss(h, target, loss=loss, validate=validate and k == 0) for k, h in enumerate(heads))
+
+
+def npe_adjust(logits: torch.Tensor, eta: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """NPE-LA: z~ = z - tau * eta(x). Same argmax as the official z + mean_k (p_k - mean_c p_k)."""
+    if logits.shape != eta.shape:
+        raise ValueError(f"eta: shape {tuple(eta.shape)} does not match logits {tuple(logits.shape)}")
+    return logits - tau * eta
+
+
+class PriorEstimator(nn.Module):
+    """``num_pems`` BN-free heads on the features, averaged: eta(h) = mean_k head_k(h).
+
+    Each head is ``Linear(in_features, C)`` (initialized N(0, 0.001^2), zero bias, as in the
+    official code) or, with ``hidden``, ``Linear -> ReLU -> Linear``. On (B, D, H, W) feature
+    maps the heads act per pixel and give (B, C, H, W). ``detach=True`` keeps the PEM loss
+    from reaching the backbone.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, num_pems: int = 1, hidden: int | None = None,
+                 detach: bool = False, init_std: float = 1e-3):
+        super().__init__()
+        for name, v in (("in_features", in_features), ("num_classes", num_classes), ("num_pems", num_pems)):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {v!r}")
+        if hidden is not None and (not isinstance(hidden, int) or hidden < 1):
+            raise ValueError(f"hidden: expected None or an integer >= 1, got {hidden!r}")
+        self.in_features, self.num_classes, self.num_pems, self.hidden, self.detach = in_features, num_classes, num_pems, hidden, detach
+        self.heads = nn.ModuleList(self._head(in_features, num_classes, hidden) for _ in range(num_pems))
+        for head in self.heads:
+            for m in head.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.normal_(m.weight, 0.0, init_std)
+                    nn.init.zeros_(m.bias)
+
+    @staticmethod
+    def _head(d: int, c: int, hidden: int | None) -> nn.Module:
+        return nn.Linear(d, c) if hidden is None else nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, c))
+
+    @property
+    def is_linear(self) -> bool:
+        return self.hidden is None
+
+    def heads_output(self, features: torch.Tensor) -> torch.Tensor:
+        """Every head's output, stacked: (K, B, C) or (K, B, C, H, W)."""
+        if features.dim() not in (2, 4) or features.shape[1] != self.in_features:
+            raise ValueError(f"features: expected (B, {self.in_features}) or (B, {self.in_features}, H, W), got {tuple(features.shape)}")
+        if self.detach:
+            features = features.detach()
+        dense = features.dim() == 4
+        h = features.movedim(1, -1) if dense else features  # per-pixel linear map = 1x1 convolution
+        out = torch.stack([head(h) for head in self.heads])
+        return out.movedim(-1, 2) if dense else out
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.heads_output(features).mean(0)
+

@@ -1,0 +1,182 @@
+"""The training core and the npe train / compare commands, end to end on tiny runs."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from npe_train.config import TrainConfig, make_config
+from npe_train.data import write_fake_cifar
+from npe_train.train import TrainingDiverged, lr_factor, train
+
+
+def tiny(tmp_path, **kw):
+    base = dict(dataset="synthetic", imbalance=20, epochs=4, batch_size=64, lr=0.05, out=str(tmp_path / "run"), seed=1)
+    base.update(kw)
+    return make_config(**base)
+
+
+def test_run_folder_and_results(tmp_path):
+    res = train(tiny(tmp_path), progress=False)
+    run = tmp_path / "run"
+    for name in ("config.json", "metrics.jsonl", "results.json", "checkpoint.pt", "pem_vs_log_counts.png", "training_curves.png", "accuracy_by_group.png"):
+        assert (run / name).is_file(), name
+    saved = json.loads((run / "results.json").read_text())
+    assert saved["accuracy"].keys() == {"argmax", "posthoc_la", "npe_la"}
+    for rule in saved["accuracy"]:
+        assert {"overall", "many", "medium", "few", "per_class"} <= saved["accuracy"][rule].keys()
+        assert 0 <= saved["accuracy"][rule]["overall"] <= 1
+    fields = {"offset", "centered_rmse", "max_deviation", "slope", "intercept", "r2", "spearman", "kl", "tv"}
+    assert fields <= saved["pem"]["prior_match"]["vs_log_counts"].keys()
+    assert fields <= saved["pem"]["prior_match"]["vs_closed_form"].keys()
+    assert np.array(saved["pem"]["eta_matrix"]).shape == (10, 10)
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [0, 1, 2, 3] and all("pem_learned" in x for x in lines)
+    assert json.loads((run / "config.json").read_text())["seed"] == 1
+    # overall accuracy is the mean of the per-class accuracies (balanced test set)
+    acc = saved["accuracy"]["npe_la"]
+    assert acc["overall"] == pytest.approx(np.mean(acc["per_class"]))
+    assert res["pem"]["closed_form_applies"]
+
+
+def test_accuracy_rules_by_hand():
+    from npe_train.evaluate import accuracy_report
+
+    counts = np.array([150, 50, 5])  # many, medium, few
+    logits = np.array([[2.0, 1.0, 0.0], [0.0, 2.0, 1.5], [1.0, 0.0, 0.9], [0.5, 1.0, 0.0]])
+    eta = np.array([[3.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    y = np.array([0, 2, 2, 1])
+    rep = accuracy_report(logits, eta, y, counts, tau=1.0, tau_grid=[0.0, 1.0])
+    # argmax predicts [0, 1, 0, 1]: class 0 right, class 2 wrong twice, class 1 right
+    assert rep["accuracy"]["argmax"]["per_class"] == [1.0, 1.0, 0.0]
+    # npe_la: z - eta = [[-1,1,0],[0,1,1.5],[0,0,0.9],[0.5,1,0]] predicts [1, 2, 2, 1]
+    assert rep["accuracy"]["npe_la"]["per_class"] == [0.0, 1.0, 1.0]
+    assert rep["accuracy"]["npe_la"]["many"] == 0.0 and rep["accuracy"]["npe_la"]["few"] == 1.0
+    assert rep["accuracy"]["npe_la"]["overall"] == pytest.approx(2 / 3)
+    # posthoc_la: z - ln pi adds ln(205/5) to the few class
+    assert rep["accuracy"]["posthoc_la"]["per_class"][2] == 1.0
+    assert rep["tau_sweep"]["npe_la"]["0"]["overall"] == rep["accuracy"]["argmax"]["overall"]
+    with pytest.raises(ValueError, match="^y"):
+        accuracy_report(logits, eta, np.array([0, 0, 2, 2]), counts, 1.0, [1.0])
+
+
+def test_resume_reaches_the_same_result(tmp_path):
+    full = train(tiny(tmp_path, out=str(tmp_path / "full")), progress=False)
+    cfg = tiny(tmp_path, out=str(tmp_path / "cut"))
+    assert train(cfg, progress=False, stop_after=2) == {"stopped_after_epoch": 1}
+    resumed = train(cfg, resume=True, progress=False)
+    assert resumed["accuracy"] == full["accuracy"]
+    assert resumed["pem"]["learned"] == full["pem"]["learned"]
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 4
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    train(tiny(tmp_path, epochs=2), progress=False, stop_after=1)
+    with pytest.raises(ValueError, match="^resume"):
+        train(tiny(tmp_path, epochs=2, lr=0.01), resume=True, progress=False)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    import npe_train.train as tr
+
+    real, calls = tr.heads_loss, {"n": 0}
+
+    def poisoned(*a, **k):
+        calls["n"] += 1
+        out = real(*a, **k)
+        return out * float("nan") if calls["n"] > 6 else out  # 4 steps per epoch: NaN from epoch 2 on
+
+    monkeypatch.setattr(tr, "heads_loss", poisoned)
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        train(tiny(tmp_path, n_max=60), progress=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ckpt["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("method", ["ce", "la_loss"])
+def test_baselines_train_with_a_detached_probe(tmp_path, method):
+    res = train(tiny(tmp_path, method=method, epochs=2), progress=False)
+    assert res["config"]["pem_detach"] is True and res["accuracy"]["npe_la"]["overall"] >= 0
+
+
+def test_resnet32_on_fake_cifar(tmp_path):
+    write_fake_cifar(tmp_path / "data", 10, train_per_class=8, test_per_class=2)
+    res = train(make_config(dataset="cifar10", n_max=8, imbalance=4, epochs=1, batch_size=16, data_dir=str(tmp_path / "data"),
+                            out=str(tmp_path / "run"), num_pems=2), progress=False)
+    assert res["config"]["model"] == "resnet32" and res["config"]["augment"] is True
+    assert len(res["pem"]["learned"]) == 10
+
+
+def test_augment_is_a_crop_of_the_padded_image():
+    from npe_train.train import _augment
+
+    x = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).reshape(2, 3, 32, 32)
+    out = _augment(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    for b in range(2):
+        found = any(torch.equal(out[b], padded[b, :, i : i + 32, j : j + 32]) or torch.equal(out[b], padded[b, :, i : i + 32, j : j + 32].flip(2))
+                    for i in range(9) for j in range(9))
+        assert found
+
+
+def test_schedules():
+    cfg = TrainConfig(epochs=10, schedule="step", milestones=[5, 8], gamma=0.1, warmup_epochs=2).resolved()
+    assert [lr_factor(cfg, e) for e in range(10)] == pytest.approx([1 / 3, 2 / 3, 1, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01])
+    cos = TrainConfig(epochs=4).resolved()
+    assert lr_factor(cos, 0) == 1.0 and lr_factor(cos, 2) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("kw, name", [(dict(dataset="imagenet"), "dataset"), (dict(model="vit"), "model"), (dict(method="focal"), "method"),
+                                      (dict(imbalance=0.5), "imbalance"), (dict(epochs=0), "epochs"), (dict(weight_decay=0.0), "weight_decay"),
+                                      (dict(warmup_epochs=60), "warmup_epochs"), (dict(lr=float("nan")), "lr")])
+def test_config_errors_name_the_field(kw, name):
+    with pytest.raises(ValueError, match=f"^{name}"):
+        make_config(**kw)
+
+
+def npe(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "npe_theory", *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+def test_cli_train_and_compare(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[train]\ndataset = "synthetic"\nepochs = 2\nimbalance = 10\n')
+    out = npe("train", "--config", str(cfg), "--seed", "3", "--out", str(tmp_path / "a"), "--quiet")
+    assert out.returncode == 0, out.stderr
+    for word in ("CE (argmax)", "post-hoc LA", "NPE-LA", "PEM vs ln N_c", "PEM vs closed form"):
+        assert word in out.stdout
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert saved["seed"] == 3 and saved["epochs"] == 2 and saved["imbalance"] == 10  # file < flags
+    assert npe("train", "--config", str(cfg), "--out", str(tmp_path / "b"), "--method", "ce", "--quiet").returncode == 0
+    cmp = npe("compare", str(tmp_path / "a"), str(tmp_path / "b"))
+    assert cmp.returncode == 0 and "NPE-LA overall" in cmp.stdout and cmp.stdout.count("synthetic") == 2
+
+
+@pytest.mark.parametrize("args, word", [
+    (["train", "--dataset", "nope"], "dataset"),
+    (["train", "--model", "vit"], "model"),
+    (["train", "--method", "magic"], "method"),
+    (["train", "--imbalance", "0.5"], "imbalance"),
+    (["train", "--dataset", "cifar10", "--data-dir", "/nonexistent"], "data_dir"),
+    (["train", "--epochs", "x"], "--epochs"),
+    (["compare", "/nonexistent-run"], "RUN_DIR"),
+])
+def test_cli_errors_are_one_line(args, word):
+    out = npe(*args)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and word in out.stderr
+
+
+def test_cli_malformed_config(tmp_path):
+    for text in ('epochs = "ten"\n', "epochz = 3\n", "epochs = [\n"):
+        cfg = tmp_path / "bad.toml"
+        cfg.write_text(text)
+        out = npe("train", "--config", str(cfg))
+        assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
