@@ -28,10 +28,15 @@ def choice(name: str, value, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def nonnegative_int(name: str, value) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
+def nonnegative_int(name: str, value, minimum: int = 0) -> int:
+    """An int (not a bool) >= minimum."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def positive_int(name: str, value) -> int:
+    return nonnegative_int(name, value, minimum=1)
 
 
 def scalar_or_array(arr: np.ndarray):

@@ -22,10 +22,11 @@ from .reference import mp_lambert_w_of_exp, mp_logistic_root_of_log, mp_series  
 ORDERS = range(5)
 
 
-def _save(fig, path) -> Path:
+def save_figure(fig, path, dpi: int = 130) -> Path:
+    """Write ``fig`` as a PNG (folders made as needed) and release it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -46,7 +47,7 @@ def fig_objective(path) -> Path:
     axes[0].set_ylabel("J_c(eta) / lam_c  (log scale)")
     axes[1].legend(loc="upper right", fontsize=8)
     fig.suptitle("F1  The scalar PEM problem: one strictly convex minimum per count (dots), moving right like ln x")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def fig_series(path) -> Path:
@@ -77,7 +78,7 @@ def fig_series(path) -> Path:
     axes[1].legend(fontsize=8)
     axes[1].set_title("each order closes the gap faster (F3 shows the rates)")
     fig.suptitle("F2  W(x) and its asymptotic series (L1 = ln x, L2 = ln ln x)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def fig_series_error(path) -> Path:
@@ -94,7 +95,7 @@ def fig_series_error(path) -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2)
     ax.set_title("F3  Truncation error follows the predicted rates (dotted)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def fig_logistic(path) -> Path:
@@ -124,7 +125,7 @@ def fig_logistic(path) -> Path:
     axes[1].grid(alpha=0.3, which="both")
     axes[1].set_title("the gap is O(ln x / x)  (mpmath, 50 digits)")
     fig.suptitle("F4  The exponential-tail optimum is the saturation limit of the logistic loss")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 F5_SETUPS = (("CIFAR-10-LT", 10, 5000, 2e-4), ("CIFAR-100-LT", 100, 500, 1e-3))
@@ -153,7 +154,7 @@ def fig_predicted_priors(path) -> Path:
             ax.legend(fontsize=7, loc="upper left")
     fig.suptitle(f"F5  What 'log-prior up to a constant' looks like at real scales (||mu_c||^2 = {F5_NORM_SQ:g}, PEM bias decayed)")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def fig_ufm(path, result=None) -> Path:
@@ -186,7 +187,7 @@ def fig_ufm(path, result=None) -> Path:
     cfg = result.config
     fig.suptitle(f"F6  UFM ({cfg['nonlinearity']} features, {cfg['loss']} PEM loss, weight decay {cfg['lam_pem']:g}): "
                  f"10 classes, imbalance 100, NC1 = {result.nc1:.1e}")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 FIGURES = {

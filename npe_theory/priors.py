@@ -12,7 +12,7 @@ import numpy as np
 from scipy.special import log_softmax, softmax
 from scipy.stats import rankdata
 
-from ._validate import LOSSES, REDUCTIONS, as_float_array, choice
+from ._validate import LOSSES, REDUCTIONS, as_float_array, choice, positive_int
 from .optimum import optimal_logit
 
 PROFILES = ("exp", "step")
@@ -29,10 +29,7 @@ def count_profile(kind: str, num_classes: int, n_max: int, imbalance: float) -> 
     step: the first floor(C / 2) classes get n_max, the rest floor(n_max / imbalance).
     """
     choice("kind", kind, PROFILES)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise ValueError(f"num_classes: expected an integer >= 1, got {num_classes!r}")
-    if isinstance(n_max, bool) or not isinstance(n_max, (int, np.integer)) or n_max < 1:
-        raise ValueError(f"n_max: expected an integer >= 1, got {n_max!r}")
+    num_classes, n_max = positive_int("num_classes", num_classes), positive_int("n_max", n_max)
     imbalance = float(as_float_array("imbalance", imbalance))
     if imbalance < 1:
         raise ValueError(f"imbalance: must be >= 1 (head over tail count), got {imbalance!r}")

@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from npe_theory.figures import save_figure  # noqa: E402
+
 from .evaluate import RULES  # noqa: E402
 
 
@@ -34,9 +36,7 @@ def _pem_figure(path, results) -> Path:
     ax.set_ylabel("PEM output eta")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def _curves(path, metrics) -> Path:
@@ -58,9 +58,7 @@ def _curves(path, metrics) -> Path:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def _groups(path, results) -> Path:
@@ -76,6 +74,4 @@ def _groups(path, results) -> Path:
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8)
     ax.set_title(f"accuracy by class group (tau = {results['config']['tau']:g})")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
