@@ -34,17 +34,42 @@ def cmd_train(args) -> int:
     from .config import make_config
     from .train import TrainingDiverged, train
 
-    overrides = {k: getattr(args, k) for k in ("dataset", "model", "method", "profile", "imbalance", "n_max", "data_dir", "epochs",
-                                               "batch_size", "lr", "weight_decay", "schedule", "milestones", "warmup_epochs", "alpha",
-                                               "num_pems", "pem_hidden", "pem_loss", "pem_detach", "tau", "seed", "device", "amp",
-                                               "eval_every", "out")}
+    overrides = {k: getattr(args, k) for k in TRAIN_FLAGS}
     cfg = make_config(args.config, **overrides)
     try:
         results = train(cfg, resume=args.resume, progress=not args.quiet)
     except TrainingDiverged as exc:
         print(f"npe train: stopped: {exc}", file=sys.stderr)
         return 1
-    print(format_summary(results))
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    if "config" in results:  # under torchrun only rank 0 reports
+        print(format_summary(results))
+    return 0
+
+
+TRAIN_FLAGS = ("dataset", "model", "method", "profile", "imbalance", "n_max", "data_dir", "epochs", "batch_size", "lr", "weight_decay",
+               "schedule", "milestones", "warmup_epochs", "alpha", "num_pems", "pem_hidden", "pem_loss", "pem_detach", "tau", "seed",
+               "device", "amp", "compile", "eval_every", "out")
+
+
+def cmd_sweep(args) -> int:
+    from .config import make_config
+    from .sweep import grid, run_grid, summarize, write_tables
+
+    overrides = {k: getattr(args, k, None) for k in TRAIN_FLAGS if k not in ("method", "imbalance", "seed", "out")}
+    base = make_config(args.config, **overrides)
+    out = Path(args.out)
+    runs = grid(base, args.seeds, args.methods, args.imbalances, out)
+    print(f"sweep: {len(runs)} runs ({len(args.methods)} methods x {len(args.imbalances)} imbalances x {len(args.seeds)} seeds) in {out}"
+          + (f" over GPUs {', '.join(args.gpus)}" if args.gpus else ", one after another"))
+    table = summarize(run_grid(runs, args.gpus, progress=not args.quiet))
+    csv_path, md_path = write_tables(table, out)
+    print(md_path.read_text())
+    print(f"wrote {csv_path} and {md_path}")
     return 0
 
 
@@ -76,14 +101,16 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def register(sub) -> None:
-    p = sub.add_parser("train", help="train a network with PEMs on long-tailed data and compare learned with closed-form priors")
+def _add_run_flags(p, sweep: bool = False) -> None:
+    """The settings of a run, shared by train and sweep (sweep sets method, imbalance, seed and folders itself)."""
     p.add_argument("--config", metavar="FILE.toml", help="settings file (flags given here override it)")
     p.add_argument("--dataset", help="synthetic | mnist1d | digits | cifar10 | cifar100 (default mnist1d)")
     p.add_argument("--model", help="mlp | cnn1d | resnet32 (default by dataset)")
-    p.add_argument("--method", help="npe | ce | la_loss (default npe)")
+    if not sweep:
+        p.add_argument("--method", help="npe | ce | la_loss (default npe)")
+        p.add_argument("--imbalance", type=float, help="head over tail count (default 100)")
+        p.add_argument("--seed", type=int)
     p.add_argument("--profile", help="exp | step count profile (default exp)")
-    p.add_argument("--imbalance", type=float, help="head over tail count (default 100)")
     p.add_argument("--n-max", type=int, help="head-class count (default by dataset)")
     p.add_argument("--data-dir", help="folder with cifar-10-batches-py/ or cifar-100-python/ (never downloaded)")
     p.add_argument("--epochs", type=int)
@@ -97,17 +124,32 @@ def register(sub) -> None:
     p.add_argument("--num-pems", type=int)
     p.add_argument("--pem-hidden", type=int, help="hidden width of an MLP PEM (default: linear PEM)")
     p.add_argument("--pem-loss", help="logistic | exp")
-    p.add_argument("--pem-detach", action="store_const", const=True, help="keep the PEM loss from the backbone")
-    p.add_argument("--pem-joint", dest="pem_detach", action="store_const", const=False, help="let the PEM loss reach the backbone")
+    if not sweep:
+        p.add_argument("--pem-detach", action="store_const", const=True, help="keep the PEM loss from the backbone")
+        p.add_argument("--pem-joint", dest="pem_detach", action="store_const", const=False, help="let the PEM loss reach the backbone")
     p.add_argument("--tau", type=float, help="logit-adjustment strength (default 1)")
-    p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--no-amp", dest="amp", action="store_const", const=False, help="no bf16 autocast on CUDA")
+    p.add_argument("--compile", action="store_const", const=True, help="torch.compile the network")
     p.add_argument("--eval-every", type=int)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a network with PEMs on long-tailed data and compare learned with closed-form priors")
+    _add_run_flags(p)
     p.add_argument("--out", help="run folder (default runs/<dataset>-<method>-ir<imbalance>-seed<seed>)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sweep", help="run seeds x methods x imbalances and write one mean/std table (CSV and Markdown)")
+    _add_run_flags(p, sweep=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--methods", nargs="+", default=["npe", "ce"], help="from npe, ce, la_loss")
+    p.add_argument("--imbalances", type=float, nargs="+", default=[100.0])
+    p.add_argument("--gpus", nargs="+", help="spread runs over these GPU ids (one run per GPU at a time)")
+    p.add_argument("--out", default="runs/sweep", help="sweep folder (default runs/sweep)")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("compare", help="print finished runs side by side")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")

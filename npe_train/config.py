@@ -45,6 +45,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto: cuda when available
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    compile: bool = False  # torch.compile the network (worth it on CUDA for long runs)
     eval_every: int = 1
     out: str | None = None  # None: runs/<dataset>-<method>-ir<imbalance>-seed<seed>
 

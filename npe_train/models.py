@@ -90,12 +90,13 @@ class NPENet(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.classifier = nn.Linear(backbone.out_features, num_classes)
-        self.pem = PriorEstimator(backbone.out_features, num_classes, num_pems, pem_hidden, pem_detach)
+        # num_pems = 0 builds the same network without a PEM (for overhead measurements)
+        self.pem = PriorEstimator(backbone.out_features, num_classes, num_pems, pem_hidden, pem_detach) if num_pems else None
 
     def forward(self, x):
-        """(logits, PEM heads (K, B, C), features)."""
+        """(logits, PEM heads (K, B, C) or None, features)."""
         h = self.backbone(x)
-        return self.classifier(h), self.pem.heads_output(h), h
+        return self.classifier(h), self.pem.heads_output(h) if self.pem is not None else None, h
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, num_pems: int = 1, pem_hidden: int | None = None,

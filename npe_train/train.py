@@ -6,6 +6,13 @@ Per epoch: shuffle with a seeded generator, SGD steps on CE (or the logit-adjust
 loss) + alpha * the one-way PEM loss, then evaluation, one line of metrics.jsonl,
 and an atomic checkpoint. ``resume=True`` continues from the checkpoint and ends
 where the uninterrupted run would have.
+
+The step never waits for the host: the epoch's permutation and augmentation draws
+move to the device once, losses accumulate there and are read once per epoch.
+Launched by ``torchrun`` (WORLD_SIZE > 1) the same loop runs data-parallel (DDP):
+every rank draws the same permutation and takes its own interleaved shard, so the
+global batch is the single-process batch; rank 0 alone logs and checkpoints, and
+evaluation is split across ranks and gathered.
 """
 from __future__ import annotations
 
@@ -17,8 +24,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from .config import TrainConfig
@@ -56,13 +66,17 @@ def lr_factor(cfg: TrainConfig, epoch: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / span))
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random 32x32 crop of the 4-padded image and a horizontal flip, batched (SPEC's CIFAR recipe)."""
+def draw_augmentation(n: int, gen: torch.Generator) -> torch.Tensor:
+    """Crop offsets (dy, dx in 0..8) and a flip bit for n samples: an (n, 3) integer tensor."""
+    return torch.stack([torch.randint(0, 9, (n,), generator=gen), torch.randint(0, 9, (n,), generator=gen),
+                        (torch.rand(n, generator=gen) < 0.5).long()], dim=1)
+
+
+def augment(x: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+    """Random 32x32 crop of the 4-padded image and a horizontal flip, batched on x's device (the CIFAR recipe)."""
     b, _, hgt, wid = x.shape
     padded = F.pad(x, (4, 4, 4, 4))
-    dy = torch.randint(0, 9, (b,), generator=gen).to(x.device)
-    dx = torch.randint(0, 9, (b,), generator=gen).to(x.device)
-    flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+    dy, dx, flip = draws[:, 0], draws[:, 1], draws[:, 2].bool()
     rows = (dy[:, None] + torch.arange(hgt, device=x.device))[:, None, :, None]
     cols = (dx[:, None] + torch.arange(wid, device=x.device))[:, None, None, :]
     out = padded[torch.arange(b, device=x.device)[:, None, None, None], torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
@@ -96,25 +110,79 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass(frozen=True)
+class Dist:
+    """Where this process stands in a torchrun launch (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(cfg: TrainConfig) -> tuple[Dist, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist(), _device(cfg.device)
+    use_cuda = torch.cuda.is_available() and cfg.device in ("auto", "cuda")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local}") if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size: {cfg.batch_size} does not split over {world} processes")
+    return Dist(dist.get_rank(), world), device
+
+
+def train_step(model, opt, x, y, cfg: TrainConfig, log_prior, use_amp: bool) -> torch.Tensor:
+    """One SGD step on CE (or CE(z + tau ln pi) for la_loss) + alpha * PEM loss; returns (loss, ce, pem), detached."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        logits, heads, _ = model(x)
+    logits = logits.float()
+    ce = F.cross_entropy(logits + cfg.tau * log_prior if cfg.method == "la_loss" else logits, y)
+    pem = heads_loss(heads.float(), y, cfg.pem_loss, validate=False) if heads is not None else torch.zeros((), device=x.device)
+    loss = ce + cfg.alpha * pem
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return torch.stack([loss.detach(), ce.detach(), pem.detach()])
+
+
+def _gather_rows(parts: tuple[np.ndarray, ...], rank_info: Dist) -> tuple[np.ndarray, ...]:
+    """Concatenate every rank's contiguous chunk of each array, in rank order."""
+    if rank_info.world == 1:
+        return parts
+    gathered = [None] * rank_info.world
+    dist.all_gather_object(gathered, parts)
+    return tuple(np.concatenate([g[i] for g in gathered]) for i in range(len(parts)))
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
     """Train, evaluate every ``eval_every`` epochs, and write the run folder; returns results.json's content.
 
-    ``stop_after`` ends the process-equivalent of a kill after that many epochs (for resume tests).
+    ``stop_after`` returns early after that many epochs, as if the process were killed (for resume tests).
+    Under torchrun, ranks other than 0 return ``{"rank": r}``.
     """
     from tqdm.auto import tqdm
 
     cfg = cfg.resolved()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = _device(cfg.device)
+    rank_info, device = _init_distributed(cfg)
+    out, main = Path(cfg.out), rank_info.main
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     _seed_all(cfg.seed)
     data = build(cfg.dataset, cfg.imbalance, cfg.profile, cfg.n_max, cfg.seed, cfg.data_dir)
     model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.num_pems, cfg.pem_hidden, cfg.pem_detach).to(device)
-    if device.type == "cuda" and len(data.input_shape) == 3:
+    channels_last = device.type == "cuda" and len(data.input_shape) == 3
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(cfg, e))
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)  # the same on every rank: one permutation, sharded
     prepare = _preparer(data, device)
     x_train = torch.as_tensor(data.x_train, device=device)
     y_train = torch.as_tensor(data.y_train, device=device)
@@ -135,57 +203,70 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         gen.set_state(ckpt["generator"])
         torch.set_rng_state(ckpt["torch_rng"])
         start = ckpt["epoch"] + 1
-        lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
-        metrics_path.write_text("".join(line + "\n" for line in lines if json.loads(line)["epoch"] < start))
-    else:
+        if main:
+            lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
+            metrics_path.write_text("".join(line + "\n" for line in lines if json.loads(line)["epoch"] < start))
+    elif main:
         metrics_path.write_text("")
-    _write_json(out / "config.json", asdict(cfg))
+    if main:
+        _write_json(out / "config.json", asdict(cfg))
+    net = model
+    if rank_info.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
 
     n, t0 = len(y_train), time.perf_counter()
-    bar = tqdm(range(start, cfg.epochs), desc=f"{cfg.dataset} {cfg.method}", disable=not progress, initial=start, total=cfg.epochs)
+    per_rank_batch = cfg.batch_size // rank_info.world
+    bar = tqdm(range(start, cfg.epochs), desc=f"{cfg.dataset} {cfg.method}", disable=not (progress and main), initial=start, total=cfg.epochs)
     report = None
     for epoch in bar:
         model.train()
-        sums = torch.zeros(3, device=device)  # loss, ce, pem: accumulated on the device, read once per epoch
-        perm = torch.randperm(n, generator=gen).to(device)
-        for i in range(0, n, cfg.batch_size):
-            idx = perm[i : i + cfg.batch_size]
+        perm = torch.randperm(n, generator=gen)
+        draws = draw_augmentation(n, gen) if cfg.augment else None
+        padded = -(-n // rank_info.world) * rank_info.world  # every rank takes the same number of steps
+        shard = torch.cat([perm, perm[: padded - n]])[rank_info.rank :: rank_info.world].to(device, non_blocking=True)
+        if draws is not None:
+            draws = torch.cat([draws, draws[: padded - n]])[rank_info.rank :: rank_info.world].to(device, non_blocking=True)
+        sums = torch.zeros(4, device=device)  # loss, ce, pem, samples: read once per epoch
+        for i in range(0, len(shard), per_rank_batch):
+            idx = shard[i : i + per_rank_batch]
             x, y = prepare(x_train[idx]), y_train[idx]
-            if cfg.augment:
-                x = _augment(x, gen)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits, heads, _ = model(x)
-            logits, heads = logits.float(), heads.float()
-            ce = F.cross_entropy(logits + cfg.tau * log_prior if cfg.method == "la_loss" else logits, y)
-            pem = heads_loss(heads, y, cfg.pem_loss, validate=False)
-            loss = ce + cfg.alpha * pem
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sums += torch.stack([loss.detach(), ce.detach(), pem.detach()]) * len(y)
+            if draws is not None:
+                x = augment(x, draws[i : i + per_rank_batch])
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            step = train_step(net, opt, x, y, cfg, log_prior, use_amp)
+            sums += torch.cat([step * len(y), step.new_tensor([len(y)])])
         sched.step()
-        loss_e, ce_e, pem_e = (sums / n).tolist()
+        if rank_info.world > 1:
+            dist.all_reduce(sums)
+        loss_e, ce_e, pem_e = (sums[:3] / sums[3]).tolist()
         if not all(math.isfinite(v) for v in (loss_e, ce_e, pem_e)):
-            raise TrainingDiverged(f"loss became {loss_e} in epoch {epoch + 1}; the last good checkpoint (epoch {start if epoch == start else epoch}) is kept in {out}")
+            raise TrainingDiverged(f"loss became {loss_e} in epoch {epoch + 1}; the last good checkpoint "
+                                   f"({'epoch ' + str(epoch) if epoch > 0 else 'none yet'}) is kept in {out}")
         line = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "loss": loss_e, "ce": ce_e, "pem": pem_e, "seconds": time.perf_counter() - t0}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            report = evaluate_run(model, data, cfg, x_train, x_test, prepare)
+            report = evaluate_run(model, data, cfg, x_train, x_test, prepare, rank_info)
             line.update(accuracy={r: v["overall"] for r, v in report["accuracy"].items()},
                         prior_rmse_vs_log_counts=report["pem"]["prior_match"]["vs_log_counts"]["centered_rmse"],
                         prior_rmse_vs_closed_form=report["pem"]["prior_match"]["vs_closed_form"]["centered_rmse"],
                         nc1=report["pem"]["nc1"], pem_learned=report["pem"]["learned"], pem_predicted=report["pem"]["predicted"])
             bar.set_postfix(loss=f"{loss_e:.3f}", acc=f"{line['accuracy']['npe_la']:.3f}")
-        with metrics_path.open("a") as fh:
-            fh.write(json.dumps(line) + "\n")
-        _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                      "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch, "config": asdict(cfg)}, ckpt_path)
+        if main:
+            with metrics_path.open("a") as fh:
+                fh.write(json.dumps(line) + "\n")
+            _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                          "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch, "config": asdict(cfg)}, ckpt_path)
         if stop_after is not None and epoch + 1 - start >= stop_after and epoch + 1 < cfg.epochs:
             return {"stopped_after_epoch": epoch}
     bar.close()
     if report is None:  # resumed a finished run
-        report = evaluate_run(model, data, cfg, x_train, x_test, prepare)
+        report = evaluate_run(model, data, cfg, x_train, x_test, prepare, rank_info)
+    if not main:
+        return {"rank": rank_info.rank}
     results = {"config": asdict(cfg), "counts": counts.tolist(), "epochs": cfg.epochs, "train_seconds": time.perf_counter() - t0,
-               "device": str(device), **report}
+               "device": str(device), "world_size": rank_info.world, **report}
     _write_json(out / "results.json", results)
     from .plots import plot_run
 
@@ -193,10 +274,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     return results
 
 
-def evaluate_run(model, data, cfg, x_train, x_test, prepare) -> dict:
-    """Final-epoch numbers: accuracy per rule on the balanced test set, and the prior comparison on the training set."""
+def evaluate_run(model, data, cfg, x_train, x_test, prepare, rank_info: Dist = Dist()) -> dict:
+    """Final-epoch numbers: accuracy per rule on the balanced test set, and the prior comparison on the training set.
+
+    Each rank predicts a contiguous chunk; the chunks are gathered so every rank holds the full arrays.
+    """
     bs = max(cfg.batch_size, 256)
-    logits, eta, _ = predict(model, x_test, bs, prepare)
+
+    def run(x):
+        chunk = np.array_split(np.arange(len(x)), rank_info.world)[rank_info.rank]
+        return _gather_rows(predict(model, x[chunk[0] : chunk[-1] + 1] if len(chunk) else x[:0], bs, prepare), rank_info)
+
+    logits, eta, _ = run(x_test)
     acc = accuracy_report(logits, eta, data.y_test, data.counts, cfg.tau, cfg.tau_grid)
-    _, eta_tr, feats_tr = predict(model, x_train, bs, prepare)
+    _, eta_tr, feats_tr = run(x_train)
     return {**acc, "pem": prior_report(eta_tr, feats_tr, data.y_train, data.counts, cfg, model.pem.is_linear)}

@@ -114,10 +114,10 @@ def test_resnet32_on_fake_cifar(tmp_path):
 
 
 def test_augment_is_a_crop_of_the_padded_image():
-    from npe_train.train import _augment
+    from npe_train.train import augment, draw_augmentation
 
     x = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).reshape(2, 3, 32, 32)
-    out = _augment(x, torch.Generator().manual_seed(0))
+    out = augment(x, draw_augmentation(2, torch.Generator().manual_seed(0)))
     assert out.shape == x.shape
     padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
     for b in range(2):
@@ -180,3 +180,21 @@ def test_cli_malformed_config(tmp_path):
         cfg.write_text(text)
         out = npe("train", "--config", str(cfg))
         assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_torchrun_two_processes_match_one(tmp_path):
+    """DDP on CPU (gloo, 2 processes): interleaved shards of one permutation make the global batch the
+    single-process batch, so an MLP (no batch norm) trains to the same result; rank 0 alone writes."""
+    common = ["--dataset", "synthetic", "--imbalance", "20", "--epochs", "3", "--device", "cpu", "--quiet"]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "npe_theory",
+                          "train", *common, "--out", str(tmp_path / "ddp")], capture_output=True, text=True, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert ddp.stdout.count("NPE-LA") == 1  # one summary: rank 0's
+    single = train(make_config(dataset="synthetic", imbalance=20, epochs=3, device="cpu", out=str(tmp_path / "one")), progress=False)
+    two = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    assert two["world_size"] == 2 and single["world_size"] == 1
+    for rule in ("argmax", "posthoc_la", "npe_la"):
+        assert two["accuracy"][rule]["overall"] == pytest.approx(single["accuracy"][rule]["overall"], abs=2e-3)
+    np.testing.assert_allclose(two["pem"]["learned"], single["pem"]["learned"], atol=1e-4)
+    lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3  # not one per rank

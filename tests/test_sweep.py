@@ -1,0 +1,62 @@
+"""npe sweep: the grid, resumability, the parallel path, and the mean/std table."""
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from npe_train.config import make_config
+from npe_train.sweep import grid, run_grid, summarize, write_tables
+
+
+def test_grid_sweep_table(tmp_path):
+    base = make_config(dataset="synthetic", epochs=2, imbalance=10)
+    runs = grid(base, seeds=[0, 1], methods=["npe", "ce"], imbalances=[10], out=tmp_path)
+    assert len(runs) == 4 and len({r.out for r in runs}) == 4
+    assert {r.pem_detach for r in runs if r.method == "ce"} == {True} and {r.pem_detach for r in runs if r.method == "npe"} == {False}
+    results = run_grid(runs, progress=False)
+    table = summarize(results)
+    assert len(table) == 2
+    npe_row = next(r for r in table if r["method"] == "npe")
+    vals = [r["accuracy"]["npe_la"]["few"] for r in results if r["config"]["method"] == "npe"]
+    if None in vals:
+        assert npe_row["npe_la_few_mean"] is None
+    vals = [r["accuracy"]["npe_la"]["overall"] for r in results if r["config"]["method"] == "npe"]
+    assert npe_row["npe_la_overall_mean"] == pytest.approx(np.mean(vals))
+    assert npe_row["npe_la_overall_std"] == pytest.approx(np.std(vals, ddof=1))
+    csv_path, md_path = write_tables(table, tmp_path)
+    rows = list(csv.DictReader(csv_path.open()))
+    assert len(rows) == 2 and float(rows[0]["seeds"]) == 2
+    assert "±" in md_path.read_text()
+    # a finished sweep is not run again
+    stamp = [(tmp_path / r.out / "results.json").stat().st_mtime_ns for r in runs]
+    run_grid(runs, progress=False)
+    assert stamp == [(tmp_path / r.out / "results.json").stat().st_mtime_ns for r in runs]
+
+
+def test_parallel_path_matches_sequential(tmp_path):
+    """--gpus launches one subprocess per slot (CUDA_VISIBLE_DEVICES set); on CPU the runs are deterministic."""
+    out = subprocess.run([sys.executable, "-m", "npe_theory", "sweep", "--dataset", "synthetic", "--epochs", "2", "--seeds", "0", "1",
+                          "--methods", "npe", "--imbalances", "10", "--gpus", "0", "1", "--out", str(tmp_path / "par"), "--quiet"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "npe_la overall" in out.stdout
+    seq = run_grid(grid(make_config(dataset="synthetic", epochs=2), [0, 1], ["npe"], [10], tmp_path / "seq"), progress=False)
+    for r in seq:
+        name = r["config"]["out"].split("/")[-1]
+        par = json.loads((tmp_path / "par" / name / "results.json").read_text())
+        assert par["accuracy"] == r["accuracy"]
+
+
+def test_benchmarks_run(tmp_path):
+    """The benchmark scripts stay runnable (tiny sizes; their numbers are for people, not asserted)."""
+    bench = Path(__file__).resolve().parent.parent / "benchmarks"
+    out = subprocess.run([sys.executable, str(bench / "train_speed.py"), "--steps", "2", "--repeats", "1", "--images", "256",
+                          "--batch-size", "16", "--workers", "0"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "PEM overhead" in out.stdout and "images/s" in out.stdout
+    out = subprocess.run([sys.executable, str(bench / "theory_speed.py"), "--points", "1000", "--repeats", "1"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and "x scipy" in out.stdout
