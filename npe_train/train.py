@@ -21,10 +21,8 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
