@@ -5,9 +5,9 @@ Bad arguments print one line and exit with code 2; ``npe check`` exits 1 when a 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
+
+from .io import write_json
 
 
 class UsageError(Exception):
@@ -19,12 +19,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: error: {message}")
 
 
-def _write_json(path: str, payload) -> None:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=2) + "\n")
-
-
 def cmd_check(args) -> int:
     from .checks import format_table, run_checks
 
@@ -33,7 +27,7 @@ def cmd_check(args) -> int:
     failed = [r for r in rows if not r.passed]
     print(f"\n{len(rows) - len(failed)} passed, {len(failed)} failed")
     if args.json:
-        _write_json(args.json, [r.as_dict() for r in rows])
+        write_json(args.json, [r.as_dict() for r in rows], indent=2)
     return 1 if failed else 0
 
 

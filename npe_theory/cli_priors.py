@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
+
+from .io import write_json
 
 
 def cmd_priors(args) -> int:
@@ -66,10 +67,7 @@ def cmd_ufm(args) -> int:
         m = prior_match(r.eta_learned, r.counts)
         print(f"learned vs ln N_c: slope {m.slope:.3f}, centered RMSE {m.centered_rmse:.3f}")
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(r.summary(), indent=1) + "\n")
-        print(f"wrote {path}")
+        print(f"wrote {write_json(args.json, r.summary())}")
     return 0
 
 

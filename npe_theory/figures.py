@@ -11,7 +11,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import mpmath  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .lambertw import asymptotic_logit_of_log, lambert_w  # noqa: E402

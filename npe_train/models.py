@@ -1,7 +1,6 @@
 """Backbones that return penultimate features, and the network that joins them to a classifier and a PEM."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 

@@ -29,6 +29,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from npe_theory.io import write_json
+
 from .config import TrainConfig
 from .data import CIFAR_MEAN, CIFAR_STD, build
 from .evaluate import accuracy_report, predict, prior_report
@@ -93,12 +95,6 @@ def _preparer(data, device):
 def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, payload) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
     os.replace(tmp, path)
 
 
@@ -207,7 +203,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     elif main:
         metrics_path.write_text("")
     if main:
-        _write_json(out / "config.json", asdict(cfg))
+        write_json(out / "config.json", asdict(cfg))
     net = model
     if rank_info.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -265,7 +261,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         return {"rank": rank_info.rank}
     results = {"config": asdict(cfg), "counts": counts.tolist(), "epochs": cfg.epochs, "train_seconds": time.perf_counter() - t0,
                "device": str(device), "world_size": rank_info.world, **report}
-    _write_json(out / "results.json", results)
+    write_json(out / "results.json", results)
     from .plots import plot_run
 
     plot_run(out, results)
