@@ -9,6 +9,7 @@ samples of each class after a seeded shuffle.
 from __future__ import annotations
 
 import pickle
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,12 @@ class LongTailData:
     y_test: np.ndarray
     counts: np.ndarray  # training count per class, head first
     name: str
+
+    def __post_init__(self):
+        # Canonical strides whatever the source: torch keeps a view's strides (even on size-1 axes), and
+        # its kernels may then take another path and round differently, so the same data must look the same.
+        for key in ("x_train", "y_train", "x_test", "y_test"):
+            setattr(self, key, np.array(getattr(self, key), copy=True, order="C"))
 
     @property
     def num_classes(self) -> int:
@@ -69,12 +76,15 @@ def _mnist1d(num_samples: int = 10_000, seed: int = 42, cache_dir: Path | None =
         raise DataError("dataset: mnist1d needs the 'mnist1d' package (pip install 'npe-toolkit[train]')") from exc
     args = get_dataset_args()
     args.num_samples, args.seed, args.train_split = num_samples, seed, 0.5
-    state = np.random.get_state()  # make_dataset seeds NumPy's global generator; leave the caller's alone
+    # make_dataset reseeds the global generators of NumPy and Python; leave the caller's alone
+    np_state, py_state = np.random.get_state(), random.getstate()
     try:
         d = make_dataset(args)
     finally:
-        np.random.set_state(state)
-    out = [d["x"].astype(np.float32)[:, None, :], d["y"].astype(np.int64), d["x_test"].astype(np.float32)[:, None, :], d["y_test"].astype(np.int64)]
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    out = [d["x"].astype(np.float32).reshape(len(d["x"]), 1, -1), d["y"].astype(np.int64),
+           d["x_test"].astype(np.float32).reshape(len(d["x_test"]), 1, -1), d["y_test"].astype(np.int64)]
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp.npz")

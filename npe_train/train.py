@@ -168,8 +168,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     out, main = Path(cfg.out), rank_info.main
     if main:
         out.mkdir(parents=True, exist_ok=True)
-    _seed_all(cfg.seed)
     data = build(cfg.dataset, cfg.imbalance, cfg.profile, cfg.n_max, cfg.seed, cfg.data_dir)
+    _seed_all(cfg.seed)  # after the data: building it (or not, when cached) must not move the model's initialization
     model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.num_pems, cfg.pem_hidden, cfg.pem_detach).to(device)
     channels_last = device.type == "cuda" and len(data.input_shape) == 3
     if channels_last:
@@ -222,7 +222,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         shard = torch.cat([perm, perm[: padded - n]])[rank_info.rank :: rank_info.world].to(device, non_blocking=True)
         if draws is not None:
             draws = torch.cat([draws, draws[: padded - n]])[rank_info.rank :: rank_info.world].to(device, non_blocking=True)
-        sums = torch.zeros(4, device=device)  # loss, ce, pem, samples: read once per epoch
+        sums = torch.zeros(3, device=device)  # loss, ce, pem (sample-weighted): read once per epoch
         for i in range(0, len(shard), per_rank_batch):
             idx = shard[i : i + per_rank_batch]
             x, y = prepare(x_train[idx]), y_train[idx]
@@ -231,11 +231,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             step = train_step(net, opt, x, y, cfg, log_prior, use_amp)
-            sums += torch.cat([step * len(y), step.new_tensor([len(y)])])
+            sums += step * len(y)  # a Python scalar: no host-to-device copy, no wait
         sched.step()
         if rank_info.world > 1:
             dist.all_reduce(sums)
-        loss_e, ce_e, pem_e = (sums[:3] / sums[3]).tolist()
+        loss_e, ce_e, pem_e = (sums / (len(shard) * rank_info.world)).tolist()  # equal shards on every rank
         if not all(math.isfinite(v) for v in (loss_e, ce_e, pem_e)):
             raise TrainingDiverged(f"loss became {loss_e} in epoch {epoch + 1}; the last good checkpoint "
                                    f"({'epoch ' + str(epoch) if epoch > 0 else 'none yet'}) is kept in {out}")

@@ -32,10 +32,13 @@ def test_seed_changes_the_subset_not_the_counts():
 
 def test_mnist1d_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
-    state = np.random.get_state()
+    import random
+
+    state, py_state = np.random.get_state(), random.getstate()
     d = build("mnist1d", 100, seed=0)
     assert d.input_shape == (1, 40) and d.counts[0] == 450 and d.counts[-1] == 4
-    assert np.array_equal(np.random.get_state()[1], state[1])  # the global NumPy generator is left alone
+    assert np.array_equal(np.random.get_state()[1], state[1])  # the global generators are left alone
+    assert random.getstate() == py_state
     assert list(tmp_path.glob(".cache/npe/mnist1d_*.npz"))  # cached for the next run
 
 

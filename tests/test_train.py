@@ -198,3 +198,13 @@ def test_torchrun_two_processes_match_one(tmp_path):
     np.testing.assert_allclose(two["pem"]["learned"], single["pem"]["learned"], atol=1e-4)
     lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3  # not one per rank
+
+
+def test_first_run_equals_cached_run(tmp_path, monkeypatch):
+    """Generating MNIST-1D (first run) and loading it from the cache must train the same network."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cfg = dict(dataset="mnist1d", imbalance=100, epochs=1, batch_size=128)
+    first = train(make_config(out=str(tmp_path / "a"), **cfg), progress=False)
+    cached = train(make_config(out=str(tmp_path / "b"), **cfg), progress=False)
+    assert first["pem"]["learned"] == cached["pem"]["learned"]
+    assert first["accuracy"] == cached["accuracy"]
