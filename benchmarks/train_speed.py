@@ -21,7 +21,7 @@ import torch
 from npe_train.config import TrainConfig
 from npe_train.data import CIFAR_MEAN, CIFAR_STD
 from npe_train.models import build_model
-from npe_train.train import augment, draw_augmentation, train_step
+from npe_train.train import augment, draw_augmentation, preparer, train_step
 
 
 class _Standard(torch.utils.data.Dataset):
@@ -66,8 +66,7 @@ def main() -> None:
     y_np = rng.integers(0, 100, n)
     cfg = TrainConfig(dataset="cifar100", method="npe").resolved()
     log_prior = torch.full((100,), -np.log(100.0), device=device)
-    mean = torch.tensor(CIFAR_MEAN, device=device)[None, :, None, None]
-    std = torch.tensor(CIFAR_STD, device=device)[None, :, None, None]
+    prepare = preparer(x_np.dtype, device)  # as in the training loop
 
     def make(num_pems):
         torch.manual_seed(0)
@@ -86,7 +85,7 @@ def main() -> None:
             draws = draw_augmentation(n, gen).to(device)
             for i in range(0, n - args.batch_size + 1, args.batch_size):
                 idx = perm[i : i + args.batch_size]
-                x = augment((x_dev[idx].float() / 255.0 - mean) / std, draws[i : i + args.batch_size])
+                x = augment(prepare(x_dev[idx]), draws[i : i + args.batch_size])
                 yield x.contiguous(memory_format=torch.channels_last) if cuda else x, y_dev[idx]
 
     loader = torch.utils.data.DataLoader(_Standard(x_np, y_np), batch_size=args.batch_size, shuffle=True, drop_last=True,

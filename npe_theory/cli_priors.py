@@ -1,12 +1,9 @@
 """``npe priors``, ``npe figures`` and ``npe ufm``: the Neural Collapse side of the toolkit."""
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import numpy as np
 
-from .io import write_json
+from .io import write_csv, write_json
 
 
 def cmd_priors(args) -> int:
@@ -19,25 +16,19 @@ def cmd_priors(args) -> int:
     log_n = np.log(counts)
     m = prior_match(eta, counts)
     deviation = eta - log_n - m.offset
-    header = ["class", "count", "log_count", "x", "predicted", "deviation"]
-    rows = [[c, int(n), ln, xc, e, d] for c, (n, ln, xc, e, d) in enumerate(zip(counts, log_n, x, eta, deviation))]
+    rows = [dict(zip(("class", "count", "log_count", "x", "predicted", "deviation"), (c, int(n), float(ln), float(xc), float(e), float(d))))
+            for c, (n, ln, xc, e, d) in enumerate(zip(counts, log_n, x, eta, deviation))]
     print(f"{args.profile} profile: {args.classes} classes, n_max {args.max}, imbalance {args.imbalance:g}, {int(counts.sum()):,} samples")
     print(f"loss {args.loss}, lam {args.lam:g}, reduction {args.reduction}, ||mu||^2 {args.norm_sq:g}, bias {'decayed' if args.bias else 'none'}, weight {args.weight:g}")
     print(f"{'class':>5} {'N_c':>7} {'ln N_c':>8} {'x_c':>11} {'eta_c':>9} {'dev':>8}")
-    for c, n, ln, xc, e, d in rows:
-        print(f"{c:>5} {n:>7} {ln:>8.4f} {xc:>11.4g} {e:>9.4f} {d:>+8.4f}")
+    for r in rows:
+        print(f"{r['class']:>5} {r['count']:>7} {r['log_count']:>8.4f} {r['x']:>11.4g} {r['predicted']:>9.4f} {r['deviation']:>+8.4f}")
     print(f"x_c range {x.min():.3g} .. {x.max():.3g}")
     print(f"prior match vs ln N_c: slope {m.slope:.3f}, max deviation from best offset {m.max_deviation:.3f} nats, "
           f"centered RMSE {m.centered_rmse:.3f}, offset {m.offset:.3f}, R^2 {m.r2:.4f}, KL {m.kl:.4f}, TV {m.tv:.4f}"
           if m.slope is not None else "prior match vs ln N_c: counts are all equal, slope undefined")
     if args.csv:
-        path = Path(args.csv)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(header)
-            w.writerows(rows)
-        print(f"wrote {path}")
+        print(f"wrote {write_csv(args.csv, rows)}")
     return 0
 
 

@@ -1,16 +1,37 @@
 """Writing results that a person and a program can both read."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 
-def write_json(path, payload, indent: int = 1) -> Path:
-    """Write ``payload`` as JSON, atomically (a reader never sees half a file), making folders as needed."""
+def atomic_write(path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a sibling temporary path, then rename it over ``path``.
+
+    A reader (or a resumed run) never sees half a file; folders are made as needed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=indent) + "\n")
+    write(tmp)
     os.replace(tmp, path)
     return path
+
+
+def write_json(path, payload, indent: int = 1) -> Path:
+    """``payload`` as JSON, written atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=indent) + "\n"))
+
+
+def write_csv(path, rows: list[dict]) -> Path:
+    """Rows of equal keys as CSV with a header line, written atomically."""
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+    return atomic_write(path, write)

@@ -24,6 +24,7 @@ from threadpoolctl import threadpool_limits
 
 from ._validate import LOSSES, REDUCTIONS, as_float_array, choice, positive_int
 from .collapse import class_means, cosine_matrix, nc1
+from .optimum import pem_loss
 from .priors import _counts, predicted_priors
 
 NONLINEARITIES = ("relu", "none")
@@ -99,12 +100,8 @@ class _Problem:
         g_logits = softmax(logits, axis=1)
         g_logits[self.rows, self.y] -= 1.0
         eta_y = self.pem_outputs(H, V, c)[self.rows, self.y]
-        if self.loss == "exp":
-            pem = np.exp(-eta_y)
-            d_eta = -pem
-        else:
-            pem = np.logaddexp(0.0, -eta_y)
-            d_eta = -expit(-eta_y)
+        pem = pem_loss(eta_y, self.loss)
+        d_eta = -pem if self.loss == "exp" else -expit(-eta_y)  # l'(eta): -e^-eta, or -sigmoid(-eta)
         g_eta = np.zeros((self.n, self.C))
         g_eta[self.rows, self.y] = self.weight * d_eta
         g_logits *= s

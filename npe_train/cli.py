@@ -5,8 +5,8 @@ import json
 import sys
 from pathlib import Path
 
-GROUPS = ("overall", "many", "medium", "few")
-RULE_NAMES = {"argmax": "CE (argmax)", "posthoc_la": "post-hoc LA", "npe_la": "NPE-LA"}
+from .evaluate import REPORT_GROUPS as GROUPS
+from .evaluate import RULE_NAMES
 
 
 def _fmt(v, spec=".3f") -> str:

@@ -8,8 +8,10 @@ from npe_theory.collapse import class_means, nc1
 from npe_theory.priors import predicted_priors, prior_match
 
 RULES = ("argmax", "posthoc_la", "npe_la")
+RULE_NAMES = {"argmax": "CE (argmax)", "posthoc_la": "post-hoc LA", "npe_la": "NPE-LA"}
 # Many / Medium / Few by training count (SPEC section 5)
 GROUPS = {"many": lambda n: n > 100, "medium": lambda n: (n >= 20) & (n <= 100), "few": lambda n: n < 20}
+REPORT_GROUPS = ("overall", *GROUPS)  # the keys of every accuracy entry, besides per_class
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 
 from npe_theory.figures import save_figure  # noqa: E402
 
-from .evaluate import RULES  # noqa: E402
+from .evaluate import REPORT_GROUPS, RULES  # noqa: E402
 
 
 def plot_run(out, results: dict) -> list[Path]:
@@ -62,7 +62,7 @@ def _curves(path, metrics) -> Path:
 
 
 def _groups(path, results) -> Path:
-    groups = [g for g in ("overall", "many", "medium", "few") if results["accuracy"]["argmax"][g] is not None]
+    groups = [g for g in REPORT_GROUPS if results["accuracy"]["argmax"][g] is not None]
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.8 / len(RULES)
     for i, rule in enumerate(RULES):

@@ -6,7 +6,6 @@ a checkpoint is resumed, so an interrupted sweep continues where it stopped.
 """
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import os
@@ -18,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import TrainConfig
+from npe_theory.io import write_csv
 
-GROUPS = ("overall", "many", "medium", "few")
-RULES = ("argmax", "posthoc_la", "npe_la")
+from .config import TrainConfig
+from .evaluate import REPORT_GROUPS as GROUPS
+from .evaluate import RULES
+
 PRIOR_KEYS = ("vs_log_counts", "vs_closed_form")
 
 
@@ -92,12 +93,7 @@ def summarize(results: list[dict]) -> list[dict]:
 
 def write_tables(table: list[dict], out: Path) -> tuple[Path, Path]:
     """sweep.csv (every mean and std) and sweep.md (mean ± std, accuracy in percent)."""
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = out / "sweep.csv", out / "sweep.md"
-    with csv_path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(table[0]))
-        w.writeheader()
-        w.writerows(table)
+    csv_path, md_path = write_csv(out / "sweep.csv", table), out / "sweep.md"
 
     def cell(row, key, scale=1.0, digits=1):
         m, s = row[f"{key}_mean"], row[f"{key}_std"]

@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from npe_theory.io import write_json
+from npe_theory.io import atomic_write, write_json
 
 from .config import TrainConfig
 from .data import CIFAR_MEAN, CIFAR_STD, build
@@ -83,19 +83,13 @@ def augment(x: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
-def _preparer(data, device):
-    """uint8 CIFAR images -> normalized float on the device; other data is float already."""
-    if data.x_train.dtype != np.uint8:
+def preparer(dtype, device):
+    """For inputs of ``dtype``: uint8 CIFAR images -> normalized float on the device; float data passes as is."""
+    if dtype != np.uint8:
         return lambda x: x
     mean = torch.tensor(CIFAR_MEAN, device=device)[None, :, None, None]
     std = torch.tensor(CIFAR_STD, device=device)[None, :, None, None]
     return lambda x: (x.float() / 255.0 - mean) / std
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _seed_all(seed: int) -> None:
@@ -177,7 +171,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(cfg, e))
     gen = torch.Generator().manual_seed(cfg.seed)  # the same on every rank: one permutation, sharded
-    prepare = _preparer(data, device)
+    prepare = preparer(data.x_train.dtype, device)
     x_train = torch.as_tensor(data.x_train, device=device)
     y_train = torch.as_tensor(data.y_train, device=device)
     x_test = torch.as_tensor(data.x_test, device=device)
@@ -250,8 +244,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         if main:
             with metrics_path.open("a") as fh:
                 fh.write(json.dumps(line) + "\n")
-            _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                          "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch, "config": asdict(cfg)}, ckpt_path)
+            atomic_write(ckpt_path, lambda tmp: torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                          "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch, "config": asdict(cfg)}, tmp))
         if stop_after is not None and epoch + 1 - start >= stop_after and epoch + 1 < cfg.epochs:
             return {"stopped_after_epoch": epoch}
     bar.close()
