@@ -19,28 +19,9 @@ import numpy as np
 import torch
 
 from npe_train.config import TrainConfig
-from npe_train.data import CIFAR_MEAN, CIFAR_STD
 from npe_train.models import build_model
-from npe_train.train import augment, draw_augmentation, preparer, train_step
-
-
-class _Standard(torch.utils.data.Dataset):
-    """The usual pipeline: one image at a time, numpy crop + flip + normalize in a worker."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, seed: int = 0):
-        self.x, self.y, self.rng = x, y, np.random.default_rng(seed)
-
-    def __len__(self):
-        return len(self.y)
-
-    def __getitem__(self, i):
-        img = np.pad(self.x[i], ((0, 0), (4, 4), (4, 4)))
-        dy, dx = self.rng.integers(0, 9, 2)
-        img = img[:, dy : dy + 32, dx : dx + 32]
-        if self.rng.random() < 0.5:
-            img = img[:, :, ::-1]
-        img = (img.astype(np.float32) / 255.0 - CIFAR_MEAN[:, None, None]) / CIFAR_STD[:, None, None]
-        return torch.from_numpy(img), int(self.y[i])
+from npe_train.pipeline import DevicePipeline, LoaderPipeline, draw_augmentation
+from npe_train.train import train_step
 
 
 def _sync(device):
@@ -66,7 +47,6 @@ def main() -> None:
     y_np = rng.integers(0, 100, n)
     cfg = TrainConfig(dataset="cifar100", method="npe").resolved()
     log_prior = torch.full((100,), -np.log(100.0), device=device)
-    prepare = preparer(x_np.dtype, device)  # as in the training loop
 
     def make(num_pems):
         torch.manual_seed(0)
@@ -75,27 +55,15 @@ def main() -> None:
             model = model.to(memory_format=torch.channels_last)
         return model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
 
-    x_dev = torch.as_tensor(x_np, device=device)
-    y_dev = torch.as_tensor(y_np, device=device)
     gen = torch.Generator().manual_seed(0)
 
-    def device_batches():
+    def batches(feed):  # the training loop's pipelines, epoch after epoch (the last, partial batch dropped)
         while True:
-            perm = torch.randperm(n, generator=gen).to(device)
-            draws = draw_augmentation(n, gen).to(device)
-            for i in range(0, n - args.batch_size + 1, args.batch_size):
-                idx = perm[i : i + args.batch_size]
-                x = augment(prepare(x_dev[idx]), draws[i : i + args.batch_size])
-                yield x.contiguous(memory_format=torch.channels_last) if cuda else x, y_dev[idx]
+            whole = n - n % args.batch_size
+            yield from feed.epoch(torch.randperm(n, generator=gen)[:whole], draw_augmentation(whole, gen), args.batch_size)
 
-    loader = torch.utils.data.DataLoader(_Standard(x_np, y_np), batch_size=args.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=args.workers, pin_memory=cuda, persistent_workers=args.workers > 0)
-
-    def loader_batches():
-        while True:
-            for x, y in loader:
-                x = x.to(device, non_blocking=True)
-                yield x.contiguous(memory_format=torch.channels_last) if cuda else x, y.to(device, non_blocking=True)
+    on_device = DevicePipeline(torch.as_tensor(x_np, device=device), torch.as_tensor(y_np, device=device), channels_last=cuda)
+    standard = LoaderPipeline(x_np, y_np, device, channels_last=cuda, workers=args.workers)
 
     def time_steps(model, opt, batches, train=True):
         if train:
@@ -114,7 +82,7 @@ def main() -> None:
         return time.perf_counter() - t0
 
     with_pem, without_pem = make(1), make(0)
-    dev_iter, std_iter = device_batches(), loader_batches()
+    dev_iter, std_iter = batches(on_device), batches(standard)
     best = {k: np.inf for k in ("pem", "no_pem", "dev_train", "std_train", "dev_data", "std_data")}
     for _ in range(args.repeats):  # interleaved, so load changes hit every contender alike
         best["pem"] = min(best["pem"], time_steps(*with_pem, dev_iter))

@@ -53,7 +53,7 @@ def cmd_train(args) -> int:
 
 TRAIN_FLAGS = ("dataset", "model", "method", "profile", "imbalance", "n_max", "data_dir", "epochs", "batch_size", "lr", "weight_decay",
                "schedule", "milestones", "warmup_epochs", "alpha", "num_pems", "pem_hidden", "pem_loss", "pem_detach", "tau", "seed",
-               "device", "amp", "compile", "eval_every", "out")
+               "device", "amp", "compile", "pipeline", "workers", "eval_every", "out")
 
 
 def cmd_sweep(args) -> int:
@@ -130,7 +130,10 @@ def _add_run_flags(p, sweep: bool = False) -> None:
     p.add_argument("--tau", type=float, help="logit-adjustment strength (default 1)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--no-amp", dest="amp", action="store_const", const=False, help="no bf16 autocast on CUDA")
-    p.add_argument("--compile", action="store_const", const=True, help="torch.compile the network")
+    p.add_argument("--compile", nargs="?", const="default", metavar="MODE",
+                   help="torch.compile the network; MODE: default (if omitted) | reduce-overhead (CUDA graphs) | max-autotune | none")
+    p.add_argument("--pipeline", help="device (data set on the device, the default) | loader (a standard DataLoader)")
+    p.add_argument("--workers", type=int, help="DataLoader worker processes for --pipeline loader (default 4)")
     p.add_argument("--eval-every", type=int)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

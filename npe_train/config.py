@@ -8,9 +8,11 @@ from pathlib import Path
 
 from .data import DATASETS
 from .models import MODELS
+from .pipeline import PIPELINES
 
 METHODS = ("npe", "ce", "la_loss")
 SCHEDULES = ("cosine", "step")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 DEFAULT_MODEL = {"synthetic": "mlp", "digits": "mlp", "mnist1d": "cnn1d", "cifar10": "resnet32", "cifar100": "resnet32"}
 
 
@@ -45,7 +47,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto: cuda when available
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    compile: bool = False  # torch.compile the network (worth it on CUDA for long runs)
+    compile: str = "none"  # torch.compile mode: none | default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs
+    pipeline: str = "device"  # device: data set resident on the device; loader: a standard DataLoader (the reference)
+    workers: int = 4  # DataLoader worker processes (loader pipeline only)
     eval_every: int = 1
     out: str | None = None  # None: runs/<dataset>-<method>-ir<imbalance>-seed<seed>
 
@@ -58,6 +62,8 @@ class TrainConfig:
             cfg.pem_detach = cfg.method != "npe"
         if cfg.augment is None:
             cfg.augment = cfg.dataset.startswith("cifar")
+        if isinstance(cfg.compile, bool):  # configs written before compile took a mode
+            cfg.compile = "default" if cfg.compile else "none"
         if cfg.out is None:
             cfg.out = f"runs/{cfg.dataset}-{cfg.method}-ir{cfg.imbalance:g}-seed{cfg.seed}"
         cfg.validate()
@@ -68,7 +74,8 @@ class TrainConfig:
             raise ValueError(f"{name}: {msg}")
 
         for name, allowed in (("dataset", DATASETS), ("model", MODELS), ("method", METHODS), ("schedule", SCHEDULES),
-                              ("profile", ("exp", "step")), ("pem_loss", ("logistic", "exp"))):
+                              ("profile", ("exp", "step")), ("pem_loss", ("logistic", "exp")), ("compile", COMPILE_MODES),
+                              ("pipeline", PIPELINES)):
             if getattr(self, name) not in allowed:
                 bad(name, f"unknown {getattr(self, name)!r}; choose from {', '.join(allowed)}")
         if not (isinstance(self.imbalance, (int, float)) and math.isfinite(self.imbalance) and self.imbalance >= 1):
@@ -85,6 +92,8 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 bad(name, f"expected a number >= 0, got {v!r}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            bad("workers", f"expected an integer >= 0, got {self.workers!r}")
         if self.weight_decay == 0 and self.method == "npe":
             bad("weight_decay", "must be > 0 for NPE: without it the PEM output grows without bound")
         if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs:

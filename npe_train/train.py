@@ -7,8 +7,10 @@ loss) + alpha * the one-way PEM loss, then evaluation, one line of metrics.jsonl
 and an atomic checkpoint. ``resume=True`` continues from the checkpoint and ends
 where the uninterrupted run would have.
 
-The step never waits for the host: the epoch's permutation and augmentation draws
-move to the device once, losses accumulate there and are read once per epoch.
+Batches come from ``pipeline.py`` (the data set on the device, or a standard DataLoader);
+either way the epoch's permutation and augmentation draws are made here, on the host,
+by one seeded generator. Losses accumulate on the device and are read once per epoch,
+so with the device pipeline no step waits for the host.
 Launched by ``torchrun`` (WORLD_SIZE > 1) the same loop runs data-parallel (DDP):
 every rank draws the same permutation and takes its own interleaved shard, so the
 global batch is the single-process batch; rank 0 alone logs and checkpoints, and
@@ -32,10 +34,11 @@ import torch.nn.functional as F
 from npe_theory.io import atomic_write, write_json
 
 from .config import TrainConfig
-from .data import CIFAR_MEAN, CIFAR_STD, build
+from .data import build
 from .evaluate import accuracy_report, predict, prior_report
 from .models import build_model
 from .pem import heads_loss
+from .pipeline import DevicePipeline, LoaderPipeline, draw_augmentation, preparer
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -64,32 +67,6 @@ def lr_factor(cfg: TrainConfig, epoch: int) -> float:
         return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
     span = max(cfg.epochs - cfg.warmup_epochs, 1)
     return 0.5 * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / span))
-
-
-def draw_augmentation(n: int, gen: torch.Generator) -> torch.Tensor:
-    """Crop offsets (dy, dx in 0..8) and a flip bit for n samples: an (n, 3) integer tensor."""
-    return torch.stack([torch.randint(0, 9, (n,), generator=gen), torch.randint(0, 9, (n,), generator=gen),
-                        (torch.rand(n, generator=gen) < 0.5).long()], dim=1)
-
-
-def augment(x: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
-    """Random 32x32 crop of the 4-padded image and a horizontal flip, batched on x's device (the CIFAR recipe)."""
-    b, _, hgt, wid = x.shape
-    padded = F.pad(x, (4, 4, 4, 4))
-    dy, dx, flip = draws[:, 0], draws[:, 1], draws[:, 2].bool()
-    rows = (dy[:, None] + torch.arange(hgt, device=x.device))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(wid, device=x.device))[:, None, None, :]
-    out = padded[torch.arange(b, device=x.device)[:, None, None, None], torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
-    return torch.where(flip[:, None, None, None], out.flip(3), out)
-
-
-def preparer(dtype, device):
-    """For inputs of ``dtype``: uint8 CIFAR images -> normalized float on the device; float data passes as is."""
-    if dtype != np.uint8:
-        return lambda x: x
-    mean = torch.tensor(CIFAR_MEAN, device=device)[None, :, None, None]
-    std = torch.tensor(CIFAR_STD, device=device)[None, :, None, None]
-    return lambda x: (x.float() / 255.0 - mean) / std
 
 
 def _seed_all(seed: int) -> None:
@@ -172,9 +149,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(cfg, e))
     gen = torch.Generator().manual_seed(cfg.seed)  # the same on every rank: one permutation, sharded
     prepare = preparer(data.x_train.dtype, device)
-    x_train = torch.as_tensor(data.x_train, device=device)
+    x_train = torch.as_tensor(data.x_train, device=device)  # evaluation reads these whichever pipeline trains
     y_train = torch.as_tensor(data.y_train, device=device)
     x_test = torch.as_tensor(data.x_test, device=device)
+    if cfg.pipeline == "device":
+        feed = DevicePipeline(x_train, y_train, channels_last)
+    else:
+        feed = LoaderPipeline(data.x_train, data.y_train, device, channels_last, cfg.workers)
     counts = data.counts
     log_prior = torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32, device=device)
     use_amp = cfg.amp and device.type == "cuda"
@@ -201,8 +182,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     net = model
     if rank_info.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        net = torch.compile(net)
+    if cfg.compile != "none":
+        # dynamic=False: the epoch's last, smaller batch gets its own specialized graph instead of
+        # turning every graph symbolic (which would also defeat CUDA graphs)
+        net = torch.compile(net, mode=None if cfg.compile == "default" else cfg.compile, dynamic=False)
+    # CUDA graphs replay into the same output buffers: each step must be marked as a new one
+    cudagraphs = device.type == "cuda" and cfg.compile in ("reduce-overhead", "max-autotune")
 
     n, t0 = len(y_train), time.perf_counter()
     per_rank_batch = cfg.batch_size // rank_info.world
@@ -213,17 +198,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         perm = torch.randperm(n, generator=gen)
         draws = draw_augmentation(n, gen) if cfg.augment else None
         padded = -(-n // rank_info.world) * rank_info.world  # every rank takes the same number of steps
-        shard = torch.cat([perm, perm[: padded - n]])[rank_info.rank :: rank_info.world].to(device, non_blocking=True)
+        shard = torch.cat([perm, perm[: padded - n]])[rank_info.rank :: rank_info.world]
         if draws is not None:
-            draws = torch.cat([draws, draws[: padded - n]])[rank_info.rank :: rank_info.world].to(device, non_blocking=True)
+            draws = torch.cat([draws, draws[: padded - n]])[rank_info.rank :: rank_info.world]
         sums = torch.zeros(3, device=device)  # loss, ce, pem (sample-weighted): read once per epoch
-        for i in range(0, len(shard), per_rank_batch):
-            idx = shard[i : i + per_rank_batch]
-            x, y = prepare(x_train[idx]), y_train[idx]
-            if draws is not None:
-                x = augment(x, draws[i : i + per_rank_batch])
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+        for x, y in feed.epoch(shard, draws, per_rank_batch):
+            if cudagraphs:
+                torch.compiler.cudagraph_mark_step_begin()
             step = train_step(net, opt, x, y, cfg, log_prior, use_amp)
             sums += step * len(y)  # a Python scalar: no host-to-device copy, no wait
         sched.step()

@@ -58,5 +58,13 @@ def test_benchmarks_run(tmp_path):
                           "--batch-size", "16", "--workers", "0"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "PEM overhead" in out.stdout and "images/s" in out.stdout
+    out = subprocess.run([sys.executable, str(bench / "cifar_lt_time.py"), "--epochs", "1", "--per-class", "4", "--imbalance", "4",
+                          "--variants", "eager", "standard", "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "time")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads((tmp_path / "time" / "summary.json").read_text())
+    assert set(summary["runs"]) == {"eager", "standard"} and summary["random_data"] is True
+    # same seed and draws on one device: the two pipelines train the same network
+    assert summary["runs"]["eager"]["accuracy_npe_la"] == summary["runs"]["standard"]["accuracy_npe_la"]
     out = subprocess.run([sys.executable, str(bench / "theory_speed.py"), "--points", "1000", "--repeats", "1"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0 and "x scipy" in out.stdout
