@@ -79,3 +79,12 @@ def test_compiled_run_matches_eager(tmp_path):
 
 def test_old_boolean_compile_setting_still_reads():
     assert make_config(compile=True).compile == "default" and make_config(compile=False).compile == "none"
+
+
+@pytest.mark.parametrize("name, shape", [("resnet32", (3, 32, 32)), ("cnn1d", (1, 40)), ("mlp", (20,))])
+def test_every_network_compiles_to_one_graph(name, shape):
+    """No graph break (PEM heads included): CUDA graphs under --compile reduce-overhead then cover the whole network."""
+    from npe_train.models import build_model
+
+    explained = torch._dynamo.explain(build_model(name, shape, 10, num_pems=2))(torch.randn(4, *shape))
+    assert explained.graph_count == 1 and explained.graph_break_count == 0, explained.break_reasons
