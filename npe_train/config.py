@@ -92,6 +92,8 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 bad(name, f"expected a number >= 0, got {v!r}")
+        if self.augment and not self.dataset.startswith("cifar"):
+            bad("augment", f"crop + flip needs images (cifar10, cifar100), not {self.dataset}")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
             bad("workers", f"expected an integer >= 0, got {self.workers!r}")
         if self.weight_decay == 0 and self.method == "npe":
