@@ -183,8 +183,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     if rank_info.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile != "none":
-        # dynamic=False: the epoch's last, smaller batch gets its own specialized graph instead of
-        # turning every graph symbolic (which would also defeat CUDA graphs)
+        # dynamic=False: the full batch and the epoch's last, smaller batch each get kernels specialized
+        # to their size (two compilations, no more), rather than a symbolic recompilation on the second size
         net = torch.compile(net, mode=None if cfg.compile == "default" else cfg.compile, dynamic=False)
     # CUDA graphs replay into the same output buffers: each step must be marked as a new one
     cudagraphs = device.type == "cuda" and cfg.compile in ("reduce-overhead", "max-autotune")
