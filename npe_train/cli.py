@@ -129,7 +129,8 @@ def _add_run_flags(p, sweep: bool = False) -> None:
         p.add_argument("--pem-joint", dest="pem_detach", action="store_const", const=False, help="let the PEM loss reach the backbone")
     p.add_argument("--tau", type=float, help="logit-adjustment strength (default 1)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--no-amp", dest="amp", action="store_const", const=False, help="no bf16 autocast on CUDA")
+    p.add_argument("--amp", dest="amp", action="store_const", const=True, help="bf16 autocast on any device (default: on CUDA only)")
+    p.add_argument("--no-amp", dest="amp", action="store_const", const=False, help="no bf16 autocast, not even on CUDA")
     p.add_argument("--compile", nargs="?", const="default", metavar="MODE",
                    help="torch.compile the network; MODE: default (if omitted) | reduce-overhead (CUDA graphs) | max-autotune | none")
     p.add_argument("--pipeline", help="device (data set on the device, the default) | loader (a standard DataLoader)")

@@ -46,7 +46,7 @@ class TrainConfig:
     augment: bool | None = None  # None: crop + flip for CIFAR, none otherwise
     seed: int = 0
     device: str = "auto"  # auto: cuda when available
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    amp: bool | None = None  # bf16 autocast; None: on CUDA only (bf16 on a CPU without native support is slow)
     compile: str = "none"  # torch.compile mode: none | default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs
     pipeline: str = "device"  # device: data set resident on the device; loader: a standard DataLoader (the reference)
     workers: int = 4  # DataLoader worker processes (loader pipeline only)
@@ -92,6 +92,9 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 bad(name, f"expected a number >= 0, got {v!r}")
+        for name in ("amp", "augment", "pem_detach"):
+            if getattr(self, name) not in (None, True, False):
+                bad(name, f"expected true or false, got {getattr(self, name)!r}")
         if self.augment and not self.dataset.startswith("cifar"):
             bad("augment", f"crop + flip needs images (cifar10, cifar100), not {self.dataset}")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:

@@ -158,7 +158,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         feed = LoaderPipeline(data.x_train, data.y_train, device, channels_last, cfg.workers)
     counts = data.counts
     log_prior = torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32, device=device)
-    use_amp = cfg.amp and device.type == "cuda"
+    use_amp = cfg.amp if cfg.amp is not None else device.type == "cuda"
 
     start, ckpt_path, metrics_path = 0, out / CHECKPOINT, out / "metrics.jsonl"
     if resume and ckpt_path.exists():
@@ -235,7 +235,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
     if not main:
         return {"rank": rank_info.rank}
     results = {"config": asdict(cfg), "counts": counts.tolist(), "epochs": cfg.epochs, "train_seconds": time.perf_counter() - t0,
-               "device": str(device), "world_size": rank_info.world, **report}
+               "device": str(device), "bf16": use_amp, "world_size": rank_info.world, **report}
     write_json(out / "results.json", results)
     from .plots import plot_run
 

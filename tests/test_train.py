@@ -124,7 +124,7 @@ def test_schedules():
                                       (dict(imbalance=0.5), "imbalance"), (dict(epochs=0), "epochs"), (dict(weight_decay=0.0), "weight_decay"),
                                       (dict(warmup_epochs=60), "warmup_epochs"), (dict(lr=float("nan")), "lr"),
                                       (dict(compile="fast"), "compile"), (dict(pipeline="ffcv"), "pipeline"), (dict(workers=-1), "workers"),
-                                      (dict(dataset="mnist1d", augment=True), "augment")])
+                                      (dict(dataset="mnist1d", augment=True), "augment"), (dict(amp="yes"), "amp")])
 def test_config_errors_name_the_field(kw, name):
     with pytest.raises(ValueError, match=f"^{name}"):
         make_config(**kw)
