@@ -185,7 +185,7 @@ def fig_ufm(path, result=None) -> Path:
     axes[1].set_title("collapse and agreement over the optimization")
     cfg = result.config
     fig.suptitle(f"F6  UFM ({cfg['nonlinearity']} features, {cfg['loss']} PEM loss, weight decay {cfg['lam_pem']:g}): "
-                 f"10 classes, imbalance 100, NC1 = {result.nc1:.1e}")
+                 f"{len(result.counts)} classes, imbalance {result.counts.max() / result.counts.min():g}, NC1 = {result.nc1:.1e}")
     return save_figure(fig, path)
 
 

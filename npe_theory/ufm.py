@@ -201,7 +201,7 @@ def simulate_ufm(
                        options=dict(maxiter=max_iter, maxfun=4 * max_iter, gtol=tol, ftol=0.0, maxcor=MAXCOR))
     seconds = time.perf_counter() - start
     bar.close()
-    f, g = problem(res.x)
+    f, g = problem.evaluate(res.x)
     H = problem.unpack(res.x)[0]
     mu, norm_sq, eta_matrix, learned, predicted = measure(res.x)
     return UFMResult(

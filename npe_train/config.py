@@ -6,6 +6,8 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from npe_theory._validate import nonnegative_int, positive_int
+
 from .data import DATASETS
 from .models import MODELS
 from .pipeline import PIPELINES
@@ -81,9 +83,7 @@ class TrainConfig:
         if not (isinstance(self.imbalance, (int, float)) and math.isfinite(self.imbalance) and self.imbalance >= 1):
             bad("imbalance", f"must be a number >= 1 (head over tail count), got {self.imbalance!r}")
         for name in ("epochs", "batch_size", "num_pems", "eval_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                bad(name, f"expected an integer >= 1, got {v!r}")
+            setattr(self, name, positive_int(name, getattr(self, name)))  # a NumPy integer becomes a plain int (JSON)
         for name in ("lr", "alpha", "gamma"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
@@ -97,8 +97,7 @@ class TrainConfig:
                 bad(name, f"expected true or false, got {getattr(self, name)!r}")
         if self.augment and not self.dataset.startswith("cifar"):
             bad("augment", f"crop + flip needs images (cifar10, cifar100), not {self.dataset}")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
-            bad("workers", f"expected an integer >= 0, got {self.workers!r}")
+        self.workers = nonnegative_int("workers", self.workers)
         if self.weight_decay == 0 and self.method == "npe":
             bad("weight_decay", "must be > 0 for NPE: without it the PEM output grows without bound")
         if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs:

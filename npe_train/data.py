@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from npe_theory.io import atomic_write
 from npe_theory.priors import count_profile
 
 DATASETS = ("synthetic", "mnist1d", "digits", "cifar10", "cifar100")
@@ -85,11 +86,12 @@ def _mnist1d(num_samples: int = 10_000, seed: int = 42, cache_dir: Path | None =
         random.setstate(py_state)
     out = [d["x"].astype(np.float32).reshape(len(d["x"]), 1, -1), d["y"].astype(np.int64),
            d["x_test"].astype(np.float32).reshape(len(d["x_test"]), 1, -1), d["y_test"].astype(np.int64)]
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as fh:  # a file object, so savez does not append .npz to the temporary name
+            np.savez(fh, x=out[0], y=out[1], x_test=out[2], y_test=out[3])
+
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, x=out[0], y=out[1], x_test=out[2], y_test=out[3])
-        tmp.replace(cache)
+        atomic_write(cache, write)
     except OSError:
         pass  # a read-only home only costs the regeneration next time
     return tuple(out)
@@ -132,11 +134,11 @@ def load_cifar(root, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return (*read(train_files), *read(test_files))
 
 
-def _balanced(x, y, num_classes: int, per_class: int | None, rng) -> tuple[np.ndarray, np.ndarray]:
-    """The same number of samples of every class (the smallest class's, or ``per_class``)."""
+def _balanced(x, y, num_classes: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """The same number of samples of every class: the smallest class's."""
     by_class = [rng.permutation(np.flatnonzero(y == c)) for c in range(num_classes)]
-    n = min(len(i) for i in by_class) if per_class is None else per_class
-    if n < 1 or any(len(i) < n for i in by_class):
+    n = min(len(i) for i in by_class)
+    if n < 1:
         raise DataError(f"dataset: test set has too few samples of some class for {n} per class")
     idx = np.concatenate([i[:n] for i in by_class])
     return x[idx], y[idx]
@@ -182,7 +184,7 @@ def build(dataset: str, imbalance: float, profile: str = "exp", n_max: int | Non
         x, y, xt, yt = load_cifar(data_dir, C)
     counts = count_profile(profile, C, int(n_max), imbalance)
     x, y = long_tail(x, y, counts, rng)
-    xt, yt = _balanced(xt, yt, C, None, rng)
+    xt, yt = _balanced(xt, yt, C, rng)
     return LongTailData(x, y, xt, yt, counts, dataset)
 
 

@@ -1,6 +1,8 @@
 """Backbones that return penultimate features, and the network that joins them to a classifier and a PEM."""
 from __future__ import annotations
 
+import math
+
 import torch.nn.functional as F
 from torch import nn
 
@@ -101,10 +103,7 @@ class NPENet(nn.Module):
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, num_pems: int = 1, pem_hidden: int | None = None,
                 pem_detach: bool = False) -> NPENet:
     if name == "mlp":
-        n_in = 1
-        for s in input_shape:
-            n_in *= s
-        backbone = MLP(n_in)
+        backbone = MLP(math.prod(input_shape))
     elif name == "cnn1d":
         if len(input_shape) != 2:
             raise ValueError(f"model: cnn1d needs (channels, length) inputs, got {input_shape}")

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from npe_theory._validate import positive_int
+
 PEM_LOSSES = ("logistic", "exp")
 
 
@@ -71,9 +73,8 @@ class PriorEstimator(nn.Module):
     def __init__(self, in_features: int, num_classes: int, num_pems: int = 1, hidden: int | None = None,
                  detach: bool = False, init_std: float = 1e-3):
         super().__init__()
-        for name, v in (("in_features", in_features), ("num_classes", num_classes), ("num_pems", num_pems)):
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {v!r}")
+        in_features, num_classes, num_pems = (positive_int(name, v) for name, v in
+                                              (("in_features", in_features), ("num_classes", num_classes), ("num_pems", num_pems)))
         if hidden is not None and (not isinstance(hidden, int) or hidden < 1):
             raise ValueError(f"hidden: expected None or an integer >= 1, got {hidden!r}")
         self.in_features, self.num_classes, self.num_pems, self.hidden, self.detach = in_features, num_classes, num_pems, hidden, detach

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npe_theory.io import write_csv
+from npe_theory.io import atomic_write, write_csv
 
 from .config import TrainConfig
 from .evaluate import REPORT_GROUPS as GROUPS
@@ -106,5 +106,6 @@ def write_tables(table: list[dict], out: Path) -> tuple[Path, Path]:
         cells += [cell(row, f"{rule}_{g}", 100.0) for rule in RULES for g in GROUPS]
         cells += [cell(row, f"pem_rmse_{k}", digits=3) for k in PRIOR_KEYS]
         lines.append("| " + " | ".join(cells) + " |")
-    md_path.write_text("Mean ± standard deviation over seeds; accuracy is mean per-class test accuracy in percent.\n\n" + "\n".join(lines) + "\n")
+    text = "Mean ± standard deviation over seeds; accuracy is mean per-class test accuracy in percent.\n\n" + "\n".join(lines) + "\n"
+    atomic_write(md_path, lambda tmp: tmp.write_text(text))
     return csv_path, md_path
