@@ -1,4 +1,4 @@
-"""Every claim of Proposition 1 (SPEC section 3) checked over a wide grid: the table of ``npe check``.
+"""Every claim of Proposition 1 (docs/theory.md, sections 3 and 4) checked over a wide grid: the table of ``npe check``.
 
 Each row compares the float64 code with an independent reference (mpmath at 50
 digits, scipy brute-force minimization, finite differences, sympy) and reports the
@@ -194,7 +194,7 @@ SECTIONS = (_w_accuracy, _minimizer_rows, _count_rows, _series_rows, _log_prior_
 
 
 def run_checks(progress: bool = False) -> list[CheckRow]:
-    """All rows, in the order of SPEC section 3."""
+    """All rows, in the order of docs/theory.md, section 3."""
     from tqdm.auto import tqdm
 
     rows: list[CheckRow] = []

@@ -157,7 +157,7 @@ def fig_predicted_priors(path) -> Path:
 
 
 def fig_ufm(path, result=None) -> Path:
-    """F6: the UFM run of SPEC section 7: learned against predicted PEM outputs; NC1 and mismatch per iteration."""
+    """F6: the unconstrained feature model run (figures/README.md): learned against predicted PEM outputs; NC1 and mismatch per iteration."""
     from .ufm import simulate_ufm
 
     if result is None:
@@ -187,6 +187,44 @@ def fig_ufm(path, result=None) -> Path:
     fig.suptitle(f"F6  UFM ({cfg['nonlinearity']} features, {cfg['loss']} PEM loss, weight decay {cfg['lam_pem']:g}): "
                  f"{len(result.counts)} classes, imbalance {result.counts.max() / result.counts.min():g}, NC1 = {result.nc1:.1e}")
     return save_figure(fig, path)
+
+
+REFERENCE_STYLE = {"predicted": ("s", "tab:blue", "closed form (Prop. 1) at measured ||mu_c||^2"),
+                   "equilibrium": ("D", "tab:green", "exact equilibrium on the features"),
+                   "finite_time": ("^", "tab:purple", "finite time (optimizer replayed)")}
+
+
+def plot_prior_report(path, pem: dict) -> Path:
+    """The learned per-class PEM outputs against ln N_c, with every reference of the prior report."""
+    log_n, learned = np.array(pem["log_counts"]), np.array(pem["learned"])
+    fig, ax = plt.subplots(figsize=(6.8, 4.6))
+    ax.plot(log_n, learned, "o", color="tab:red", label="learned: mean eta_c(x) over class c")
+    if pem.get("learned_eval") is not None:
+        ax.plot(log_n, pem["learned_eval"], ".", color="tab:orange", label="learned, eval-mode features")
+    for key, (marker, color, label) in REFERENCE_STYLE.items():
+        if pem.get(key) is not None:
+            ax.plot(log_n, pem[key], marker, mfc="none", color=color, ms=8, label=label)
+    ax.plot(log_n, log_n - log_n.mean() + learned.mean(), "k--", lw=1, label="ln N_c + best offset (slope 1)")
+    m = pem["prior_match"]
+    rmse = ", ".join(f"{k[3:]} {v['centered_rmse']:.3f}" for k, v in m.items() if not k.startswith("eval"))
+    ax.set_title(f"PEM regime: {pem['regime']} (lambda*s = {pem['lambda_s']:.3g})\ncentered RMSE vs {rmse}", fontsize=9)
+    ax.set_xlabel("ln N_c")
+    ax.set_ylabel("PEM output eta")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save_figure(fig, path, dpi=120)
+
+
+def plot_eta_matrix(path, pem: dict) -> Path:
+    """E[eta(x) | y = c'] as a C x C image: the diagonal is the learned prior, the rest the feature conditioning."""
+    mat = np.array(pem["eta_matrix"])
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    im = ax.imshow(mat, cmap="coolwarm", vmin=-np.abs(mat).max(), vmax=np.abs(mat).max())
+    fig.colorbar(im, ax=ax, label="mean PEM output")
+    ax.set_xlabel("PEM output for class c")
+    ax.set_ylabel("true class c'")
+    ax.set_title("E[eta_c(x) | y = c']", fontsize=10)
+    return save_figure(fig, path, dpi=110)
 
 
 FIGURES = {

@@ -1,4 +1,4 @@
-"""The scalar PEM problem under Neural Collapse and its minimizer (SPEC sections 2 and 3).
+"""The scalar PEM problem under Neural Collapse and its minimizer (docs/theory.md, sections 2-4).
 
     J_c(eta) = n l(eta) + (lam_c / 2) eta^2,   lam_c = lam / feature_norm_sq,
 

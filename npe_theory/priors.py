@@ -1,6 +1,6 @@
 """From a count profile to the prior a PEM will learn, and how well estimates match log-counts.
 
-SPEC sections 2, 4 and 5: ``count_profile`` builds long-tailed counts,
+docs/theory.md section 2, docs/metrics.md and docs/data.md: ``count_profile`` builds long-tailed counts,
 ``predicted_priors`` gives the optimal PEM output per class for every variant of
 the training objective, ``prior_match`` measures "log-prior up to a constant".
 """
@@ -17,7 +17,7 @@ from .optimum import optimal_logit
 
 PROFILES = ("exp", "step")
 
-#: The conventions of the paper's official code (SPEC section 1): batch-mean loss, decayed PEM bias,
+#: The conventions of the paper's official code (docs/theory.md, section 1): batch-mean loss, decayed PEM bias,
 #: one-way logistic loss with weight 1. ``predicted_priors(counts, lam, norms, **OFFICIAL_CODE)``.
 OFFICIAL_CODE = {"reduction": "mean", "bias": True, "loss": "logistic", "weight": 1.0}
 
@@ -76,7 +76,7 @@ def _norm_term(feature_norm_sq, bias: bool, shape) -> np.ndarray:
 
 
 def predicted_priors(counts, lam, feature_norm_sq=1.0, reduction: str = "sum", loss: str = "exp", bias: bool = False, weight: float = 1.0) -> np.ndarray:
-    """Optimal PEM output per class under Neural Collapse (SPEC section 2).
+    """Optimal PEM output per class under Neural Collapse (docs/theory.md, section 2).
 
     eta_c = W(x_c) ("exp") or the root of eta (1 + e^eta) = x_c ("logistic"), with
     x_c = weight * m_c * (||mu_c||^2 + [bias]) / lam, m_c = N_c ("sum") or N_c / N ("mean").
@@ -156,3 +156,22 @@ def prior_match(estimates, counts=None, *, reference=None) -> PriorMatch:
         tv=float(0.5 * np.abs(p - q).sum()),
         num_classes=int(e.size),
     )
+
+
+def implied_log_prior(eta, lam, feature_norm_sq=1.0, loss: str = "logistic", bias: bool = True, weight: float = 1.0,
+                      floor: float = 1e-6) -> np.ndarray:
+    """Invert the optimum: the log-share ``ln pi_c`` (up to a constant) that makes ``eta_c`` optimal.
+
+    ln x_c = ln eta + softplus(eta) (logistic root: eta (1 + e^eta) = x) or ln eta + eta (exp: eta e^eta = x),
+    and ln pi_c = ln x_c - ln(weight * (feature_norm_sq_c + [bias]) / lam) for a batch-mean loss.
+    Outputs at or below 0 have no preimage; they are raised to ``floor`` (the smallest prior).
+    """
+    choice("loss", loss, LOSSES)
+    e = as_float_array("eta", eta)
+    if e.ndim != 1:
+        raise ValueError(f"eta: expected one output per class, got shape {e.shape}")
+    lam = float(as_float_array("lam", lam, positive=True))
+    weight = float(as_float_array("weight", weight, positive=True))
+    e = np.maximum(e, floor)
+    log_x = np.log(e) + (np.logaddexp(0.0, e) if loss == "logistic" else e)
+    return log_x - np.log(weight * _norm_term(feature_norm_sq, bias, e.shape) / lam)

@@ -5,7 +5,7 @@ cross-entropy and a linear PEM (V, c) trained with the one-way loss, weight
 decay on all three, float64, full batch, minimized by L-BFGS-B to a stationary
 point. ReLU features are the constraint H >= 0 (a bound for L-BFGS-B): writing
 them as relu(U) makes the problem non-smooth and the optimizer stalls far from
-collapse (SPEC section 7).
+collapse (figures/README.md, F6).
 
     F = s * [ sum_i CE(W h_i + b, y_i) + weight * l(v_{y_i} . h_i + c_{y_i}) + lam_H/2 ||h_i||^2 ]
         + lam_W/2 (||W||^2 + ||b||^2) + lam_P/2 (||V||^2 + [||c||^2])
@@ -134,7 +134,7 @@ def simulate_ufm(
 ) -> UFMResult:
     """Train the UFM to a stationary point and compare the learned PEM outputs with Proposition 1.
 
-    Defaults are the run of SPEC section 7. ``tol`` bounds the projected gradient
+    Defaults are the run of figure F6 (figures/README.md). ``tol`` bounds the projected gradient
     (L-BFGS-B's pgtol); ``max_iter`` bounds the iterations.
     """
     counts = _counts(counts).astype(np.int64)

@@ -1,15 +1,21 @@
-"""The one configuration of a training run: a dataclass, read from TOML and overridden by flags."""
+"""The one list of training settings: a dataclass, read from TOML, overridden by flags made from it.
+
+Every field carries its help text; ``add_config_flags`` turns the fields into ``npe train`` flags
+(types from the annotations), so a setting cannot exist in one place and not the other.
+"""
 from __future__ import annotations
 
+import argparse
 import math
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from npe_theory._validate import nonnegative_int, positive_int
 
-from .data import DATASETS
-from .models import MODELS
+from .data import DATASETS, PROFILES
+from .models import MODELS, TORCHVISION_PREFIX
 from .pipeline import PIPELINES
 
 METHODS = ("npe", "ce", "la_loss")
@@ -18,48 +24,60 @@ COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-auto
 DEFAULT_MODEL = {"synthetic": "mlp", "digits": "mlp", "mnist1d": "cnn1d", "cifar10": "resnet32", "cifar100": "resnet32"}
 
 
+def setting(default, help: str, **flag):
+    """A config field with its help text (and extra argparse options for its flag)."""
+    kw = {"default_factory": (lambda: list(default))} if isinstance(default, list) else {"default": default}
+    return field(**kw, metadata={"help": help, "flag": flag})
+
+
 @dataclass
 class TrainConfig:
-    """Defaults: the CPU main job (MNIST-1D-LT, imbalance 100). configs/*.toml hold the CIFAR-LT recipes."""
+    """Defaults: the CPU main job (MNIST-1D-LT, imbalance 100). configs/*.toml hold other recipes."""
 
-    dataset: str = "mnist1d"
-    model: str | None = None  # None: mlp (synthetic, digits), cnn1d (mnist1d), resnet32 (cifar)
-    method: str = "npe"  # npe: CE + alpha * PEM (joint); ce: CE; la_loss: CE(z + tau log pi) (Bayias)
-    profile: str = "exp"
-    imbalance: float = 100.0
-    n_max: int | None = None  # head-class count; None: the data set's default
-    data_dir: str | None = None  # folder holding cifar-10-batches-py/ or cifar-100-python/
-    epochs: int = 60
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4  # on every parameter, PEM included (as the official code)
-    schedule: str = "cosine"
-    milestones: list[int] = field(default_factory=list)  # step schedule: lr x gamma after these epochs
-    gamma: float = 0.1
-    warmup_epochs: int = 0
-    alpha: float = 1.0  # PEM loss weight
-    num_pems: int = 1
-    pem_hidden: int | None = None  # None: linear PEM (the closed form applies); an int: Linear-ReLU-Linear
-    pem_loss: str = "logistic"  # logistic (the paper) or exp (Proposition 1's tail)
-    pem_detach: bool | None = None  # None: joint for npe, a detached probe for the baselines
-    tau: float = 1.0  # logit-adjustment strength at inference (and in la_loss)
-    tau_grid: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0])
-    augment: bool | None = None  # None: crop + flip for CIFAR, none otherwise
-    seed: int = 0
-    device: str = "auto"  # auto: cuda when available
-    amp: bool | None = None  # bf16 autocast; None: on CUDA only (bf16 on a CPU without native support is slow)
-    compile: str = "none"  # torch.compile mode: none | default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs
-    pipeline: str = "device"  # device: data set resident on the device; loader: a standard DataLoader (the reference)
-    workers: int = 4  # DataLoader worker processes (loader pipeline only)
-    eval_every: int = 1
-    out: str | None = None  # None: runs/<dataset>-<method>-ir<imbalance>-seed<seed>
+    dataset: str = setting("mnist1d", f"{' | '.join(DATASETS)}; folder and npy read --data-dir")
+    model: str | None = setting(None, f"{' | '.join(MODELS)} | {TORCHVISION_PREFIX}NAME (default: by data set)")
+    method: str = setting("npe", "npe: CE + alpha * PEM loss (joint); ce; la_loss: CE(z + tau ln pi) (Bayias)")
+    profile: str | None = setting(None, f"count profile: {' | '.join(PROFILES)} (default: exp; natural for folder and npy)")
+    imbalance: float = setting(100.0, "head over tail count of the exp and step profiles")
+    n_max: int | None = setting(None, "head-class count (default: by data set)")
+    data_dir: str | None = setting(None, "folder with cifar-10-batches-py/ or cifar-100-python/, an image folder, or X.npy + y.npy")
+    image_size: int | None = setting(None, "folder data set: resize images to this square size (default: keep; all must agree)")
+    test_fraction: float = setting(0.2, "folder and npy data without a test split: held-out share of the smallest class, taken from every class")
+    weights: str | None = setting(None, "torchvision backbone: a local state_dict file to start from (nothing is downloaded)")
+    epochs: int = setting(60, "training epochs")
+    batch_size: int = setting(64, "global batch size")
+    lr: float = setting(0.05, "peak learning rate")
+    momentum: float = setting(0.9, "SGD momentum (0: plain SGD)")
+    weight_decay: float = setting(5e-4, "SGD weight decay on every parameter, PEM included")
+    schedule: str = setting("cosine", f"{' | '.join(SCHEDULES)}")
+    milestones: list[int] = setting([], "step schedule: epochs after which lr x gamma")
+    gamma: float = setting(0.1, "step schedule: lr factor at each milestone")
+    warmup_epochs: int = setting(0, "linear learning-rate warmup epochs")
+    alpha: float = setting(1.0, "PEM loss weight")
+    num_pems: int = setting(1, "number of PEM heads, averaged")
+    pem_hidden: int | None = setting(None, "hidden width of an MLP PEM (default: linear PEM, where the closed form applies)")
+    pem_loss: str = setting("logistic", "logistic (the paper) | exp (Proposition 1's tail)")
+    pem_detach: bool | None = setting(None, "keep the PEM loss from the backbone (default: joint for npe, a detached probe for the baselines)")
+    tau: float = setting(1.0, "logit-adjustment strength at inference (and in la_loss)")
+    tau_grid: list[float] = setting([0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0], "tau values of the recorded tau sweep")
+    augment: bool | None = setting(None, "crop + flip (default: on for CIFAR, off otherwise)")
+    seed: int = setting(0, "seed of the data subset, initialization and batch order")
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N")
+    amp: bool | None = setting(None, "bf16 autocast (default: on CUDA only)")
+    compile: str = setting("none", f"torch.compile mode: {' | '.join(COMPILE_MODES)} (bare flag: default)", nargs="?", const="default",
+                           metavar="MODE")
+    pipeline: str = setting("device", f"{' | '.join(PIPELINES)}: data set on the device, or a standard DataLoader")
+    workers: int = setting(4, "DataLoader worker processes (loader pipeline)")
+    eval_every: int = setting(1, "evaluate every this many epochs (the last epoch always)")
+    out: str | None = setting(None, "run folder (default runs/<dataset>-<method>-ir<imbalance>-seed<seed>)")
 
     def resolved(self) -> "TrainConfig":
         """Fill the None defaults that depend on other fields, and check every value."""
         cfg = TrainConfig(**asdict(self))
         if cfg.model is None and cfg.dataset in DEFAULT_MODEL:
             cfg.model = DEFAULT_MODEL[cfg.dataset]
+        if cfg.profile is None:
+            cfg.profile = "natural" if cfg.dataset in ("folder", "npy") else "exp"
         if cfg.pem_detach is None:
             cfg.pem_detach = cfg.method != "npe"
         if cfg.augment is None:
@@ -75,39 +93,85 @@ class TrainConfig:
         def bad(name, msg):
             raise ValueError(f"{name}: {msg}")
 
-        for name, allowed in (("dataset", DATASETS), ("model", MODELS), ("method", METHODS), ("schedule", SCHEDULES),
-                              ("profile", ("exp", "step")), ("pem_loss", ("logistic", "exp")), ("compile", COMPILE_MODES),
-                              ("pipeline", PIPELINES)):
+        for name, allowed in (("dataset", DATASETS), ("method", METHODS), ("schedule", SCHEDULES), ("profile", PROFILES),
+                              ("pem_loss", ("logistic", "exp")), ("compile", COMPILE_MODES), ("pipeline", PIPELINES)):
             if getattr(self, name) not in allowed:
                 bad(name, f"unknown {getattr(self, name)!r}; choose from {', '.join(allowed)}")
-        if not (isinstance(self.imbalance, (int, float)) and math.isfinite(self.imbalance) and self.imbalance >= 1):
+        if self.model is None:
+            bad("model", f"no default network for {self.dataset}; choose from {', '.join(MODELS)} or {TORCHVISION_PREFIX}NAME")
+        if not isinstance(self.model, str) or not (self.model in MODELS or self.model.startswith(TORCHVISION_PREFIX)):
+            bad("model", f"unknown {self.model!r}; choose from {', '.join(MODELS)} or {TORCHVISION_PREFIX}NAME")
+        if self.profile == "natural" and self.dataset not in ("folder", "npy"):
+            bad("profile", f"natural (the data's own counts) needs dataset folder or npy, not {self.dataset}")
+        for name in ("imbalance", "lr", "alpha", "gamma", "weight_decay", "momentum", "tau", "test_fraction"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                bad(name, f"expected a finite number, got {v!r}")
+        if self.imbalance < 1:
             bad("imbalance", f"must be a number >= 1 (head over tail count), got {self.imbalance!r}")
+        for name in ("lr", "alpha", "gamma"):
+            if getattr(self, name) <= 0:
+                bad(name, f"expected a number > 0, got {getattr(self, name)!r}")
+        for name in ("weight_decay", "tau"):
+            if getattr(self, name) < 0:
+                bad(name, f"expected a number >= 0, got {getattr(self, name)!r}")
+        if not 0 <= self.momentum < 1:
+            bad("momentum", f"expected a number in [0, 1), got {self.momentum!r}")
+        if not 0 < self.test_fraction < 1:
+            bad("test_fraction", f"expected a number in (0, 1), got {self.test_fraction!r}")
         for name in ("epochs", "batch_size", "num_pems", "eval_every"):
             setattr(self, name, positive_int(name, getattr(self, name)))  # a NumPy integer becomes a plain int (JSON)
-        for name in ("lr", "alpha", "gamma"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                bad(name, f"expected a number > 0, got {v!r}")
-        for name in ("weight_decay", "momentum", "tau"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                bad(name, f"expected a number >= 0, got {v!r}")
+        for name in ("n_max", "pem_hidden", "image_size"):
+            if getattr(self, name) is not None:
+                setattr(self, name, positive_int(name, getattr(self, name)))
         for name in ("amp", "augment", "pem_detach"):
             if getattr(self, name) not in (None, True, False):
                 bad(name, f"expected true or false, got {getattr(self, name)!r}")
         if self.augment and not self.dataset.startswith("cifar"):
             bad("augment", f"crop + flip needs images (cifar10, cifar100), not {self.dataset}")
         self.workers = nonnegative_int("workers", self.workers)
-        if self.weight_decay == 0 and self.method == "npe":
-            bad("weight_decay", "must be > 0 for NPE: without it the PEM output grows without bound")
-        if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs:
+        self.warmup_epochs = nonnegative_int("warmup_epochs", self.warmup_epochs)
+        if self.weight_decay == 0:
+            bad("weight_decay", "must be > 0: without it the PEM output (joint, or the baselines' probe) grows without bound")
+        if self.warmup_epochs >= self.epochs:
             bad("warmup_epochs", f"must lie in [0, epochs), got {self.warmup_epochs}")
-        if self.n_max is not None and (not isinstance(self.n_max, int) or self.n_max < 1):
-            bad("n_max", f"expected None or an integer >= 1, got {self.n_max!r}")
-        if any(not isinstance(m, int) or m < 1 for m in self.milestones):
-            bad("milestones", f"expected epochs >= 1, got {self.milestones!r}")
-        if not self.tau_grid or any(not isinstance(t, (int, float)) or t < 0 for t in self.tau_grid):
-            bad("tau_grid", f"expected numbers >= 0, got {self.tau_grid!r}")
+        if not isinstance(self.milestones, list) or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.milestones):
+            bad("milestones", f"expected a list of epochs >= 1, got {self.milestones!r}")
+        if (not isinstance(self.tau_grid, list) or not self.tau_grid
+                or any(isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0 for t in self.tau_grid)):
+            bad("tau_grid", f"expected a list of numbers >= 0, got {self.tau_grid!r}")
+        for name in ("data_dir", "weights", "out", "device"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                bad(name, f"expected a path or name (a string), got {getattr(self, name)!r}")
+
+
+def _flag_type(annotation) -> tuple[type, bool]:
+    """(element type, is a list) of a field annotation such as ``int | None`` or ``list[float]``."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    base = args[0]
+    if typing.get_origin(base) is list:
+        return typing.get_args(base)[0], True
+    return base, False
+
+
+def add_config_flags(parser: argparse.ArgumentParser, exclude=()) -> list[str]:
+    """One flag per TrainConfig field (``--no-NAME`` too for booleans), default None = "not given"; returns the field names."""
+    hints = typing.get_type_hints(TrainConfig)
+    names = []
+    for f in fields(TrainConfig):
+        if f.name in exclude:
+            continue
+        kind, is_list = _flag_type(hints[f.name])
+        default = f.default if f.default is not MISSING else f.default_factory()
+        flag, help_text = "--" + f.name.replace("_", "-"), f"{f.metadata['help']} (default {default!r})"
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, action="store_const", const=True, help=help_text)
+            parser.add_argument("--no-" + flag[2:], dest=f.name, action="store_const", const=False, help=f"turn {flag} off")
+        else:
+            options = {"type": kind, "nargs": "+" if is_list else None, "help": help_text, **f.metadata["flag"]}
+            parser.add_argument(flag, dest=f.name, **options)
+        names.append(f.name)
+    return names
 
 
 def load_toml(path) -> dict:
@@ -117,7 +181,9 @@ def load_toml(path) -> dict:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ValueError(f"config: no file {path}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except IsADirectoryError:
+        raise ValueError(f"config: {path} is a folder, not a TOML file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"config: {path} is not valid TOML ({exc})") from None
     raw = raw.get("train", raw)
     known = {f.name for f in fields(TrainConfig)}

@@ -1,28 +1,47 @@
-"""Accuracy for every inference rule and the prior comparison, the point of the package (SPEC sections 4 and 5)."""
+"""Accuracy for every inference rule and the prior report of a run (docs/metrics.md, docs/data.md)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from npe_theory.collapse import class_means, nc1
-from npe_theory.priors import predicted_priors, prior_match
+from npe_theory.priors import implied_log_prior
+from npe_theory.report import PemSettings, pem_report
 
-RULES = ("argmax", "posthoc_la", "npe_la")
-RULE_NAMES = {"argmax": "CE (argmax)", "posthoc_la": "post-hoc LA", "npe_la": "NPE-LA"}
-# Many / Medium / Few by training count (SPEC section 5)
+from .distributed import Dist, gather_rows
+from .trace import felt_decay, replay_inputs
+
+RULES = ("argmax", "posthoc_la", "npe_la", "npe_inverse")
+RULE_NAMES = {"argmax": "CE (argmax)", "posthoc_la": "post-hoc LA", "npe_la": "NPE-LA", "npe_inverse": "NPE inverse"}
+# Many / Medium / Few by training count (docs/data.md)
 GROUPS = {"many": lambda n: n > 100, "medium": lambda n: (n >= 20) & (n <= 100), "few": lambda n: n < 20}
 REPORT_GROUPS = ("overall", *GROUPS)  # the keys of every accuracy entry, besides per_class
 
 
 @torch.no_grad()
-def predict(model, x: torch.Tensor, batch_size: int, prepare) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(logits, eta, features) for every input, eval mode, float64 on the host."""
-    model.eval()
+def predict(model, x: torch.Tensor, batch_size: int, prepare, train_mode: bool = False, augment_draws=None):
+    """(logits, eta, features) for every input, float64 on the host.
+
+    Eval mode by default. ``train_mode``: BatchNorm normalizes with each batch's statistics, as the
+    PEM saw its features in training, and its running statistics are restored afterwards (the pass
+    changes nothing); ``augment_draws`` (n, 3) crop and flip the inputs as in training.
+    """
+    from .pipeline import augment
+
+    buffers = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k or "num_batches_tracked" in k}
+    model.train(train_mode)
     outs = [[], [], []]
-    for i in range(0, len(x), batch_size):
-        logits, heads, h = model(prepare(x[i : i + batch_size]))
-        for store, t in zip(outs, (logits, heads.mean(0), h)):
-            store.append(t.float().cpu())
+    try:
+        for i in range(0, len(x), batch_size):
+            xb = x[i : i + batch_size]
+            if augment_draws is not None:
+                xb = augment(xb, augment_draws[i : i + batch_size].to(x.device))
+            logits, heads, h = model(prepare(xb))
+            for store, t in zip(outs, (logits, heads.mean(0), h)):
+                store.append(t.float().cpu())
+    finally:
+        if train_mode:
+            model.load_state_dict(buffers, strict=False)
+        model.eval()
     return tuple(torch.cat(o).double().numpy() for o in outs)
 
 
@@ -40,44 +59,69 @@ def group_accuracy(correct: np.ndarray, y: np.ndarray, counts: np.ndarray) -> di
     return out
 
 
-def adjusted_logits(rule: str, logits: np.ndarray, eta: np.ndarray, log_prior: np.ndarray, tau: float) -> np.ndarray:
-    """argmax: z; posthoc_la: z - tau ln pi (true counts); npe_la: z - tau eta(x)."""
+def adjusted_logits(rule: str, logits: np.ndarray, eta: np.ndarray, log_prior: np.ndarray, tau: float,
+                    implied_prior: np.ndarray | None = None) -> np.ndarray:
+    """argmax: z; posthoc_la: z - tau ln pi (true counts); npe_la: z - tau eta(x);
+    npe_inverse: z - tau ln pi_hat, the log-prior Proposition 1 implies from the learned PEM outputs."""
     if rule == "argmax":
         return logits
+    if rule == "npe_inverse":
+        return logits - tau * implied_prior
     return logits - tau * (log_prior if rule == "posthoc_la" else eta)
 
 
-def accuracy_report(logits, eta, y, counts, tau: float, tau_grid) -> dict:
+def accuracy_report(logits, eta, y, counts, tau: float, tau_grid, implied_prior=None) -> dict:
+    """Accuracy of every rule at ``tau`` and over ``tau_grid``; npe_inverse only when ``implied_prior`` is given."""
     log_prior = np.log(counts / counts.sum())
+    rules = [r for r in RULES if r != "npe_inverse" or implied_prior is not None]
 
     def acc(rule, t):
-        return group_accuracy(adjusted_logits(rule, logits, eta, log_prior, t).argmax(1) == y, y, counts)
+        return group_accuracy(adjusted_logits(rule, logits, eta, log_prior, t, implied_prior).argmax(1) == y, y, counts)
 
     return {
-        "accuracy": {rule: acc(rule, tau) for rule in RULES},
-        "tau_sweep": {rule: {f"{t:g}": {k: v for k, v in acc(rule, t).items() if k != "per_class"} for t in tau_grid} for rule in RULES[1:]},
+        "accuracy": {rule: acc(rule, tau) for rule in rules},
+        "tau_sweep": {rule: {f"{t:g}": {k: v for k, v in acc(rule, t).items() if k != "per_class"} for t in tau_grid} for rule in rules[1:]},
     }
 
 
-def prior_report(eta: np.ndarray, features: np.ndarray, y: np.ndarray, counts: np.ndarray, cfg, pem_is_linear: bool) -> dict:
-    """Learned per-class PEM output against ln N_c and against the closed form at the measured norms."""
-    C = len(counts)
-    eta_matrix = class_means(eta, y, C)  # row c': E[eta | y = c']
-    learned = np.diag(eta_matrix).copy()
-    mu = class_means(features, y, C)
-    norm_sq = np.sum(mu * mu, axis=1)
-    # Batch-mean loss, PEM bias decayed with the optimizer's weight decay, each head weighted alpha (SPEC section 2).
-    predicted = predicted_priors(counts, cfg.weight_decay, norm_sq, "mean", cfg.pem_loss, bias=True, weight=cfg.alpha)
-    return {
-        "learned": learned.tolist(),
-        "predicted": predicted.tolist(),
-        "log_counts": np.log(counts).tolist(),
-        "mean_norm_sq": norm_sq.tolist(),
-        "eta_matrix": eta_matrix.tolist(),
-        "nc1": nc1(features, y, C),
-        "closed_form_applies": bool(pem_is_linear),
-        "prior_match": {
-            "vs_log_counts": prior_match(learned, counts).as_dict(),
-            "vs_closed_form": prior_match(learned, reference=predicted).as_dict(),
-        },
-    }
+def pem_settings(cfg, lam_s: float) -> PemSettings:
+    """What the PEM was trained with: batch-mean loss, its bias decayed by the optimizer's weight decay, each head weighted alpha."""
+    return PemSettings(weight_decay=cfg.weight_decay, alpha=cfg.alpha, loss=cfg.pem_loss, reduction="mean", bias=True,
+                       momentum=cfg.momentum, lambda_s=lam_s)
+
+
+def evaluate_run(model, data, cfg, x_train, x_test, prepare, trace: dict, rank_info=None) -> dict:
+    """Accuracy per rule on the balanced test set (eval mode), and the prior report on the training set.
+
+    The report reads the training-mode outputs and features (what the PEM trained on) and records the
+    eval-mode outputs beside them. Each rank predicts a contiguous chunk; the chunks are gathered.
+    """
+    rank_info = rank_info or Dist()
+
+    def run(x, **kw):
+        idx = np.array_split(np.arange(len(x)), rank_info.world)[rank_info.rank]
+        sl = slice(int(idx[0]), int(idx[-1]) + 1) if len(idx) else slice(0, 0)
+        if kw.get("augment_draws") is not None:
+            kw["augment_draws"] = kw["augment_draws"][sl]
+        return gather_rows(predict(model, x[sl], kw.pop("batch_size", max(cfg.batch_size, 256)), prepare, **kw), rank_info)
+
+    logits, eta, _ = run(x_test)
+    _, eta_eval, _ = run(x_train)
+    # training-mode pass: batches of the training size in a shuffled order (class-sorted batches would skew the batch
+    # statistics), crops and flips as in training; a generator of its own leaves the run's untouched
+    gen = torch.Generator().manual_seed(cfg.seed)
+    order = torch.randperm(len(x_train), generator=gen)
+    draws = None
+    if cfg.augment:
+        from .pipeline import draw_augmentation
+
+        draws = draw_augmentation(len(x_train), gen)
+    _, eta_tr, feats_tr = run(x_train[order.to(x_train.device)], batch_size=cfg.batch_size // rank_info.world, train_mode=True,
+                              augment_draws=draws)
+    back = torch.argsort(order).numpy()
+    eta_tr, feats_tr = eta_tr[back], feats_tr[back]
+    linear = model.pem.is_linear
+    pem = pem_report(eta_tr, feats_tr, data.y_train, data.counts, pem_settings(cfg, felt_decay(trace, cfg)),
+                     trace=replay_inputs(trace), eta_eval=eta_eval, linear=linear)
+    implied = implied_log_prior(pem["learned"], cfg.weight_decay, pem["mean_norm_sq"], cfg.pem_loss, True, cfg.alpha) if linear else None
+    return {**accuracy_report(logits, eta, data.y_test, data.counts, cfg.tau, cfg.tau_grid, implied), "pem": pem}

@@ -1,14 +1,24 @@
-"""Backbones that return penultimate features, and the network that joins them to a classifier and a PEM."""
+"""Backbones that return penultimate features, and the network that joins them to a classifier and a PEM.
+
+Bring your own backbone: ``attach_pem(backbone, num_classes)`` puts a classifier and a PEM on any
+``nn.Module`` that returns (B, D) features; ``from_torchvision(model, num_classes)`` first strips a
+torchvision-style model's final layer (``fc``, ``classifier``, ``head`` or ``heads``) and reads D from it.
+"""
 from __future__ import annotations
 
 import math
+import pickle
 
+import torch
 import torch.nn.functional as F
 from torch import nn
+
+from npe_theory._validate import positive_int
 
 from .pem import PriorEstimator
 
 MODELS = ("mlp", "cnn1d", "resnet32")
+TORCHVISION_PREFIX = "torchvision:"
 
 
 class MLP(nn.Module):
@@ -87,12 +97,17 @@ class ResNet32(nn.Module):
 class NPENet(nn.Module):
     """backbone -> features h -> (classifier logits z, PEM heads). The PEM reads the same features as the classifier."""
 
-    def __init__(self, backbone: nn.Module, num_classes: int, num_pems: int = 1, pem_hidden: int | None = None, pem_detach: bool = False):
+    def __init__(self, backbone: nn.Module, num_classes: int, num_pems: int = 1, pem_hidden: int | None = None, pem_detach: bool = False,
+                 feature_dim: int | None = None):
         super().__init__()
         self.backbone = backbone
-        self.classifier = nn.Linear(backbone.out_features, num_classes)
+        feature_dim = feature_dim if feature_dim is not None else getattr(backbone, "out_features", None)
+        if feature_dim is None:
+            raise ValueError("feature_dim: the backbone has no out_features attribute; give the width of the features it returns")
+        self.feature_dim = positive_int("feature_dim", feature_dim)
+        self.classifier = nn.Linear(self.feature_dim, num_classes)
         # num_pems = 0 builds the same network without a PEM (for overhead measurements)
-        self.pem = PriorEstimator(backbone.out_features, num_classes, num_pems, pem_hidden, pem_detach) if num_pems else None
+        self.pem = PriorEstimator(self.feature_dim, num_classes, num_pems, pem_hidden, pem_detach) if num_pems else None
 
     def forward(self, x):
         """(logits, PEM heads (K, B, C) or None, features)."""
@@ -100,8 +115,67 @@ class NPENet(nn.Module):
         return self.classifier(h), self.pem.heads_output(h) if self.pem is not None else None, h
 
 
+def attach_pem(backbone: nn.Module, num_classes: int, feature_dim: int | None = None, num_pems: int = 1,
+               pem_hidden: int | None = None, pem_detach: bool = False) -> NPENet:
+    """Any feature extractor ``backbone(x) -> h (B, D)`` with a linear classifier ``z = W h + b`` and a PEM ``eta(h)`` on top.
+
+    ``feature_dim`` is D (read from ``backbone.out_features`` when omitted). The result's forward
+    returns ``(logits, PEM heads (K, B, C), features)``, what ``npe_train.train`` and the report expect.
+    """
+    return NPENet(backbone, num_classes, num_pems, pem_hidden, pem_detach, feature_dim)
+
+
+def strip_head(model: nn.Module) -> int:
+    """Replace a torchvision-style model's final ``nn.Linear`` by ``nn.Identity`` in place; returns its input width D.
+
+    Looks at ``fc`` (ResNet, RegNet), ``classifier`` (VGG, MobileNet, EfficientNet, DenseNet, ConvNeXt),
+    ``head`` (Swin) and ``heads`` (ViT), each a Linear or a Sequential ending in one.
+    """
+    for name in ("fc", "classifier", "head", "heads"):
+        parent, attr = model, name
+        layer = getattr(model, name, None)
+        while isinstance(layer, nn.Sequential) and len(layer):
+            parent, attr = layer, str(len(layer) - 1)
+            layer = layer[-1]
+        if isinstance(layer, nn.Linear):
+            setattr(parent, attr, nn.Identity())
+            return layer.in_features
+    raise ValueError(f"model: found no final nn.Linear under fc, classifier, head or heads of {model.__class__.__name__}; "
+                     f"use attach_pem(backbone, num_classes, feature_dim) with a backbone that returns features")
+
+
+def from_torchvision(model: nn.Module, num_classes: int, num_pems: int = 1, pem_hidden: int | None = None,
+                     pem_detach: bool = False) -> NPENet:
+    """A torchvision classifier with its final layer replaced by our classifier and a PEM."""
+    return attach_pem(model, num_classes, strip_head(model), num_pems, pem_hidden, pem_detach)
+
+
+def torchvision_backbone(name: str, weights: str | None = None) -> nn.Module:
+    """``torchvision.models.get_model(name)``, untrained or from a local state_dict file (never downloaded)."""
+    try:
+        import torchvision
+    except ImportError:
+        raise ValueError(f"model: {TORCHVISION_PREFIX}{name} needs torchvision (pip install 'npe-toolkit[vision]')") from None
+    if name not in torchvision.models.list_models():
+        raise ValueError(f"model: torchvision has no model {name!r} (see torchvision.models.list_models())")
+    model = torchvision.models.get_model(name, weights=None)
+    if weights is not None:
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+        except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
+            raise ValueError(f"weights: cannot load {weights} into {name} ({str(exc).splitlines()[0]})") from None
+    return model
+
+
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, num_pems: int = 1, pem_hidden: int | None = None,
-                pem_detach: bool = False) -> NPENet:
+                pem_detach: bool = False, weights: str | None = None) -> NPENet:
+    if name.startswith(TORCHVISION_PREFIX):
+        if len(input_shape) != 3 or input_shape[0] != 3:
+            raise ValueError(f"model: {name} needs (3, height, width) images, got inputs of shape {input_shape}")
+        return from_torchvision(torchvision_backbone(name[len(TORCHVISION_PREFIX):], weights), num_classes, num_pems, pem_hidden, pem_detach)
+    if weights is not None:
+        raise ValueError(f"weights: only a {TORCHVISION_PREFIX}NAME backbone loads a state_dict, not {name}")
     if name == "mlp":
         backbone = MLP(math.prod(input_shape))
     elif name == "cnn1d":
@@ -113,5 +187,5 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, num_p
             raise ValueError(f"model: resnet32 needs (channels, height, width) inputs, got {input_shape}")
         backbone = ResNet32(input_shape[0])
     else:
-        raise ValueError(f"model: unknown {name!r}; choose from {', '.join(MODELS)}")
+        raise ValueError(f"model: unknown {name!r}; choose from {', '.join(MODELS)} or {TORCHVISION_PREFIX}NAME")
     return NPENet(backbone, num_classes, num_pems, pem_hidden, pem_detach)

@@ -1,4 +1,4 @@
-"""Prior Estimation Modules, the one-way loss and NPE logit adjustment (SPEC sections 1 and 6).
+"""Prior Estimation Modules, the one-way loss and NPE logit adjustment (docs/theory.md, section 1).
 
 Sign convention: ``eta`` is the prior signal itself (it grows like ln N_c); the
 official code's PEM output is ``p = -eta``.

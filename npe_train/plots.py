@@ -10,7 +10,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from npe_theory.figures import save_figure  # noqa: E402
+from npe_theory.figures import plot_eta_matrix, plot_prior_report, save_figure  # noqa: E402
+
+from npe_theory.report import EQUILIBRIUM_LAMBDA_S  # noqa: E402
 
 from .evaluate import REPORT_GROUPS, RULES  # noqa: E402
 
@@ -18,25 +20,8 @@ from .evaluate import REPORT_GROUPS, RULES  # noqa: E402
 def plot_run(out, results: dict) -> list[Path]:
     out = Path(out)
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [_pem_figure(out / "pem_vs_log_counts.png", results), _curves(out / "training_curves.png", metrics),
-            _groups(out / "accuracy_by_group.png", results)]
-
-
-def _pem_figure(path, results) -> Path:
-    pem = results["pem"]
-    log_n, learned, predicted = (np.array(pem[k]) for k in ("log_counts", "learned", "predicted"))
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    ax.plot(log_n, learned, "o", color="tab:red", label="learned: mean eta_c(x) over class c")
-    ax.plot(log_n, predicted, "s", mfc="none", color="tab:blue", ms=9, label="closed form at measured ||mu_c||^2")
-    ax.plot(log_n, log_n - log_n.mean() + learned.mean(), "k--", lw=1, label="ln N_c + best offset (slope 1)")
-    m1, m2 = pem["prior_match"]["vs_log_counts"], pem["prior_match"]["vs_closed_form"]
-    ax.set_title(f"PEM vs ln N_c: centered RMSE {m1['centered_rmse']:.3f}, slope {m1['slope'] if m1['slope'] is None else round(m1['slope'], 2)}\n"
-                 f"vs closed form: centered RMSE {m2['centered_rmse']:.3f}, raw RMSE {m2['rmse']:.3f}", fontsize=10)
-    ax.set_xlabel("ln N_c")
-    ax.set_ylabel("PEM output eta")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_figure(fig, path, dpi=120)
+    return [plot_prior_report(out / "pem_vs_log_counts.png", results["pem"]), plot_eta_matrix(out / "eta_matrix.png", results["pem"]),
+            _curves(out / "training_curves.png", metrics), _groups(out / "accuracy_by_group.png", results)]
 
 
 def _curves(path, metrics) -> Path:
@@ -48,14 +33,19 @@ def _curves(path, metrics) -> Path:
     axes[0].set_title("training loss")
     ev = [m for m in metrics if "accuracy" in m]
     for rule in RULES:
-        axes[1].plot([m["epoch"] + 1 for m in ev], [m["accuracy"][rule] for m in ev], label=rule)
+        if ev and rule in ev[0]["accuracy"]:
+            axes[1].plot([m["epoch"] + 1 for m in ev], [m["accuracy"][rule] for m in ev], label=rule)
     axes[1].set_title("balanced test accuracy (mean per class)")
-    for key, label in (("prior_rmse_vs_log_counts", "vs ln N_c"), ("prior_rmse_vs_closed_form", "vs closed form")):
-        axes[2].plot([m["epoch"] + 1 for m in ev], [m[key] for m in ev], label=label)
+    for key in ("vs_log_counts", "vs_closed_form", "vs_equilibrium", "vs_finite_time"):
+        if ev and f"prior_rmse_{key}" in ev[0]:
+            axes[2].plot([m["lambda_s"] for m in ev], [m[f"prior_rmse_{key}"] for m in ev], label=key)
     axes[2].set_yscale("log")
-    axes[2].set_title("PEM centered RMSE")
-    for ax in axes:
+    axes[2].axvline(EQUILIBRIUM_LAMBDA_S, color="k", ls=":", lw=1, label="equilibrium threshold")
+    axes[2].set_title("PEM centered RMSE (nats) against lambda*s")
+    axes[2].set_xlabel("lambda*s (weight decay felt)")
+    for ax in axes[:2]:
         ax.set_xlabel("epoch")
+    for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return save_figure(fig, path, dpi=110)
@@ -63,11 +53,12 @@ def _curves(path, metrics) -> Path:
 
 def _groups(path, results) -> Path:
     groups = [g for g in REPORT_GROUPS if results["accuracy"]["argmax"][g] is not None]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    width = 0.8 / len(RULES)
-    for i, rule in enumerate(RULES):
+    rules = [r for r in RULES if r in results["accuracy"]]
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    width = 0.8 / len(rules)
+    for i, rule in enumerate(rules):
         vals = [results["accuracy"][rule][g] for g in groups]
-        bars = ax.bar(np.arange(len(groups)) + (i - 1) * width, vals, width, label=rule)
+        bars = ax.bar(np.arange(len(groups)) + (i - (len(rules) - 1) / 2) * width, vals, width, label=rule)
         ax.bar_label(bars, fmt="%.2f", fontsize=7)
     ax.set_xticks(np.arange(len(groups)), groups)
     ax.set_ylabel("mean per-class accuracy")

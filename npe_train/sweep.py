@@ -22,14 +22,15 @@ from npe_theory.io import atomic_write, write_csv
 from .config import TrainConfig
 from .evaluate import REPORT_GROUPS as GROUPS
 from .evaluate import RULES
+from .results import read_results
 
-PRIOR_KEYS = ("vs_log_counts", "vs_closed_form")
+PRIOR_KEYS = ("vs_log_counts", "vs_closed_form", "vs_equilibrium", "vs_finite_time")
 
 
 def grid(base: TrainConfig, seeds, methods, imbalances, out: Path) -> list[TrainConfig]:
     """One resolved config per (method, imbalance, seed), each with its own run folder under ``out``."""
-    runs = []
-    for method, imbalance, seed in itertools.product(methods, imbalances, seeds):
+    runs = []  # each value once: a repeated seed or method must not count one run twice
+    for method, imbalance, seed in itertools.product(dict.fromkeys(methods), dict.fromkeys(map(float, imbalances)), dict.fromkeys(seeds)):
         cfg = replace(base, method=method, imbalance=float(imbalance), seed=int(seed), out=None, pem_detach=None)
         name = Path(cfg.resolved().out).name
         runs.append(replace(cfg, out=str(out / name)).resolved())
@@ -57,7 +58,7 @@ def run_grid(runs: list[TrainConfig], gpus: list[str] | None = None, progress: b
             spec.write_text(_toml(cfg))
             env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
             with (Path(cfg.out) / "sweep_log.txt").open("w") as log:
-                done = subprocess.run([sys.executable, "-m", "npe_theory", "train", "--config", str(spec), "--resume", "--quiet"],
+                done = subprocess.run([sys.executable, "-m", "npe", "train", "--config", str(spec), "--resume", "--quiet"],
                                       env=env, stdout=log, stderr=subprocess.STDOUT)
             return cfg.out, done.returncode
 
@@ -66,7 +67,7 @@ def run_grid(runs: list[TrainConfig], gpus: list[str] | None = None, progress: b
             failed = [(o, rc) for o, rc in pool.map(launch, zip(slots, todo)) if rc]
         if failed:
             raise RuntimeError("sweep: runs failed (see sweep_log.txt in each): " + ", ".join(f"{o} (exit {rc})" for o, rc in failed))
-    return [json.loads((Path(c.out) / "results.json").read_text()) for c in runs]
+    return [read_results(c.out).raw for c in runs]
 
 
 def summarize(results: list[dict]) -> list[dict]:
@@ -78,9 +79,10 @@ def summarize(results: list[dict]) -> list[dict]:
     table = []
     for (dataset, method, imbalance), rs in rows.items():
         row = {"dataset": dataset, "method": method, "imbalance": imbalance, "seeds": len(rs)}
-        values = {f"{rule}_{g}": [r["accuracy"][rule][g] for r in rs] for rule in RULES for g in GROUPS}
-        values.update({f"pem_rmse_{k}": [r["pem"]["prior_match"][k]["centered_rmse"] for r in rs] for k in PRIOR_KEYS})
+        values = {f"{rule}_{g}": [r["accuracy"].get(rule, {}).get(g) for r in rs] for rule in RULES for g in GROUPS}
+        values.update({f"pem_rmse_{k}": [r["pem"]["prior_match"].get(k, {}).get("centered_rmse") for r in rs] for k in PRIOR_KEYS})
         values["pem_slope"] = [r["pem"]["prior_match"]["vs_log_counts"]["slope"] for r in rs]
+        values["lambda_s"] = [r["pem"].get("lambda_s") for r in rs]
         for key, vals in values.items():
             if any(v is None for v in vals):
                 row[f"{key}_mean"] = row[f"{key}_std"] = None
@@ -99,12 +101,12 @@ def write_tables(table: list[dict], out: Path) -> tuple[Path, Path]:
         m, s = row[f"{key}_mean"], row[f"{key}_std"]
         return "-" if m is None else f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
 
-    head = ["dataset", "method", "imbalance", "seeds"] + [f"{rule} {g}" for rule in RULES for g in GROUPS] + ["PEM RMSE vs ln N_c", "PEM RMSE vs closed form"]
+    head = ["dataset", "method", "imbalance", "seeds"] + [f"{rule} {g}" for rule in RULES for g in GROUPS] + [f"PEM RMSE {k}" for k in PRIOR_KEYS] + ["lambda*s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in table:
         cells = [row["dataset"], row["method"], f"{row['imbalance']:g}", str(row["seeds"])]
         cells += [cell(row, f"{rule}_{g}", 100.0) for rule in RULES for g in GROUPS]
-        cells += [cell(row, f"pem_rmse_{k}", digits=3) for k in PRIOR_KEYS]
+        cells += [cell(row, f"pem_rmse_{k}", digits=3) for k in PRIOR_KEYS] + [cell(row, "lambda_s", digits=3)]
         lines.append("| " + " | ".join(cells) + " |")
     text = "Mean ± standard deviation over seeds; accuracy is mean per-class test accuracy in percent.\n\n" + "\n".join(lines) + "\n"
     atomic_write(md_path, lambda tmp: tmp.write_text(text))

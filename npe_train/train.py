@@ -2,28 +2,28 @@
 
     run = train(make_config(dataset="mnist1d", imbalance=100))
 
-Per epoch: shuffle with a seeded generator, SGD steps on CE (or the logit-adjusted
-loss) + alpha * the one-way PEM loss, then evaluation, one line of metrics.jsonl,
-and an atomic checkpoint. ``resume=True`` continues from the checkpoint and ends
-where the uninterrupted run would have.
+Per epoch: a seeded order, SGD steps on CE (or the logit-adjusted loss) + alpha * the one-way
+PEM loss, then evaluation, one line of metrics.jsonl and an atomic checkpoint. ``resume=True``
+continues from the checkpoint and ends where the uninterrupted run would have.
 
-Batches come from ``pipeline.py`` (the data set on the device, or a standard DataLoader);
-either way the epoch's permutation and augmentation draws are made here, on the host,
-by one seeded generator. Losses accumulate on the device and are read once per epoch,
-so with the device pipeline no step waits for the host.
-Launched by ``torchrun`` (WORLD_SIZE > 1) the same loop runs data-parallel (DDP):
-every rank draws the same permutation and takes its own interleaved shard, so the
-global batch is the single-process batch; rank 0 alone logs and checkpoints, and
-evaluation is split across ranks and gathered.
+Batches come from ``pipeline.py`` (the data set on the device, or a standard DataLoader); the
+epoch's permutation and augmentation draws are made here by one seeded generator. Launched by
+``torchrun`` (WORLD_SIZE > 1) the same loop runs data-parallel: every rank draws the same
+permutation and takes its own interleaved shard, so the global batch is the single-process
+batch; rank 0 alone logs and checkpoints.
+
+Besides the network, the loop keeps the PEM's *trace* for the prior report (docs/regimes.md):
+the learning rate of every step, each step's class shares of the loss, the class-mean features
+each epoch produced, and the PEM's initial weights, from which the report replays the optimizer
+on the PEM alone; ``lambda_s`` in metrics.jsonl is the weight decay the PEM has felt so far.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +35,16 @@ from npe_theory.io import atomic_write, write_json
 
 from .config import TrainConfig
 from .data import build
-from .evaluate import accuracy_report, predict, prior_report
+from .distributed import Dist, init_distributed
+from .evaluate import evaluate_run
 from .models import build_model
 from .pem import heads_loss
 from .pipeline import DevicePipeline, LoaderPipeline, draw_augmentation, preparer
+from .results import SCHEMA, environment
+from .trace import felt_decay, new_trace
 
 CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
 
 
 class TrainingDiverged(RuntimeError):
@@ -75,110 +79,117 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@dataclass(frozen=True)
-class Dist:
-    """Where this process stands in a torchrun launch (rank 0 of 1 when run alone)."""
-
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
+def training_logits(logits: torch.Tensor, cfg: TrainConfig, log_prior: torch.Tensor) -> torch.Tensor:
+    """What CE is taken of: z, or z + tau ln pi for la_loss (the logit-adjusted loss, Bayias)."""
+    return logits + cfg.tau * log_prior if cfg.method == "la_loss" else logits
 
 
-def _init_distributed(cfg: TrainConfig) -> tuple[Dist, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Dist(), _device(cfg.device)
-    use_cuda = torch.cuda.is_available() and cfg.device in ("auto", "cuda")
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device(f"cuda:{local}") if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    if cfg.batch_size % world:
-        raise ValueError(f"batch_size: {cfg.batch_size} does not split over {world} processes")
-    return Dist(dist.get_rank(), world), device
-
-
-def train_step(model, opt, x, y, cfg: TrainConfig, log_prior, use_amp: bool) -> torch.Tensor:
-    """One SGD step on CE (or CE(z + tau ln pi) for la_loss) + alpha * PEM loss; returns (loss, ce, pem), detached."""
+def train_step(model, opt, x, y, cfg: TrainConfig, log_prior, use_amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step on CE + alpha * PEM loss; returns ((loss, ce, pem), features), detached."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_amp):
-        logits, heads, _ = model(x)
-    logits = logits.float()
-    ce = F.cross_entropy(logits + cfg.tau * log_prior if cfg.method == "la_loss" else logits, y)
+        logits, heads, h = model(x)
+    ce = F.cross_entropy(training_logits(logits.float(), cfg, log_prior), y)
     pem = heads_loss(heads.float(), y, cfg.pem_loss, validate=False) if heads is not None else torch.zeros((), device=x.device)
     loss = ce + cfg.alpha * pem
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return torch.stack([loss.detach(), ce.detach(), pem.detach()])
+    return torch.stack([loss.detach(), ce.detach(), pem.detach()]), h.detach()
 
 
-def _gather_rows(parts: tuple[np.ndarray, ...], rank_info: Dist) -> tuple[np.ndarray, ...]:
-    """Concatenate every rank's contiguous chunk of each array, in rank order."""
-    if rank_info.world == 1:
-        return parts
-    gathered = [None] * rank_info.world
-    dist.all_gather_object(gathered, parts)
-    return tuple(np.concatenate([g[i] for g in gathered]) for i in range(len(parts)))
+# ---- one epoch ----
 
+def epoch_order(gen: torch.Generator, y_train: np.ndarray, cfg: TrainConfig, rank_info: Dist, num_classes: int):
+    """This rank's shard of the epoch's permutation, its augmentation draws, and every global step's class shares.
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
-    """Train, evaluate every ``eval_every`` epochs, and write the run folder; returns results.json's content.
-
-    ``stop_after`` returns early after that many epochs, as if the process were killed (for resume tests).
-    Under torchrun, ranks other than 0 return ``{"rank": r}``.
+    Every rank draws the same permutation, padded to a multiple of the world size; global step i
+    covers positions [i B, (i + 1) B) of the padded permutation, which is what its shards hold.
     """
-    from tqdm.auto import tqdm
+    n = len(y_train)
+    perm = torch.randperm(n, generator=gen)
+    draws = draw_augmentation(n, gen) if cfg.augment else None
+    padded = -(-n // rank_info.world) * rank_info.world  # every rank takes the same number of steps
+    order = torch.cat([perm, perm[: padded - n]])
+    shard = order[rank_info.rank :: rank_info.world]
+    if draws is not None:
+        draws = torch.cat([draws, draws[: padded - n]])[rank_info.rank :: rank_info.world]
+    labels = y_train[order.numpy()]
+    batch = cfg.batch_size
+    fractions = np.stack([(np.bincount(labels[i : i + batch], minlength=num_classes) / len(labels[i : i + batch])).astype(np.float32)
+                          for i in range(0, padded, batch)])
+    return shard, draws, fractions
 
-    cfg = cfg.resolved()
-    rank_info, device = _init_distributed(cfg)
-    out, main = Path(cfg.out), rank_info.main
+
+def run_epoch(net, opt, feed, shard, draws, cfg, rank_info: Dist, log_prior, use_amp: bool, cudagraphs: bool, num_classes: int):
+    """SGD over one epoch; returns (mean loss, ce, pem) and the class-mean features the steps produced (C, D)."""
+    device = log_prior.device
+    sums = torch.zeros(3, device=device)  # loss, ce, pem (sample-weighted): read once per epoch
+    feat_sums, feat_counts = None, torch.zeros(num_classes, device=device)
+    for x, y in feed.epoch(shard, draws, cfg.batch_size // rank_info.world):
+        if cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        step, h = train_step(net, opt, x, y, cfg, log_prior, use_amp)
+        sums += step * len(y)
+        if feat_sums is None:
+            feat_sums = torch.zeros(num_classes, h.shape[1], device=device, dtype=torch.float64)
+        feat_sums.index_add_(0, y, h.double())
+        feat_counts += torch.bincount(y, minlength=num_classes)
+    if rank_info.world > 1:
+        for t in (sums, feat_sums, feat_counts):
+            dist.all_reduce(t)
+    losses = (sums / (len(shard) * rank_info.world)).tolist()
+    return losses, (feat_sums / feat_counts.clamp_min(1)[:, None].double()).cpu().numpy()
+
+
+def epoch_record(epoch: int, lr: float, losses, lam_s: float, t0: float, report: dict | None) -> dict:
+    """One line of metrics.jsonl: the rate this epoch used, its losses, lambda_s so far, and the evaluation when there was one."""
+    loss, ce, pem = losses
+    line = {"epoch": epoch, "lr": lr, "loss": loss, "ce": ce, "pem": pem, "lambda_s": lam_s, "seconds": time.perf_counter() - t0}
+    if report is not None:
+        p = report["pem"]
+        line.update(accuracy={r: v["overall"] for r, v in report["accuracy"].items()}, regime=p["regime"],
+                    **{f"prior_rmse_{k}": m["centered_rmse"] for k, m in p["prior_match"].items()},
+                    nc1=p["nc1"], pem_learned=p["learned"], pem_predicted=p["predicted"], pem_equilibrium=p["equilibrium"])
+    return line
+
+
+# ---- the checkpoint: written and read side by side ----
+
+def save_checkpoint(path: Path, epoch: int, cfg: TrainConfig, model, opt, sched, gen, trace: dict) -> None:
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state(),
+             "torch_rng": torch.get_rng_state(), "epoch": epoch, "config": asdict(cfg), "trace": trace}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: Path, cfg: TrainConfig, model, opt, sched, gen, device) -> tuple[int, dict]:
+    """Restore everything ``save_checkpoint`` wrote; returns (the next epoch, the PEM trace)."""
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    if ckpt["config"] != asdict(cfg):
+        changed = sorted(k for k in asdict(cfg) if ckpt["config"].get(k) != asdict(cfg)[k])
+        raise ValueError(f"resume: the run in {path.parent} was made with other settings ({', '.join(changed)})")
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    sched.load_state_dict(ckpt["scheduler"])
+    gen.set_state(ckpt["generator"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    return ckpt["epoch"] + 1, ckpt["trace"]
+
+
+def open_run(out: Path, cfg: TrainConfig, model, opt, sched, gen, device, resume: bool, main: bool) -> tuple[int, dict]:
+    """(first epoch, PEM trace): from the checkpoint when resuming, else fresh; metrics.jsonl keeps the epochs before it."""
+    start, trace = 0, new_trace(model)
+    if resume and (out / CHECKPOINT).exists():
+        start, trace = load_checkpoint(out / CHECKPOINT, cfg, model, opt, sched, gen, device)
     if main:
         out.mkdir(parents=True, exist_ok=True)
-    data = build(cfg.dataset, cfg.imbalance, cfg.profile, cfg.n_max, cfg.seed, cfg.data_dir)
-    _seed_all(cfg.seed)  # after the data: building it (or not, when cached) must not move the model's initialization
-    model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.num_pems, cfg.pem_hidden, cfg.pem_detach).to(device)
-    channels_last = device.type == "cuda" and len(data.input_shape) == 3
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(cfg, e))
-    gen = torch.Generator().manual_seed(cfg.seed)  # the same on every rank: one permutation, sharded
-    prepare = preparer(data.x_train.dtype, device)
-    x_train = torch.as_tensor(data.x_train, device=device)  # evaluation reads these whichever pipeline trains
-    y_train = torch.as_tensor(data.y_train, device=device)
-    x_test = torch.as_tensor(data.x_test, device=device)
-    if cfg.pipeline == "device":
-        feed = DevicePipeline(x_train, y_train, channels_last)
-    else:
-        feed = LoaderPipeline(data.x_train, data.y_train, device, channels_last, cfg.workers)
-    counts = data.counts
-    log_prior = torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32, device=device)
-    use_amp = cfg.amp if cfg.amp is not None else device.type == "cuda"
-
-    start, ckpt_path, metrics_path = 0, out / CHECKPOINT, out / "metrics.jsonl"
-    if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ckpt["config"] != asdict(cfg):
-            changed = sorted(k for k in asdict(cfg) if ckpt["config"].get(k) != asdict(cfg)[k])
-            raise ValueError(f"resume: the run in {out} was made with other settings ({', '.join(changed)})")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        gen.set_state(ckpt["generator"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        start = ckpt["epoch"] + 1
-        if main:
-            lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
-            metrics_path.write_text("".join(line + "\n" for line in lines if json.loads(line)["epoch"] < start))
-    elif main:
-        metrics_path.write_text("")
-    if main:
+        metrics = out / METRICS
+        kept = [line for line in (metrics.read_text().splitlines() if start and metrics.exists() else []) if json.loads(line)["epoch"] < start]
+        atomic_write(metrics, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept)))
         write_json(out / "config.json", asdict(cfg))
+    return start, trace
+
+
+def _wrap(model, cfg: TrainConfig, rank_info: Dist, device):
     net = model
     if rank_info.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -186,75 +197,74 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_af
         # dynamic=False: the full batch and the epoch's last, smaller batch each get kernels specialized
         # to their size (two compilations, no more), rather than a symbolic recompilation on the second size
         net = torch.compile(net, mode=None if cfg.compile == "default" else cfg.compile, dynamic=False)
-    # CUDA graphs replay into the same output buffers: each step must be marked as a new one
-    cudagraphs = device.type == "cuda" and cfg.compile in ("reduce-overhead", "max-autotune")
+    return net
 
-    n, t0 = len(y_train), time.perf_counter()
-    per_rank_batch = cfg.batch_size // rank_info.world
-    bar = tqdm(range(start, cfg.epochs), desc=f"{cfg.dataset} {cfg.method}", disable=not (progress and main), initial=start, total=cfg.epochs)
-    report = None
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Train, evaluate every ``eval_every`` epochs, and write the run folder; returns results.json's content.
+
+    Under torchrun, ranks other than 0 return ``{"rank": r}``.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = cfg.resolved()
+    rank_info, device = init_distributed(cfg, _device)
+    out = Path(cfg.out)
+    data = build(cfg.dataset, cfg.imbalance, cfg.profile, cfg.n_max, cfg.seed, cfg.data_dir, image_size=cfg.image_size,
+                 test_fraction=cfg.test_fraction)
+    _seed_all(cfg.seed)  # after the data: building it (or not, when cached) must not move the model's initialization
+    model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.num_pems, cfg.pem_hidden, cfg.pem_detach, cfg.weights).to(device)
+    channels_last = device.type == "cuda" and len(data.input_shape) == 3
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(cfg, e))
+    gen = torch.Generator().manual_seed(cfg.seed)  # the same on every rank: one permutation, sharded
+    x_train = torch.as_tensor(data.x_train, device=device)
+    y_train = torch.as_tensor(data.y_train, device=device)
+    feed = (DevicePipeline(x_train, y_train, channels_last) if cfg.pipeline == "device"
+            else LoaderPipeline(data.x_train, data.y_train, device, channels_last, cfg.workers))
+    log_prior = torch.as_tensor(np.log(data.counts / data.counts.sum()), dtype=torch.float32, device=device)
+    use_amp = cfg.amp if cfg.amp is not None else device.type == "cuda"
+    start, trace = open_run(out, cfg, model, opt, sched, gen, device, resume, rank_info.main)
+    net = _wrap(model, cfg, rank_info, device)
+    cudagraphs = device.type == "cuda" and cfg.compile in ("reduce-overhead", "max-autotune")  # each step marked as a new one
+    evaluate = lambda: evaluate_run(model, data, cfg, x_train, torch.as_tensor(data.x_test, device=device),  # noqa: E731
+                                    preparer(data.x_train.dtype, device), trace, rank_info)
+
+    t0, report = time.perf_counter(), None
+    bar = tqdm(range(start, cfg.epochs), desc=f"{cfg.dataset} {cfg.method}", disable=not (progress and rank_info.main),
+               initial=start, total=cfg.epochs)
     for epoch in bar:
         model.train()
-        perm = torch.randperm(n, generator=gen)
-        draws = draw_augmentation(n, gen) if cfg.augment else None
-        padded = -(-n // rank_info.world) * rank_info.world  # every rank takes the same number of steps
-        shard = torch.cat([perm, perm[: padded - n]])[rank_info.rank :: rank_info.world]
-        if draws is not None:
-            draws = torch.cat([draws, draws[: padded - n]])[rank_info.rank :: rank_info.world]
-        sums = torch.zeros(3, device=device)  # loss, ce, pem (sample-weighted): read once per epoch
-        for x, y in feed.epoch(shard, draws, per_rank_batch):
-            if cudagraphs:
-                torch.compiler.cudagraph_mark_step_begin()
-            step = train_step(net, opt, x, y, cfg, log_prior, use_amp)
-            sums += step * len(y)  # a Python scalar: no host-to-device copy, no wait
+        shard, draws, fractions = epoch_order(gen, data.y_train, cfg, rank_info, data.num_classes)
+        lr = opt.param_groups[0]["lr"]  # the rate this epoch uses (the scheduler steps after it)
+        losses, means = run_epoch(net, opt, feed, shard, draws, cfg, rank_info, log_prior, use_amp, cudagraphs, data.num_classes)
         sched.step()
-        if rank_info.world > 1:
-            dist.all_reduce(sums)
-        loss_e, ce_e, pem_e = (sums / (len(shard) * rank_info.world)).tolist()  # equal shards on every rank
-        if not all(math.isfinite(v) for v in (loss_e, ce_e, pem_e)):
-            raise TrainingDiverged(f"loss became {loss_e} in epoch {epoch + 1}; the last good checkpoint "
+        if not all(math.isfinite(v) for v in losses):
+            raise TrainingDiverged(f"loss became {losses[0]} in epoch {epoch + 1}; the last good checkpoint "
                                    f"({'epoch ' + str(epoch) if epoch > 0 else 'none yet'}) is kept in {out}")
-        line = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "loss": loss_e, "ce": ce_e, "pem": pem_e, "seconds": time.perf_counter() - t0}
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            report = evaluate_run(model, data, cfg, x_train, x_test, prepare, rank_info)
-            line.update(accuracy={r: v["overall"] for r, v in report["accuracy"].items()},
-                        prior_rmse_vs_log_counts=report["pem"]["prior_match"]["vs_log_counts"]["centered_rmse"],
-                        prior_rmse_vs_closed_form=report["pem"]["prior_match"]["vs_closed_form"]["centered_rmse"],
-                        nc1=report["pem"]["nc1"], pem_learned=report["pem"]["learned"], pem_predicted=report["pem"]["predicted"])
-            bar.set_postfix(loss=f"{loss_e:.3f}", acc=f"{line['accuracy']['npe_la']:.3f}")
-        if main:
-            with metrics_path.open("a") as fh:
+        trace["lrs"].append(lr)
+        trace["fractions"].append(fractions)
+        trace["means"].append(means)
+        report = evaluate() if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs else None
+        line = epoch_record(epoch, lr, losses, felt_decay(trace, cfg), t0, report)
+        if report is not None:
+            bar.set_postfix(loss=f"{losses[0]:.3f}", acc=f"{line['accuracy']['npe_la']:.3f}", regime=line["regime"])
+        if rank_info.main:
+            with (out / METRICS).open("a") as fh:
                 fh.write(json.dumps(line) + "\n")
-            atomic_write(ckpt_path, lambda tmp: torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                          "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch, "config": asdict(cfg)}, tmp))
-        if stop_after is not None and epoch + 1 - start >= stop_after and epoch + 1 < cfg.epochs:
-            return {"stopped_after_epoch": epoch}
+            save_checkpoint(out / CHECKPOINT, epoch, cfg, model, opt, sched, gen, trace)
     bar.close()
     if report is None:  # resumed a finished run
-        report = evaluate_run(model, data, cfg, x_train, x_test, prepare, rank_info)
-    if not main:
+        report = evaluate()
+    if not rank_info.main:
         return {"rank": rank_info.rank}
-    results = {"config": asdict(cfg), "counts": counts.tolist(), "epochs": cfg.epochs, "train_seconds": time.perf_counter() - t0,
-               "device": str(device), "bf16": use_amp, "world_size": rank_info.world, **report}
+    results = {"schema": SCHEMA, "config": asdict(cfg), "counts": data.counts.tolist(), "class_names": data.class_names,
+               "epochs": cfg.epochs, "train_seconds": time.perf_counter() - t0, "device": str(device), "bf16": use_amp,
+               "world_size": rank_info.world, "environment": environment(), **report}
     write_json(out / "results.json", results)
     from .plots import plot_run
 
     plot_run(out, results)
     return results
-
-
-def evaluate_run(model, data, cfg, x_train, x_test, prepare, rank_info: Dist = Dist()) -> dict:
-    """Final-epoch numbers: accuracy per rule on the balanced test set, and the prior comparison on the training set.
-
-    Each rank predicts a contiguous chunk; the chunks are gathered so every rank holds the full arrays.
-    """
-    bs = max(cfg.batch_size, 256)
-
-    def run(x):
-        chunk = np.array_split(np.arange(len(x)), rank_info.world)[rank_info.rank]
-        return _gather_rows(predict(model, x[chunk[0] : chunk[-1] + 1] if len(chunk) else x[:0], bs, prepare), rank_info)
-
-    logits, eta, _ = run(x_test)
-    acc = accuracy_report(logits, eta, data.y_test, data.counts, cfg.tau, cfg.tau_grid)
-    _, eta_tr, feats_tr = run(x_train)
-    return {**acc, "pem": prior_report(eta_tr, feats_tr, data.y_train, data.counts, cfg, model.pem.is_linear)}

@@ -7,11 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-from npe_theory.cli import main
+from npe.cli import main
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "npe_theory", *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "npe", *args], capture_output=True, text=True, timeout=600)
 
 
 def test_help_lists_subcommands():

@@ -26,7 +26,7 @@ def test_exp_minimizer_is_lambert_w(pn, plam, pnorm):
 
 
 @given(st.floats(min_value=np.log(1e-300), max_value=1e300, allow_nan=False))
-@example(0.0)  # x = 1: eta_L = 0.40106 (SPEC section 3)
+@example(0.0)  # x = 1: eta_L = 0.40106 (docs/theory.md, section 4)
 @example(1e300)
 @example(np.log(1e-300))
 def test_logistic_root_matches_mpmath(L):
@@ -114,7 +114,7 @@ def test_log_prior_difference(log_r, log_x):
 
 
 def test_distortion_shrinks_with_scale():
-    """At fixed ratio 100 the distortion falls toward 0 as the scale grows (SPEC 3.4)."""
+    """At fixed ratio 100 the distortion falls toward 0 as the scale grows (docs/theory.md, section 3, item 4)."""
     logs = np.logspace(0, 8, 50)
     d = np.abs(optimal_logit_of_log(logs + np.log(100.0)) - optimal_logit_of_log(logs) - np.log(100.0))
     assert np.all(np.diff(d) < 0) and d[-1] < 1e-7
@@ -139,7 +139,7 @@ def test_logistic_bracket(p):
 
 @given(st.floats(1, 40))
 def test_logistic_gap_is_order_log_x_over_x(L):
-    """0 < W(x) - eta_L <= ln x / x for x >= e (measured constant about 0.95, SPEC: O(ln x / x))."""
+    """0 < W(x) - eta_L <= ln x / x for x >= e (measured constant about 0.95, docs/theory.md, section 4: O(ln x / x))."""
     with mpmath.workdps(60):
         X = mpmath.exp(mpmath.mpf(L))
         gap = mpmath.lambertw(X).real - mp_logistic_root_of_log(L)
@@ -147,7 +147,7 @@ def test_logistic_gap_is_order_log_x_over_x(L):
 
 
 def test_spec_worked_values():
-    """SPEC section 3: x = 1 gives 0.40106 vs W(1) = 0.56714; at x = 1e4 the gap is about 6e-4."""
+    """docs/theory.md, section 4: x = 1 gives 0.40106 vs W(1) = 0.56714; at x = 1e4 the gap is about 6e-4."""
     assert optimal_logit(1.0, 1.0, "logistic") == pytest.approx(0.40106, abs=5e-6)
     assert optimal_logit(1.0, 1.0) == pytest.approx(0.56714, abs=5e-6)
     gap = optimal_logit(1e4, 1.0) - optimal_logit(1e4, 1.0, "logistic")

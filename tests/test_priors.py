@@ -64,7 +64,7 @@ def test_per_class_norms_and_official_defaults():
 
 
 def test_spec_worked_table():
-    """SPEC section 3: CIFAR-100-LT, imbalance 100, batch-mean loss, exponential-tail prediction."""
+    """docs/theory.md, section 3: CIFAR-100-LT, imbalance 100, batch-mean loss, exponential-tail prediction."""
     counts = count_profile("exp", 100, 500, 100)
     expected = [(1e-3, 1, 0.54, 1.24), (1e-3, 100, 0.82, 0.47), (2e-4, 100, 0.85, 0.37), (2e-4, 1000, 0.89, 0.28)]
     for lam, s, slope, max_dev in expected:

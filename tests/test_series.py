@@ -16,7 +16,7 @@ def test_stirling_numbers_match_sympy(n):
 
 
 def test_first_coefficients_as_spec_writes_them():
-    """SPEC 3.3: L2/L1 + L2 (L2 - 2) / (2 L1^2) + L2 (2 L2^2 - 9 L2 + 6) / (6 L1^3)."""
+    """docs/theory.md, section 3, item 3: L2/L1 + L2 (L2 - 2) / (2 L1^2) + L2 (2 L2^2 - 9 L2 + 6) / (6 L1^3)."""
     c = debruijn_coefficients(3)
     assert c[0] == (1,)
     assert c[1] == (-1, pytest.approx(0.5))

@@ -39,7 +39,7 @@ def test_grid_sweep_table(tmp_path):
 
 def test_parallel_path_matches_sequential(tmp_path):
     """--gpus launches one subprocess per slot (CUDA_VISIBLE_DEVICES set); on CPU the runs are deterministic."""
-    out = subprocess.run([sys.executable, "-m", "npe_theory", "sweep", "--dataset", "synthetic", "--epochs", "2", "--seeds", "0", "1",
+    out = subprocess.run([sys.executable, "-m", "npe", "sweep", "--dataset", "synthetic", "--epochs", "2", "--seeds", "0", "1",
                           "--methods", "npe", "--imbalances", "10", "--gpus", "0", "1", "--out", str(tmp_path / "par"), "--quiet"],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]

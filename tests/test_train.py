@@ -24,7 +24,7 @@ def test_run_folder_and_results(tmp_path):
     for name in ("config.json", "metrics.jsonl", "results.json", "checkpoint.pt", "pem_vs_log_counts.png", "training_curves.png", "accuracy_by_group.png"):
         assert (run / name).is_file(), name
     saved = json.loads((run / "results.json").read_text())
-    assert saved["accuracy"].keys() == {"argmax", "posthoc_la", "npe_la"}
+    assert saved["accuracy"].keys() == {"argmax", "posthoc_la", "npe_la", "npe_inverse"}
     for rule in saved["accuracy"]:
         assert {"overall", "many", "medium", "few", "per_class"} <= saved["accuracy"][rule].keys()
         assert 0 <= saved["accuracy"][rule]["overall"] <= 1
@@ -62,21 +62,26 @@ def test_accuracy_rules_by_hand():
         accuracy_report(logits, eta, np.array([0, 0, 2, 2]), counts, 1.0, [1.0])
 
 
-def test_resume_reaches_the_same_result(tmp_path):
+def test_resume_reaches_the_same_result(tmp_path, kill_after):
     full = train(tiny(tmp_path, out=str(tmp_path / "full")), progress=False)
     cfg = tiny(tmp_path, out=str(tmp_path / "cut"))
-    assert train(cfg, progress=False, stop_after=2) == {"stopped_after_epoch": 1}
+    with pytest.raises(kill_after(2)):
+        train(cfg, progress=False)
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["epoch"] == 1
     resumed = train(cfg, resume=True, progress=False)
     assert resumed["accuracy"] == full["accuracy"]
     assert resumed["pem"]["learned"] == full["pem"]["learned"]
+    assert resumed["pem"]["finite_time"] == full["pem"]["finite_time"]  # the trace survives the checkpoint
+    assert resumed["pem"]["lambda_s"] == full["pem"]["lambda_s"]
     a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 4
 
 
-def test_resume_refuses_other_settings(tmp_path):
-    train(tiny(tmp_path, epochs=2), progress=False, stop_after=1)
+def test_resume_refuses_other_settings(tmp_path, kill_after):
+    with pytest.raises(kill_after(1)):
+        train(tiny(tmp_path, epochs=2), progress=False)
     with pytest.raises(ValueError, match="^resume"):
         train(tiny(tmp_path, epochs=2, lr=0.01), resume=True, progress=False)
 
@@ -131,7 +136,7 @@ def test_config_errors_name_the_field(kw, name):
 
 
 def npe(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "npe_theory", *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "npe", *args], capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
 def test_cli_train_and_compare(tmp_path):
@@ -176,10 +181,10 @@ def test_torchrun_two_processes_match_one(tmp_path):
     """DDP on CPU (gloo, 2 processes): interleaved shards of one permutation make the global batch the
     single-process batch, so an MLP (no batch norm) trains to the same result; rank 0 alone writes."""
     common = ["--dataset", "synthetic", "--imbalance", "20", "--epochs", "3", "--device", "cpu", "--quiet"]
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "npe_theory",
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "npe",
                           "train", *common, "--out", str(tmp_path / "ddp")], capture_output=True, text=True, timeout=600)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    assert ddp.stdout.count("NPE-LA") == 1  # one summary: rank 0's
+    assert ddp.stdout.count("run folder:") == 1  # one summary: rank 0's
     single = train(make_config(dataset="synthetic", imbalance=20, epochs=3, device="cpu", out=str(tmp_path / "one")), progress=False)
     two = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert two["world_size"] == 2 and single["world_size"] == 1

@@ -32,7 +32,7 @@ def test_acceptance_prediction_matches_learned(loss):
     assert r.mean_norm_sq[-1] > 3 * r.mean_norm_sq[0]
     assert np.all(np.diff(r.eta_learned) < 0)  # monotone in the count
     assert len(r.history) == r.iterations and r.history[-1]["mismatch"] == pytest.approx(r.mismatch, rel=1e-6, abs=1e-12)
-    # off-diagonal PEM outputs vanish for orthogonal means (feature conditioning, SPEC section 2), up to the bias
+    # off-diagonal PEM outputs vanish for orthogonal means (feature conditioning, docs/theory.md, section 2), up to the bias
     off = r.eta_matrix - np.diag(np.diag(r.eta_matrix))
     assert np.max(np.abs(off - off.sum(0) / (len(off) - 1) * (1 - np.eye(len(off))))) < 1e-4
 

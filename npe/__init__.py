@@ -1,0 +1,1 @@
+"""npe: the one command of the toolkit. ``npe.cli`` dispatches to ``npe_theory`` and ``npe_train``."""

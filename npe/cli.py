@@ -1,0 +1,73 @@
+"""The ``npe`` command: theory (``check``, ``priors``, ``figures``, ``ufm``), measurement (``report``)
+and training (``train``, ``sweep``, ``compare``).
+
+Each package registers its own sub-commands; the theory ones work without torch. Bad arguments
+print one line and exit with code 2; ``npe check`` exits 1 when a claim fails, ``npe train`` when
+a run diverges.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+class UsageError(Exception):
+    """A bad command-line value: reported in one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's default prints the whole usage block first
+        raise UsageError(f"{self.prog}: error: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from npe_theory import cli as theory_cli
+    from npe_theory import report_cli
+
+    parser = _Parser(prog="npe", description="Neural Prior Estimation toolkit: theory checks, predicted priors, PEM reports, training.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    theory_cli.register(sub)
+    report_cli.register(sub)
+    try:
+        from npe_train import cli as train_cli
+    except ImportError as exc:  # the training extra (torch) is not installed: theory commands only
+        for name in TRAIN_COMMANDS:
+            p = sub.add_parser(name, help=f"(needs the training extra: {exc.name} is not installed)", add_help=False)
+            p.add_argument("rest", nargs=argparse.REMAINDER)
+            p.set_defaults(func=_missing_extra(name, exc.name))
+        return parser
+    train_cli.register(sub)
+    return parser
+
+
+TRAIN_COMMANDS = ("train", "sweep", "compare")
+
+
+def _missing_extra(command: str, module: str):
+    def run(args) -> int:
+        raise UsageError(f"npe {command}: needs the training extra ({module} is not installed): pip install 'npe-toolkit[train]'")
+    return run
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except ValueError as exc:  # the API's argument checks name the offending argument
+        print(f"npe: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into head and the like
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("npe: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

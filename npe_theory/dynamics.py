@@ -1,0 +1,148 @@
+"""Finite-time PEM: the optimizer's own heavy-ball steps on a linear PEM, and the weight decay it has felt.
+
+A linear PEM ``eta_c(h) = w_c . h + b_c`` trained by SGD with momentum ``mu`` and weight decay
+``lam`` on ``alpha * (one-way loss)`` sees, for class c at step t, the gradient
+
+    g_c = alpha * f_tc * l'(w_c . m_c + b_c) * [m_c, 1] + lam * [w_c, b_c]
+
+when every class-c sample of the step equals the vector ``m_c`` (``f_tc`` is class c's share of
+the step's loss: n_tc / B_t for a batch-mean loss). PyTorch's SGD then does ``v <- mu v + g``
+(``v = g`` on the first step) and ``[w, b] <- [w, b] - lr_t v``. ``heavy_ball_pem`` replays
+exactly these steps, vectorized over heads and classes. Its fixed point is the minimizer of
+``alpha f_c l(eta) + lam/2 (||w||^2 + b^2)``, i.e. ``optimal_logit`` at ``x_c = alpha f_c
+(||m_c||^2 + 1) / lam`` (docs/theory.md, sections 2 and 5); ``finite_time_logit`` is the
+network-free version with constant class means and the expected batch composition.
+
+The time it takes is measured by ``lambda_s = lam * sum_t lr_t / (1 - mu)``: with momentum, a
+steady step of size lr moves a parameter like plain SGD with rate lr / (1 - mu), so lambda_s is
+the total decay a parameter has felt (docs/theory.md, section 5).
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import expit
+
+from ._validate import LOSSES, REDUCTIONS, as_float_array, choice, positive_int
+
+MAX_STEPS = 10_000_000  # bounded work: a replay longer than this is refused
+
+
+def lambda_s(weight_decay, lrs, momentum: float = 0.0) -> float:
+    """``weight_decay * sum_t lr_t / (1 - momentum)`` over the learning rates of the steps taken."""
+    wd = float(as_float_array("weight_decay", weight_decay, nonnegative=True))
+    lrs = as_float_array("lrs", lrs, nonnegative=True)
+    momentum = float(as_float_array("momentum", momentum, nonnegative=True))
+    if momentum >= 1:
+        raise ValueError(f"momentum: must lie in [0, 1), got {momentum!r}")
+    return wd * float(np.sum(lrs)) / (1.0 - momentum)
+
+
+def steps_per_epoch(num_samples: int, batch_size: int) -> int:
+    """ceil(N / B): every sample is seen once per epoch, the last batch may be smaller."""
+    return -(-positive_int("num_samples", num_samples) // positive_int("batch_size", batch_size))
+
+
+def loss_slope(eta: np.ndarray, loss: str) -> np.ndarray:
+    """l'(eta): -sigmoid(-eta) (logistic) or -exp(-eta) (exp)."""
+    if loss == "logistic":
+        return -expit(-eta)
+    with np.errstate(over="ignore"):
+        return -np.exp(-eta)
+
+
+def heavy_ball_pem(means, fractions, lrs, lam, *, momentum: float = 0.9, alpha: float = 1.0, loss: str = "logistic",
+                   bias: bool = True, epoch_of_step=None, init_weight=None, init_bias=None) -> dict:
+    """Replay SGD with momentum and weight decay on a linear PEM driven by class-mean features.
+
+    means: (E, C, D) class-mean features per epoch, or (C, D) for all steps.
+    fractions: (T, C) each class's share of step t's loss, or (C,) for every step.
+    lrs: (T,) the learning rate of every step. epoch_of_step: (T,) epoch index of each step
+    into ``means`` (default: all steps in epoch 0). init_weight: (K, C, D), init_bias (K, C):
+    the K heads' starting values (default one head at zero). Returns ``{"weight", "bias",
+    "eta_per_epoch"}``: final parameters and, after each epoch, the head-averaged
+    ``w_c . m_c + b_c`` with that epoch's means, shape (E, C).
+    """
+    choice("loss", loss, LOSSES)
+    lrs = as_float_array("lrs", lrs, nonnegative=True)
+    if lrs.ndim != 1 or lrs.size < 1:
+        raise ValueError(f"lrs: expected a 1-D array of per-step learning rates, got shape {lrs.shape}")
+    if lrs.size > MAX_STEPS:
+        raise ValueError(f"lrs: {lrs.size} steps exceed the limit of {MAX_STEPS}")
+    T = lrs.size
+    means = as_float_array("means", means)
+    if means.ndim == 2:
+        means = means[None]
+    if means.ndim != 3:
+        raise ValueError(f"means: expected (C, D) or (E, C, D), got shape {means.shape}")
+    E, C, D = means.shape
+    fractions = as_float_array("fractions", fractions, nonnegative=True)
+    if fractions.shape not in ((C,), (T, C)):
+        raise ValueError(f"fractions: expected ({C},) or ({T}, {C}), got {fractions.shape}")
+    fractions = np.broadcast_to(fractions, (T, C))
+    epoch_of_step = np.zeros(T, dtype=np.int64) if epoch_of_step is None else np.asarray(epoch_of_step)
+    if epoch_of_step.shape != (T,) or not np.issubdtype(epoch_of_step.dtype, np.integer) or epoch_of_step.min() < 0 \
+            or epoch_of_step.max() >= E or np.any(np.diff(epoch_of_step) < 0):
+        raise ValueError(f"epoch_of_step: expected {T} non-decreasing epoch indices in [0, {E})")
+    lam = float(as_float_array("lam", lam, nonnegative=True))
+    momentum = float(as_float_array("momentum", momentum, nonnegative=True))
+    if momentum >= 1:
+        raise ValueError(f"momentum: must lie in [0, 1), got {momentum!r}")
+    alpha = float(as_float_array("alpha", alpha, positive=True))
+    w = np.zeros((1, C, D)) if init_weight is None else as_float_array("init_weight", init_weight).copy()
+    b = np.zeros(w.shape[:2]) if init_bias is None else as_float_array("init_bias", init_bias).copy()
+    if w.ndim != 3 or w.shape[1:] != (C, D) or b.shape != w.shape[:2]:
+        raise ValueError(f"init_weight, init_bias: expected (K, {C}, {D}) and (K, {C}), got {w.shape} and {b.shape}")
+    if not bias:
+        b[:] = 0.0
+    vw, vb = np.zeros_like(w), np.zeros_like(b)
+    out = np.full((E, C), np.nan)
+    for t in range(T):
+        m = means[epoch_of_step[t]]
+        eta = np.einsum("kcd,cd->kc", w, m) + b
+        push = alpha * fractions[t] * loss_slope(eta, loss)  # (K, C)
+        gw = push[..., None] * m + lam * w
+        gb = push + lam * b if bias else 0.0
+        if t == 0 or momentum == 0:
+            vw, vb = gw, gb
+        else:
+            vw, vb = momentum * vw + gw, momentum * vb + gb
+        w = w - lrs[t] * vw
+        if bias:
+            b = b - lrs[t] * vb
+        if t + 1 == T or epoch_of_step[t + 1] != epoch_of_step[t]:
+            out[epoch_of_step[t]] = (np.einsum("kcd,cd->kc", w, m) + b).mean(0)
+    return {"weight": w, "bias": b, "eta_per_epoch": out}
+
+
+def finite_time_logit(counts, lam, lr, *, feature_norm_sq=1.0, momentum: float = 0.9, alpha: float = 1.0, batch_size: int | None = None,
+                      epochs: int | None = None, loss: str = "logistic", reduction: str = "mean", bias: bool = True) -> np.ndarray:
+    """The per-class PEM output after each epoch of heavy-ball training from zero, shape (E, C).
+
+    Network-free: class c's features are a fixed vector of squared norm ``feature_norm_sq`` and its
+    share of each step's loss is its expected one, pi_c ("mean", a batch-mean loss; ``ceil(N / batch_size)``
+    steps per epoch) or N_c ("sum", a summed loss, one full-batch step per epoch). ``lr`` is one rate
+    or the rate of each epoch. As lambda_s grows the result tends to
+    ``predicted_priors(counts, lam, feature_norm_sq, reduction, loss, bias, weight=alpha)``.
+    """
+    counts = as_float_array("counts", counts, positive=True)
+    if counts.ndim != 1:
+        raise ValueError(f"counts: expected a 1-D array of class counts, got shape {counts.shape}")
+    choice("reduction", reduction, REDUCTIONS)
+    lr = as_float_array("lr", lr, nonnegative=True)
+    if lr.ndim > 1:
+        raise ValueError(f"lr: expected one rate or one per epoch, got shape {lr.shape}")
+    epochs = positive_int("epochs", epochs if epochs is not None else (lr.size if lr.ndim == 1 else None))
+    lr_epoch = np.broadcast_to(lr, (epochs,)) if lr.ndim == 0 or lr.size == epochs else None
+    if lr_epoch is None:
+        raise ValueError(f"lr: {lr.size} rates for {epochs} epochs")
+    if reduction == "mean":
+        steps = steps_per_epoch(int(counts.sum()), batch_size if batch_size is not None else int(counts.sum()))
+        share = counts / counts.sum()
+    else:
+        steps, share = 1, counts
+    fns = np.broadcast_to(as_float_array("feature_norm_sq", feature_norm_sq, nonnegative=True), counts.shape)
+    means = np.broadcast_to(np.sqrt(fns)[None, :, None], (epochs, counts.size, 1))
+    if steps * epochs > MAX_STEPS:
+        raise ValueError(f"epochs, batch_size: {steps * epochs} steps exceed the limit of {MAX_STEPS}")
+    return heavy_ball_pem(means, share, np.repeat(lr_epoch, steps), lam, momentum=momentum, alpha=alpha, loss=loss, bias=bias,
+                          epoch_of_step=np.repeat(np.arange(epochs), steps))["eta_per_epoch"]

@@ -1,0 +1,89 @@
+"""The exact minimizer of a linear PEM's own regularized objective on real (uncollapsed) features.
+
+For a linear PEM ``eta_c(h) = w_c . h + b_c`` the one-way loss couples row c only to class-c
+samples, so the training objective splits into one convex problem per class (docs/theory.md, section 2):
+
+    F_c(theta) = alpha * kappa * sum_{i: y_i = c} l(theta . x_i) + lam / 2 * ||theta||^2,
+
+``x_i = [h_i, 1]`` (``[h_i]`` without a bias), ``kappa = 1 / N`` for a batch-mean loss (the
+expected gradient of an epoch of batch means) or 1 for a summed one. Damped Newton in float64
+solves each to a reported gradient norm; unlike Proposition 1 nothing here assumes collapse.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import expit
+
+from ._validate import LOSSES, REDUCTIONS, as_float_array, choice, positive_int
+from .dynamics import loss_slope
+from .optimum import pem_loss
+
+
+@dataclass(frozen=True)
+class Equilibrium:
+    weight: np.ndarray  # (C, D)
+    bias: np.ndarray  # (C,), zeros without a bias
+    eta: np.ndarray  # (C,) mean over class-c samples of w_c . h_i + b_c
+    grad_norm: float  # the largest gradient norm over classes at the returned point
+    iterations: int  # the most Newton steps any class took
+
+
+def _curvature(z: np.ndarray, loss: str) -> np.ndarray:
+    if loss == "logistic":
+        return expit(z) * expit(-z)
+    with np.errstate(over="ignore"):
+        return np.exp(-z)
+
+
+def pem_equilibrium(features, labels, num_classes: int, lam: float, *, alpha: float = 1.0, loss: str = "logistic",
+                    reduction: str = "mean", bias: bool = True, tol: float = 1e-12, max_iter: int = 100) -> Equilibrium:
+    """argmin over (W, b) of ``alpha * kappa * sum_i l(w_{y_i} . h_i + b_{y_i}) + lam/2 (||W||^2 + ||b||^2)``.
+
+    Stops each class when its gradient norm is below ``tol`` times the gradient norm at zero.
+    """
+    choice("loss", loss, LOSSES)
+    choice("reduction", reduction, REDUCTIONS)
+    h = as_float_array("features", features)
+    y = np.asarray(labels)
+    C = positive_int("num_classes", num_classes)
+    lam = float(as_float_array("lam", lam, positive=True))
+    alpha = float(as_float_array("alpha", alpha, positive=True))
+    max_iter = positive_int("max_iter", max_iter)
+    if h.ndim != 2 or y.shape != (len(h),):
+        raise ValueError(f"features, labels: expected (N, D) and (N,), got {h.shape} and {y.shape}")
+    kappa = 1.0 / len(h) if reduction == "mean" else 1.0
+    D = h.shape[1] + int(bias)
+    theta = np.zeros((C, D))
+    worst, steps = 0.0, 0
+    for c in range(C):
+        x = h[y == c]
+        if bias:
+            x = np.hstack([x, np.ones((len(x), 1))])
+        if len(x) == 0:
+            raise ValueError(f"labels: class {c} has no sample")
+
+        def value(t):
+            return alpha * kappa * float(np.sum(pem_loss(x @ t, loss))) + 0.5 * lam * float(t @ t)
+
+        t = theta[c]
+        g0 = None
+        for it in range(max_iter + 1):
+            z = x @ t
+            g = alpha * kappa * (x.T @ loss_slope(z, loss)) + lam * t
+            gn = float(np.linalg.norm(g))
+            g0 = gn if g0 is None else g0
+            if gn <= tol * max(g0, 1e-300) or it == max_iter:
+                break
+            hess = alpha * kappa * (x.T * _curvature(z, loss)) @ x + lam * np.eye(D)
+            step = np.linalg.solve(hess, g)
+            f0, size = value(t), 1.0
+            while value(t - size * step) > f0 - 1e-4 * size * float(g @ step) and size > 1e-12:
+                size *= 0.5
+            t = t - size * step
+        theta[c] = t
+        worst, steps = max(worst, gn), max(steps, it)
+    w, b = (theta[:, :-1], theta[:, -1]) if bias else (theta, np.zeros(C))
+    mean_h = np.stack([h[y == c].mean(0) for c in range(C)])
+    return Equilibrium(w, b, np.einsum("cd,cd->c", w, mean_h) + b, worst, steps)

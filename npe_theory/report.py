@@ -1,0 +1,220 @@
+"""The prior report of a trained PEM: one function for ``npe train``, ``npe report`` and anyone's own outputs.
+
+NumPy in, a JSON-ready dict out. Given per-sample PEM outputs, penultimate features, labels,
+the class counts and the training settings that matter, it compares the learned per-class
+output ``e_c = mean of eta_c(x) over class-c training samples`` with four references
+(docs/metrics.md):
+
+- ``vs_log_counts``: ``ln N_c`` (the log-prior up to a constant);
+- ``vs_closed_form``: Proposition 1 at the measured class-mean norms (collapse assumed);
+- ``vs_equilibrium``: the exact minimizer of the PEM's own regularized objective on these
+  features (no collapse assumed; ``equilibrium.pem_equilibrium``);
+- ``vs_finite_time``: the optimizer's heavy-ball steps replayed on the PEM alone
+  (``dynamics.heavy_ball_pem``), driven by the per-epoch class means the training loop recorded
+  (a ``trace``), or, without one, by the final measured norms and the expected batch
+  composition (``dynamics.finite_time_logit``);
+
+and says which regime the PEM is in from ``lambda_s``, the weight decay it has felt
+(docs/theory.md, section 5).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from ._validate import LOSSES, REDUCTIONS, as_float_array, choice, positive_int
+from .collapse import class_means, nc1
+from .dynamics import finite_time_logit, heavy_ball_pem, lambda_s, steps_per_epoch
+from .equilibrium import pem_equilibrium
+from .priors import predicted_priors, prior_match
+
+#: lambda_s at and above which a PEM is reported as at equilibrium. The PEM output relaxes toward
+#: its optimum like exp(-lambda_s (1 + eta)) or faster (docs/theory.md, section 5); at 0.5 that is
+#: below e^-1 for every class, and in our runs the learned-vs-closed-form gap fell from 0.4-0.6
+#: nats at lambda_s = 0.14 to below 0.1 once lambda_s passed 0.5 (docs/regimes.md).
+EQUILIBRIUM_LAMBDA_S = 0.5
+REGIME_NOTES = {
+    "transient": "lambda*s = {:.3g} < {:g}: the PEM has not felt enough weight decay to reach Proposition 1's optimum; "
+                 "its outputs follow the optimizer's own dynamics (compare vs_finite_time), often steeper than ln N_c.",
+    "equilibrium": "lambda*s = {:.3g} >= {:g}: the PEM sits near the optimum of its regularized objective, where "
+                   "Proposition 1 at the measured norms applies (compare vs_equilibrium and vs_closed_form).",
+}
+
+
+@dataclass(frozen=True)
+class PemSettings:
+    """The training settings that decide what a PEM learns.
+
+    weight_decay: lam on the PEM weights (and bias); alpha: PEM loss weight; loss: logistic | exp;
+    reduction: mean (batch mean, as the official code) | sum; bias: the PEM has a decayed bias.
+    Either ``lambda_s`` directly, or ``lr`` (one rate, or one per epoch), ``batch_size`` and
+    ``epochs`` (with ``momentum``) to compute it as ``weight_decay * sum_t lr_t / (1 - momentum)``.
+    """
+
+    weight_decay: float
+    alpha: float = 1.0
+    loss: str = "logistic"
+    reduction: str = "mean"
+    bias: bool = True
+    momentum: float = 0.9
+    lambda_s: float | None = None
+    lr: float | list[float] | None = None
+    batch_size: int | None = None
+    epochs: int | None = None
+
+    def __post_init__(self):
+        as_float_array("weight_decay", self.weight_decay, positive=True)
+        as_float_array("alpha", self.alpha, positive=True)
+        choice("loss", self.loss, LOSSES)
+        choice("reduction", self.reduction, REDUCTIONS)
+        if not isinstance(self.bias, (bool, np.bool_)):
+            raise ValueError(f"bias: expected true or false, got {self.bias!r}")
+        if not 0 <= float(as_float_array("momentum", self.momentum)) < 1:
+            raise ValueError(f"momentum: must lie in [0, 1), got {self.momentum!r}")
+        if self.lambda_s is not None:
+            as_float_array("lambda_s", self.lambda_s, nonnegative=True)
+        if self.lr is not None:
+            as_float_array("lr", self.lr, nonnegative=True)
+            positive_int("epochs", self.epochs)
+            positive_int("batch_size", self.batch_size)
+        if self.lambda_s is None and self.lr is None:
+            raise ValueError("lambda_s, lr: give lambda_s, or lr with batch_size and epochs to compute it")
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "PemSettings":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"settings: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        if "weight_decay" not in raw:
+            raise ValueError("weight_decay: missing from the settings")
+        return cls(**raw)
+
+    def step_rates(self, num_samples: int) -> np.ndarray | None:
+        """The learning rate of every step, from lr, batch_size and epochs (None when not given)."""
+        if self.lr is None:
+            return None
+        lr = np.broadcast_to(np.asarray(self.lr, dtype=np.float64), (self.epochs,)) if np.ndim(self.lr) == 0 else np.asarray(self.lr, float)
+        if lr.shape != (self.epochs,):
+            raise ValueError(f"lr: {lr.size} rates for {self.epochs} epochs")
+        return np.repeat(lr, steps_per_epoch(num_samples, self.batch_size))
+
+    def felt(self, num_samples: int) -> float:
+        return float(self.lambda_s) if self.lambda_s is not None else lambda_s(self.weight_decay, self.step_rates(num_samples), self.momentum)
+
+
+def regime(lam_s: float) -> tuple[str, str]:
+    """("transient" | "equilibrium", one line of explanation) for the weight decay a PEM has felt."""
+    name = "equilibrium" if lam_s >= EQUILIBRIUM_LAMBDA_S else "transient"
+    return name, REGIME_NOTES[name].format(lam_s, EQUILIBRIUM_LAMBDA_S)
+
+
+def _outputs(name: str, value, n: int, C: int) -> np.ndarray:
+    arr = as_float_array(name, value)
+    if arr.shape != (n, C):
+        raise ValueError(f"{name}: expected shape ({n}, {C}) (one row per sample, one column per class), got {arr.shape}")
+    return arr
+
+
+def check_inputs(eta, features, labels, counts) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Validated float64 eta (N, C), features (N, D), int labels (N,) in [0, C) and counts (C,)."""
+    counts = as_float_array("counts", counts, positive=True)
+    if counts.ndim != 1 or counts.size < 2:
+        raise ValueError(f"counts: expected one count per class (at least 2), got shape {counts.shape}")
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"labels: expected a 1-D array of integer class ids, got {y.dtype} {y.shape}")
+    C, n = counts.size, len(y)
+    if n and (y.min() < 0 or y.max() >= C):
+        raise ValueError(f"labels: class ids must lie in [0, {C}) (one per count), got [{y.min()}, {y.max()}]")
+    present = np.bincount(y, minlength=C)
+    if not present.all():
+        raise ValueError(f"labels: class {int(np.argmin(present))} has no sample")
+    h = as_float_array("features", features)
+    if h.ndim != 2 or len(h) != n:
+        raise ValueError(f"features: expected shape ({n}, D) (one row per label), got {h.shape}")
+    return _outputs("eta", eta, n, C), h, y.astype(np.int64), counts
+
+
+def pem_report(eta, features, labels, counts, settings: PemSettings, *, trace: dict | None = None, eta_eval=None,
+               linear: bool = True) -> dict:
+    """The prior report of a PEM. eta: (N, C) PEM outputs (the prior signal, growing with ln N_c) on the
+    training samples, features: (N, D) the features the PEM read, labels: (N,), counts: (C,) training counts.
+
+    ``trace``: the training loop's record for the replay (``init_weight`` (K, C, D), ``init_bias``
+    (K, C), ``lrs`` (T,), ``fractions`` (T, C), ``epoch_of_step`` (T,), ``means`` (E, C, D)).
+    ``eta_eval``: the same samples' outputs in another mode (eval-mode BatchNorm), reported beside.
+    ``linear``: the PEM is one linear layer (the closed form, the equilibrium and the replay need it).
+    """
+    eta, h, y, counts = check_inputs(eta, features, labels, counts)
+    C = counts.size
+    lam = float(settings.weight_decay)
+    eta_matrix = class_means(eta, y, C)  # row c': E[eta | y = c']
+    learned = np.diag(eta_matrix).copy()
+    mu = class_means(h, y, C)
+    norm_sq = np.sum(mu * mu, axis=1)
+    predicted = predicted_priors(counts, lam, norm_sq, settings.reduction, settings.loss, bias=settings.bias, weight=settings.alpha)
+    lam_s = settings.felt(len(y))
+    name, note = regime(lam_s)
+    refs = {"vs_log_counts": prior_match(learned, counts).as_dict(), "vs_closed_form": prior_match(learned, reference=predicted).as_dict()}
+    out = {"learned": learned.tolist(), "predicted": predicted.tolist(), "log_counts": np.log(counts).tolist(),
+           "mean_norm_sq": norm_sq.tolist(), "eta_matrix": eta_matrix.tolist(), "nc1": nc1(h, y, C),
+           "closed_form_applies": bool(linear), "lambda_s": lam_s, "regime": name, "regime_note": note,
+           "equilibrium": None, "equilibrium_grad_norm": None, "finite_time": None, "finite_time_model": None}
+    if linear:
+        eq = pem_equilibrium(h, y, C, lam, alpha=settings.alpha, loss=settings.loss, reduction=settings.reduction, bias=settings.bias)
+        out.update(equilibrium=eq.eta.tolist(), equilibrium_grad_norm=eq.grad_norm)
+        refs["vs_equilibrium"] = prior_match(learned, reference=eq.eta).as_dict()
+        finite = _finite_time(counts, norm_sq, mu, settings, trace, len(y))
+        if finite is not None:
+            out.update(finite_time=finite[0].tolist(), finite_time_model=finite[1])
+            refs["vs_finite_time"] = prior_match(learned, reference=finite[0]).as_dict()
+        out["decomposition"] = {"non_stationarity": refs["vs_equilibrium"]["centered_rmse"],
+                                "non_collapse": prior_match(eq.eta, reference=predicted).centered_rmse}
+    if eta_eval is not None:
+        e_eval = np.diag(class_means(_outputs("eta_eval", eta_eval, len(y), C), y, C)).copy()
+        out["learned_eval"] = e_eval.tolist()
+        refs["eval_vs_log_counts"] = prior_match(e_eval, counts).as_dict()
+        refs["eval_vs_closed_form"] = prior_match(e_eval, reference=predicted).as_dict()
+    out["prior_match"] = refs
+    out["settings"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()}
+    return out
+
+
+def _finite_time(counts, norm_sq, mu, settings: PemSettings, trace, num_samples: int):
+    """(per-class finite-time prediction, model name), or None when neither a trace nor a schedule is known."""
+    if trace is not None:
+        run = heavy_ball_pem(trace["means"], trace["fractions"], trace["lrs"], settings.weight_decay, momentum=settings.momentum,
+                             alpha=settings.alpha, loss=settings.loss, bias=settings.bias, epoch_of_step=trace["epoch_of_step"],
+                             init_weight=trace["init_weight"], init_bias=trace["init_bias"])
+        # the learned output is w_c . mean(h | c) + b_c exactly (linear PEM): evaluate the replay the same way
+        return np.einsum("kcd,cd->kc", run["weight"], mu).mean(0) + run["bias"].mean(0), "replay"
+    if settings.lr is None:
+        return None
+    curve = finite_time_logit(counts, settings.weight_decay, settings.lr, feature_norm_sq=norm_sq, momentum=settings.momentum,
+                              alpha=settings.alpha, batch_size=settings.batch_size, epochs=settings.epochs, loss=settings.loss,
+                              reduction=settings.reduction, bias=settings.bias)
+    return curve[-1], "mean-field"
+
+
+def summary_lines(pem: dict) -> list[str]:
+    """The report in a few printable lines: every reference's centered RMSE, the regime and its note."""
+    labels = {"vs_log_counts": "ln N_c", "vs_closed_form": "closed form (Prop. 1)", "vs_equilibrium": "exact equilibrium",
+              "vs_finite_time": f"finite time ({pem.get('finite_time_model')})", "eval_vs_log_counts": "ln N_c, eval-mode outputs",
+              "eval_vs_closed_form": "closed form, eval-mode outputs"}
+    lines = []
+    for key, label in labels.items():
+        m = pem["prior_match"].get(key)
+        if m is None:
+            continue
+        slope = "-" if m["slope"] is None else f"{m['slope']:.2f}"
+        lines.append(f"  PEM vs {label:<30} centered RMSE {m['centered_rmse']:.3f}, max dev {m['max_deviation']:.3f}, slope {slope}")
+    if "decomposition" in pem:
+        d = pem["decomposition"]
+        lines.append(f"  gap split: non-stationarity {d['non_stationarity']:.3f} (learned vs equilibrium), "
+                     f"non-collapse {d['non_collapse']:.3f} (equilibrium vs Prop. 1), NC1 {pem['nc1']:.3g}")
+    lines.append(f"  regime: {pem['regime']} ({pem['regime_note']})")
+    if not pem["closed_form_applies"]:
+        lines.append("  (MLP PEM: the closed form, the equilibrium and the replay assume a linear PEM)")
+    return lines

@@ -1,0 +1,107 @@
+"""``npe report DIR``: the prior report of a PEM trained anywhere, from arrays dumped to a folder.
+
+DIR holds ``eta.npy`` (N, C), or (K, N, C) for K heads, averaged), ``features.npy`` (N, D),
+``labels.npy`` (N,), optionally ``counts.json`` (a list; default: the label counts), and a
+settings TOML (``settings.toml`` unless ``--settings``; keys of ``PemSettings``). Writes
+``report.json`` and the PNG figures of a run folder. NumPy only.
+"""
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+from .io import write_json
+
+SIGNS = ("eta", "p")
+
+
+def _load_array(folder: Path, name: str, required: bool = True):
+    path = folder / name
+    if not path.is_file():
+        if required:
+            raise ValueError(f"{name}: not found in {folder}")
+        return None
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"{name}: not a NumPy array file ({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__})") from None
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"{name}: expected real numbers, got dtype {arr.dtype}")
+    return arr
+
+
+def load_settings(path: Path):
+    from .report import PemSettings
+
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"settings: no file {path} (write the training settings there, or pass --settings)") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"settings: cannot read {path} as TOML ({exc.__class__.__name__}: {exc})") from None
+    try:
+        return PemSettings.from_dict(raw.get("pem", raw))
+    except TypeError as exc:
+        raise ValueError(f"settings: {exc}") from None
+
+
+def load_outputs(folder, sign: str = "eta") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(eta (N, C), features, labels, counts) from a dump folder; ``sign="p"``: the files hold the official p = -eta."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"DIR: no folder {folder}")
+    if sign not in SIGNS:
+        raise ValueError(f"--sign: expected one of {', '.join(SIGNS)}, got {sign!r}")
+    eta = _load_array(folder, "eta.npy")
+    if eta.ndim == 3:  # K heads: averaged, as NPE-LA does at inference
+        eta = eta.mean(0)
+    if sign == "p":
+        eta = -eta
+    features, labels = _load_array(folder, "features.npy"), _load_array(folder, "labels.npy")
+    if labels.dtype.kind not in "iu" and not (labels.size and np.all(labels == np.round(labels))):
+        raise ValueError(f"labels.npy: expected integer class ids, got dtype {labels.dtype}")
+    labels = labels.astype(np.int64)
+    counts_path = folder / "counts.json"
+    if counts_path.is_file():
+        try:
+            counts = np.asarray(json.loads(counts_path.read_text()), dtype=np.float64)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"counts.json: expected a JSON list of class counts ({exc})") from None
+    else:
+        C = eta.shape[-1]
+        if labels.ndim != 1 or (labels.size and (labels.min() < 0 or labels.max() >= C)):
+            raise ValueError(f"labels.npy: expected a 1-D array of class ids in [0, {C}) (C from eta.npy)")
+        counts = np.bincount(labels, minlength=C).astype(np.float64)
+    return eta, features, labels, counts
+
+
+def cmd_report(args) -> int:
+    from .figures import plot_eta_matrix, plot_prior_report
+    from .report import pem_report, summary_lines
+
+    folder = Path(args.dir)
+    eta, features, labels, counts = load_outputs(folder, args.sign)
+    settings = load_settings(Path(args.settings) if args.settings else folder / "settings.toml")
+    report = pem_report(eta, features, labels, counts, settings)
+    out = Path(args.out) if args.out else folder
+    result = {"schema": "npe-report/1", "source": str(folder), "sign": args.sign, "counts": counts.tolist(), "pem": report}
+    write_json(out / "report.json", result)
+    plot_prior_report(out / "pem_vs_log_counts.png", report)
+    plot_eta_matrix(out / "eta_matrix.png", report)
+    print(f"PEM report of {folder} ({len(labels)} samples, {counts.size} classes):")
+    print("\n".join(summary_lines(report)))
+    print(f"wrote {out / 'report.json'}, pem_vs_log_counts.png, eta_matrix.png")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="prior report of a PEM trained anywhere: eta.npy, features.npy, labels.npy + settings.toml in DIR")
+    p.add_argument("dir", metavar="DIR", help="folder with eta.npy, features.npy, labels.npy (counts.json, settings.toml optional)")
+    p.add_argument("--settings", metavar="FILE.toml", help="training settings (default DIR/settings.toml): weight_decay, alpha, loss, "
+                   "reduction, bias, momentum, and lambda_s or lr + batch_size + epochs")
+    p.add_argument("--sign", choices=SIGNS, default="eta", help="eta: the files hold the prior signal; p: the official code's p = -eta")
+    p.add_argument("--out", metavar="DIR", help="where report.json and the figures go (default DIR)")
+    p.set_defaults(func=cmd_report)

@@ -1,0 +1,133 @@
+"""The finite-time PEM model and the exact equilibrium, against independent references:
+PyTorch's own SGD, a gradient-flow ODE solved by scipy, scipy's L-BFGS-B, and Proposition 1."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import example, given
+from hypothesis import strategies as st
+from scipy.integrate import solve_ivp
+from scipy.optimize import minimize
+
+from npe_theory import optimal_logit
+from npe_theory.dynamics import finite_time_logit, heavy_ball_pem, lambda_s
+from npe_theory.equilibrium import pem_equilibrium
+from npe_theory.priors import predicted_priors
+
+
+def test_replay_equals_torch_sgd_step_for_step():
+    """heavy_ball_pem against torch.optim.SGD (momentum, weight decay on weight and bias) on a Linear PEM whose
+    class-c inputs are all the class mean: same batch-mean one-way loss, same steps, float64."""
+    rng = np.random.default_rng(0)
+    K, C, D, T = 2, 4, 5, 40
+    means = rng.normal(size=(3, C, D))
+    epoch_of_step = np.repeat(np.arange(3), [10, 15, 15])
+    counts = rng.integers(1, 6, size=(T, C))
+    lrs = rng.uniform(0.01, 0.2, size=T)
+    heads = [torch.nn.Linear(D, C).double() for _ in range(K)]
+    w0 = np.stack([h.weight.detach().numpy().copy() for h in heads])
+    b0 = np.stack([h.bias.detach().numpy().copy() for h in heads])
+    opt = torch.optim.SGD([p for h in heads for p in h.parameters()], lr=0.1, momentum=0.9, weight_decay=3e-2)
+    for t in range(T):
+        y = torch.as_tensor(np.repeat(np.arange(C), counts[t]))
+        x = torch.as_tensor(means[epoch_of_step[t]])[y]
+        for g in opt.param_groups:
+            g["lr"] = float(lrs[t])
+        loss = sum(torch.nn.functional.softplus(-h(x).gather(1, y[:, None])).mean() for h in heads) * 0.7
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    fractions = counts / counts.sum(1, keepdims=True)
+    run = heavy_ball_pem(means, fractions, lrs, 3e-2, momentum=0.9, alpha=0.7, epoch_of_step=epoch_of_step, init_weight=w0, init_bias=b0)
+    np.testing.assert_allclose(run["weight"], np.stack([h.weight.detach().numpy() for h in heads]), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(run["bias"], np.stack([h.bias.detach().numpy() for h in heads]), rtol=1e-12, atol=1e-13)
+
+
+@given(st.integers(2, 6), st.sampled_from(["logistic", "exp"]), st.floats(1.0, 200.0), st.booleans())
+@example(2, "exp", 1.0, False)
+def test_converges_to_proposition_1(C, loss, norm_sq, bias):
+    """With lambda*s large the heavy-ball trajectory ends at predicted_priors (the closed form)."""
+    counts = np.round(500 * 50.0 ** (-np.arange(C) / (C - 1))).astype(int)
+    lam, lr, mom = 5e-3, 0.1, 0.9
+    epochs = 3000  # full batch, one step an epoch: lambda*s = lam * epochs * lr / (1 - mom) = 15
+    traj = finite_time_logit(counts, lam, lr, feature_norm_sq=norm_sq, momentum=mom, batch_size=int(counts.sum()), epochs=epochs,
+                             loss=loss, bias=bias)
+    assert lambda_s(lam, np.full(epochs, lr), mom) > 10
+    expected = predicted_priors(counts, lam, norm_sq, "mean", loss, bias=bias)
+    np.testing.assert_allclose(traj[-1], expected, rtol=1e-6, atol=1e-6)
+
+
+def test_small_steps_without_momentum_follow_the_gradient_flow():
+    """Momentum 0, lr -> 0: the iterates follow d(w, b)/ds = -grad, solved independently by scipy (RK45, tight tolerances)."""
+    counts, lam, alpha, s_c = np.array([300.0, 60.0, 6.0]), 1e-2, 1.0, np.array([4.0, 9.0, 16.0])
+    pi, norm = counts / counts.sum(), np.sqrt(s_c)
+
+    def rhs(_, z):  # z = (w_c, b_c): gradients of alpha pi_c softplus(-(w ||mu|| + b)) + lam/2 (w^2 + b^2)
+        w, b = z[:3], z[3:]
+        push = -alpha * pi / (1 + np.exp(w * norm + b))
+        return -np.concatenate([push * norm + lam * w, push + lam * b])
+
+    total_s = 60.0
+    ode = solve_ivp(rhs, (0, total_s), np.zeros(6), rtol=1e-10, atol=1e-12).y[:, -1]
+    ode_eta = ode[:3] * norm + ode[3:]
+    lr = 1e-3
+    steps = int(total_s / lr)
+    traj = finite_time_logit(counts, lam, np.full(steps, lr), feature_norm_sq=s_c, momentum=0.0, reduction="mean", batch_size=int(counts.sum()))
+    np.testing.assert_allclose(traj[-1], ode_eta, rtol=2e-3)
+    assert np.abs(traj[-1] - predicted_priors(counts, lam, s_c, "mean", "logistic", bias=True)).max() > 0.1  # not yet stationary
+
+
+def test_momentum_overshoot_of_head_class():
+    """The transient: with momentum 0.9 and a large rate the head class goes above its limit, then decays back."""
+    counts = np.array([450, 150, 50, 15, 4])
+    limit = predicted_priors(counts, 5e-4, 20.0, "mean", "logistic", bias=True)
+    traj = finite_time_logit(counts, 5e-4, 0.05, feature_norm_sq=20.0, momentum=0.9, batch_size=64, epochs=3000)
+    head = traj[:, 0]
+    assert head.max() > limit[0] + 0.3  # overshoot
+    assert abs(head[-1] - limit[0]) < 1e-3  # and back
+    # no overshoot without momentum at a small rate: monotone approach from below
+    calm = finite_time_logit(counts, 5e-4, 0.005, feature_norm_sq=20.0, momentum=0.0, batch_size=64, epochs=300)
+    assert np.all(np.diff(calm[:, 0]) >= -1e-12) and calm[:, 0].max() <= limit[0] + 1e-9
+
+
+def test_lambda_s_definition():
+    assert lambda_s(1e-3, [0.1, 0.1, 0.05], 0.9) == pytest.approx(1e-3 * 0.25 / 0.1)
+    assert lambda_s(1e-3, [0.1, 0.1, 0.05], 0.0) == pytest.approx(2.5e-4)
+    with pytest.raises(ValueError, match="^momentum"):
+        lambda_s(1e-3, [0.1], 1.0)
+
+
+@pytest.mark.parametrize("loss, bias", [("logistic", True), ("logistic", False), ("exp", True)])
+def test_equilibrium_against_lbfgs(loss, bias):
+    """Newton's minimizer of the PEM objective on uncollapsed features equals scipy's L-BFGS-B on the full (C x D) problem."""
+    rng = np.random.default_rng(1)
+    C, D = 3, 4
+    y = np.repeat(np.arange(C), [40, 15, 5])
+    h = rng.normal(size=(C, D))[y] * 1.5 + rng.normal(size=(len(y), D)) * 0.7
+    lam, alpha = 2e-2, 0.8
+    eq = pem_equilibrium(h, y, C, lam, alpha=alpha, loss=loss, bias=bias)
+    X = np.hstack([h, np.ones((len(y), 1))]) if bias else h
+
+    def f(flat):
+        th = flat.reshape(C, -1)
+        z = np.einsum("nd,nd->n", X, th[y])
+        ell = np.logaddexp(0, -z) if loss == "logistic" else np.exp(-z)
+        slope = -1 / (1 + np.exp(z)) if loss == "logistic" else -np.exp(-z)
+        grad = np.zeros_like(th)
+        np.add.at(grad, y, alpha / len(y) * slope[:, None] * X)
+        return alpha * ell.mean() + lam / 2 * (flat @ flat), (grad + lam * th).ravel()
+
+    ref = minimize(f, np.zeros(C * X.shape[1]), jac=True, method="L-BFGS-B", options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 10000}).x
+    ref = ref.reshape(C, -1)
+    got = np.hstack([eq.weight, eq.bias[:, None]]) if bias else eq.weight
+    np.testing.assert_allclose(got, ref, atol=2e-5)
+    assert eq.grad_norm < 1e-10
+
+
+def test_equilibrium_on_collapsed_features_is_proposition_1():
+    rng = np.random.default_rng(2)
+    counts = np.array([200, 50, 10, 3])
+    mu = np.abs(rng.normal(size=(4, 6))) * 3
+    y = np.repeat(np.arange(4), counts)
+    eq = pem_equilibrium(mu[y], y, 4, 1e-3, alpha=0.5)
+    x = 0.5 * counts / counts.sum() * ((mu**2).sum(1) + 1) / 1e-3  # hand-built saturation variable
+    np.testing.assert_allclose(eq.eta, optimal_logit(x, 1.0, "logistic"), rtol=1e-9)
