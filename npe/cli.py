@@ -32,10 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     try:
         from npe_train import cli as train_cli
     except ImportError as exc:  # the training extra (torch) is not installed: theory commands only
+        parser.set_defaults(missing_extra=exc.name)
         for name in TRAIN_COMMANDS:
-            p = sub.add_parser(name, help=f"(needs the training extra: {exc.name} is not installed)", add_help=False)
-            p.add_argument("rest", nargs=argparse.REMAINDER)
-            p.set_defaults(func=_missing_extra(name, exc.name))
+            sub.add_parser(name, help=f"(needs the training extra: {exc.name} is not installed)")
         return parser
     train_cli.register(sub)
     return parser
@@ -44,15 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
 TRAIN_COMMANDS = ("train", "sweep", "compare")
 
 
-def _missing_extra(command: str, module: str):
-    def run(args) -> int:
-        raise UsageError(f"npe {command}: needs the training extra ({module} is not installed): pip install 'npe-toolkit[train]'")
-    return run
-
-
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        missing = parser.get_default("missing_extra")
+        if missing and argv and argv[0] in TRAIN_COMMANDS:
+            raise UsageError(f"npe {argv[0]}: needs the training extra ({missing} is not installed): pip install 'npe-toolkit[train]'")
         args = parser.parse_args(argv)
         return int(args.func(args) or 0)
     except UsageError as exc:

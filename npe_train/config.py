@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 import tomllib
+import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -21,7 +22,7 @@ from .pipeline import PIPELINES
 METHODS = ("npe", "ce", "la_loss")
 SCHEDULES = ("cosine", "step")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-DEFAULT_MODEL = {"synthetic": "mlp", "digits": "mlp", "mnist1d": "cnn1d", "cifar10": "resnet32", "cifar100": "resnet32"}
+DEFAULT_MODEL = {"synthetic": "mlp", "digits": "mlp", "mnist1d": "cnn1d", "cifar10": "resnet32", "cifar100": "resnet32", "folder": "resnet32", "npy": "mlp"}
 
 
 def setting(default, help: str, **flag):
@@ -147,8 +148,9 @@ class TrainConfig:
 
 def _flag_type(annotation) -> tuple[type, bool]:
     """(element type, is a list) of a field annotation such as ``int | None`` or ``list[float]``."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
-    base = args[0]
+    base = annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        base = next(a for a in typing.get_args(annotation) if a is not type(None))
     if typing.get_origin(base) is list:
         return typing.get_args(base)[0], True
     return base, False

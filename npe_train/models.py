@@ -156,6 +156,9 @@ def torchvision_backbone(name: str, weights: str | None = None) -> nn.Module:
         import torchvision
     except ImportError:
         raise ValueError(f"model: {TORCHVISION_PREFIX}{name} needs torchvision (pip install 'npe-toolkit[vision]')") from None
+    except RuntimeError as exc:  # e.g. a CUDA torchvision wheel beside a CPU-only torch: its C ops do not load
+        raise ValueError(f"model: torchvision is installed but does not load with this torch ({exc}); "
+                         f"install the torchvision build made for torch {torch.__version__}") from None
     if name not in torchvision.models.list_models():
         raise ValueError(f"model: torchvision has no model {name!r} (see torchvision.models.list_models())")
     model = torchvision.models.get_model(name, weights=None)

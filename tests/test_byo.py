@@ -1,0 +1,168 @@
+"""Bring your own backbone (any nn.Module, torchvision) and your own data (an image folder, a NumPy pair)."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from npe_train.config import make_config
+from npe_train.data import build, write_fake_cifar
+from npe_train.models import attach_pem, from_torchvision, strip_head
+from npe_train.train import train
+
+try:  # the PyPI torchvision wheel links CUDA torch; beside the CPU-only torch it fails to load its C ops (RuntimeError)
+    import torchvision
+except (ImportError, RuntimeError):
+    torchvision = None
+needs_torchvision = pytest.mark.skipif(torchvision is None, reason="no torchvision build that loads with this torch")
+
+
+class ResNetStyle(nn.Module):
+    """The shape of torchvision's ResNet: features, then ``fc``."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(8, 1000)
+
+    def forward(self, x):
+        return self.fc(self.body(x))
+
+
+class MobileNetStyle(nn.Module):
+    """The shape of torchvision's MobileNet / EfficientNet: ``classifier`` a Sequential ending in a Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Sequential(nn.Linear(6, 12), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(12, 1000))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+@pytest.mark.parametrize("make, width", [(ResNetStyle, 8), (MobileNetStyle, 12)])
+def test_torchvision_style_heads_are_replaced(make, width):
+    model = make()
+    net = from_torchvision(model, num_classes=7)
+    assert net.feature_dim == width
+    x = torch.randn(2, 3, 16, 16)
+    logits, heads, h = net.eval()(x)
+    assert logits.shape == (2, 7) and heads.shape == (1, 2, 7) and h.shape == (2, width)
+    inner = model.body(x) if make is ResNetStyle else model.classifier[:-1](model.features(x))
+    torch.testing.assert_close(h, inner)  # the features are what fed the removed layer
+
+
+def test_attach_pem_to_any_feature_extractor():
+    backbone = nn.Sequential(nn.Linear(7, 16), nn.ReLU())
+    net = attach_pem(backbone, num_classes=5, feature_dim=16, num_pems=3)
+    logits, heads, h = net(torch.randn(4, 7))
+    assert logits.shape == (4, 5) and heads.shape == (3, 4, 5) and h.shape == (4, 16)
+    x = torch.randn(4, 7)
+    torch.testing.assert_close(net(x)[2], backbone(x))  # the features the PEM reads are the backbone's own
+    torch.testing.assert_close(net(x)[1][0], net.pem.heads[0](backbone(x)))
+    with pytest.raises(ValueError, match="^feature_dim"):
+        attach_pem(backbone, num_classes=5)  # a Sequential has no out_features
+
+
+@needs_torchvision
+@pytest.mark.parametrize("name, width", [("resnet18", 512), ("mobilenet_v3_small", 1024)])
+def test_torchvision_heads_are_replaced(name, width):
+    model = torchvision.models.get_model(name, weights=None)
+    net = from_torchvision(model, num_classes=7)
+    assert net.feature_dim == width
+    logits, heads, h = net.eval()(torch.randn(2, 3, 64, 64))
+    assert logits.shape == (2, 7) and heads.shape == (1, 2, 7) and h.shape == (2, width)
+
+
+def test_a_model_without_a_final_linear_is_refused():
+    with pytest.raises(ValueError, match="^model"):
+        strip_head(nn.Sequential(nn.Conv2d(3, 3, 1)))
+
+
+@needs_torchvision
+def test_npe_train_with_a_torchvision_backbone_and_local_weights(tmp_path):
+    write_fake_cifar(tmp_path / "data", 10, train_per_class=6, test_per_class=2)
+    reference = torchvision.models.resnet18(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "r18.pt")
+    cfg = make_config(dataset="cifar10", model="torchvision:resnet18", weights=str(tmp_path / "r18.pt"), n_max=6, imbalance=3, epochs=1,
+                      batch_size=16, lr=1e-9, data_dir=str(tmp_path / "data"), out=str(tmp_path / "run"))
+    res = train(cfg, progress=False)
+    assert res["config"]["model"] == "torchvision:resnet18" and len(res["pem"]["learned"]) == 10
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"]
+    # lr 1e-9: the trained conv1 is still the loaded one (to rounding), not a fresh random init
+    torch.testing.assert_close(state["backbone.conv1.weight"], reference.conv1.weight.detach(), atol=1e-6, rtol=0)
+    bad = make_config(dataset="cifar10", model="torchvision:resnet18", weights=str(tmp_path / "missing.pt"), data_dir=str(tmp_path / "data"),
+                      n_max=6, imbalance=3, epochs=1, out=str(tmp_path / "run2"))
+    with pytest.raises(ValueError, match="^weights"):
+        train(bad, progress=False)
+
+
+def _write_folder(root, counts, size=8, seed=0, ext=".png"):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c, n in enumerate(counts):
+        d = root / f"class_{chr(97 + c)}"
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            pixels = np.clip(rng.normal(60 + 60 * c, 20, size=(size, size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(d / f"{i}{ext}")
+
+
+def test_image_folder_with_splits_uses_natural_counts(tmp_path):
+    _write_folder(tmp_path / "imgs" / "train", [12, 6, 3])
+    _write_folder(tmp_path / "imgs" / "test", [2, 2, 2], seed=1)
+    data = build("folder", 1.0, "natural", data_dir=str(tmp_path / "imgs"))
+    assert data.counts.tolist() == [12, 6, 3] and data.class_names == ["class_a", "class_b", "class_c"]
+    assert data.x_train.shape == (21, 3, 8, 8) and data.x_test.shape == (6, 3, 8, 8)
+    # normalized by the training set's own per-channel statistics
+    np.testing.assert_allclose(data.x_train.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+    res = train(make_config(dataset="folder", data_dir=str(tmp_path / "imgs"), epochs=1, batch_size=8, out=str(tmp_path / "run")),
+                progress=False)
+    assert res["counts"] == [12, 6, 3] and res["class_names"] == ["class_a", "class_b", "class_c"] and res["config"]["profile"] == "natural"
+
+
+def test_flat_image_folder_gets_a_seeded_balanced_split_and_a_profile(tmp_path):
+    _write_folder(tmp_path / "flat", [20, 20, 20], size=10)
+    a = build("folder", 4.0, "exp", seed=3, data_dir=str(tmp_path / "flat"), test_fraction=0.25, image_size=6)
+    b = build("folder", 4.0, "exp", seed=3, data_dir=str(tmp_path / "flat"), test_fraction=0.25, image_size=6)
+    assert np.bincount(a.y_test).tolist() == [5, 5, 5]  # 25% of the smallest class, from every class
+    assert a.counts.tolist() == [15, 7, 3] and a.x_train.shape[1:] == (3, 6, 6)
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+
+
+def test_numpy_pair(tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), [50, 25, 10, 5])
+    np.save(tmp_path / "X.npy", rng.normal(size=(len(y), 6)) + y[:, None])
+    np.save(tmp_path / "y.npy", y)
+    data = build("npy", 1.0, "natural", data_dir=str(tmp_path), test_fraction=0.2)
+    assert data.counts.tolist() == [49, 24, 9, 4] and np.bincount(data.y_test).tolist() == [1, 1, 1, 1]
+    res = train(make_config(dataset="npy", data_dir=str(tmp_path), epochs=2, out=str(tmp_path / "run")), progress=False)
+    assert res["config"]["model"] == "mlp" and res["counts"] == [49, 24, 9, 4]
+
+
+@pytest.mark.parametrize("make, word", [
+    (lambda d: d.mkdir(), "no class sub-folders"),
+    (lambda d: (d / "a").mkdir(parents=True), "has no images"),
+    (lambda d: ((d / "a").mkdir(parents=True), (d / "a" / "x.png").write_bytes(b"not a png")), "cannot read image"),
+])
+def test_bad_folders_are_one_line_errors(tmp_path, make, word):
+    make(tmp_path / "bad")
+    out = subprocess.run([sys.executable, "-m", "npe", "train", "--dataset", "folder", "--data-dir", str(tmp_path / "bad"), "--out",
+                          str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "data_dir" in out.stderr and word in out.stderr
+
+
+def test_bad_numpy_pairs(tmp_path):
+    np.save(tmp_path / "X.npy", np.zeros((5, 2)))
+    np.save(tmp_path / "y.npy", np.array([0, 1, 1, 3, 3]))  # class 2 missing
+    with pytest.raises(ValueError, match="^data_dir: class 2"):
+        build("npy", 1.0, "natural", data_dir=str(tmp_path))
+    np.save(tmp_path / "y.npy", np.array([0.0, 1, 1, 0, 0]))
+    with pytest.raises(ValueError, match="^data_dir: y.npy must be integer"):
+        build("npy", 1.0, "natural", data_dir=str(tmp_path))
