@@ -8,6 +8,8 @@ samples, so the training objective splits into one convex problem per class (doc
 ``x_i = [h_i, 1]`` (``[h_i]`` without a bias), ``kappa = 1 / N`` for a batch-mean loss (the
 expected gradient of an epoch of batch means) or 1 for a summed one. Damped Newton in float64
 solves each to a reported gradient norm; unlike Proposition 1 nothing here assumes collapse.
+Newton starts from Proposition 1's answer, exact under collapse: ``theta_c = eta*_c x_bar_c / ||x_bar_c||^2``
+with ``x_bar_c`` the class mean of ``x_i``, so a few steps correct for the spread of the features.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from scipy.special import expit
 
 from ._validate import LOSSES, REDUCTIONS, as_float_array, choice, positive_int
 from .dynamics import loss_slope
-from .optimum import pem_loss
+from .optimum import optimal_logit, pem_loss
 
 
 @dataclass(frozen=True)
@@ -67,13 +69,14 @@ def pem_equilibrium(features, labels, num_classes: int, lam: float, *, alpha: fl
         def value(t):
             return alpha * kappa * float(np.sum(pem_loss(x @ t, loss))) + 0.5 * lam * float(t @ t)
 
-        t = theta[c]
-        g0 = None
+        centre = x.mean(0)
+        size_sq = float(centre @ centre)
+        t = centre * float(optimal_logit(alpha * kappa * len(x), lam, loss, size_sq)) / size_sq if size_sq > 0 else theta[c]
+        g0 = float(np.linalg.norm(alpha * kappa * (x.T @ loss_slope(np.zeros(len(x)), loss))))  # the gradient at zero sets the scale
         for it in range(max_iter + 1):
             z = x @ t
             g = alpha * kappa * (x.T @ loss_slope(z, loss)) + lam * t
             gn = float(np.linalg.norm(g))
-            g0 = gn if g0 is None else g0
             if gn <= tol * max(g0, 1e-300) or it == max_iter:
                 break
             hess = alpha * kappa * (x.T * _curvature(z, loss)) @ x + lam * np.eye(D)

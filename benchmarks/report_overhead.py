@@ -1,0 +1,57 @@
+"""What the two new references of the prior report cost inside a training run, measured side by side.
+
+Runs the default job (MNIST-1D-LT, 60 epochs, evaluation every epoch) once with timers around
+the exact equilibrium (``pem_equilibrium``), the finite-time replay (``heavy_ball_pem``) and the
+trace bookkeeping, and prints each one's seconds and share of the run's wall time.
+
+    python benchmarks/report_overhead.py [--epochs 60] [--eval-every 1]
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections import defaultdict
+
+import npe_theory.report as report
+import npe_train.train as train_mod
+from npe_train.config import make_config
+
+
+def timed(module, name, totals):
+    real = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            totals[name] += time.perf_counter() - t
+
+    setattr(module, name, wrapper)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--eval-every", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    totals = defaultdict(float)
+    timed(report, "pem_equilibrium", totals)
+    timed(report, "heavy_ball_pem", totals)
+    timed(train_mod, "epoch_order", totals)  # includes each step's class shares for the trace
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = make_config(epochs=args.epochs, eval_every=args.eval_every, seed=args.seed, out=tmp)
+        t = time.perf_counter()
+        train_mod.train(cfg, progress=False)
+        wall = time.perf_counter() - t
+    print(f"default job, {args.epochs} epochs, evaluation every {args.eval_every}: {wall:.1f} s wall")
+    for name, sec in totals.items():
+        print(f"  {name:<16} {sec:7.2f} s  {100 * sec / wall:5.1f}% of the run")
+    both = totals["pem_equilibrium"] + totals["heavy_ball_pem"]
+    print(f"  equilibrium + replay together: {100 * both / (wall - both):.1f}% added to the run without them")
+
+
+if __name__ == "__main__":
+    main()

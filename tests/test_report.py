@@ -1,0 +1,212 @@
+"""The prior report: its wiring in the training run (lambda, bias, alpha, lambda_s, la_loss sign), the regime,
+training-mode features, and ``npe report`` on a network trained by a plain PyTorch loop."""
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from npe_theory import optimal_logit
+from npe_theory.report import EQUILIBRIUM_LAMBDA_S, PemSettings, pem_report, regime
+from npe_train.config import make_config
+from npe_train.data import build
+from npe_train.train import train
+
+
+def npe(*args):
+    return subprocess.run([sys.executable, "-m", "npe", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A run with a non-default lambda, alpha, momentum, a warmup + step schedule and a partial last batch."""
+    out = tmp_path_factory.mktemp("wired") / "run"
+    cfg = make_config(dataset="synthetic", imbalance=20, n_max=100, epochs=5, batch_size=48, lr=0.1, momentum=0.5, weight_decay=3e-3,
+                      alpha=0.5, schedule="step", milestones=[3], gamma=0.2, warmup_epochs=1, seed=2, out=str(out))
+    return cfg, train(cfg, progress=False)
+
+
+def test_closed_form_uses_the_runs_lambda_bias_and_alpha(run):
+    """Proposition 1 recomputed by hand from the saved network: x_c = alpha pi_c (||mu_c||^2 + 1) / lambda, logistic root."""
+    cfg, res = run
+    data = build(cfg.dataset, cfg.imbalance, cfg.profile, cfg.n_max, cfg.seed)
+    from npe_train.models import build_model
+
+    model = build_model(cfg.model, data.input_shape, data.num_classes)
+    model.load_state_dict(torch.load(f"{cfg.out}/checkpoint.pt", weights_only=False)["model"])
+    with torch.no_grad():
+        h = model.backbone(torch.as_tensor(data.x_train)).double().numpy()  # an MLP: train and eval mode agree
+    mu = np.stack([h[data.y_train == c].mean(0) for c in range(data.num_classes)])
+    pi = data.counts / data.counts.sum()
+    x = 0.5 * pi * ((mu**2).sum(1) + 1.0) / 3e-3
+    np.testing.assert_allclose(res["pem"]["predicted"], optimal_logit(x, 1.0, "logistic"), rtol=1e-5)
+    np.testing.assert_allclose(res["pem"]["mean_norm_sq"], (mu**2).sum(1), rtol=1e-5)
+
+
+def test_lambda_s_and_per_epoch_learning_rates_are_exact(run):
+    """lr per epoch = warmup 1/2, then 1, 1, x0.2 after epoch 3; ceil(N / 48) steps each; momentum 0.5."""
+    cfg, res = run
+    n = sum(res["counts"])
+    steps = math.ceil(n / 48)
+    assert n % 48  # the last batch is partial and still counts
+    lrs = [0.05, 0.1, 0.1, 0.02, 0.02]
+    lines = [json.loads(line) for line in open(f"{cfg.out}/metrics.jsonl")]
+    assert [line["lr"] for line in lines] == pytest.approx(lrs)
+    expected = [3e-3 * steps * sum(lrs[: e + 1]) / 0.5 for e in range(5)]
+    assert [line["lambda_s"] for line in lines] == pytest.approx(expected, rel=1e-12)
+    assert res["pem"]["lambda_s"] == pytest.approx(expected[-1], rel=1e-12)
+    assert res["pem"]["regime"] == ("equilibrium" if expected[-1] >= EQUILIBRIUM_LAMBDA_S else "transient")
+    assert res["pem"]["settings"]["weight_decay"] == 3e-3 and res["pem"]["settings"]["alpha"] == 0.5
+
+
+def test_four_references_and_decomposition(run):
+    _, res = run
+    pm = res["pem"]["prior_match"]
+    assert {"vs_log_counts", "vs_closed_form", "vs_equilibrium", "vs_finite_time"} <= pm.keys()
+    d = res["pem"]["decomposition"]
+    assert d["non_stationarity"] == pm["vs_equilibrium"]["centered_rmse"]
+    assert res["pem"]["equilibrium_grad_norm"] < 1e-8 and res["pem"]["finite_time_model"] == "replay"
+    # an MLP trained 5 epochs at lr 0.1: the replay (class means per epoch) is far closer than the equilibrium
+    assert pm["vs_finite_time"]["centered_rmse"] < pm["vs_equilibrium"]["centered_rmse"]
+
+
+def test_la_loss_sign():
+    """la_loss trains CE on z + tau ln pi (so the head is favoured in training and the tail at test), not z - tau ln pi."""
+    from npe_train.train import train_step
+
+    torch.manual_seed(0)
+    cfg = make_config(dataset="synthetic", method="la_loss", tau=1.0)
+    model = nn.Linear(3, 4)
+    net = lambda x: (model(x), None, x)  # noqa: E731
+    log_prior = torch.log(torch.tensor([0.7, 0.2, 0.07, 0.03]))
+    x, y = torch.randn(8, 3), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    expected = nn.functional.cross_entropy(model(x) + log_prior, y)
+    step, _ = train_step(net, torch.optim.SGD(model.parameters(), lr=0.0), x, y, cfg, log_prior, use_amp=False)
+    assert step[1].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert abs(expected.item() - nn.functional.cross_entropy(model(x) - log_prior, y).item()) > 0.1  # a flipped sign differs
+
+
+def test_regime_threshold():
+    assert regime(EQUILIBRIUM_LAMBDA_S)[0] == "equilibrium" and regime(EQUILIBRIUM_LAMBDA_S * 0.99)[0] == "transient"
+    assert "lambda*s = 0.1" in regime(0.1)[1]
+
+
+def test_train_mode_pass_leaves_batch_norm_untouched_and_differs_from_eval():
+    from npe_train.evaluate import predict
+    from npe_train.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("cnn1d", (1, 40), 5)
+    model.train()
+    for _ in range(3):  # give the running statistics some history
+        model(torch.randn(32, 1, 40) * 2 + 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(64, 1, 40)
+    _, eta_train, h_train = predict(model, x, 32, lambda t: t, train_mode=True)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    _, eta_eval, h_eval = predict(model, x, 32, lambda t: t)
+    assert np.abs(h_train - h_eval).max() > 1e-3  # batch statistics, not running ones
+    # and the batch statistics really are the batch's: one batch by hand
+    model.train()
+    with torch.no_grad():
+        manual = model.backbone(x[:32]).double().numpy()
+    model.load_state_dict(before)
+    np.testing.assert_allclose(h_train[:32], manual, rtol=1e-5, atol=1e-6)
+
+
+def test_report_refuses_bad_input():
+    eta, h, y = np.zeros((6, 3)), np.ones((6, 2)), np.array([0, 0, 1, 1, 2, 2])
+    s = PemSettings(weight_decay=1e-3, lambda_s=1.0)
+    with pytest.raises(ValueError, match="^labels"):
+        pem_report(eta, h, np.array([0, 0, 1, 1, 2, 3]), [2, 2, 2], s)
+    with pytest.raises(ValueError, match="^eta"):
+        pem_report(np.full((6, 3), np.nan), h, y, [2, 2, 2], s)
+    with pytest.raises(ValueError, match="^features"):
+        pem_report(eta, h[:5], y, [2, 2, 2], s)
+    with pytest.raises(ValueError, match="^lambda_s, lr"):
+        PemSettings(weight_decay=1e-3)
+    with pytest.raises(ValueError, match="^settings: unknown"):
+        PemSettings.from_dict({"weight_decay": 1e-3, "lambda_s": 1.0, "wd": 2})
+
+
+# ---- npe report on a network trained without npe_train ----
+
+def _plain_training(tmp_path):
+    """A small MLP with a classifier and a linear PEM, trained by a plain PyTorch loop; arrays dumped with a forward hook."""
+    rng = np.random.default_rng(0)
+    counts = np.array([120, 60, 25, 10, 4])
+    y = np.repeat(np.arange(5), counts)
+    x = (rng.normal(size=(5, 12))[y] + rng.normal(size=(len(y), 12)) * 0.8).astype(np.float32)
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU())
+    classifier, pem = nn.Linear(16, 5), nn.Linear(16, 5)
+    params = [*backbone.parameters(), *classifier.parameters(), *pem.parameters()]
+    opt = torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=2e-3)
+    X, Y = torch.as_tensor(x), torch.as_tensor(y)
+    for _ in range(20):
+        for idx in torch.randperm(len(Y)).split(32):
+            h = backbone(X[idx])
+            p = -pem(h)  # the official convention: p = -eta, loss BCEWithLogits(p_y, 0)
+            loss = nn.functional.cross_entropy(classifier(h), Y[idx]) + nn.functional.binary_cross_entropy_with_logits(
+                p.gather(1, Y[idx, None]), torch.zeros(len(idx), 1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    # the README's recipe: a forward hook on the penultimate layer
+    dump = {}
+    handle = backbone.register_forward_hook(lambda module, inputs, output: dump.__setitem__("features", output.detach()))
+    with torch.no_grad():
+        backbone.train()
+        p = -pem(backbone(X))
+    handle.remove()
+    folder = tmp_path / "dump"
+    folder.mkdir()
+    np.save(folder / "eta.npy", p.numpy()[None])  # (K = 1, N, C), official sign
+    np.save(folder / "features.npy", dump["features"].numpy())
+    np.save(folder / "labels.npy", y)
+    (folder / "settings.toml").write_text("weight_decay = 2e-3\nalpha = 1.0\nloss = 'logistic'\nreduction = 'mean'\nbias = true\n"
+                                          f"momentum = 0.9\nlr = 0.05\nbatch_size = 32\nepochs = 20\n")
+    return folder, backbone, classifier, pem, X, Y, counts
+
+
+def test_npe_report_on_a_plain_pytorch_model_equals_npe_trains_report(tmp_path):
+    folder, backbone, classifier, pem, X, Y, counts = _plain_training(tmp_path)
+    out = npe("report", str(folder), "--sign", "p")
+    assert out.returncode == 0, out.stderr
+    assert "regime:" in out.stdout and "finite time (mean-field)" in out.stdout
+    saved = json.loads((folder / "report.json").read_text())["pem"]
+    assert (folder / "pem_vs_log_counts.png").read_bytes()[:4] == b"\x89PNG"
+    # the same network through npe_train's own path: attach_pem, the training-mode pass, the shared report
+    from npe_train.evaluate import predict
+    from npe_train.models import attach_pem
+
+    net = attach_pem(backbone, 5, feature_dim=16)
+    net.classifier.load_state_dict(classifier.state_dict())
+    net.pem.heads[0].load_state_dict(pem.state_dict())
+    _, eta, feats = predict(net, X, 4096, lambda t: t, train_mode=True)
+    settings = PemSettings(weight_decay=2e-3, momentum=0.9, lr=0.05, batch_size=32, epochs=20)
+    ours = json.loads(json.dumps(pem_report(eta, feats, Y.numpy(), counts, settings)))
+    assert ours == saved  # identical numbers, every field
+    lam_s = 2e-3 * 20 * math.ceil(len(Y) / 32) * 0.05 / 0.1
+    assert saved["lambda_s"] == pytest.approx(lam_s)
+
+
+@pytest.mark.parametrize("breakage, word", [
+    (lambda d: np.save(d / "labels.npy", np.arange(10)), "labels"),  # wrong length and out of range
+    (lambda d: np.save(d / "eta.npy", np.full((1, 219, 5), np.nan)), "eta"),
+    (lambda d: (d / "settings.toml").write_text("alpha = 1.0\nlambda_s = 1.0\n"), "weight_decay"),
+    (lambda d: (d / "settings.toml").unlink(), "settings"),
+    (lambda d: np.save(d / "features.npy", np.ones((3, 16))), "features"),
+    (lambda d: (d / "features.npy").write_bytes(b"garbage"), "features.npy"),
+])
+def test_npe_report_bad_input_one_line_exit_2(tmp_path, breakage, word):
+    folder = _plain_training(tmp_path)[0]
+    breakage(folder)
+    out = npe("report", str(folder), "--sign", "p")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and word in out.stderr
