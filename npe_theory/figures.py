@@ -227,6 +227,64 @@ def plot_eta_matrix(path, pem: dict) -> Path:
     return save_figure(fig, path, dpi=110)
 
 
+REGIME_RUNS = Path(__file__).resolve().parents[1] / "figures" / "regime_runs.json"
+RMSE_STYLE = {"vs_log_counts": ("o", "tab:gray", "ln N_c"), "vs_closed_form": ("s", "tab:blue", "closed form (Prop. 1)"),
+              "vs_equilibrium": ("D", "tab:green", "exact equilibrium"), "vs_finite_time": ("^", "tab:purple", "finite time (replay)")}
+
+
+def _regime_rows(path, runs=None) -> list[dict]:
+    """The run summaries: given, or ``regime_runs.json`` beside the figure, or the committed one in figures/."""
+    import json
+
+    if runs is None:
+        source = Path(path).with_name("regime_runs.json")
+        runs = json.loads((source if source.is_file() else REGIME_RUNS).read_text())["runs"]
+    return sorted(runs, key=lambda r: r["lambda_s"])
+
+
+def fig_regime_gap(path, runs=None) -> Path:
+    """F7: centered RMSE of the learned PEM against each reference, over lambda*s (runs of varied weight decay and length)."""
+    from .report import EQUILIBRIUM_LAMBDA_S
+
+    rows = _regime_rows(path, runs)
+    lam_s = [r["lambda_s"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    for key, (marker, color, label) in RMSE_STYLE.items():
+        ax.plot(lam_s, [r[f"rmse_{key}"] for r in rows], marker, color=color, label=label, ms=7, alpha=0.85)
+    ax.axvline(EQUILIBRIUM_LAMBDA_S, color="k", ls=":", lw=1, label=f"equilibrium threshold {EQUILIBRIUM_LAMBDA_S:g}")
+    ax.axhline(0.1, color="tab:red", ls="--", lw=0.8, label="0.1 nats")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("lambda*s = weight_decay * sum_t lr_t / (1 - momentum)")
+    ax.set_ylabel("centered RMSE of learned PEM outputs (nats)")
+    ax.set_title("F7  The gap to Proposition 1 closes once the PEM has felt enough weight decay\n"
+                 "(MNIST-1D-LT, imbalance 100, 1D CNN; one point per run, weight decay and epochs varied)", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def fig_regime_slope(path, runs=None) -> Path:
+    """F8: the slope of the learned outputs on ln N_c over lambda*s, with the theory's equilibrium slope at the same runs."""
+    from .report import EQUILIBRIUM_LAMBDA_S
+
+    rows = _regime_rows(path, runs)
+    lam_s = [r["lambda_s"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    ax.plot(lam_s, [r["slope_learned"] for r in rows], "o", color="tab:red", ms=7, label="learned PEM")
+    ax.plot(lam_s, [r["slope_closed_form"] for r in rows], "s", mfc="none", ms=9, color="tab:blue", label="Prop. 1 at the run's measured norms")
+    ax.plot(lam_s, [r["slope_equilibrium"] for r in rows], "D", mfc="none", ms=8, color="tab:green", label="exact equilibrium on the features")
+    ax.axhline(1.0, color="k", lw=0.8, label="slope 1 (the log-prior)")
+    ax.axvline(EQUILIBRIUM_LAMBDA_S, color="k", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("lambda*s")
+    ax.set_ylabel("slope of PEM outputs on ln N_c")
+    ax.set_title("F8  Transient: steeper than the log-prior; equilibrium: the tempered slope the theory predicts", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
 FIGURES = {
     "F1_objective.png": fig_objective,
     "F2_series.png": fig_series,
@@ -234,6 +292,8 @@ FIGURES = {
     "F4_logistic.png": fig_logistic,
     "F5_predicted_priors.png": fig_predicted_priors,
     "F6_ufm.png": fig_ufm,
+    "F7_regime_gap.png": fig_regime_gap,
+    "F8_regime_slope.png": fig_regime_slope,
 }
 
 

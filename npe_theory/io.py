@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 
 def atomic_write(path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a sibling temporary path, then rename it over ``path``.
@@ -35,3 +37,18 @@ def write_csv(path, rows: list[dict]) -> Path:
             w.writerows(rows)
 
     return atomic_write(path, write)
+
+
+def read_array(path, label: str, required: bool = True):
+    """``np.load(path)`` without pickles; None when absent and not ``required``. Failures raise ValueError
+    starting with ``label`` (the argument or file the user named), never a NumPy traceback."""
+    path = Path(path)
+    if not path.is_file():
+        if required:
+            raise ValueError(f"{label}: no file {path}")
+        return None
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise ValueError(f"{label}: {path} is not a NumPy array file ({reason})") from None

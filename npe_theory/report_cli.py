@@ -13,21 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import write_json
+from .io import read_array, write_json
 
 SIGNS = ("eta", "p")
 
 
-def _load_array(folder: Path, name: str, required: bool = True):
-    path = folder / name
-    if not path.is_file():
-        if required:
-            raise ValueError(f"{name}: not found in {folder}")
-        return None
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"{name}: not a NumPy array file ({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__})") from None
+def _load_array(folder: Path, name: str):
+    arr = read_array(folder / name, name)
     if arr.dtype.kind not in "iuf":
         raise ValueError(f"{name}: expected real numbers, got dtype {arr.dtype}")
     return arr

@@ -94,7 +94,27 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def _figures_with_regimes(draw):
+    """``npe figures --retrain-regimes``: train the F7/F8 runs first and write their summary beside the figures."""
+    def run(args) -> int:
+        if args.retrain_regimes:
+            from npe_theory.io import write_json
+
+            from .regimes import GRID, regime_runs
+
+            path = write_json(Path(args.out) / "regime_runs.json", {"grid": [list(g) for g in GRID], "runs": regime_runs()})
+            print(f"wrote {path}")
+        return draw(args)
+    return run
+
+
 def register(sub) -> None:
+    fig = sub.choices.get("figures")
+    if fig is not None:  # the theory package draws F7 and F8 from run summaries; this package can retrain them
+        fig.add_argument("--retrain-regimes", action="store_true", help="train the F7/F8 runs again (about 3 minutes on 2 CPU cores) "
+                         "and write OUT/regime_runs.json before drawing")
+        fig.set_defaults(func=_figures_with_regimes(fig.get_default("func")))
+
     p = sub.add_parser("train", help="train a network with PEMs on long-tailed data and report its learned priors")
     p.add_argument("--config", metavar="FILE.toml", help="settings file (flags given here override it)")
     p.set_defaults(config_fields=add_config_flags(p))

@@ -49,7 +49,7 @@ class TrainConfig:
     batch_size: int = setting(64, "global batch size")
     lr: float = setting(0.05, "peak learning rate")
     momentum: float = setting(0.9, "SGD momentum (0: plain SGD)")
-    weight_decay: float = setting(5e-4, "SGD weight decay on every parameter, PEM included")
+    weight_decay: float = setting(5e-3, "SGD weight decay on every parameter, PEM included (5e-3: the PEM reaches equilibrium in 60 epochs)")
     schedule: str = setting("cosine", f"{' | '.join(SCHEDULES)}")
     milestones: list[int] = setting([], "step schedule: epochs after which lr x gamma")
     gamma: float = setting(0.1, "step schedule: lr factor at each milestone")

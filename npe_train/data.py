@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npe_theory.io import atomic_write
+from npe_theory.io import atomic_write, read_array
 from npe_theory.priors import count_profile
 
 DATASETS = ("synthetic", "mnist1d", "digits", "cifar10", "cifar100", "folder", "npy")
@@ -289,15 +289,10 @@ def load_npy(root):
     root = Path(root).expanduser()
 
     def read(name, required=True):
-        path = root / name
-        if not path.is_file():
-            if required:
-                raise DataError(f"data_dir: no {name} in {root} (expected X.npy and y.npy)")
-            return None
         try:
-            return np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise DataError(f"data_dir: {path} is not a NumPy array file ({exc})") from None
+            return read_array(root / name, "data_dir", required)
+        except ValueError as exc:
+            raise DataError(f"{exc} (expected X.npy and y.npy, optionally X_test.npy and y_test.npy)") from None
 
     x, y, xt, yt = read("X.npy"), read("y.npy"), read("X_test.npy", False), read("y_test.npy", False)
     if (xt is None) != (yt is None):

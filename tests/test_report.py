@@ -210,3 +210,19 @@ def test_npe_report_bad_input_one_line_exit_2(tmp_path, breakage, word):
     out = npe("report", str(folder), "--sign", "p")
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and word in out.stderr
+
+
+def test_regime_runs_feed_figures_7_and_8(tmp_path):
+    from npe_theory.figures import fig_regime_gap, fig_regime_slope
+    from npe_train.regimes import regime_runs
+
+    rows = regime_runs(grid=((5e-3, 2), (5e-2, 3)), progress=False, dataset="synthetic", imbalance=10, n_max=60)
+    n = 60 + 46 + 35 + 27 + 21 + 16 + 12 + 10 + 7 + 6  # count_profile("exp", 10, 60, 10)
+    steps = math.ceil(n / 64)
+    cosine = {2: [0.05, 0.025], 3: [0.05, 0.0375, 0.0125]}
+    for row, (wd, epochs) in zip(rows, ((5e-3, 2), (5e-2, 3))):
+        assert row["lambda_s"] == pytest.approx(wd * steps * sum(cosine[epochs]) / 0.1)
+        assert {"rmse_vs_finite_time", "rmse_vs_equilibrium", "slope_learned", "slope_closed_form"} <= row.keys()
+    for draw in (fig_regime_gap, fig_regime_slope):
+        png = draw(tmp_path / "f.png", rows)
+        assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
