@@ -15,10 +15,14 @@ from npe_theory.figures import plot_eta_matrix, plot_prior_report, save_figure  
 from npe_theory.report import EQUILIBRIUM_LAMBDA_S  # noqa: E402
 
 from .evaluate import REPORT_GROUPS, RULES  # noqa: E402
+from .results import read_results  # noqa: E402
 
 
-def plot_run(out, results: dict) -> list[Path]:
+def plot_run(out, results: dict | None = None) -> list[Path]:
+    """The PNG figures of a run folder, from ``results`` or from its results.json (read by ``read_results``)."""
     out = Path(out)
+    if results is None:
+        results = read_results(out).raw
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return [plot_prior_report(out / "pem_vs_log_counts.png", results["pem"]), plot_eta_matrix(out / "eta_matrix.png", results["pem"]),
             _curves(out / "training_curves.png", metrics), _groups(out / "accuracy_by_group.png", results)]

@@ -1,0 +1,223 @@
+"""Fuzz the public API of both packages with generated valid and hostile arguments (hypothesis, CI profile).
+
+Each test draws arguments (valid most of the time, hostile otherwise) and asserts the contract of
+``fuzzing.check_contract``. 24 entry points x 25 examples = 600 inputs per run.
+"""
+import numpy as np
+import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+import npe_theory as nt
+from npe_theory import dynamics, equilibrium, priors, report
+from npe_train import PriorEstimator, npe_adjust, one_way_logistic_loss
+from npe_train.config import make_config
+from fuzzing import check_contract, floats, hostile, maybe
+
+N = settings(max_examples=25)
+pos = floats(1e-300, 1e300).filter(lambda v: v > 0)
+counts_st = st.lists(st.integers(1, 10**6), min_size=2, max_size=8)
+loss_st = maybe(st.sampled_from(["exp", "logistic"]))
+
+
+@N
+@given(maybe(floats(0, 1e308)))
+@example(np.finfo(float).max)
+@example(10**400)
+@example(1 + 1j)
+def test_lambert_w(x):
+    check_contract(lambda: nt.lambert_w(x), ("x",))
+
+
+@N
+@given(maybe(floats(-1e308, np.finfo(float).max)))
+@example(np.finfo(float).max)
+@example(-np.finfo(float).max)
+def test_lambert_w_of_exp(L):
+    check_contract(lambda: nt.lambert_w_of_exp(L), ("log_x", "L"))
+
+
+@N
+@given(maybe(floats(1.0001, 1e300)), maybe(st.integers(0, 12)))
+@example(1e10, 10**9)
+@example(1e10, -1)
+@example(1e10, 2.5)
+def test_asymptotic_logit(x, order):
+    check_contract(lambda: nt.asymptotic_logit(x, order), ("x", "order"))
+
+
+@N
+@given(maybe(floats(1e-6, 1e300)), maybe(st.integers(0, 12)))
+@example(np.finfo(float).max, 3)
+def test_asymptotic_logit_of_log(L, order):
+    check_contract(lambda: nt.asymptotic_logit_of_log(L, order), ("log_x", "order"))
+
+
+@N
+@given(maybe(st.integers(0, 30)))
+@example(10**9)
+def test_debruijn_coefficients(order):
+    check_contract(lambda: nt.debruijn_coefficients(order), ("order",))
+
+
+@N
+@given(maybe(st.integers(0, 40)), maybe(st.integers(0, 40)))
+@example(10**9, 3)
+def test_stirling1(n, k):
+    check_contract(lambda: nt.stirling1(n, k), ("n", "k"))
+
+
+@N
+@given(maybe(pos), maybe(pos), loss_st, maybe(pos))
+@example(1e-300, 1e300, "logistic", 1.0)
+@example(10**400, 1.0, "exp", 1.0)
+@example(1.0, 1e-3, "logistic", 1 + 1j)
+def test_optimal_logit(n, lam, loss, fns):
+    check_contract(lambda: nt.optimal_logit(n, lam, loss, fns), ("n", "lam", "loss", "feature_norm_sq"))
+
+
+@N
+@given(maybe(floats(-1e308, 1e308)), loss_st)
+@example(-800.0, "logistic")
+@example(np.finfo(float).max, "logistic")
+@example(-np.finfo(float).max, "logistic")
+def test_optimal_logit_of_log(L, loss):
+    check_contract(lambda: nt.optimal_logit_of_log(L, loss), ("log_x", "loss"))
+
+
+@N
+@given(maybe(floats(-1e3, 1e300)), maybe(pos), maybe(pos), loss_st)
+def test_objective(eta, n, lam, loss):
+    check_contract(lambda: nt.objective(eta, n, lam, loss), ("eta", "n", "lam", "loss", "feature_norm_sq"), allow_inf=True)
+
+
+@N
+@given(maybe(floats(-1e4, 1e300)), loss_st)
+def test_pem_loss(eta, loss):
+    check_contract(lambda: nt.pem_loss(eta, loss), ("eta", "loss"), allow_inf=True)
+
+
+@N
+@given(maybe(pos))
+@example(5e-324)
+def test_logistic_bracket(x):
+    check_contract(lambda: nt.logistic_bracket(x), ("x",))
+
+
+@N
+@given(maybe(st.sampled_from(["exp", "step"])), maybe(st.integers(1, 200)), maybe(st.integers(1, 10**6)), maybe(floats(1, 1e6)))
+@example("exp", 10**12, 10, 2.0)
+def test_count_profile(kind, C, n_max, imb):
+    check_contract(lambda: priors.count_profile(kind, C, n_max, imb), ("kind", "num_classes", "n_max", "imbalance"), seconds=5)
+
+
+@N
+@given(maybe(counts_st), maybe(pos), maybe(pos), maybe(st.sampled_from(["sum", "mean"])), loss_st, maybe(st.booleans()))
+@example([3, 2], 1e-3, 1.0, "mean", "exp", "yes")
+@example([3.5, 2], 1e-3, 1.0, "mean", "exp", True)
+def test_predicted_priors(counts, lam, fns, reduction, loss, bias):
+    check_contract(lambda: priors.predicted_priors(counts, lam, fns, reduction, loss, bias),
+                   ("counts", "lam", "feature_norm_sq", "reduction", "loss", "bias"))
+
+
+@N
+@given(maybe(st.lists(floats(-1e300, 1e300), min_size=2, max_size=6)), maybe(counts_st))
+@example([1e300, -1e300, 0.0], [1, 2, 3])
+@example([1.0, 1.0 + 1e-15, 1.0], [1, 2, 3])
+def test_prior_match(estimates, counts):
+    check_contract(lambda: priors.prior_match(estimates, counts), ("estimates", "counts", "reference"))
+
+
+@N
+@given(maybe(st.lists(floats(-50, 1e300), min_size=2, max_size=6)), maybe(pos), maybe(pos), loss_st)
+def test_implied_log_prior(eta, lam, fns, loss):
+    check_contract(lambda: priors.implied_log_prior(eta, lam, fns, loss), ("eta", "lam", "feature_norm_sq", "loss", "weight"))
+
+
+@N
+@given(maybe(floats(0, 1)), maybe(st.lists(floats(0, 10), min_size=1, max_size=5)), maybe(floats(0, 0.99)))
+@example(1e-3, [0.1], 1.0)
+def test_lambda_s(wd, lrs, momentum):
+    check_contract(lambda: dynamics.lambda_s(wd, lrs, momentum), ("weight_decay", "lrs", "momentum"))
+
+
+@N
+@given(maybe(counts_st.map(lambda c: [min(v, 1000) for v in c])), maybe(floats(1e-4, 1e-1)), maybe(floats(1e-4, 0.5)),
+       maybe(st.integers(1, 30)), maybe(st.integers(1, 256)))
+@example([5, 3], 1e-3, 0.1, 10**9, 1)
+def test_finite_time_logit(counts, lam, lr, epochs, batch):
+    check_contract(lambda: dynamics.finite_time_logit(counts, lam, lr, epochs=epochs, batch_size=batch),
+                   ("counts", "lam", "lr", "epochs", "batch_size", "feature_norm_sq", "reduction"), allow_inf=False)
+
+
+@N
+@given(maybe(st.integers(1, 5)), maybe(floats(1e-4, 1.0)), maybe(st.sampled_from(["logistic", "exp"])))
+def test_heavy_ball_pem(C, lam, loss):
+    def call():
+        return dynamics.heavy_ball_pem(np.ones((C, 2)), np.full(C, 1.0 / C), np.full(20, 0.05), lam, loss=loss)
+    check_contract(call, ("means", "fractions", "lrs", "lam", "loss", "epoch_of_step"))
+
+
+@N
+@given(maybe(st.integers(2, 4)), maybe(floats(1e-5, 1.0)), maybe(floats(1e-3, 10)))
+@example(3, 1e-3, float("nan"))
+def test_pem_equilibrium(C, lam, alpha):
+    def call():
+        rng = np.random.default_rng(0)
+        y = np.repeat(np.arange(C), 5)
+        return equilibrium.pem_equilibrium(rng.normal(size=(len(y), 3)), y, C, lam, alpha=alpha)
+    check_contract(call, ("features", "labels", "num_classes", "lam", "alpha"))
+
+
+@N
+@given(maybe(pos.filter(lambda v: v < 1e6)), maybe(floats(0, 1e6)), maybe(st.sampled_from(["mean", "sum"])), maybe(st.booleans()))
+@example(1e-3, float("nan"), "mean", True)
+def test_pem_report(wd, lam_s, reduction, bias):
+    def call():
+        rng = np.random.default_rng(1)
+        y = np.repeat(np.arange(3), [6, 4, 2])
+        s = report.PemSettings(weight_decay=wd, lambda_s=lam_s, reduction=reduction, bias=bias)
+        return report.pem_report(rng.normal(size=(12, 3)), rng.normal(size=(12, 4)), y, [6, 4, 2], s)
+    check_contract(call, ("weight_decay", "lambda_s", "reduction", "bias", "eta", "features", "labels", "counts", "lr"))
+
+
+@N
+@given(maybe(st.integers(1, 64)), maybe(st.integers(1, 20)), maybe(st.integers(1, 3)), maybe(st.one_of(st.none(), st.integers(1, 8))))
+@example(True, 3, 1, None)
+def test_prior_estimator(d, C, K, hidden):
+    check_contract(lambda: PriorEstimator(d, C, K, hidden)(torch.randn(2, d if isinstance(d, int) and d < 10**6 else 1)),
+                   ("in_features", "num_classes", "num_pems", "hidden", "features"))
+
+
+@N
+@given(maybe(st.integers(1, 6)), hostile() | st.just("ok"), maybe(st.sampled_from(["mean", "sum", "none"])))
+def test_one_way_logistic_loss(C, target_kind, reduction):
+    def call():
+        eta = torch.randn(4, C if isinstance(C, int) and 0 < C < 100 else 3)
+        target = torch.tensor([0, 1, 0, 1]) if isinstance(target_kind, str) and target_kind == "ok" else target_kind
+        return one_way_logistic_loss(eta, target, reduction=reduction)
+    check_contract(call, ("eta", "target", "reduction", "loss"))
+
+
+@N
+@given(maybe(floats(-10, 10)), st.sampled_from(["tensor", "numpy", "shape"]))
+@example(float("nan"), "tensor")
+def test_npe_adjust(tau, kind):
+    def call():
+        logits = torch.randn(3, 4)
+        eta = {"tensor": torch.randn(3, 4), "numpy": np.zeros((3, 4)), "shape": torch.randn(3, 5)}[kind]
+        return npe_adjust(logits, eta, tau)
+    check_contract(call, ("logits", "eta", "tau"))
+
+
+KEYS = ("epochs", "lr", "momentum", "weight_decay", "batch_size", "imbalance", "tau", "augment", "amp", "milestones", "tau_grid",
+        "dataset", "model", "seed", "num_pems", "n_max", "test_fraction")
+
+
+@settings(max_examples=60)
+@given(st.sampled_from(KEYS), hostile())
+@example("augment", "yes")
+@example("seed", 2.5)
+@example("epochs", 10**30)
+def test_make_config(key, value):
+    check_contract(lambda: make_config(dataset="synthetic", **{key: value}), (key, "config"))
