@@ -8,11 +8,29 @@ REDUCTIONS = ("sum", "mean")
 
 
 def as_float_array(name: str, value, *, positive: bool = False, nonnegative: bool = False) -> np.ndarray:
-    """float64 array of ``value``; finite, and > 0 or >= 0 when asked."""
+    """float64 array of ``value``; finite, and > 0 or >= 0 when asked.
+
+    Refused, naming ``name``: booleans, complex numbers, strings and other non-numbers, ragged
+    lists, and integers beyond the float64 range (rather than rounding them to infinity).
+    """
     try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name}: expected numbers, got {value!r}") from exc
+        raw = np.asarray(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{name}: expected numbers, got {_show(value)}") from None
+    kind = raw.dtype.kind
+    if kind == "b":
+        raise ValueError(f"{name}: expected numbers, got booleans {_show(value)}")
+    if kind == "c":
+        raise ValueError(f"{name}: expected real numbers, got complex {_show(value)}")
+    if kind not in "iuf":
+        if kind != "O" or any(isinstance(v, (bool, np.bool_, complex, str, bytes)) for v in raw.ravel()):
+            raise ValueError(f"{name}: expected numbers, got {_show(value)}")
+    try:
+        arr = raw.astype(np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected numbers, got {_show(value)}") from None
+    except OverflowError:
+        raise ValueError(f"{name}: {_show(value)} lies beyond the float64 range") from None
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name}: values must be finite (got NaN or infinity)")
     if positive and not np.all(arr > 0):
@@ -22,21 +40,36 @@ def as_float_array(name: str, value, *, positive: bool = False, nonnegative: boo
     return arr
 
 
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def as_float_scalar(name: str, value, *, positive: bool = False, nonnegative: bool = False) -> float:
+    """One finite float (a 0-d or one-element input), > 0 or >= 0 when asked."""
+    arr = as_float_array(name, value, positive=positive, nonnegative=nonnegative)
+    if arr.size != 1:
+        raise ValueError(f"{name}: expected one number, got shape {arr.shape}")
+    return float(arr.reshape(()))
+
+
 def choice(name: str, value, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{name}: expected one of {', '.join(map(repr, allowed))}, got {value!r}")
     return value
 
 
-def nonnegative_int(name: str, value, minimum: int = 0) -> int:
-    """An int (not a bool) >= minimum."""
+def nonnegative_int(name: str, value, minimum: int = 0, maximum: int | None = None) -> int:
+    """An int (not a bool) in [minimum, maximum]."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {_show(value)}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name}: {value} is above the limit of {maximum}")
     return int(value)
 
 
-def positive_int(name: str, value) -> int:
-    return nonnegative_int(name, value, minimum=1)
+def positive_int(name: str, value, maximum: int | None = None) -> int:
+    return nonnegative_int(name, value, minimum=1, maximum=maximum)
 
 
 def scalar_or_array(arr: np.ndarray):

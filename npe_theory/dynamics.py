@@ -22,16 +22,16 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
-from ._validate import LOSSES, REDUCTIONS, as_float_array, choice, positive_int
+from ._validate import as_float_scalar, LOSSES, REDUCTIONS, as_float_array, choice, positive_int
 
 MAX_STEPS = 10_000_000  # bounded work: a replay longer than this is refused
 
 
 def lambda_s(weight_decay, lrs, momentum: float = 0.0) -> float:
     """``weight_decay * sum_t lr_t / (1 - momentum)`` over the learning rates of the steps taken."""
-    wd = float(as_float_array("weight_decay", weight_decay, nonnegative=True))
+    wd = as_float_scalar("weight_decay", weight_decay, nonnegative=True)
     lrs = as_float_array("lrs", lrs, nonnegative=True)
-    momentum = float(as_float_array("momentum", momentum, nonnegative=True))
+    momentum = as_float_scalar("momentum", momentum, nonnegative=True)
     if momentum >= 1:
         raise ValueError(f"momentum: must lie in [0, 1), got {momentum!r}")
     return wd * float(np.sum(lrs)) / (1.0 - momentum)
@@ -83,11 +83,11 @@ def heavy_ball_pem(means, fractions, lrs, lam, *, momentum: float = 0.9, alpha: 
     if epoch_of_step.shape != (T,) or not np.issubdtype(epoch_of_step.dtype, np.integer) or epoch_of_step.min() < 0 \
             or epoch_of_step.max() >= E or np.any(np.diff(epoch_of_step) < 0):
         raise ValueError(f"epoch_of_step: expected {T} non-decreasing epoch indices in [0, {E})")
-    lam = float(as_float_array("lam", lam, nonnegative=True))
-    momentum = float(as_float_array("momentum", momentum, nonnegative=True))
+    lam = as_float_scalar("lam", lam, nonnegative=True)
+    momentum = as_float_scalar("momentum", momentum, nonnegative=True)
     if momentum >= 1:
         raise ValueError(f"momentum: must lie in [0, 1), got {momentum!r}")
-    alpha = float(as_float_array("alpha", alpha, positive=True))
+    alpha = as_float_scalar("alpha", alpha, positive=True)
     w = np.zeros((1, C, D)) if init_weight is None else as_float_array("init_weight", init_weight).copy()
     b = np.zeros(w.shape[:2]) if init_bias is None else as_float_array("init_bias", init_bias).copy()
     if w.ndim != 3 or w.shape[1:] != (C, D) or b.shape != w.shape[:2]:
@@ -96,6 +96,17 @@ def heavy_ball_pem(means, fractions, lrs, lam, *, momentum: float = 0.9, alpha: 
         b[:] = 0.0
     vw, vb = np.zeros_like(w), np.zeros_like(b)
     out = np.full((E, C), np.nan)
+    with np.errstate(all="ignore"):  # a diverging replay is reported below, not warned about per step
+        _replay(w, b, vw, vb, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, out)
+    if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
+        raise ValueError("lrs: the replayed steps diverged (the PEM's parameters overflowed); "
+                         "these learning rates are too large for this loss scale")
+    return {"weight": w, "bias": b, "eta_per_epoch": out}
+
+
+def _replay(w, b, vw, vb, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, out) -> None:
+    """The steps of ``heavy_ball_pem``, updating w, b (and the momentum buffers) in place."""
+    T = lrs.size
     for t in range(T):
         m = means[epoch_of_step[t]]
         eta = np.einsum("kcd,cd->kc", w, m) + b
@@ -106,12 +117,11 @@ def heavy_ball_pem(means, fractions, lrs, lam, *, momentum: float = 0.9, alpha: 
             vw, vb = gw, gb
         else:
             vw, vb = momentum * vw + gw, momentum * vb + gb
-        w = w - lrs[t] * vw
+        w -= lrs[t] * vw
         if bias:
-            b = b - lrs[t] * vb
+            b -= lrs[t] * vb
         if t + 1 == T or epoch_of_step[t + 1] != epoch_of_step[t]:
             out[epoch_of_step[t]] = (np.einsum("kcd,cd->kc", w, m) + b).mean(0)
-    return {"weight": w, "bias": b, "eta_per_epoch": out}
 
 
 def finite_time_logit(counts, lam, lr, *, feature_norm_sq=1.0, momentum: float = 0.9, alpha: float = 1.0, batch_size: int | None = None,

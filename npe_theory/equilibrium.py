@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit
 
-from ._validate import LOSSES, REDUCTIONS, as_float_array, choice, positive_int
+from ._validate import as_float_scalar, LOSSES, REDUCTIONS, as_float_array, choice, positive_int
 from .dynamics import loss_slope
 from .optimum import optimal_logit, pem_loss
 
@@ -49,13 +49,20 @@ def pem_equilibrium(features, labels, num_classes: int, lam: float, *, alpha: fl
     choice("reduction", reduction, REDUCTIONS)
     h = as_float_array("features", features)
     y = np.asarray(labels)
-    C = positive_int("num_classes", num_classes)
-    lam = float(as_float_array("lam", lam, positive=True))
-    alpha = float(as_float_array("alpha", alpha, positive=True))
-    max_iter = positive_int("max_iter", max_iter)
+    C = positive_int("num_classes", num_classes, maximum=1_000_000)
+    lam = as_float_scalar("lam", lam, positive=True)
+    alpha = as_float_scalar("alpha", alpha, positive=True)
+    max_iter = positive_int("max_iter", max_iter, maximum=10_000)
     if h.ndim != 2 or y.shape != (len(h),):
         raise ValueError(f"features, labels: expected (N, D) and (N,), got {h.shape} and {y.shape}")
+    if y.dtype.kind not in "iu" or (y.size and (y.min() < 0 or y.max() >= C)):
+        raise ValueError(f"labels: expected integer class ids in [0, {C})")
     kappa = 1.0 / len(h) if reduction == "mean" else 1.0
+    with np.errstate(all="ignore"):  # extreme scales: overflowing trials are rejected by the line search
+        return _solve(h, y, C, lam, alpha, kappa, loss, bias, tol, max_iter)
+
+
+def _solve(h, y, C, lam, alpha, kappa, loss, bias, tol, max_iter) -> Equilibrium:
     D = h.shape[1] + int(bias)
     theta = np.zeros((C, D))
     worst, steps = 0.0, 0
@@ -80,11 +87,21 @@ def pem_equilibrium(features, labels, num_classes: int, lam: float, *, alpha: fl
             if gn <= tol * max(g0, 1e-300) or it == max_iter:
                 break
             hess = alpha * kappa * (x.T * _curvature(z, loss)) @ x + lam * np.eye(D)
-            step = np.linalg.solve(hess, g)
-            f0, size = value(t), 1.0
-            while value(t - size * step) > f0 - 1e-4 * size * float(g @ step) and size > 1e-12:
+            try:
+                step = np.linalg.solve(hess, g)
+            except np.linalg.LinAlgError:  # curvature below float64 resolution (a vanishing lam): stop here
+                break
+            f0, size, trial = value(t), 1.0, None
+            while size > 1e-12:  # Armijo backtracking; an overflowing trial counts as no descent
+                candidate = t - size * step
+                f1 = value(candidate)
+                if np.isfinite(f1) and f1 <= f0 - 1e-4 * size * float(g @ step):
+                    trial = candidate
+                    break
                 size *= 0.5
-            t = t - size * step
+            if trial is None:  # no descent left at float64 precision: stop, the gradient norm is reported
+                break
+            t = trial
         theta[c] = t
         worst, steps = max(worst, gn), max(steps, it)
     w, b = (theta[:, :-1], theta[:, -1]) if bias else (theta, np.zeros(C))

@@ -48,10 +48,18 @@ def _lambert_w_positive(x: np.ndarray) -> np.ndarray:
 
 
 def _lambert_w_from_log(log_x: np.ndarray) -> np.ndarray:
-    """W(e^L) for L > _LOG_MAX, from L alone (ln(1 + e^L) = L to double precision)."""
+    """W(e^L) for L > _LOG_MAX, from L alone (ln(1 + e^L) = L to double precision).
+
+    Above 1e100 the series ``L - ln L + ln L / L`` is exact to double precision (the next term is
+    below (ln L / L)^2 absolute), and the iteration's ``2 (1 + w)`` would overflow near the top of the range.
+    """
     w = _winitzki(log_x)
     for _ in range(2):
         w = _fsc_step(w, log_x - np.log(w) - w)
+    huge = log_x > 1e100
+    if huge.any():
+        l1 = np.log(log_x[huge])
+        w[huge] = log_x[huge] - l1 + l1 / log_x[huge]
     return w
 
 
@@ -86,9 +94,15 @@ def lambert_w_of_exp(log_x):
     return scalar_or_array(out)
 
 
+#: Largest series order (and Stirling row) computed: bounded work. Order 6 already errs by (L2/L1)^7.
+MAX_ORDER = 50
+
+
 def stirling1(n: int, k: int) -> int:
-    """Unsigned Stirling number of the first kind [n, k] (permutations of n with k cycles)."""
-    return _stirling1_table(n)[k] if 0 <= k <= n else 0
+    """Unsigned Stirling number of the first kind [n, k] (permutations of n with k cycles), n <= MAX_ORDER + 1."""
+    n = nonnegative_int("n", n, maximum=MAX_ORDER + 1)
+    k = nonnegative_int("k", k)
+    return _stirling1_table(n)[k] if k <= n else 0
 
 
 @lru_cache(maxsize=None)
@@ -106,7 +120,7 @@ def debruijn_coefficients(order: int) -> tuple[tuple[Fraction, ...], ...]:
     W(x) = L1 - L2 + sum_{j=1..order} L1^{-j} sum_{m=1..j} c[j-1][m-1] L2^m,
     c_{jm} = (-1)^(j-m) / m! * S1(j, j-m+1),  L1 = ln x, L2 = ln ln x.
     """
-    return _debruijn(nonnegative_int("order", order))
+    return _debruijn(nonnegative_int("order", order, maximum=MAX_ORDER))
 
 
 @lru_cache(maxsize=None)
@@ -126,15 +140,19 @@ def asymptotic_logit_of_log(log_x, order: int):
     l1 = as_float_array("log_x", log_x)
     if not np.all(l1 > 0):
         raise ValueError("log_x: the series needs ln x > 0, i.e. x > 1")
-    l2 = np.log(l1)
-    inv = 1.0 / l1
-    tail = np.zeros_like(l1)
-    for row in reversed(coeffs):  # Horner in 1/L1; each P_j(L2) by Horner in L2
-        p = np.zeros_like(l1)
-        for c in reversed(row):
-            p = (p + float(c)) * l2
-        tail = (tail + p) * inv
-    return scalar_or_array(l1 - l2 + tail)
+    with np.errstate(all="ignore"):
+        l2 = np.log(l1)
+        inv = 1.0 / l1
+        tail = np.zeros_like(l1)
+        for row in reversed(coeffs):  # Horner in 1/L1; each P_j(L2) by Horner in L2
+            p = np.zeros_like(l1)
+            for c in reversed(row):
+                p = (p + float(c)) * l2
+            tail = (tail + p) * inv
+        out = l1 - l2 + tail
+    if not np.all(np.isfinite(out)):
+        raise ValueError("log_x: the truncated series overflows this close to ln x = 0 (it is an expansion for large x)")
+    return scalar_or_array(out)
 
 
 def asymptotic_logit(x, order: int):

@@ -59,8 +59,10 @@ def _logistic_minimizer(log_x: np.ndarray) -> np.ndarray:
     linear and the large-x regime (eta ~ W(x), gap O(ln x / x)) starts next to the
     root, so three steps reach about |L| ulps (below 1e-13 relative) everywhere.
     """
-    t = np.log(lambert_w_of_exp(log_x))
-    with np.errstate(over="ignore"):
+    with np.errstate(divide="ignore"):
+        # below ln x ~ -700, W(e^L) = e^L underflows; there the root is x / 2 to double precision: t = L - ln 2
+        t = np.where(log_x < -700.0, log_x - np.log(2.0), np.log(lambert_w_of_exp(np.maximum(log_x, -700.0))))
+    with np.errstate(over="ignore", under="ignore"):
         for _ in range(_HALLEY_STEPS):
             eta = np.exp(t)
             s = expit(eta)
@@ -110,7 +112,8 @@ def objective(eta, n, lam, loss: str = "exp", feature_norm_sq=1.0):
     n = as_float_array("n", n, positive=True)
     lam = as_float_array("lam", lam, positive=True)
     fns = as_float_array("feature_norm_sq", feature_norm_sq, positive=True)
-    return scalar_or_array(np.asarray(n * pem_loss(eta, loss) + 0.5 * (lam / fns) * eta**2))
+    with np.errstate(over="ignore"):  # beyond the float range the objective is +inf, its true (overflowed) value
+        return scalar_or_array(np.asarray(n * pem_loss(eta, loss) + 0.5 * (lam / fns) * eta**2))
 
 
 def logistic_bracket(x):

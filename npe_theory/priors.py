@@ -12,10 +12,11 @@ import numpy as np
 from scipy.special import log_softmax, softmax
 from scipy.stats import rankdata
 
-from ._validate import LOSSES, REDUCTIONS, as_float_array, choice, positive_int
+from ._validate import as_float_scalar, LOSSES, REDUCTIONS, as_float_array, choice, positive_int
 from .optimum import optimal_logit
 
 PROFILES = ("exp", "step")
+MAX_CLASSES = 1_000_000  # bounded work: count profiles of more classes are refused
 
 #: The conventions of the paper's official code (docs/theory.md, section 1): batch-mean loss, decayed PEM bias,
 #: one-way logistic loss with weight 1. ``predicted_priors(counts, lam, norms, **OFFICIAL_CODE)``.
@@ -29,8 +30,9 @@ def count_profile(kind: str, num_classes: int, n_max: int, imbalance: float) -> 
     step: the first floor(C / 2) classes get n_max, the rest floor(n_max / imbalance).
     """
     choice("kind", kind, PROFILES)
-    num_classes, n_max = positive_int("num_classes", num_classes), positive_int("n_max", n_max)
-    imbalance = float(as_float_array("imbalance", imbalance))
+    num_classes = positive_int("num_classes", num_classes, maximum=MAX_CLASSES)
+    n_max = positive_int("n_max", n_max, maximum=2**53)
+    imbalance = as_float_scalar("imbalance", imbalance)
     if imbalance < 1:
         raise ValueError(f"imbalance: must be >= 1 (head over tail count), got {imbalance!r}")
     c = np.arange(num_classes)
@@ -55,13 +57,13 @@ def _counts(counts) -> np.ndarray:
 def saturation(counts, lam, feature_norm_sq=1.0, reduction: str = "sum", bias: bool = False, weight: float = 1.0) -> np.ndarray:
     """x_c = weight * m_c * (feature_norm_sq_c + [bias]) / lam, m_c = N_c ("sum") or pi_c ("mean")."""
     n = _effective_counts(counts, reduction, weight)
-    return n * _norm_term(feature_norm_sq, bias, n.shape) / float(as_float_array("lam", lam, positive=True))
+    return n * _norm_term(feature_norm_sq, bias, n.shape) / as_float_scalar("lam", lam, positive=True)
 
 
 def _effective_counts(counts, reduction: str, weight: float) -> np.ndarray:
     counts = _counts(counts)
     choice("reduction", reduction, REDUCTIONS)
-    weight = float(as_float_array("weight", weight, positive=True))
+    weight = as_float_scalar("weight", weight, positive=True)
     return weight * (counts if reduction == "sum" else counts / counts.sum())
 
 
@@ -129,6 +131,8 @@ def prior_match(estimates, counts=None, *, reference=None) -> PriorMatch:
         raise ValueError(f"estimates: expected shape {r.shape} to match {'counts' if counts is not None else 'reference'}, got {e.shape}")
     if e.size < 2:
         raise ValueError("estimates: need at least 2 classes to compare up to a constant")
+    if np.max(np.abs(e)) > 1e150 or np.max(np.abs(r)) > 1e150:
+        raise ValueError("estimates: values beyond 1e150 in magnitude are not log-priors (squares would overflow)")
     dev = e - r
     offset = float(dev.mean())
     centered = dev - offset
@@ -141,6 +145,8 @@ def prior_match(estimates, counts=None, *, reference=None) -> PriorMatch:
         resid = e_c - slope * r_c
         r2 = float(1.0 - (resid @ resid) / (e_c @ e_c))
         spearman = float(np.corrcoef(rankdata(e), rankdata(r))[0, 1])
+        if not np.isfinite(spearman):  # nearly constant inputs: ranks tie
+            spearman = None
     p, q = softmax(r), softmax(e)
     kl = float(np.sum(p * (log_softmax(r) - log_softmax(e))))
     return PriorMatch(
@@ -170,8 +176,8 @@ def implied_log_prior(eta, lam, feature_norm_sq=1.0, loss: str = "logistic", bia
     e = as_float_array("eta", eta)
     if e.ndim != 1:
         raise ValueError(f"eta: expected one output per class, got shape {e.shape}")
-    lam = float(as_float_array("lam", lam, positive=True))
-    weight = float(as_float_array("weight", weight, positive=True))
+    lam = as_float_scalar("lam", lam, positive=True)
+    weight = as_float_scalar("weight", weight, positive=True)
     e = np.maximum(e, floor)
     log_x = np.log(e) + (np.logaddexp(0.0, e) if loss == "logistic" else e)
     return log_x - np.log(weight * _norm_term(feature_norm_sq, bias, e.shape) / lam)

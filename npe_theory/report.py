@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from ._validate import LOSSES, REDUCTIONS, as_float_array, choice, positive_int
+from ._validate import LOSSES, REDUCTIONS, as_float_array, as_float_scalar, choice, positive_int
 from .collapse import class_means, nc1
 from .dynamics import finite_time_logit, heavy_ball_pem, lambda_s, steps_per_epoch
 from .equilibrium import pem_equilibrium
@@ -65,20 +65,28 @@ class PemSettings:
     epochs: int | None = None
 
     def __post_init__(self):
-        as_float_array("weight_decay", self.weight_decay, positive=True)
-        as_float_array("alpha", self.alpha, positive=True)
+        def keep(name, value):  # frozen: validated values are stored through object.__setattr__
+            object.__setattr__(self, name, value)
+
+        keep("weight_decay", as_float_scalar("weight_decay", self.weight_decay, positive=True))
+        keep("alpha", as_float_scalar("alpha", self.alpha, positive=True))
         choice("loss", self.loss, LOSSES)
         choice("reduction", self.reduction, REDUCTIONS)
         if not isinstance(self.bias, (bool, np.bool_)):
             raise ValueError(f"bias: expected true or false, got {self.bias!r}")
-        if not 0 <= float(as_float_array("momentum", self.momentum)) < 1:
+        keep("bias", bool(self.bias))
+        keep("momentum", as_float_scalar("momentum", self.momentum, nonnegative=True))
+        if self.momentum >= 1:
             raise ValueError(f"momentum: must lie in [0, 1), got {self.momentum!r}")
         if self.lambda_s is not None:
-            as_float_array("lambda_s", self.lambda_s, nonnegative=True)
+            keep("lambda_s", as_float_scalar("lambda_s", self.lambda_s, nonnegative=True))
         if self.lr is not None:
-            as_float_array("lr", self.lr, nonnegative=True)
-            positive_int("epochs", self.epochs)
-            positive_int("batch_size", self.batch_size)
+            lr = as_float_array("lr", self.lr, nonnegative=True)
+            if lr.ndim > 1:
+                raise ValueError(f"lr: expected one rate or one per epoch, got shape {lr.shape}")
+            keep("lr", float(lr) if lr.ndim == 0 else lr.tolist())
+            keep("epochs", positive_int("epochs", self.epochs, maximum=10**7))
+            keep("batch_size", positive_int("batch_size", self.batch_size, maximum=10**9))
         if self.lambda_s is None and self.lr is None:
             raise ValueError("lambda_s, lr: give lambda_s, or lr with batch_size and epochs to compute it")
 

@@ -22,7 +22,7 @@ from scipy.optimize import minimize
 from scipy.special import expit, log_softmax, softmax
 from threadpoolctl import threadpool_limits
 
-from ._validate import LOSSES, REDUCTIONS, as_float_array, choice, positive_int
+from ._validate import as_float_scalar, LOSSES, REDUCTIONS, as_float_array, choice, positive_int
 from .collapse import class_means, cosine_matrix, nc1
 from .optimum import pem_loss
 from .priors import _counts, predicted_priors
@@ -142,9 +142,9 @@ def simulate_ufm(
     choice("nonlinearity", nonlinearity, NONLINEARITIES)
     choice("reduction", reduction, REDUCTIONS)
     dim = positive_int("dim", dim)
-    lams = tuple(float(as_float_array(name, v, positive=True)) for name, v in
+    lams = tuple(as_float_scalar(name, v, positive=True) for name, v in
                  (("lam_features", lam_features), ("lam_classifier", lam_classifier), ("lam_pem", lam_pem)))
-    tol = float(as_float_array("tol", tol, positive=True))
+    tol = as_float_scalar("tol", tol, positive=True)
     max_iter = positive_int("max_iter", max_iter)
     config = dict(counts=counts.tolist(), dim=dim, lam_features=lams[0], lam_classifier=lams[1], lam_pem=lams[2], loss=loss,
                   nonlinearity=nonlinearity, reduction=reduction, seed=seed, tol=tol, max_iter=max_iter, bias=bias, weight=float(weight))

@@ -22,6 +22,7 @@ from .pipeline import PIPELINES
 METHODS = ("npe", "ce", "la_loss")
 SCHEDULES = ("cosine", "step")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+MAX_COUNT = 10**7  # epochs, batch size, heads, ...: bounded work, a clear error above
 DEFAULT_MODEL = {"synthetic": "mlp", "digits": "mlp", "mnist1d": "cnn1d", "cifar10": "resnet32", "cifar100": "resnet32", "folder": "resnet32", "npy": "mlp"}
 
 
@@ -85,15 +86,18 @@ class TrainConfig:
             cfg.augment = cfg.dataset.startswith("cifar")
         if isinstance(cfg.compile, bool):  # configs written before compile took a mode
             cfg.compile = "default" if cfg.compile else "none"
+        cfg.validate()
         if cfg.out is None:
             cfg.out = f"runs/{cfg.dataset}-{cfg.method}-ir{cfg.imbalance:g}-seed{cfg.seed}"
-        cfg.validate()
         return cfg
 
     def validate(self) -> None:
         def bad(name, msg):
             raise ValueError(f"{name}: {msg}")
 
+        for name in ("dataset", "model", "method", "schedule", "pem_loss", "compile", "pipeline", "profile"):
+            if not isinstance(getattr(self, name), str):
+                bad(name, f"expected a name (a string), got {getattr(self, name)!r}")
         for name, allowed in (("dataset", DATASETS), ("method", METHODS), ("schedule", SCHEDULES), ("profile", PROFILES),
                               ("pem_loss", ("logistic", "exp")), ("compile", COMPILE_MODES), ("pipeline", PIPELINES)):
             if getattr(self, name) not in allowed:
@@ -106,8 +110,9 @@ class TrainConfig:
             bad("profile", f"natural (the data's own counts) needs dataset folder or npy, not {self.dataset}")
         for name in ("imbalance", "lr", "alpha", "gamma", "weight_decay", "momentum", "tau", "test_fraction"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v):
                 bad(name, f"expected a finite number, got {v!r}")
+            setattr(self, name, float(v) if isinstance(v, float) else v)
         if self.imbalance < 1:
             bad("imbalance", f"must be a number >= 1 (head over tail count), got {self.imbalance!r}")
         for name in ("lr", "alpha", "gamma"):
@@ -121,17 +126,18 @@ class TrainConfig:
         if not 0 < self.test_fraction < 1:
             bad("test_fraction", f"expected a number in (0, 1), got {self.test_fraction!r}")
         for name in ("epochs", "batch_size", "num_pems", "eval_every"):
-            setattr(self, name, positive_int(name, getattr(self, name)))  # a NumPy integer becomes a plain int (JSON)
+            setattr(self, name, positive_int(name, getattr(self, name), maximum=MAX_COUNT))  # a NumPy integer becomes a plain int (JSON)
         for name in ("n_max", "pem_hidden", "image_size"):
             if getattr(self, name) is not None:
                 setattr(self, name, positive_int(name, getattr(self, name)))
         for name in ("amp", "augment", "pem_detach"):
-            if getattr(self, name) not in (None, True, False):
+            if not (getattr(self, name) is None or isinstance(getattr(self, name), bool)):
                 bad(name, f"expected true or false, got {getattr(self, name)!r}")
         if self.augment and not self.dataset.startswith("cifar"):
             bad("augment", f"crop + flip needs images (cifar10, cifar100), not {self.dataset}")
-        self.workers = nonnegative_int("workers", self.workers)
+        self.workers = nonnegative_int("workers", self.workers, maximum=1024)
         self.warmup_epochs = nonnegative_int("warmup_epochs", self.warmup_epochs)
+        self.seed = nonnegative_int("seed", self.seed, maximum=2**63 - 1)
         if self.weight_decay == 0:
             bad("weight_decay", "must be > 0: without it the PEM output (joint, or the baselines' probe) grows without bound")
         if self.warmup_epochs >= self.epochs:
@@ -139,11 +145,18 @@ class TrainConfig:
         if not isinstance(self.milestones, list) or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.milestones):
             bad("milestones", f"expected a list of epochs >= 1, got {self.milestones!r}")
         if (not isinstance(self.tau_grid, list) or not self.tau_grid
-                or any(isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0 for t in self.tau_grid)):
+                or any(isinstance(t, bool) or not isinstance(t, (int, float)) or not _finite(t) or t < 0 for t in self.tau_grid)):
             bad("tau_grid", f"expected a list of numbers >= 0, got {self.tau_grid!r}")
         for name in ("data_dir", "weights", "out", "device"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 bad(name, f"expected a path or name (a string), got {getattr(self, name)!r}")
+
+
+def _finite(v) -> bool:
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int beyond the float range
+        return False
 
 
 def _flag_type(annotation) -> tuple[type, bool]:

@@ -9,12 +9,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from npe_theory._validate import positive_int
+from npe_theory._validate import as_float_scalar, positive_int
 
 PEM_LOSSES = ("logistic", "exp")
 
 
+MAX_PARAMETERS = 2**31  # bounded work: a PEM of more weights than this is refused
+
+
+def _tensor(name: str, value, integer: bool = False) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+    if integer and (value.dtype == torch.bool or value.is_floating_point() or value.is_complex()):
+        raise TypeError(f"{name}: expected integer class ids (torch.long), got {value.dtype}")
+    if not integer and not value.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor, got {value.dtype}")
+    return value
+
+
 def _check_target(eta: torch.Tensor, target: torch.Tensor, ignore_index: int) -> None:
+    _tensor("eta", eta)
+    _tensor("target", target, integer=True)
     if eta.dim() < 2:
         raise ValueError(f"eta: expected (B, C) or (B, C, H, W), got shape {tuple(eta.shape)}")
     if target.shape != eta.shape[:1] + eta.shape[2:]:
@@ -33,9 +48,9 @@ def one_way_logistic_loss(eta: torch.Tensor, target: torch.Tensor, reduction: st
     ``ignore_index`` pixels contribute nothing. ``reduction``: "mean" over counted
     elements, "sum" or "none".
     """
-    if reduction not in ("mean", "sum", "none"):
+    if not isinstance(reduction, str) or reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction: expected 'mean', 'sum' or 'none', got {reduction!r}")
-    if loss not in PEM_LOSSES:
+    if not isinstance(loss, str) or loss not in PEM_LOSSES:
         raise ValueError(f"loss: expected one of {PEM_LOSSES}, got {loss!r}")
     if validate:
         _check_target(eta, target, ignore_index)
@@ -56,9 +71,11 @@ def heads_loss(heads: torch.Tensor, target: torch.Tensor, loss: str = "logistic"
 
 def npe_adjust(logits: torch.Tensor, eta: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
     """NPE-LA: z~ = z - tau * eta(x). Same argmax as the official z + mean_k (p_k - mean_c p_k)."""
+    _tensor("logits", logits)
+    _tensor("eta", eta)
     if logits.shape != eta.shape:
         raise ValueError(f"eta: shape {tuple(eta.shape)} does not match logits {tuple(logits.shape)}")
-    return logits - tau * eta
+    return logits - as_float_scalar("tau", tau) * eta
 
 
 class PriorEstimator(nn.Module):
@@ -73,10 +90,13 @@ class PriorEstimator(nn.Module):
     def __init__(self, in_features: int, num_classes: int, num_pems: int = 1, hidden: int | None = None,
                  detach: bool = False, init_std: float = 1e-3):
         super().__init__()
-        in_features, num_classes, num_pems = (positive_int(name, v) for name, v in
+        in_features, num_classes, num_pems = (positive_int(name, v, maximum=MAX_PARAMETERS) for name, v in
                                               (("in_features", in_features), ("num_classes", num_classes), ("num_pems", num_pems)))
-        if hidden is not None and (not isinstance(hidden, int) or hidden < 1):
-            raise ValueError(f"hidden: expected None or an integer >= 1, got {hidden!r}")
+        if hidden is not None:
+            hidden = positive_int("hidden", hidden, maximum=MAX_PARAMETERS)
+        width = hidden if hidden is not None else num_classes
+        if num_pems * (in_features * width + (width * num_classes if hidden else 0)) > MAX_PARAMETERS:
+            raise ValueError(f"in_features, num_classes, num_pems, hidden: more than {MAX_PARAMETERS} PEM weights")
         self.in_features, self.num_classes, self.num_pems, self.hidden, self.detach = in_features, num_classes, num_pems, hidden, detach
         self.heads = nn.ModuleList(self._head(in_features, num_classes, hidden) for _ in range(num_pems))
         for head in self.heads:

@@ -151,11 +151,12 @@ def test_finite_time_logit(counts, lam, lr, epochs, batch):
 
 
 @N
-@given(maybe(st.integers(1, 5)), maybe(floats(1e-4, 1.0)), maybe(st.sampled_from(["logistic", "exp"])))
-def test_heavy_ball_pem(C, lam, loss):
-    def call():
-        return dynamics.heavy_ball_pem(np.ones((C, 2)), np.full(C, 1.0 / C), np.full(20, 0.05), lam, loss=loss)
-    check_contract(call, ("means", "fractions", "lrs", "lam", "loss", "epoch_of_step"))
+@given(maybe(st.just(np.ones((3, 2)))), maybe(st.just(np.full(3, 1 / 3))), maybe(st.just(np.full(20, 0.05))), maybe(floats(1e-4, 1.0)),
+       maybe(st.sampled_from(["logistic", "exp"])), maybe(floats(0, 0.99)))
+@example(np.ones((3, 2)), np.full(3, 1 / 3), np.full(20, 1e200), 1e-3, "exp", 0.9)
+def test_heavy_ball_pem(means, fractions, lrs, lam, loss, momentum):
+    check_contract(lambda: dynamics.heavy_ball_pem(means, fractions, lrs, lam, loss=loss, momentum=momentum),
+                   ("means", "fractions", "lrs", "lam", "loss", "momentum", "epoch_of_step"))
 
 
 @N
@@ -164,7 +165,7 @@ def test_heavy_ball_pem(C, lam, loss):
 def test_pem_equilibrium(C, lam, alpha):
     def call():
         rng = np.random.default_rng(0)
-        y = np.repeat(np.arange(C), 5)
+        y = np.repeat(np.arange(3), 5)
         return equilibrium.pem_equilibrium(rng.normal(size=(len(y), 3)), y, C, lam, alpha=alpha)
     check_contract(call, ("features", "labels", "num_classes", "lam", "alpha"))
 
@@ -185,7 +186,7 @@ def test_pem_report(wd, lam_s, reduction, bias):
 @given(maybe(st.integers(1, 64)), maybe(st.integers(1, 20)), maybe(st.integers(1, 3)), maybe(st.one_of(st.none(), st.integers(1, 8))))
 @example(True, 3, 1, None)
 def test_prior_estimator(d, C, K, hidden):
-    check_contract(lambda: PriorEstimator(d, C, K, hidden)(torch.randn(2, d if isinstance(d, int) and d < 10**6 else 1)),
+    check_contract(lambda: PriorEstimator(d, C, K, hidden)(torch.randn(2, d if isinstance(d, int) and 0 < d < 10**6 else 1)),
                    ("in_features", "num_classes", "num_pems", "hidden", "features"))
 
 
