@@ -55,15 +55,39 @@ def main(argv=None) -> int:
     except UsageError as exc:
         print(exc, file=sys.stderr)
         return 2
-    except ValueError as exc:  # the API's argument checks name the offending argument
-        print(f"npe: error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError) as exc:  # the API's argument checks name the offending argument
+        print(f"npe: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into head and the like
         sys.stderr.close()
         return 0
+    except OSError as exc:  # a path that cannot be written or read: unwritable, a folder, under a file, a full disk
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"npe: error: {where}{exc.strerror or _one_line(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("npe: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug of ours: one line here, the whole traceback in a log file
+        log = _crash_log()
+        print(f"npe: internal error: {type(exc).__name__}: {_one_line(exc)} (full traceback in {log})", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def _crash_log() -> str:
+    """Write the current traceback to a fresh file in the temporary folder; returns its path."""
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix="npe-crash-", suffix=".log")
+    with open(fd, "w") as fh:
+        fh.write(" ".join(sys.argv) + "\n\n" + traceback.format_exc())
+    return path
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ class TrainConfig:
         def bad(name, msg):
             raise ValueError(f"{name}: {msg}")
 
-        for name in ("dataset", "model", "method", "schedule", "pem_loss", "compile", "pipeline", "profile"):
+        for name in ("dataset", "method", "schedule", "pem_loss", "compile", "pipeline", "profile"):
             if not isinstance(getattr(self, name), str):
                 bad(name, f"expected a name (a string), got {getattr(self, name)!r}")
         for name, allowed in (("dataset", DATASETS), ("method", METHODS), ("schedule", SCHEDULES), ("profile", PROFILES),

@@ -71,4 +71,12 @@ def read_results(run) -> RunResults:
         raise ValueError(f"RUN_DIR: {path} is not a finished run's results (missing {', '.join(missing)})")
     if not isinstance(raw["pem"], dict) or "prior_match" not in raw["pem"] or not isinstance(raw["accuracy"], dict):
         raise ValueError(f"RUN_DIR: {path} has no prior report or accuracy table")
+    config_path = path.with_name("config.json")
+    if config_path.is_file():
+        try:
+            config = json.loads(config_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ValueError(f"RUN_DIR: {config_path} is not valid JSON") from None
+        if config != raw["config"]:
+            raise ValueError(f"RUN_DIR: {path.parent} mixes two runs (results.json and config.json have other settings)")
     return RunResults(path, raw["config"], raw["counts"], raw["accuracy"], raw["pem"], raw)

@@ -45,6 +45,9 @@ def _toml(cfg: TrainConfig) -> str:
 def run_grid(runs: list[TrainConfig], gpus: list[str] | None = None, progress: bool = True) -> list[dict]:
     """Run every config not finished yet; returns the results of all of them, in grid order."""
     todo = [c for c in runs if not (Path(c.out) / "results.json").is_file()]
+    for c in runs:  # a finished run is reused only if it is the run this grid asks for
+        if c not in todo and read_results(c.out).config != asdict(c):
+            raise ValueError(f"sweep: {c.out} holds a finished run with other settings; remove it or choose another --out")
     if not gpus:
         from .train import train
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import random
 import time
 from dataclasses import asdict
@@ -41,6 +42,7 @@ from .models import build_model
 from .pem import heads_loss
 from .pipeline import DevicePipeline, LoaderPipeline, draw_augmentation, preparer
 from .results import SCHEMA, environment
+from .runfolder import check_fresh, claim
 from .trace import felt_decay, new_trace
 
 CHECKPOINT = "checkpoint.pt"
@@ -155,38 +157,47 @@ def epoch_record(epoch: int, lr: float, losses, lam_s: float, t0: float, report:
 
 # ---- the checkpoint: written and read side by side ----
 
-def save_checkpoint(path: Path, epoch: int, cfg: TrainConfig, model, opt, sched, gen, trace: dict) -> None:
+def save_checkpoint(path: Path, epoch: int, cfg: TrainConfig, model, opt, sched, gen, trace: dict, metrics: list[dict]) -> None:
     state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state(),
-             "torch_rng": torch.get_rng_state(), "epoch": epoch, "config": asdict(cfg), "trace": trace}
+             "torch_rng": torch.get_rng_state(), "epoch": epoch, "config": asdict(cfg), "trace": trace, "metrics": metrics}
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_checkpoint(path: Path, cfg: TrainConfig, model, opt, sched, gen, device) -> tuple[int, dict]:
-    """Restore everything ``save_checkpoint`` wrote; returns (the next epoch, the PEM trace)."""
-    ckpt = torch.load(path, map_location=device, weights_only=False)
-    if ckpt["config"] != asdict(cfg):
-        changed = sorted(k for k in asdict(cfg) if ckpt["config"].get(k) != asdict(cfg)[k])
+def load_checkpoint(path: Path, cfg: TrainConfig, model, opt, sched, gen, device) -> tuple[int, dict, list[dict]]:
+    """Restore everything ``save_checkpoint`` wrote; returns (the next epoch, the PEM trace, the metrics lines so far)."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+        saved = ckpt["config"]
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as exc:
+        raise ValueError(f"checkpoint: {path} is damaged or not a checkpoint of ours ({type(exc).__name__}); "
+                         f"delete it to start the run over") from None
+    if saved != asdict(cfg):
+        changed = sorted(k for k in asdict(cfg) if saved.get(k) != asdict(cfg)[k])
         raise ValueError(f"resume: the run in {path.parent} was made with other settings ({', '.join(changed)})")
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
     sched.load_state_dict(ckpt["scheduler"])
     gen.set_state(ckpt["generator"])
     torch.set_rng_state(ckpt["torch_rng"])
-    return ckpt["epoch"] + 1, ckpt["trace"]
+    return ckpt["epoch"] + 1, ckpt["trace"], ckpt["metrics"]
 
 
-def open_run(out: Path, cfg: TrainConfig, model, opt, sched, gen, device, resume: bool, main: bool) -> tuple[int, dict]:
-    """(first epoch, PEM trace): from the checkpoint when resuming, else fresh; metrics.jsonl keeps the epochs before it."""
-    start, trace = 0, new_trace(model)
+def write_metrics(out: Path, metrics: list[dict]) -> None:
+    """metrics.jsonl, rewritten whole and atomically from the lines the checkpoint holds: never torn, never short."""
+    atomic_write(out / METRICS, lambda tmp: tmp.write_text("".join(json.dumps(line) + "\n" for line in metrics)))
+
+
+def open_run(out: Path, cfg: TrainConfig, model, opt, sched, gen, device, resume: bool, main: bool) -> tuple[int, dict, list[dict]]:
+    """(first epoch, PEM trace, metrics lines): from the checkpoint when resuming, else fresh in a folder holding no other run."""
+    start, trace, metrics = 0, new_trace(model), []
     if resume and (out / CHECKPOINT).exists():
-        start, trace = load_checkpoint(out / CHECKPOINT, cfg, model, opt, sched, gen, device)
+        start, trace, metrics = load_checkpoint(out / CHECKPOINT, cfg, model, opt, sched, gen, device)
+    elif main:
+        check_fresh(out)
     if main:
-        out.mkdir(parents=True, exist_ok=True)
-        metrics = out / METRICS
-        kept = [line for line in (metrics.read_text().splitlines() if start and metrics.exists() else []) if json.loads(line)["epoch"] < start]
-        atomic_write(metrics, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept)))
+        write_metrics(out, metrics)
         write_json(out / "config.json", asdict(cfg))
-    return start, trace
+    return start, trace, metrics
 
 
 def _wrap(model, cfg: TrainConfig, rank_info: Dist, device):
@@ -203,12 +214,18 @@ def _wrap(model, cfg: TrainConfig, rank_info: Dist, device):
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
     """Train, evaluate every ``eval_every`` epochs, and write the run folder; returns results.json's content.
 
-    Under torchrun, ranks other than 0 return ``{"rank": r}``.
+    The folder belongs to this run while it trains (``runfolder.claim``). Under torchrun, ranks other
+    than 0 return ``{"rank": r}``.
     """
-    from tqdm.auto import tqdm
-
     cfg = cfg.resolved()
     rank_info, device = init_distributed(cfg, _device)
+    with claim(Path(cfg.out), rank_info.main):
+        return _train(cfg, rank_info, device, resume, progress)
+
+
+def _train(cfg: TrainConfig, rank_info, device, resume: bool, progress: bool) -> dict:
+    from tqdm.auto import tqdm
+
     out = Path(cfg.out)
     data = build(cfg.dataset, cfg.imbalance, cfg.profile, cfg.n_max, cfg.seed, cfg.data_dir, image_size=cfg.image_size,
                  test_fraction=cfg.test_fraction)
@@ -226,7 +243,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
             else LoaderPipeline(data.x_train, data.y_train, device, channels_last, cfg.workers))
     log_prior = torch.as_tensor(np.log(data.counts / data.counts.sum()), dtype=torch.float32, device=device)
     use_amp = cfg.amp if cfg.amp is not None else device.type == "cuda"
-    start, trace = open_run(out, cfg, model, opt, sched, gen, device, resume, rank_info.main)
+    start, trace, metrics = open_run(out, cfg, model, opt, sched, gen, device, resume, rank_info.main)
     net = _wrap(model, cfg, rank_info, device)
     cudagraphs = device.type == "cuda" and cfg.compile in ("reduce-overhead", "max-autotune")  # each step marked as a new one
     evaluate = lambda: evaluate_run(model, data, cfg, x_train, torch.as_tensor(data.x_test, device=device),  # noqa: E731
@@ -251,10 +268,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         line = epoch_record(epoch, lr, losses, felt_decay(trace, cfg), t0, report)
         if report is not None:
             bar.set_postfix(loss=f"{losses[0]:.3f}", acc=f"{line['accuracy']['npe_la']:.3f}", regime=line["regime"])
+        metrics.append(line)
         if rank_info.main:
-            with (out / METRICS).open("a") as fh:
-                fh.write(json.dumps(line) + "\n")
-            save_checkpoint(out / CHECKPOINT, epoch, cfg, model, opt, sched, gen, trace)
+            save_checkpoint(out / CHECKPOINT, epoch, cfg, model, opt, sched, gen, trace, metrics)
+            write_metrics(out, metrics)
     bar.close()
     if report is None:  # resumed a finished run
         report = evaluate()

@@ -1,0 +1,46 @@
+"""One run folder, one owner: an exclusive lock that a killed process cannot leave behind.
+
+The lock is an advisory ``flock`` on ``OUT/.lock``; the kernel drops it when the process exits,
+however it exits (SIGKILL included), so a stale lock file is harmless. A second run into the
+same folder while the first is alive is refused. A fresh run (no ``--resume``) into a folder that
+already holds a run's files is refused too, so a new config never sits beside an old
+``results.json`` (docs/reliability.md).
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+RUN_FILES = ("checkpoint.pt", "results.json", "metrics.jsonl")
+
+
+@contextmanager
+def claim(out: Path, owner: bool = True):
+    """Hold ``out`` for this process for the duration of the block (a no-op for ranks that do not write)."""
+    if not owner:
+        yield
+        return
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise ValueError(f"out: {out} is in use by another run (process {holder}); wait for it or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def check_fresh(out: Path) -> None:
+    """Refuse to start a new run where another run's files are (resuming is the way to continue one)."""
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found:
+        raise ValueError(f"out: {out} already holds a run ({', '.join(found)}); continue it with --resume, "
+                         f"or choose another --out")
