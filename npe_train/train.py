@@ -256,7 +256,12 @@ def _train(cfg: TrainConfig, rank_info, device, resume: bool, progress: bool) ->
         model.train()
         shard, draws, fractions = epoch_order(gen, data.y_train, cfg, rank_info, data.num_classes)
         lr = opt.param_groups[0]["lr"]  # the rate this epoch uses (the scheduler steps after it)
-        losses, means = run_epoch(net, opt, feed, shard, draws, cfg, rank_info, log_prior, use_amp, cudagraphs, data.num_classes)
+        try:
+            losses, means = run_epoch(net, opt, feed, shard, draws, cfg, rank_info, log_prior, use_amp, cudagraphs, data.num_classes)
+        except RuntimeError as exc:  # e.g. a learning rate beyond float32: the step itself overflows
+            if "overflow" not in str(exc):
+                raise
+            losses, means = [math.inf] * 3, None
         sched.step()
         if not all(math.isfinite(v) for v in losses):
             raise TrainingDiverged(f"loss became {losses[0]} in epoch {epoch + 1}; the last good checkpoint "
