@@ -63,7 +63,7 @@ def main(argv=None) -> int:
         return 0
     except OSError as exc:  # a path that cannot be written or read: unwritable, a folder, under a file, a full disk
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"npe: error: {where}{exc.strerror or _one_line(exc)}", file=sys.stderr)
+        print(f"npe: error: {where}{exc.strerror or _one_line(exc)}", file=sys.stderr)  # our own OSErrors name the path in strerror
         return 2
     except KeyboardInterrupt:
         print("npe: interrupted", file=sys.stderr)

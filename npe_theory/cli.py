@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .io import write_csv, write_json
+from .io import check_writable, write_csv, write_json
 
 
 def cmd_check(args) -> int:
     from .checks import format_table, run_checks
 
+    if args.json:
+        check_writable("--json", args.json)
     rows = run_checks(progress=not args.quiet)
     print(format_table(rows))
     failed = [r for r in rows if not r.passed]
@@ -24,6 +26,8 @@ def cmd_check(args) -> int:
 def cmd_priors(args) -> int:
     from .priors import count_profile, predicted_priors, prior_match, saturation
 
+    if args.csv is not None:
+        check_writable("--csv", args.csv)
     counts = count_profile(args.profile, args.classes, args.max, args.imbalance)
     opts = dict(feature_norm_sq=args.norm_sq, reduction=args.reduction, bias=args.bias, weight=args.weight)
     x = saturation(counts, args.lam, **opts)
@@ -50,6 +54,7 @@ def cmd_priors(args) -> int:
 def cmd_figures(args) -> int:
     from .figures import make_figures
 
+    check_writable("--out", args.out, folder=True)
     for path in make_figures(args.out, progress=True):
         print(path)
     return 0
@@ -59,6 +64,8 @@ def cmd_ufm(args) -> int:
     from .priors import count_profile, prior_match
     from .ufm import simulate_ufm
 
+    if args.json is not None:
+        check_writable("--json", args.json)
     counts = count_profile(args.profile, args.classes, args.max, args.imbalance)
     r = simulate_ufm(counts, dim=args.dim, lam_features=args.lam_features, lam_classifier=args.lam_classifier, lam_pem=args.lam_pem,
                      loss=args.loss, nonlinearity=args.nonlinearity, reduction=args.reduction, seed=args.seed, tol=args.tol,

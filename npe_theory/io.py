@@ -16,11 +16,48 @@ def atomic_write(path, write: Callable[[Path], None]) -> Path:
     A reader (or a resumed run) never sees half a file; folders are made as needed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write {path}: {why(path, exc)}") from None
     return path
+
+
+def ensure_folder(folder) -> Path:
+    """``mkdir -p``; an OSError whose message names the folder and says what is in the way."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot make folder {folder}: {why(folder / '_', exc)}") from None
+    return folder
+
+
+def check_writable(label: str, path, folder: bool = False) -> None:
+    """Fail early, before long work, when ``path`` cannot become a file (or a folder): ValueError naming ``label``."""
+    path = Path(path)
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"{label}: cannot write {path}: {parent} is a file, not a folder")
+    if folder and path.exists() and not path.is_dir():
+        raise ValueError(f"{label}: {path} is a file, not a folder")
+    if not folder and path.is_dir():
+        raise ValueError(f"{label}: {path} is a folder, not a file")
+    if str(path) == "":
+        raise ValueError(f"{label}: empty path")
+
+
+def why(path: Path, exc: OSError) -> str:
+    """A reason a person can act on: a file standing where a folder is needed, a folder where a file goes."""
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            return f"{parent} is a file, not a folder"
+    if path.is_dir():
+        return f"{path} is a folder"
+    return exc.strerror or str(exc)
 
 
 def write_json(path, payload, indent: int = 1) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import read_array, write_json
+from .io import check_writable, read_array, write_json
 
 SIGNS = ("eta", "p")
 
@@ -75,6 +75,7 @@ def cmd_report(args) -> int:
     from .report import pem_report, summary_lines
 
     folder = Path(args.dir)
+    check_writable("--out", args.out or folder, folder=True)
     eta, features, labels, counts = load_outputs(folder, args.sign)
     settings = load_settings(Path(args.settings) if args.settings else folder / "settings.toml")
     report = pem_report(eta, features, labels, counts, settings)

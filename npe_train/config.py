@@ -211,6 +211,11 @@ def load_toml(path) -> dict:
 def make_config(file: str | None = None, **overrides) -> TrainConfig:
     """Defaults < TOML file < explicit overrides (None values are ignored), then resolved and checked."""
     values = load_toml(file) if file else {}
+    if values:  # a bad value in the file is reported with the file's name
+        try:
+            TrainConfig(**values).resolved()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"config: {file}: {exc}") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         cfg = TrainConfig(**values)

@@ -12,6 +12,8 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from npe_theory.io import ensure_folder
+
 RUN_FILES = ("checkpoint.pt", "results.json", "metrics.jsonl")
 
 
@@ -23,7 +25,7 @@ def claim(out: Path, owner: bool = True):
         return
     import fcntl
 
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_folder(out)
     fd = os.open(out / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
     try:
         try:
