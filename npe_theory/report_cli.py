@@ -19,7 +19,7 @@ SIGNS = ("eta", "p")
 
 
 def _load_array(folder: Path, name: str):
-    arr = read_array(folder / name, name)
+    arr = read_array(folder / name, f"DIR: {name}")
     if arr.dtype.kind not in "iuf":
         raise ValueError(f"{name}: expected real numbers, got dtype {arr.dtype}")
     return arr
@@ -42,6 +42,8 @@ def load_settings(path: Path):
 
 def load_outputs(folder, sign: str = "eta") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(eta (N, C), features, labels, counts) from a dump folder; ``sign="p"``: the files hold the official p = -eta."""
+    if str(folder) == "":
+        raise ValueError("DIR: empty path")
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"DIR: no folder {folder}")

@@ -22,7 +22,7 @@ from scipy.optimize import minimize
 from scipy.special import expit, log_softmax, softmax
 from threadpoolctl import threadpool_limits
 
-from ._validate import as_float_scalar, LOSSES, REDUCTIONS, as_float_array, choice, positive_int
+from ._validate import LOSSES, REDUCTIONS, as_float_array, as_float_scalar, choice, nonnegative_int, positive_int
 from .collapse import class_means, cosine_matrix, nc1
 from .optimum import pem_loss
 from .priors import _counts, predicted_priors
@@ -141,11 +141,15 @@ def simulate_ufm(
     choice("loss", loss, LOSSES)
     choice("nonlinearity", nonlinearity, NONLINEARITIES)
     choice("reduction", reduction, REDUCTIONS)
-    dim = positive_int("dim", dim)
+    dim = positive_int("dim", dim, maximum=100_000)
+    seed = nonnegative_int("seed", seed)
+    if counts.sum() * dim > 10**8:
+        raise ValueError(f"counts, dim: {counts.sum()} samples x {dim} dimensions is beyond the limit of 1e8 free feature values")
     lams = tuple(as_float_scalar(name, v, positive=True) for name, v in
                  (("lam_features", lam_features), ("lam_classifier", lam_classifier), ("lam_pem", lam_pem)))
     tol = as_float_scalar("tol", tol, positive=True)
-    max_iter = positive_int("max_iter", max_iter)
+    max_iter = positive_int("max_iter", max_iter, maximum=10**7)
+    weight = as_float_scalar("weight", weight, positive=True)
     config = dict(counts=counts.tolist(), dim=dim, lam_features=lams[0], lam_classifier=lams[1], lam_pem=lams[2], loss=loss,
                   nonlinearity=nonlinearity, reduction=reduction, seed=seed, tol=tol, max_iter=max_iter, bias=bias, weight=float(weight))
 

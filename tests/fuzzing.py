@@ -6,7 +6,9 @@ function documents it as the true overflowed value); every call finishes in boun
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 import signal
 from contextlib import contextmanager
 
@@ -70,8 +72,29 @@ def _finite_or_allowed(value, allow_inf: bool) -> bool:
     return allow_inf or bool(np.isfinite(arr).all())
 
 
+TALLY = os.environ.get("NPE_FUZZ_TALLY")  # a file: count outcomes there instead of failing (benchmarks/hostile_inputs.py)
+
+
+def tally(kind: str, outcome: str) -> None:
+    with open(TALLY, "a") as fh:
+        fh.write(json.dumps({"kind": kind, "outcome": outcome}) + "\n")
+
+
 def check_contract(call, names: tuple[str, ...], allow_inf: bool = False, seconds: float = 20.0) -> str:
     """Run ``call()``; returns "value" or "error" when the contract holds, raises AssertionError otherwise."""
+    if TALLY:
+        try:
+            result = _check(call, names, allow_inf, seconds)
+            tally("api", "clear error or right value")
+            return result
+        except AssertionError as exc:
+            text = str(exc)
+            tally("api", "hang" if text.startswith("hang") else "silent wrong value" if text.startswith("silent") else "raw traceback")
+            return "tallied"
+    return _check(call, names, allow_inf, seconds)
+
+
+def _check(call, names, allow_inf, seconds) -> str:
     try:
         with time_limit(seconds):
             out = call()

@@ -4,12 +4,19 @@ Each test draws arguments (valid most of the time, hostile otherwise) and assert
 ``fuzzing.check_contract``. 24 entry points x 25 examples = 600 inputs per run.
 """
 import numpy as np
+import pytest
 import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import npe_theory as nt
-from npe_theory import dynamics, equilibrium, priors, report
+from npe_theory import priors
+
+try:  # modules a checkout before the regime work lacks (benchmarks/hostile_inputs.py --repo OLD skips their tests)
+    from npe_theory import dynamics, equilibrium, report
+except ImportError:
+    dynamics = equilibrium = report = None
+new = pytest.mark.skipif(report is None, reason="not in this checkout")
 from npe_train import PriorEstimator, npe_adjust, one_way_logistic_loss
 from npe_train.config import make_config
 from fuzzing import check_contract, floats, hostile, maybe
@@ -128,12 +135,14 @@ def test_prior_match(estimates, counts):
     check_contract(lambda: priors.prior_match(estimates, counts), ("estimates", "counts", "reference"))
 
 
+@new
 @N
 @given(maybe(st.lists(floats(-50, 1e300), min_size=2, max_size=6)), maybe(pos), maybe(pos), loss_st)
 def test_implied_log_prior(eta, lam, fns, loss):
     check_contract(lambda: priors.implied_log_prior(eta, lam, fns, loss), ("eta", "lam", "feature_norm_sq", "loss", "weight"))
 
 
+@new
 @N
 @given(maybe(floats(0, 1)), maybe(st.lists(floats(0, 10), min_size=1, max_size=5)), maybe(floats(0, 0.99)))
 @example(1e-3, [0.1], 1.0)
@@ -141,6 +150,7 @@ def test_lambda_s(wd, lrs, momentum):
     check_contract(lambda: dynamics.lambda_s(wd, lrs, momentum), ("weight_decay", "lrs", "momentum"))
 
 
+@new
 @N
 @given(maybe(counts_st.map(lambda c: [min(v, 1000) for v in c])), maybe(floats(1e-4, 1e-1)), maybe(floats(1e-4, 0.5)),
        maybe(st.integers(1, 30)), maybe(st.integers(1, 256)))
@@ -150,6 +160,7 @@ def test_finite_time_logit(counts, lam, lr, epochs, batch):
                    ("counts", "lam", "lr", "epochs", "batch_size", "feature_norm_sq", "reduction"), allow_inf=False)
 
 
+@new
 @N
 @given(maybe(st.just(np.ones((3, 2)))), maybe(st.just(np.full(3, 1 / 3))), maybe(st.just(np.full(20, 0.05))), maybe(floats(1e-4, 1.0)),
        maybe(st.sampled_from(["logistic", "exp"])), maybe(floats(0, 0.99)))
@@ -159,6 +170,7 @@ def test_heavy_ball_pem(means, fractions, lrs, lam, loss, momentum):
                    ("means", "fractions", "lrs", "lam", "loss", "momentum", "epoch_of_step"))
 
 
+@new
 @N
 @given(maybe(st.integers(2, 4)), maybe(floats(1e-5, 1.0)), maybe(floats(1e-3, 10)))
 @example(3, 1e-3, float("nan"))
@@ -170,6 +182,7 @@ def test_pem_equilibrium(C, lam, alpha):
     check_contract(call, ("features", "labels", "num_classes", "lam", "alpha"))
 
 
+@new
 @N
 @given(maybe(pos.filter(lambda v: v < 1e6)), maybe(floats(0, 1e6)), maybe(st.sampled_from(["mean", "sum"])), maybe(st.booleans()))
 @example(1e-3, float("nan"), "mean", True)

@@ -11,7 +11,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from npe.cli import main
+try:
+    from npe.cli import main
+except ImportError:  # the layout before the npe package (for benchmarks/hostile_inputs.py --before)
+    from npe_theory.cli import main
+from fuzzing import TALLY, tally
 
 VALUES = ["nan", "inf", "-inf", "-1", "0", "1e309", "1e-400", "abc", "", "1" * 400, "0x10", "2.5", "true", "[1]", "-0", "1e300"]
 COUNTER = itertools.count()
@@ -34,6 +38,20 @@ def paths(root):
 
 
 def run(capsys, argv, flag, value):
+    if TALLY:
+        try:
+            _run(capsys, argv, flag, value)
+            tally("cli", "clear error or right value")
+        except AssertionError as exc:
+            tally("cli", "raw traceback" if "Traceback" in str(exc) else "unclear or multi-line error")
+        except BaseException as exc:  # noqa: BLE001  (a traceback escaping main)
+            capsys.readouterr()
+            tally("cli", "raw traceback" if not isinstance(exc, SystemExit) else "unclear or multi-line error")
+        return
+    _run(capsys, argv, flag, value)
+
+
+def _run(capsys, argv, flag, value):
     code = main(argv)
     out = capsys.readouterr()
     assert code in (0, 1, 2), (argv, code, out.err)
