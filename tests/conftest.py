@@ -34,3 +34,9 @@ def kill_after(monkeypatch):
         return Killed
 
     return arm
+
+
+@pytest.fixture(autouse=True)
+def _outside_the_checkout(tmp_path, monkeypatch):
+    """Every test runs in its own temporary folder, so default paths (runs/, figures/) never land in the checkout."""
+    monkeypatch.chdir(tmp_path)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 try:
     from npe.cli import main
-except ImportError:  # the layout before the npe package (for benchmarks/hostile_inputs.py --before)
+except ImportError:  # the layout before the npe package (for benchmarks/hostile_inputs.py --repo OLD)
     from npe_theory.cli import main
 from fuzzing import TALLY, tally
 
