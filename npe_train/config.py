@@ -209,16 +209,18 @@ def load_toml(path) -> dict:
 
 
 def make_config(file: str | None = None, **overrides) -> TrainConfig:
-    """Defaults < TOML file < explicit overrides (None values are ignored), then resolved and checked."""
-    values = load_toml(file) if file else {}
-    if values:  # a bad value in the file is reported with the file's name
-        try:
-            TrainConfig(**values).resolved()
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"config: {file}: {exc}") from None
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    """Defaults < TOML file < explicit overrides (None values are ignored), then resolved and checked.
+
+    A bad value that came from the file is reported with the file's name.
+    """
+    from_file = load_toml(file) if file else {}
+    given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        cfg = TrainConfig(**values)
+        return TrainConfig(**{**from_file, **given}).resolved()
     except TypeError as exc:
         raise ValueError(f"config: {exc}") from None
-    return cfg.resolved()
+    except ValueError as exc:
+        key = str(exc).split(":")[0]
+        if key in from_file and key not in given:
+            raise ValueError(f"config: {file}: {exc}") from None
+        raise

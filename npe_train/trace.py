@@ -20,6 +20,13 @@ def new_trace(model) -> dict:
     return trace
 
 
+def record_epoch(trace: dict, lr: float, fractions: np.ndarray, means: np.ndarray) -> None:
+    """Append one epoch: the rate its steps used, each step's class shares (steps, C), the class-mean features (C, D)."""
+    trace["lrs"].append(lr)
+    trace["fractions"].append(fractions)
+    trace["means"].append(means)
+
+
 def replay_inputs(trace: dict) -> dict | None:
     """The trace as the arrays ``npe_theory.report.pem_report`` replays (None for a non-linear PEM)."""
     if trace["init_weight"] is None or not trace["lrs"]:

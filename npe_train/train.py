@@ -43,7 +43,7 @@ from .pem import heads_loss
 from .pipeline import DevicePipeline, LoaderPipeline, draw_augmentation, preparer
 from .results import SCHEMA, environment
 from .runfolder import check_fresh, claim
-from .trace import felt_decay, new_trace
+from .trace import felt_decay, new_trace, record_epoch
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -123,7 +123,19 @@ def epoch_order(gen: torch.Generator, y_train: np.ndarray, cfg: TrainConfig, ran
 
 
 def run_epoch(net, opt, feed, shard, draws, cfg, rank_info: Dist, log_prior, use_amp: bool, cudagraphs: bool, num_classes: int):
-    """SGD over one epoch; returns (mean loss, ce, pem) and the class-mean features the steps produced (C, D)."""
+    """SGD over one epoch; returns (mean loss, ce, pem) and the class-mean features the steps produced (C, D).
+
+    A step that overflows outright (a learning rate beyond float32) counts as a diverged epoch: infinite losses.
+    """
+    try:
+        return _epoch(net, opt, feed, shard, draws, cfg, rank_info, log_prior, use_amp, cudagraphs, num_classes)
+    except RuntimeError as exc:
+        if "overflow" not in str(exc):
+            raise
+        return [math.inf] * 3, None
+
+
+def _epoch(net, opt, feed, shard, draws, cfg, rank_info: Dist, log_prior, use_amp: bool, cudagraphs: bool, num_classes: int):
     device = log_prior.device
     sums = torch.zeros(3, device=device)  # loss, ce, pem (sample-weighted): read once per epoch
     feat_sums, feat_counts = None, torch.zeros(num_classes, device=device)
@@ -256,19 +268,12 @@ def _train(cfg: TrainConfig, rank_info, device, resume: bool, progress: bool) ->
         model.train()
         shard, draws, fractions = epoch_order(gen, data.y_train, cfg, rank_info, data.num_classes)
         lr = opt.param_groups[0]["lr"]  # the rate this epoch uses (the scheduler steps after it)
-        try:
-            losses, means = run_epoch(net, opt, feed, shard, draws, cfg, rank_info, log_prior, use_amp, cudagraphs, data.num_classes)
-        except RuntimeError as exc:  # e.g. a learning rate beyond float32: the step itself overflows
-            if "overflow" not in str(exc):
-                raise
-            losses, means = [math.inf] * 3, None
+        losses, means = run_epoch(net, opt, feed, shard, draws, cfg, rank_info, log_prior, use_amp, cudagraphs, data.num_classes)
         sched.step()
         if not all(math.isfinite(v) for v in losses):
             raise TrainingDiverged(f"loss became {losses[0]} in epoch {epoch + 1}; the last good checkpoint "
                                    f"({'epoch ' + str(epoch) if epoch > 0 else 'none yet'}) is kept in {out}")
-        trace["lrs"].append(lr)
-        trace["fractions"].append(fractions)
-        trace["means"].append(means)
+        record_epoch(trace, lr, fractions, means)
         report = evaluate() if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs else None
         line = epoch_record(epoch, lr, losses, felt_decay(trace, cfg), t0, report)
         if report is not None:

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 try:
+    import npe_theory.report_cli  # noqa: F401  (absent from checkouts before the npe package)
     from npe.cli import main
 except ImportError:  # the layout before the npe package (for benchmarks/hostile_inputs.py --repo OLD)
     from npe_theory.cli import main
