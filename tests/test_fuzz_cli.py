@@ -16,7 +16,7 @@ try:
     from npe.cli import main
 except ImportError:  # the layout before the npe package (for benchmarks/hostile_inputs.py --repo OLD)
     from npe_theory.cli import main
-from fuzzing import TALLY, tally
+from fuzzing import TALLY, Hang, tally, time_limit
 
 VALUES = ["nan", "inf", "-inf", "-1", "0", "1e309", "1e-400", "abc", "", "1" * 400, "0x10", "2.5", "true", "[1]", "-0", "1e300"]
 COUNTER = itertools.count()
@@ -43,6 +43,9 @@ def run(capsys, argv, flag, value):
         try:
             _run(capsys, argv, flag, value)
             tally("cli", "clear error or right value")
+        except Hang:
+            capsys.readouterr()
+            tally("cli", "hang")
         except AssertionError as exc:
             tally("cli", "raw traceback" if "Traceback" in str(exc) else "unclear or multi-line error")
         except BaseException as exc:  # noqa: BLE001  (a traceback escaping main)
@@ -53,7 +56,8 @@ def run(capsys, argv, flag, value):
 
 
 def _run(capsys, argv, flag, value):
-    code = main(argv)
+    with time_limit(120):  # bounded work: no command line may run away
+        code = main(argv)
     out = capsys.readouterr()
     assert code in (0, 1, 2), (argv, code, out.err)
     if code:
