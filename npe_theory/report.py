@@ -87,6 +87,8 @@ class PemSettings:
             keep("lr", float(lr) if lr.ndim == 0 else lr.tolist())
             keep("epochs", positive_int("epochs", self.epochs, maximum=10**7))
             keep("batch_size", positive_int("batch_size", self.batch_size, maximum=10**9))
+            if lr.ndim == 1 and lr.size != self.epochs:
+                raise ValueError(f"lr: {lr.size} rates for {self.epochs} epochs (give one rate, or one per epoch)")
         if self.lambda_s is None and self.lr is None:
             raise ValueError("lambda_s, lr: give lambda_s, or lr with batch_size and epochs to compute it")
 
@@ -104,9 +106,7 @@ class PemSettings:
         """The learning rate of every step, from lr, batch_size and epochs (None when not given)."""
         if self.lr is None:
             return None
-        lr = np.broadcast_to(np.asarray(self.lr, dtype=np.float64), (self.epochs,)) if np.ndim(self.lr) == 0 else np.asarray(self.lr, float)
-        if lr.shape != (self.epochs,):
-            raise ValueError(f"lr: {lr.size} rates for {self.epochs} epochs")
+        lr = np.broadcast_to(np.asarray(self.lr, dtype=np.float64), (self.epochs,))
         return np.repeat(lr, steps_per_epoch(num_samples, self.batch_size))
 
     def felt(self, num_samples: int) -> float:
