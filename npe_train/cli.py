@@ -23,9 +23,12 @@ def format_summary(results: dict) -> str:
     lines = [f"{cfg['dataset']}-LT ({cfg['profile']}, imbalance {cfg['imbalance']:g}), {cfg['model']}, method {cfg['method']}, "
              f"seed {cfg['seed']}, {cfg['epochs']} epochs in {results['train_seconds']:.0f} s; mean per-class test accuracy (tau {cfg['tau']:g}):",
              f"  {'rule':<14}" + "".join(f"{g:>9}" for g in GROUPS)]
+    lines[-1] += f"{'ECE %':>9}"
     for rule, name in RULE_NAMES.items():
         if rule in results["accuracy"]:
-            lines.append(f"  {name:<14}" + "".join(f"{_fmt(results['accuracy'][rule][g]):>9}" for g in GROUPS))
+            ece = results.get("calibration", {}).get(rule, {}).get("ece")
+            lines.append(f"  {name:<14}" + "".join(f"{_fmt(results['accuracy'][rule][g]):>9}" for g in GROUPS)
+                         + f"{_fmt(None if ece is None else 100 * ece, '.1f'):>9}")
     lines.append("prior report (training-mode features, as the PEM trained on; NPE-LA at test time uses eval mode):")
     lines += summary_lines(results["pem"])
     lines.append(f"  run folder: {cfg['out']}")
@@ -83,6 +86,9 @@ def cmd_compare(args) -> int:
     for rule, name in RULE_NAMES.items():
         for g in GROUPS:
             rows.append((f"{name} {g}", lambda r, rule=rule, g=g: _fmt(r.accuracy_of(rule, g))))
+    for rule, name in RULE_NAMES.items():
+        rows.append((f"{name} ECE %", lambda r, rule=rule: _fmt(100 * r.raw["calibration"][rule]["ece"], ".1f")
+                     if rule in r.raw.get("calibration", {}) else "-"))
     for key in ("vs_log_counts", "vs_closed_form", "vs_equilibrium", "vs_finite_time"):
         rows.append((f"PEM RMSE {key}", lambda r, key=key: _fmt(r.prior_rmse(key))))
     rows.append(("PEM slope on ln N_c", lambda r: _fmt(r.pem["prior_match"]["vs_log_counts"]["slope"], ".2f")))

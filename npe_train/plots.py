@@ -25,7 +25,25 @@ def plot_run(out, results: dict | None = None) -> list[Path]:
         results = read_results(out).raw
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return [plot_prior_report(out / "pem_vs_log_counts.png", results["pem"]), plot_eta_matrix(out / "eta_matrix.png", results["pem"]),
-            _curves(out / "training_curves.png", metrics), _groups(out / "accuracy_by_group.png", results)]
+            _curves(out / "training_curves.png", metrics), _groups(out / "accuracy_by_group.png", results),
+            *([_reliability(out / "reliability.png", results)] if "calibration" in results else [])]
+
+
+def _reliability(path, results) -> Path:
+    """Reliability diagram per rule: accuracy against mean confidence in each of the 15 confidence bins."""
+    rules = list(results["calibration"])
+    fig, axes = plt.subplots(1, len(rules), figsize=(3.4 * len(rules), 3.4), sharey=True)
+    for ax, rule in zip(np.atleast_1d(axes), rules):
+        cal = results["calibration"][rule]
+        bins = cal["bins"]
+        edges = np.linspace(0, 1, len(bins["count"]) + 1)
+        acc = [a if a is not None else 0.0 for a in bins["accuracy"]]
+        ax.bar(edges[:-1], acc, width=np.diff(edges), align="edge", edgecolor="k", alpha=0.7, label="accuracy")
+        ax.plot([0, 1], [0, 1], "k--", lw=1)
+        ax.set_title(f"{rule}: ECE {100 * cal['ece']:.1f}%", fontsize=9)
+        ax.set_xlabel("top-1 confidence")
+    np.atleast_1d(axes)[0].set_ylabel("accuracy in bin")
+    return save_figure(fig, path, dpi=110)
 
 
 def _curves(path, metrics) -> Path:

@@ -86,6 +86,7 @@ def summarize(results: list[dict]) -> list[dict]:
         values.update({f"pem_rmse_{k}": [r["pem"]["prior_match"].get(k, {}).get("centered_rmse") for r in rs] for k in PRIOR_KEYS})
         values["pem_slope"] = [r["pem"]["prior_match"]["vs_log_counts"]["slope"] for r in rs]
         values["lambda_s"] = [r["pem"].get("lambda_s") for r in rs]
+        values.update({f"{rule}_ece": [r.get("calibration", {}).get(rule, {}).get("ece") for r in rs] for rule in RULES})
         for key, vals in values.items():
             if any(v is None for v in vals):
                 row[f"{key}_mean"] = row[f"{key}_std"] = None
@@ -104,12 +105,13 @@ def write_tables(table: list[dict], out: Path) -> tuple[Path, Path]:
         m, s = row[f"{key}_mean"], row[f"{key}_std"]
         return "-" if m is None else f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
 
-    head = ["dataset", "method", "imbalance", "seeds"] + [f"{rule} {g}" for rule in RULES for g in GROUPS] + [f"PEM RMSE {k}" for k in PRIOR_KEYS] + ["lambda*s"]
+    head = ["dataset", "method", "imbalance", "seeds"] + [f"{rule} {g}" for rule in RULES for g in GROUPS] + [f"PEM RMSE {k}" for k in PRIOR_KEYS] + ["lambda*s"] + [f"{rule} ECE %" for rule in RULES]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in table:
         cells = [row["dataset"], row["method"], f"{row['imbalance']:g}", str(row["seeds"])]
         cells += [cell(row, f"{rule}_{g}", 100.0) for rule in RULES for g in GROUPS]
         cells += [cell(row, f"pem_rmse_{k}", digits=3) for k in PRIOR_KEYS] + [cell(row, "lambda_s", digits=3)]
+        cells += [cell(row, f"{rule}_ece", 100.0) for rule in RULES]
         lines.append("| " + " | ".join(cells) + " |")
     text = "Mean ± standard deviation over seeds; accuracy is mean per-class test accuracy in percent.\n\n" + "\n".join(lines) + "\n"
     atomic_write(md_path, lambda tmp: tmp.write_text(text))

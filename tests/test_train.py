@@ -21,7 +21,8 @@ def tiny(tmp_path, **kw):
 def test_run_folder_and_results(tmp_path):
     res = train(tiny(tmp_path), progress=False)
     run = tmp_path / "run"
-    for name in ("config.json", "metrics.jsonl", "results.json", "checkpoint.pt", "pem_vs_log_counts.png", "training_curves.png", "accuracy_by_group.png"):
+    for name in ("config.json", "metrics.jsonl", "results.json", "checkpoint.pt", "pem_vs_log_counts.png", "training_curves.png", "accuracy_by_group.png",
+                 "reliability.png", "eta_matrix.png"):
         assert (run / name).is_file(), name
     saved = json.loads((run / "results.json").read_text())
     assert saved["accuracy"].keys() == {"argmax", "posthoc_la", "npe_la", "npe_inverse"}
@@ -32,6 +33,8 @@ def test_run_folder_and_results(tmp_path):
     assert fields <= saved["pem"]["prior_match"]["vs_log_counts"].keys()
     assert fields <= saved["pem"]["prior_match"]["vs_closed_form"].keys()
     assert np.array(saved["pem"]["eta_matrix"]).shape == (10, 10)
+    assert saved["calibration"].keys() == saved["accuracy"].keys()
+    assert all(0 <= c["ece"] <= 1 and sum(c["bins"]["count"]) == 2000 for c in saved["calibration"].values())
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in lines] == [0, 1, 2, 3] and all("pem_learned" in x for x in lines)
     assert json.loads((run / "config.json").read_text())["seed"] == 1
@@ -203,3 +206,42 @@ def test_first_run_equals_cached_run(tmp_path, monkeypatch):
     cached = train(make_config(out=str(tmp_path / "b"), **cfg), progress=False)
     assert first["pem"]["learned"] == cached["pem"]["learned"]
     assert first["accuracy"] == cached["accuracy"]
+
+
+def test_expected_calibration_error_against_a_direct_loop():
+    from npe_train.evaluate import expected_calibration_error
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(500, 4)) * 2
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    y = rng.integers(0, 4, 500)
+    conf, pred = probs.max(1), probs.argmax(1)
+    direct = 0.0
+    for b in range(15):  # Prior-LT's rule: lo < conf <= hi
+        lo, hi = b / 15, (b + 1) / 15
+        inside = (conf > lo) & (conf <= hi)
+        if inside.any():
+            direct += inside.mean() * abs((pred[inside] == y[inside]).mean() - conf[inside].mean())
+    assert expected_calibration_error(probs, y) == pytest.approx(direct, abs=1e-12)
+    # hand-built: two samples at confidence 0.8 (one right), one at exactly 0.6 = 9/15, an upper edge (right)
+    p = np.array([[0.8, 0.2], [0.8, 0.2], [0.6, 0.4]])
+    assert expected_calibration_error(p, np.array([0, 1, 0])) == pytest.approx((2 / 3) * abs(0.5 - 0.8) + (1 / 3) * abs(1 - 0.6))
+    assert expected_calibration_error(np.eye(3), np.arange(3)) == 0.0  # confident and right
+    with pytest.raises(ValueError, match="^probs"):
+        expected_calibration_error(np.ones((2, 2)), np.array([0, 1]))
+    with pytest.raises(ValueError, match="^labels"):
+        expected_calibration_error(np.eye(2), np.array([0, 2]))
+
+
+def test_index_groups_of_the_official_codes():
+    from npe_train.evaluate import accuracy_report
+
+    counts = np.array([500 - 4 * c for c in range(100)])
+    y = np.repeat(np.arange(100), 2)
+    logits = np.full((200, 100), -5.0)
+    logits[np.arange(200), np.where(y < 50, y, 0)] = 5.0  # classes 0..49 right, the rest predicted as 0
+    rep = accuracy_report(logits, np.zeros_like(logits), y, counts, 1.0, [1.0])
+    npe, plt_ = rep["accuracy_by_index"]["npe_official"]["argmax"], rep["accuracy_by_index"]["prior_lt"]["argmax"]
+    assert (npe["head"], npe["medium"], npe["tail"]) == (1.0, pytest.approx(14 / 35), 0.0)  # [36, 71): 36..49 right
+    assert (plt_["head"], plt_["medium"], plt_["tail"]) == (1.0, pytest.approx(17 / 33), 0.0)  # [33, 66): 33..49 right
+    assert "accuracy_by_index" not in accuracy_report(logits[:12, :12], np.zeros((12, 12)), np.arange(12), counts[:12], 1.0, [1.0])
