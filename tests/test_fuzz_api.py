@@ -1,7 +1,7 @@
 """Fuzz the public API of both packages with generated valid and hostile arguments (hypothesis, CI profile).
 
 Each test draws arguments (valid most of the time, hostile otherwise) and asserts the contract of
-``fuzzing.check_contract``. 24 entry points x 25 examples = 600 inputs per run.
+``fuzzing.check_contract``. 25 entry points x 25 examples, and 60 config keys: about 690 inputs per run.
 """
 import numpy as np
 import pytest
@@ -235,3 +235,13 @@ KEYS = ("epochs", "lr", "momentum", "weight_decay", "batch_size", "imbalance", "
 @example("epochs", 10**30)
 def test_make_config(key, value):
     check_contract(lambda: make_config(dataset="synthetic", **{key: value}), (key, "config"))
+
+
+@pytest.mark.skipif(not hasattr(__import__('npe_train.evaluate').evaluate, 'expected_calibration_error'), reason='not in this checkout')
+@N
+@given(maybe(st.just(np.array([[0.7, 0.3], [0.4, 0.6]]))), maybe(st.just(np.array([0, 1]))), maybe(st.integers(1, 100)))
+@example(np.array([[0.7, 0.3], [0.4, 0.6]]), np.array([0, 1]), 10**9)
+def test_expected_calibration_error(probs, labels, bins):
+    from npe_train.evaluate import expected_calibration_error
+
+    check_contract(lambda: expected_calibration_error(probs, labels, bins), ("probs", "labels", "bins"))
