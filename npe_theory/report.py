@@ -29,9 +29,9 @@ from .dynamics import finite_time_logit, heavy_ball_pem, lambda_s, steps_per_epo
 from .equilibrium import pem_equilibrium
 from .priors import predicted_priors, prior_match
 
-#: lambda_s at and above which a PEM is reported as at equilibrium. The PEM output relaxes toward
-#: its optimum like exp(-lambda_s (1 + eta)) or faster (docs/theory.md, section 5), so at 1 even a class
-#: with eta near 0 has shed most of its transient. Measured (docs/regimes.md, figure F7): every run with
+#: lambda_s at and above which a PEM is reported as at equilibrium. Near its optimum the PEM output
+#: relaxes like exp(-lambda_s (1 + eta sigmoid(eta))), never slower than exp(-lambda_s) (docs/theory.md,
+#: section 5), so at 1 even the slowest direction has shed two thirds of its transient. Measured (docs/regimes.md, figure F7): every run with
 #: lambda_s >= 1 sat within 0.05 nats of Proposition 1 and of the exact equilibrium; runs below 0.6 were
 #: 0.15 to 0.9 nats off Proposition 1, and a short run at 0.47 still 0.25 off its own equilibrium.
 EQUILIBRIUM_LAMBDA_S = 1.0
