@@ -231,16 +231,17 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     """
     cfg = cfg.resolved()
     rank_info, device = init_distributed(cfg, _device)
+    # the data first: a data set that cannot be built leaves no run folder behind
+    data = build(cfg.dataset, cfg.imbalance, cfg.profile, cfg.n_max, cfg.seed, cfg.data_dir, image_size=cfg.image_size,
+                 test_fraction=cfg.test_fraction)
     with claim(Path(cfg.out), rank_info.main):
-        return _train(cfg, rank_info, device, resume, progress)
+        return _train(cfg, data, rank_info, device, resume, progress)
 
 
-def _train(cfg: TrainConfig, rank_info, device, resume: bool, progress: bool) -> dict:
+def _train(cfg: TrainConfig, data, rank_info, device, resume: bool, progress: bool) -> dict:
     from tqdm.auto import tqdm
 
     out = Path(cfg.out)
-    data = build(cfg.dataset, cfg.imbalance, cfg.profile, cfg.n_max, cfg.seed, cfg.data_dir, image_size=cfg.image_size,
-                 test_fraction=cfg.test_fraction)
     _seed_all(cfg.seed)  # after the data: building it (or not, when cached) must not move the model's initialization
     model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.num_pems, cfg.pem_hidden, cfg.pem_detach, cfg.weights).to(device)
     channels_last = device.type == "cuda" and len(data.input_shape) == 3

@@ -172,3 +172,9 @@ def test_results_record_the_environment(tmp_path):
     env = res["environment"]
     assert env["threads"] == torch.get_num_threads() and env["torch"] == torch.__version__ and res["schema"] == "npe-run/2"
     assert np.isfinite(res["train_seconds"])
+
+
+def test_a_data_set_that_cannot_be_built_leaves_no_folder(tmp_path, capsys):
+    code = main(["train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "missing"), "--out", str(tmp_path / "run"), "--quiet"])
+    one_line(capsys, code, 2, "data_dir")
+    assert not (tmp_path / "run").exists()
