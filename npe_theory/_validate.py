@@ -53,6 +53,14 @@ def as_float_scalar(name: str, value, *, positive: bool = False, nonnegative: bo
     return float(arr.reshape(()))
 
 
+def momentum_value(value, name: str = "momentum") -> float:
+    """A heavy-ball momentum: one number in [0, 1) (at 1 the steps would never settle)."""
+    mu = as_float_scalar(name, value, nonnegative=True)
+    if mu >= 1:
+        raise ValueError(f"{name}: must lie in [0, 1), got {mu!r}")
+    return mu
+
+
 def choice(name: str, value, allowed: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{name}: expected one of {', '.join(map(repr, allowed))}, got {value!r}")

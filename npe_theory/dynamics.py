@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
-from ._validate import as_float_scalar, LOSSES, REDUCTIONS, as_float_array, choice, positive_int
+from ._validate import LOSSES, REDUCTIONS, as_float_array, as_float_scalar, choice, momentum_value, positive_int
 
 MAX_STEPS = 10_000_000  # bounded work: a replay longer than this is refused
 
@@ -31,9 +31,7 @@ def lambda_s(weight_decay, lrs, momentum: float = 0.0) -> float:
     """``weight_decay * sum_t lr_t / (1 - momentum)`` over the learning rates of the steps taken."""
     wd = as_float_scalar("weight_decay", weight_decay, nonnegative=True)
     lrs = as_float_array("lrs", lrs, nonnegative=True)
-    momentum = as_float_scalar("momentum", momentum, nonnegative=True)
-    if momentum >= 1:
-        raise ValueError(f"momentum: must lie in [0, 1), got {momentum!r}")
+    momentum = momentum_value(momentum)
     return wd * float(np.sum(lrs)) / (1.0 - momentum)
 
 
@@ -84,9 +82,7 @@ def heavy_ball_pem(means, fractions, lrs, lam, *, momentum: float = 0.9, alpha: 
             or epoch_of_step.max() >= E or np.any(np.diff(epoch_of_step) < 0):
         raise ValueError(f"epoch_of_step: expected {T} non-decreasing epoch indices in [0, {E})")
     lam = as_float_scalar("lam", lam, nonnegative=True)
-    momentum = as_float_scalar("momentum", momentum, nonnegative=True)
-    if momentum >= 1:
-        raise ValueError(f"momentum: must lie in [0, 1), got {momentum!r}")
+    momentum = momentum_value(momentum)
     alpha = as_float_scalar("alpha", alpha, positive=True)
     w = np.zeros((1, C, D)) if init_weight is None else as_float_array("init_weight", init_weight).copy()
     b = np.zeros(w.shape[:2]) if init_bias is None else as_float_array("init_bias", init_bias).copy()
@@ -94,17 +90,16 @@ def heavy_ball_pem(means, fractions, lrs, lam, *, momentum: float = 0.9, alpha: 
         raise ValueError(f"init_weight, init_bias: expected (K, {C}, {D}) and (K, {C}), got {w.shape} and {b.shape}")
     if not bias:
         b[:] = 0.0
-    vw, vb = np.zeros_like(w), np.zeros_like(b)
     out = np.full((E, C), np.nan)
     with np.errstate(all="ignore"):  # a diverging replay is reported below, not warned about per step
-        _replay(w, b, vw, vb, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, out)
+        _replay(w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, out)
     if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
         raise ValueError("lrs: the replayed steps diverged (the PEM's parameters overflowed); "
                          "these learning rates are too large for this loss scale")
     return {"weight": w, "bias": b, "eta_per_epoch": out}
 
 
-def _replay(w, b, vw, vb, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, out) -> None:
+def _replay(w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, out) -> None:
     """The steps of ``heavy_ball_pem``, updating w, b (and the momentum buffers) in place."""
     T = lrs.size
     for t in range(T):

@@ -39,25 +39,28 @@ def ensure_folder(folder) -> Path:
 def check_writable(label: str, path, folder: bool = False) -> None:
     """Fail early, before long work, when ``path`` cannot become a file (or a folder): ValueError naming ``label``."""
     path = Path(path)
-    for parent in path.parents:
-        if parent.exists() and not parent.is_dir():
-            raise ValueError(f"{label}: cannot write {path}: {parent} is a file, not a folder")
+    blocker = _file_in_the_way(path)
+    if blocker is not None:
+        raise ValueError(f"{label}: cannot write {path}: {blocker} is a file, not a folder")
     if folder and path.exists() and not path.is_dir():
         raise ValueError(f"{label}: {path} is a file, not a folder")
     if not folder and path.is_dir():
         raise ValueError(f"{label}: {path} is a folder, not a file")
-    if str(path) == "":
-        raise ValueError(f"{label}: empty path")
 
 
 def why(path: Path, exc: OSError) -> str:
     """A reason a person can act on: a file standing where a folder is needed, a folder where a file goes."""
-    for parent in path.parents:
-        if parent.exists() and not parent.is_dir():
-            return f"{parent} is a file, not a folder"
+    blocker = _file_in_the_way(path)
+    if blocker is not None:
+        return f"{blocker} is a file, not a folder"
     if path.is_dir():
         return f"{path} is a folder"
     return exc.strerror or str(exc)
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The first ancestor of ``path`` that exists but is not a folder (so nothing can be made below it)."""
+    return next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
 
 
 def write_json(path, payload, indent: int = 1) -> Path:

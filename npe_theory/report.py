@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from ._validate import LOSSES, REDUCTIONS, as_float_array, as_float_scalar, choice, positive_int
+from ._validate import LOSSES, REDUCTIONS, as_float_array, as_float_scalar, choice, momentum_value, positive_int
 from .collapse import class_means, nc1
 from .dynamics import finite_time_logit, heavy_ball_pem, lambda_s, steps_per_epoch
 from .equilibrium import pem_equilibrium
@@ -75,9 +75,7 @@ class PemSettings:
         if not isinstance(self.bias, (bool, np.bool_)):
             raise ValueError(f"bias: expected true or false, got {self.bias!r}")
         keep("bias", bool(self.bias))
-        keep("momentum", as_float_scalar("momentum", self.momentum, nonnegative=True))
-        if self.momentum >= 1:
-            raise ValueError(f"momentum: must lie in [0, 1), got {self.momentum!r}")
+        keep("momentum", momentum_value(self.momentum))
         if self.lambda_s is not None:
             keep("lambda_s", as_float_scalar("lambda_s", self.lambda_s, nonnegative=True))
         if self.lr is not None:
@@ -158,7 +156,7 @@ def pem_report(eta, features, labels, counts, settings: PemSettings, *, trace: d
     """
     eta, h, y, counts = check_inputs(eta, features, labels, counts)
     C = counts.size
-    lam = float(settings.weight_decay)
+    lam = settings.weight_decay
     eta_matrix = class_means(eta, y, C)  # row c': E[eta | y = c']
     learned = np.diag(eta_matrix).copy()
     mu = class_means(h, y, C)
@@ -175,7 +173,7 @@ def pem_report(eta, features, labels, counts, settings: PemSettings, *, trace: d
         eq = pem_equilibrium(h, y, C, lam, alpha=settings.alpha, loss=settings.loss, reduction=settings.reduction, bias=settings.bias)
         out.update(equilibrium=eq.eta.tolist(), equilibrium_grad_norm=eq.grad_norm)
         refs["vs_equilibrium"] = prior_match(learned, reference=eq.eta).as_dict()
-        finite = _finite_time(counts, norm_sq, mu, settings, trace, len(y))
+        finite = _finite_time(counts, norm_sq, mu, settings, trace)
         if finite is not None:
             out.update(finite_time=finite[0].tolist(), finite_time_model=finite[1])
             refs["vs_finite_time"] = prior_match(learned, reference=finite[0]).as_dict()
@@ -187,11 +185,11 @@ def pem_report(eta, features, labels, counts, settings: PemSettings, *, trace: d
         refs["eval_vs_log_counts"] = prior_match(e_eval, counts).as_dict()
         refs["eval_vs_closed_form"] = prior_match(e_eval, reference=predicted).as_dict()
     out["prior_match"] = refs
-    out["settings"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()}
+    out["settings"] = asdict(settings)
     return out
 
 
-def _finite_time(counts, norm_sq, mu, settings: PemSettings, trace, num_samples: int):
+def _finite_time(counts, norm_sq, mu, settings: PemSettings, trace):
     """(per-class finite-time prediction, model name), or None when neither a trace nor a schedule is known."""
     if trace is not None:
         run = heavy_ball_pem(trace["means"], trace["fractions"], trace["lrs"], settings.weight_decay, momentum=settings.momentum,

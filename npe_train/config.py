@@ -112,7 +112,6 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v):
                 bad(name, f"expected a finite number, got {v!r}")
-            setattr(self, name, float(v) if isinstance(v, float) else v)
         if self.imbalance < 1:
             bad("imbalance", f"must be a number >= 1 (head over tail count), got {self.imbalance!r}")
         for name in ("lr", "alpha", "gamma"):

@@ -201,12 +201,9 @@ def build(dataset: str, imbalance: float, profile: str = "exp", n_max: int | Non
                                 f"test set at test_fraction {test_fraction:g}; give a test split")
             x, y, xt, yt = _held_out(x, y, C, k, rng)
         n_max = n_max or int(np.bincount(y, minlength=C).max())
-    if profile == "natural":
-        counts = np.bincount(y, minlength=C).astype(np.int64)
-        x, y = long_tail(x, y, counts, rng)  # the same seeded shuffle, keeping every sample
-    else:
-        counts = count_profile(profile, C, int(n_max), imbalance)
-        x, y = long_tail(x, y, counts, rng)
+    # natural: every sample kept, in the same seeded shuffle the profiles subsample from
+    counts = np.bincount(y, minlength=C).astype(np.int64) if profile == "natural" else count_profile(profile, C, int(n_max), imbalance)
+    x, y = long_tail(x, y, counts, rng)
     xt, yt = _balanced(xt, yt, C, rng)
     return LongTailData(x, y, xt, yt, counts, dataset, names)
 
