@@ -69,13 +69,18 @@ def cmd_ufm(args) -> int:
     counts = count_profile(args.profile, args.classes, args.max, args.imbalance)
     r = simulate_ufm(counts, dim=args.dim, lam_features=args.lam_features, lam_classifier=args.lam_classifier, lam_pem=args.lam_pem,
                      loss=args.loss, nonlinearity=args.nonlinearity, reduction=args.reduction, seed=args.seed, tol=args.tol,
-                     max_iter=args.max_iter, progress=True)
+                     max_iter=args.max_iter, classifier_bias=args.classifier_bias, progress=True)
     print(f"{r.message} after {r.iterations} iterations, {r.seconds:.1f} s; projected gradient {r.grad_norm:.2e}")
     print(f"NC1 {r.nc1:.2e}, largest off-diagonal cosine of class means {r.max_offdiag_cosine:.2e}")
     print(f"{'class':>5} {'N_c':>6} {'||mu||^2':>9} {'learned':>10} {'predicted':>10}")
     for c, (n, s, a, b) in enumerate(zip(r.counts, r.mean_norm_sq, r.eta_learned, r.eta_predicted)):
         print(f"{c:>5} {n:>6} {s:>9.3f} {a:>10.6f} {b:>10.6f}")
     print(f"max |learned - predicted| = {r.mismatch:.2e}")
+    g = r.geometry
+    print(f"classifier rows vs scaled-then-centered class means: min cosine {min(g['cosine']):.6f}; "
+          f"vs centered means (NC3): min cosine {min(g['nc3_cosine']):.4f}")
+    if g["scale_exponent"] is not None:
+        print(f"scales a_c ~ N_c^{g['scale_exponent']:.3f}, ||mu_c||^2 ~ N_c^{g['norm_sq_exponent']:.3f}")
     if len(set(r.counts.tolist())) > 1:
         m = prior_match(r.eta_learned, r.counts)
         print(f"learned vs ln N_c: slope {m.slope:.3f}, centered RMSE {m.centered_rmse:.3f}")
@@ -108,7 +113,7 @@ def register(sub) -> None:
     p.add_argument("--csv", metavar="PATH", help="also write the per-class table as CSV")
     p.set_defaults(func=cmd_priors)
 
-    p = sub.add_parser("figures", help="regenerate the proof figures F1-F6 (PNG)")
+    p = sub.add_parser("figures", help="regenerate the proof figures F1-F9 (PNG)")
     p.add_argument("--out", default="figures", help="output folder (default figures/)")
     p.set_defaults(func=cmd_figures)
 
@@ -124,5 +129,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tol", type=float, default=1e-10, help="projected-gradient tolerance (default 1e-10)")
     p.add_argument("--max-iter", type=int, default=20000)
+    p.add_argument("--no-classifier-bias", dest="classifier_bias", action="store_false",
+                   help="fix the classifier bias at 0 (the bias-free model of seed 003's analysis)")
     p.add_argument("--json", metavar="PATH", help="write the full result, config and history as JSON")
     p.set_defaults(func=cmd_ufm)

@@ -34,3 +34,37 @@ def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
     v = np.asarray(vectors, dtype=np.float64)
     unit = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-300)
     return unit @ unit.T
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-300)
+
+
+def loglog_slope(values, counts) -> float:
+    """Least-squares slope of ln(values) on ln(counts): the exponent p of values ~ counts^p."""
+    return float(np.polyfit(np.log(counts), np.log(values), 1)[0])
+
+
+def classifier_alignment(weights, means, counts) -> dict:
+    """How the classifier rows w_c sit against the class means mu_c (docs/theory.md, section 6).
+
+    Fits the "scaled, then centered" structure w_c ~ a_c mu_c - (1/C) sum_j a_j mu_j by least squares
+    over the scales a (linear in a), and reports per class the cosine of w_c with that fit, the scales
+    and their exponent on N_c; beside it the balanced-data reading (NC3) w_c ~ s_c (mu_c - mu_G), mu_G
+    the count-weighted global mean, by its cosines and least-squares scales s_c.
+    """
+    W, M = np.asarray(weights, dtype=np.float64), np.asarray(means, dtype=np.float64)
+    counts = np.asarray(counts, dtype=np.float64)
+    C = len(M)
+    centering = np.eye(C) - 1.0 / C
+    # column k of the design: vec(P e_k mu_k^T), the contribution of a_k to every row of the fit
+    design = np.stack([np.outer(centering[:, k], M[k]).ravel() for k in range(C)], axis=1)
+    scale = np.linalg.lstsq(design, W.ravel(), rcond=None)[0]
+    fit = (design @ scale).reshape(W.shape)
+    centred = M - counts @ M / counts.sum()
+    nc3_scale = np.sum(W * centred, axis=1) / np.maximum(np.sum(centred * centred, axis=1), 1e-300)
+    out = {"scale": scale.tolist(), "cosine": _cosines(W, fit).tolist(), "nc3_scale": nc3_scale.tolist(),
+           "nc3_cosine": _cosines(W, centred).tolist(), "scale_exponent": None}
+    if np.all(scale > 0) and np.ptp(counts) > 0:
+        out["scale_exponent"] = loglog_slope(scale, counts)
+    return out

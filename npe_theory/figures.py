@@ -1,4 +1,4 @@
-"""The proof figures F1-F6 (PNG). ``npe figures [--out DIR]`` regenerates them all.
+"""The proof figures F1-F9 (PNG). ``npe figures [--out DIR]`` regenerates them all.
 
 Each ``fig_*`` function draws one figure into a path; ``make_figures`` draws all.
 The mpmath references are used wherever float64 cannot resolve what is plotted.
@@ -285,6 +285,48 @@ def fig_regime_slope(path, runs=None) -> Path:
     return save_figure(fig, path)
 
 
+F9_IMBALANCES = (10.0, 100.0, 200.0)
+
+
+def geometry_runs(classes: int = 10, n_max: int = 200, imbalances=F9_IMBALANCES) -> dict:
+    """The UFM runs of F9: {(imbalance, classifier bias): UFMResult}, ReLU features, logistic PEM loss."""
+    from .ufm import simulate_ufm
+
+    return {(imb, cb): simulate_ufm(count_profile("exp", classes, n_max, imb), tol=1e-9, classifier_bias=cb)
+            for imb in imbalances for cb in (False, True)}
+
+
+def fig_geometry(path, runs: dict | None = None) -> Path:
+    """F9: seed 003's geometry in the UFM: classifier scales a_c and class-mean lengths against N_c; alignment cosines."""
+    runs = geometry_runs() if runs is None else runs
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    colors = dict(zip(sorted({k[0] for k in runs}), ("tab:blue", "tab:orange", "tab:green", "tab:red")))
+    for (imb, cb), r in runs.items():
+        g, n = r.geometry, r.counts
+        style = dict(color=colors[imb], ls="-" if not cb else ":", marker="o" if not cb else "x", ms=4)
+        bias = "no bias" if not cb else "bias"
+        axes[0].loglog(n, g["scale"], **style, label=f"imbalance {imb:g}, {bias}: a_c ~ N_c^{g['scale_exponent']:.2f}")
+        axes[1].loglog(n, r.mean_norm_sq, **style, label=f"imbalance {imb:g}, {bias}: N_c^{g['norm_sq_exponent']:.2f}")
+        if cb:
+            continue
+        axes[2].semilogx(n, 1 - np.array(g["cosine"]) + 1e-16, color=colors[imb], marker="o", ms=4,
+                         label=f"imbalance {imb:g}: scaled, then centered")
+        axes[2].semilogx(n, 1 - np.array(g["nc3_cosine"]), color=colors[imb], marker="s", ms=4, ls="--",
+                         label=f"imbalance {imb:g}: centered (NC3)")
+    axes[0].set_title("classifier scale a_c in w_c = a_c mu_c - mean_j a_j mu_j", fontsize=9)
+    axes[1].set_title("class-mean length ||mu_c||^2 (orthogonal means)", fontsize=9)
+    axes[2].set_yscale("log")
+    axes[2].set_title("1 - cos(w_c, reading), no classifier bias", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("N_c")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=6)
+    fig.suptitle("F9  Seed 003 in the UFM: rows are the scaled-then-centered class means, scales ~ sqrt(N_c); "
+                 "the balanced-data reading (NC3) fails under imbalance", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 FIGURES = {
     "F1_objective.png": fig_objective,
     "F2_series.png": fig_series,
@@ -294,6 +336,7 @@ FIGURES = {
     "F6_ufm.png": fig_ufm,
     "F7_regime_gap.png": fig_regime_gap,
     "F8_regime_slope.png": fig_regime_slope,
+    "F9_geometry.png": fig_geometry,
 }
 
 

@@ -23,7 +23,7 @@ from scipy.special import expit, log_softmax, softmax
 from threadpoolctl import threadpool_limits
 
 from ._validate import LOSSES, REDUCTIONS, as_float_array, as_float_scalar, choice, nonnegative_int, positive_int
-from .collapse import class_means, cosine_matrix, nc1
+from .collapse import class_means, classifier_alignment, cosine_matrix, loglog_slope, nc1
 from .optimum import pem_loss
 from .priors import _counts, predicted_priors
 
@@ -48,6 +48,10 @@ class UFMResult:
     seconds: float
     message: str
     config: dict
+    class_mean_vectors: np.ndarray = None  # mu_c, (C, d)
+    classifier: np.ndarray = None  # classifier rows w_c, (C, d)
+    classifier_bias_values: np.ndarray = None  # b, (C,)
+    geometry: dict = field(default_factory=dict)  # seed 003's claims measured: collapse.classifier_alignment + norm exponent
     history: list[dict] = field(default_factory=list)
 
     @property
@@ -69,8 +73,9 @@ class UFMResult:
 class _Problem:
     """Objective and gradient of the UFM over one flat parameter vector."""
 
-    def __init__(self, labels, num_classes, dim, lams, loss, scale, bias, weight):
+    def __init__(self, labels, num_classes, dim, lams, loss, scale, bias, weight, classifier_bias=True):
         self.y, self.C, self.d = labels, num_classes, dim
+        self.classifier_bias = classifier_bias
         self.n = len(labels)
         self.lam_h, self.lam_w, self.lam_p = lams
         self.loss, self.scale, self.bias, self.weight = loss, scale, bias, weight
@@ -110,7 +115,7 @@ class _Problem:
         f += 0.5 * self.lam_w * (np.sum(W * W) + b @ b) + 0.5 * self.lam_p * (np.sum(V * V) + (c @ c if self.bias else 0.0))
         gH = g_logits @ W + g_eta @ V + s * self.lam_h * H
         gW = g_logits.T @ H + self.lam_w * W
-        gb = g_logits.sum(0) + self.lam_w * b
+        gb = g_logits.sum(0) + self.lam_w * b if self.classifier_bias else np.zeros_like(b)  # b stays at its initial 0
         gV = g_eta.T @ H + self.lam_p * V
         gc = g_eta.sum(0) + self.lam_p * c if self.bias else np.zeros_like(c)
         return f, np.concatenate([gH.ravel(), gW.ravel(), gb, gV.ravel(), gc])
@@ -130,6 +135,7 @@ def simulate_ufm(
     max_iter: int = 20000,
     bias: bool = True,
     weight: float = 1.0,
+    classifier_bias: bool = True,
     progress: bool = False,
 ) -> UFMResult:
     """Train the UFM to a stationary point and compare the learned PEM outputs with Proposition 1.
@@ -150,13 +156,17 @@ def simulate_ufm(
     tol = as_float_scalar("tol", tol, positive=True)
     max_iter = positive_int("max_iter", max_iter, maximum=10**7)
     weight = as_float_scalar("weight", weight, positive=True)
+    for name, flag in (("bias", bias), ("classifier_bias", classifier_bias)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise ValueError(f"{name}: expected true or false, got {flag!r}")
     config = dict(counts=counts.tolist(), dim=dim, lam_features=lams[0], lam_classifier=lams[1], lam_pem=lams[2], loss=loss,
-                  nonlinearity=nonlinearity, reduction=reduction, seed=seed, tol=tol, max_iter=max_iter, bias=bias, weight=float(weight))
+                  nonlinearity=nonlinearity, reduction=reduction, seed=seed, tol=tol, max_iter=max_iter, bias=bias, weight=float(weight),
+                  classifier_bias=bool(classifier_bias))
 
     C = len(counts)
     labels = np.repeat(np.arange(C), counts)
     n = len(labels)
-    problem = _Problem(labels, C, dim, lams, loss, 1.0 / n if reduction == "mean" else 1.0, bias, float(weight))
+    problem = _Problem(labels, C, dim, lams, loss, 1.0 / n if reduction == "mean" else 1.0, bias, float(weight), bool(classifier_bias))
     rng = np.random.default_rng(seed)
     H0 = rng.normal(0.0, 1.0, (n, dim))
     if nonlinearity == "relu":
@@ -206,10 +216,13 @@ def simulate_ufm(
     seconds = time.perf_counter() - start
     bar.close()
     f, g = problem.evaluate(res.x)
-    H = problem.unpack(res.x)[0]
+    H, W, b = problem.unpack(res.x)[:3]
     mu, norm_sq, eta_matrix, learned, predicted = measure(res.x)
+    geometry = classifier_alignment(W, mu, counts)
+    geometry["norm_sq_exponent"] = loglog_slope(norm_sq, counts) if np.ptp(counts) > 0 and np.all(norm_sq > 0) else None
     return UFMResult(
         counts=counts, eta_learned=learned, eta_predicted=predicted, mean_norm_sq=norm_sq, eta_matrix=eta_matrix,
         cosines=cosine_matrix(mu), nc1=nc1(H, labels, C), grad_norm=projected_grad_norm(res.x, g), objective=float(f),
-        iterations=int(res.nit), seconds=seconds, message=str(res.message), config=config, history=history,
+        iterations=int(res.nit), seconds=seconds, message=str(res.message), config=config, geometry=geometry, history=history,
+        class_mean_vectors=mu, classifier=W, classifier_bias_values=b,
     )

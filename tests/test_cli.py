@@ -78,12 +78,14 @@ def test_ufm_command_writes_json(tmp_path):
 
 
 def test_figures_command(tmp_path, monkeypatch):
-    """All six PNGs are drawn (F6's UFM run swapped for a small one to keep this quick)."""
+    """Every PNG is drawn (the UFM runs of F6 and F9 swapped for small ones to keep this quick)."""
     import npe_theory.figures as figs
     from npe_theory.ufm import simulate_ufm
 
     small = simulate_ufm([40, 18, 8, 4], tol=1e-8)
     monkeypatch.setitem(figs.FIGURES, "F6_ufm.png", lambda p: figs.fig_ufm(p, small))
+    small_geometry = figs.geometry_runs(classes=4, n_max=40, imbalances=(10.0,))
+    monkeypatch.setitem(figs.FIGURES, "F9_geometry.png", lambda p: figs.fig_geometry(p, small_geometry))
     assert main(["figures", "--out", str(tmp_path)]) == 0
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == sorted(figs.FIGURES)

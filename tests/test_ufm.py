@@ -1,6 +1,8 @@
 """The unconstrained feature model: gradient, Neural Collapse, and Proposition 1 at its stationary point."""
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from npe_theory.collapse import cosine_matrix, nc1
 from npe_theory.priors import count_profile
@@ -65,3 +67,71 @@ def test_nc_metrics_by_hand():
 def test_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=f"^{name}"):
         simulate_ufm([5, 3, 1], **kwargs)
+
+
+# ---- seed 003 in the UFM: orthogonal means of count-dependent length, classifier = scaled-then-centered means ----
+
+def test_classifier_alignment_recovers_constructed_structures():
+    """Hand-built classifiers of both readings: the fit returns the scales put in, and cosine 1 where the structure is exact."""
+    from npe_theory.collapse import classifier_alignment
+
+    rng = np.random.default_rng(3)
+    counts = np.array([50.0, 20.0, 8.0, 3.0])
+    means = np.diag([1.0, 2.0, 3.0, 4.0]) @ np.linalg.qr(rng.normal(size=(6, 4)))[0].T  # orthogonal rows, lengths 1..4
+    scales = np.array([0.9, 0.5, 0.3, 0.1])
+    scaled_centered = scales[:, None] * means - (scales[:, None] * means).mean(0)
+    out = classifier_alignment(scaled_centered, means, counts)
+    np.testing.assert_allclose(out["scale"], scales, rtol=1e-12)
+    np.testing.assert_allclose(out["cosine"], 1.0, atol=1e-12)
+    assert out["scale_exponent"] == pytest.approx(np.polyfit(np.log(counts), np.log(scales), 1)[0])
+    global_mean = counts @ means / counts.sum()
+    nc3 = scales[:, None] * (means - global_mean)
+    out = classifier_alignment(nc3, means, counts)
+    np.testing.assert_allclose(out["nc3_cosine"], 1.0, atol=1e-12)
+    np.testing.assert_allclose(out["nc3_scale"], scales, rtol=1e-12)
+    assert min(out["cosine"]) < 0.999  # the two readings differ under imbalance: the fit does not accept anything
+
+
+def _kkt_scales(r, lam_classifier):
+    """a_c = s C n_c q_c / lam_W, q_c the softmax probability of each wrong class at mu_c: the bias-free UFM's stationarity
+    condition W = -(s / lam_W) sum_c n_c (p_c - e_c) mu_c^T, rewritten for orthogonal means (equal wrong-class logits)."""
+    from scipy.special import softmax
+
+    counts = r.counts.astype(float)
+    p = softmax(r.class_mean_vectors @ r.classifier.T + r.classifier_bias_values, axis=1)
+    C = len(counts)
+    q = (1.0 - np.diag(p)) / (C - 1)
+    return (1.0 / counts.sum()) * C * counts * q / lam_classifier
+
+
+@settings(max_examples=6)
+@given(st.sampled_from(["exp", "step"]), st.integers(3, 8), st.sampled_from([1.0, 5.0, 30.0, 100.0]), st.integers(0, 3))
+@example("exp", 10, 100.0, 0)
+@example("exp", 3, 1.0, 0)  # balanced: NC3 proper, every reading agrees
+def test_seed003_geometry_in_the_bias_free_ufm(profile, classes, imbalance, seed):
+    """Wherever the seed's model applies (ReLU features, no classifier bias): within-class collapse, orthogonal class means,
+    longer means for rarer classes, classifier rows exactly the scaled-then-centered means, scales growing with N_c and equal
+    to the stationarity condition's closed form."""
+    counts = count_profile(profile, classes, 120, imbalance)
+    r = simulate_ufm(counts, dim=16, tol=1e-9, seed=seed, classifier_bias=False)
+    g = r.geometry
+    assert r.grad_norm < 1e-7 and r.nc1 < 1e-8
+    assert r.max_offdiag_cosine < 1e-6
+    np.testing.assert_allclose(g["cosine"], 1.0, atol=1e-7)
+    np.testing.assert_allclose(g["scale"], _kkt_scales(r, 5e-4), rtol=1e-5)
+    n, a, norm = counts.astype(float), np.array(g["scale"]), r.mean_norm_sq
+    more = n[:, None] > n[None, :]
+    same = n[:, None] == n[None, :]
+    assert np.all((a[:, None] > a[None, :])[more]) and np.all((norm[:, None] < norm[None, :])[more])
+    np.testing.assert_allclose((a[:, None] - a[None, :])[same], 0.0, atol=1e-4 * a.max())  # equal counts, equal scales (to the stationarity tolerance)
+    if imbalance >= 30:  # the balanced-data reading w_c ~ (mu_c - mu_G) is what fails under imbalance
+        assert min(g["nc3_cosine"]) < 0.99
+
+
+@pytest.mark.parametrize("profile", ["exp", "step"])
+def test_seed003_with_a_classifier_bias_holds_to_a_thousandth(profile):
+    """Our UFM's classifier has a decayed bias: the wrong-class logits then differ by b_k, and the structure holds to 1e-3."""
+    r = simulate_ufm(count_profile(profile, 8, 120, 100), tol=1e-9)
+    g = r.geometry
+    assert min(g["cosine"]) > 0.999 and min(g["cosine"]) < 1 - 1e-6
+    assert 0.4 < g["scale_exponent"] < 0.6 and -0.5 < g["norm_sq_exponent"] < -0.38
