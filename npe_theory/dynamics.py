@@ -126,28 +126,43 @@ def finite_time_logit(counts, lam, lr, *, feature_norm_sq=1.0, momentum: float =
     Network-free: class c's features are a fixed vector of squared norm ``feature_norm_sq`` and its
     share of each step's loss is its expected one, pi_c ("mean", a batch-mean loss; ``ceil(N / batch_size)``
     steps per epoch) or N_c ("sum", a summed loss, one full-batch step per epoch). ``lr`` is one rate
-    or the rate of each epoch. As lambda_s grows the result tends to
-    ``predicted_priors(counts, lam, feature_norm_sq, reduction, loss, bias, weight=alpha)``.
+    or the rate of each epoch. ``counts`` (C,) holds for every epoch, or (E, C) gives each epoch's
+    counts (a class distribution that changes during training); ``feature_norm_sq`` likewise is
+    one value, one per class (C,), or one per epoch and class (E, C). As lambda_s grows under fixed
+    counts the result tends to ``predicted_priors(counts, lam, feature_norm_sq, reduction, loss, bias, weight=alpha)``.
     """
     counts = as_float_array("counts", counts, positive=True)
-    if counts.ndim != 1:
-        raise ValueError(f"counts: expected a 1-D array of class counts, got shape {counts.shape}")
+    if counts.ndim not in (1, 2):
+        raise ValueError(f"counts: expected class counts (C,) or per-epoch counts (E, C), got shape {counts.shape}")
     choice("reduction", reduction, REDUCTIONS)
     lr = as_float_array("lr", lr, nonnegative=True)
     if lr.ndim > 1:
         raise ValueError(f"lr: expected one rate or one per epoch, got shape {lr.shape}")
-    epochs = positive_int("epochs", epochs if epochs is not None else (lr.size if lr.ndim == 1 else None))
+    default_epochs = counts.shape[0] if counts.ndim == 2 else (lr.size if lr.ndim == 1 else None)
+    epochs = positive_int("epochs", epochs if epochs is not None else default_epochs)
     lr_epoch = np.broadcast_to(lr, (epochs,)) if lr.ndim == 0 or lr.size == epochs else None
     if lr_epoch is None:
         raise ValueError(f"lr: {lr.size} rates for {epochs} epochs")
+    if counts.ndim == 2 and counts.shape[0] != epochs:
+        raise ValueError(f"counts: {counts.shape[0]} epochs of counts for {epochs} epochs")
+    C = counts.shape[-1]
+    if counts.ndim == 1:  # bounded work before anything per epoch is built
+        one = steps_per_epoch(int(round(counts.sum())), batch_size if batch_size is not None else int(round(counts.sum()))) \
+            if reduction == "mean" else 1
+        if one * epochs > MAX_STEPS:
+            raise ValueError(f"epochs, batch_size: {one * epochs} steps exceed the limit of {MAX_STEPS}")
+    per_epoch = np.broadcast_to(counts, (epochs, C))
+    fns = as_float_array("feature_norm_sq", feature_norm_sq, nonnegative=True)
+    if fns.shape not in ((), (C,), (epochs, C)):
+        raise ValueError(f"feature_norm_sq: expected one value, ({C},) or ({epochs}, {C}), got {fns.shape}")
+    totals = per_epoch.sum(1)
     if reduction == "mean":
-        steps = steps_per_epoch(int(counts.sum()), batch_size if batch_size is not None else int(counts.sum()))
-        share = counts / counts.sum()
+        steps = np.array([steps_per_epoch(int(round(t)), batch_size if batch_size is not None else int(round(t))) for t in totals])
+        share = per_epoch / totals[:, None]
     else:
-        steps, share = 1, counts
-    fns = np.broadcast_to(as_float_array("feature_norm_sq", feature_norm_sq, nonnegative=True), counts.shape)
-    means = np.broadcast_to(np.sqrt(fns)[None, :, None], (epochs, counts.size, 1))
-    if steps * epochs > MAX_STEPS:
-        raise ValueError(f"epochs, batch_size: {steps * epochs} steps exceed the limit of {MAX_STEPS}")
-    return heavy_ball_pem(means, share, np.repeat(lr_epoch, steps), lam, momentum=momentum, alpha=alpha, loss=loss, bias=bias,
-                          epoch_of_step=np.repeat(np.arange(epochs), steps))["eta_per_epoch"]
+        steps, share = np.ones(epochs, dtype=np.int64), per_epoch
+    if steps.sum() > MAX_STEPS:
+        raise ValueError(f"epochs, batch_size: {steps.sum()} steps exceed the limit of {MAX_STEPS}")
+    means = np.broadcast_to(np.sqrt(np.broadcast_to(fns, (epochs, C)))[..., None], (epochs, C, 1))
+    return heavy_ball_pem(means, np.repeat(share, steps, axis=0), np.repeat(lr_epoch, steps), lam, momentum=momentum, alpha=alpha,
+                          loss=loss, bias=bias, epoch_of_step=np.repeat(np.arange(epochs), steps))["eta_per_epoch"]

@@ -101,14 +101,20 @@ def cmd_compare(args) -> int:
 
 
 def _figures_with_regimes(draw):
-    """``npe figures --retrain-regimes``: train the F7/F8 runs first and write their summary beside the figures."""
+    """``npe figures --retrain-regimes / --retrain-adaptation``: train the F7/F8 (F10) runs first and write their
+    summaries beside the figures."""
     def run(args) -> int:
-        if args.retrain_regimes:
-            from npe_theory.io import write_json
+        from npe_theory.io import write_json
 
+        if args.retrain_regimes:
             from .regimes import GRID, regime_runs
 
             path = write_json(Path(args.out) / "regime_runs.json", {"grid": [list(g) for g in GRID], "runs": regime_runs()})
+            print(f"wrote {path}")
+        if args.retrain_adaptation:
+            from .adaptation import GRID as SHIFTS, adaptation_runs
+
+            path = write_json(Path(args.out) / "adaptation_runs.json", {"grid": [list(g) for g in SHIFTS], "runs": adaptation_runs()})
             print(f"wrote {path}")
         return draw(args)
     return run
@@ -119,6 +125,8 @@ def register(sub) -> None:
     if fig is not None:  # the theory package draws F7 and F8 from run summaries; this package can retrain them
         fig.add_argument("--retrain-regimes", action="store_true", help="train the F7/F8 runs again (about 3 minutes on 2 CPU cores) "
                          "and write OUT/regime_runs.json before drawing")
+        fig.add_argument("--retrain-adaptation", action="store_true", help="train the F10 runs again (12 shifting runs, about "
+                         "6 minutes on 2 CPU cores) and write OUT/adaptation_runs.json before drawing")
         fig.set_defaults(func=_figures_with_regimes(fig.get_default("func")))
 
     p = sub.add_parser("train", help="train a network with PEMs on long-tailed data and report its learned priors")

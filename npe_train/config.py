@@ -18,12 +18,18 @@ from npe_theory._validate import nonnegative_int, positive_int
 from .data import DATASETS, PROFILES
 from .models import MODELS, TORCHVISION_PREFIX
 from .pipeline import PIPELINES
+from .seg_data import SEG_DATASETS
+from .seg_models import SEG_MODELS
+from .stream import parse_schedule
 
 METHODS = ("npe", "ce", "la_loss")
+MIXES = ("none", "unimix")
 SCHEDULES = ("cosine", "step")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MAX_COUNT = 10**7  # epochs, batch size, heads, ...: bounded work, a clear error above
-DEFAULT_MODEL = {"synthetic": "mlp", "digits": "mlp", "mnist1d": "cnn1d", "cifar10": "resnet32", "cifar100": "resnet32", "folder": "resnet32", "npy": "mlp"}
+DEFAULT_MODEL = {"synthetic": "mlp", "digits": "mlp", "mnist1d": "cnn1d", "cifar10": "resnet32", "cifar100": "resnet32", "folder": "resnet32", "npy": "mlp",
+                 "shapes": "fcn", "stare": "fcn", "ade20k": "fcn"}
+ALL_DATASETS = DATASETS + SEG_DATASETS
 
 
 def setting(default, help: str, **flag):
@@ -36,8 +42,9 @@ def setting(default, help: str, **flag):
 class TrainConfig:
     """Defaults: the CPU main job (MNIST-1D-LT, imbalance 100). configs/*.toml hold other recipes."""
 
-    dataset: str = setting("mnist1d", f"{' | '.join(DATASETS)}; folder and npy read --data-dir")
-    model: str | None = setting(None, f"{' | '.join(MODELS)} | {TORCHVISION_PREFIX}NAME (default: by data set)")
+    dataset: str = setting("mnist1d", f"{' | '.join(DATASETS)}; segmentation: {' | '.join(SEG_DATASETS)}; folder, npy, stare and ade20k "
+                                      f"read --data-dir")
+    model: str | None = setting(None, f"{' | '.join(MODELS)} | {TORCHVISION_PREFIX}NAME; segmentation: {' | '.join(SEG_MODELS)} (default: by data set)")
     method: str = setting("npe", "npe: CE + alpha * PEM loss (joint); ce; la_loss: CE(z + tau ln pi) (Bayias)")
     profile: str | None = setting(None, f"count profile: {' | '.join(PROFILES)} (default: exp; natural for folder and npy)")
     imbalance: float = setting(100.0, "head over tail count of the exp and step profiles")
@@ -55,11 +62,18 @@ class TrainConfig:
     milestones: list[int] = setting([], "step schedule: epochs after which lr x gamma")
     gamma: float = setting(0.1, "step schedule: lr factor at each milestone")
     warmup_epochs: int = setting(0, "linear learning-rate warmup epochs")
-    alpha: float = setting(1.0, "PEM loss weight")
+    alpha: float | None = setting(None, "PEM loss weight (default 1; 0.1 for segmentation, as the paper's ADE20K run)")
     num_pems: int = setting(1, "number of PEM heads, averaged")
     pem_hidden: int | None = setting(None, "hidden width of an MLP PEM (default: linear PEM, where the closed form applies)")
     pem_loss: str = setting("logistic", "logistic (the paper) | exp (Proposition 1's tail)")
     pem_detach: bool | None = setting(None, "keep the PEM loss from the backbone (default: joint for npe, a detached probe for the baselines)")
+    mix: str = setting("none", f"{' | '.join(MIXES)}: mix every sample with a tail-favouring partner from its batch (Prior-LT)")
+    mix_a: float = setting(0.8, "UniMix: Beta(a, a) part of the mixing factor")
+    mix_tau: float = setting(-0.1, "UniMix: partners drawn with probability proportional to n_y^mix_tau (< 0 favours the tail)")
+    mix_until: int | None = setting(None, "UniMix: mix in epochs before this one only (default: every epoch)")
+    shift: list[str] = setting([], "change the class distribution of the stream at the start of EPOCH (repeatable); "
+                               "PROFILE: exp | step | reversed; the training set becomes a pool of n_max per class",
+                               action="extend", metavar="EPOCH=PROFILE:IMBALANCE")
     tau: float = setting(1.0, "logit-adjustment strength at inference (and in la_loss)")
     tau_grid: list[float] = setting([0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0], "tau values of the recorded tau sweep")
     augment: bool | None = setting(None, "crop + flip (default: on for CIFAR, off otherwise)")
@@ -76,10 +90,12 @@ class TrainConfig:
     def resolved(self) -> "TrainConfig":
         """Fill the None defaults that depend on other fields, and check every value."""
         cfg = TrainConfig(**asdict(self))
+        if cfg.alpha is None:
+            cfg.alpha = 0.1 if cfg.dataset in SEG_DATASETS else 1.0
         if cfg.model is None and cfg.dataset in DEFAULT_MODEL:
             cfg.model = DEFAULT_MODEL[cfg.dataset]
         if cfg.profile is None:
-            cfg.profile = "natural" if cfg.dataset in ("folder", "npy") else "exp"
+            cfg.profile = "natural" if cfg.dataset in ("folder", "npy", *SEG_DATASETS) else "exp"
         if cfg.pem_detach is None:
             cfg.pem_detach = cfg.method != "npe"
         if cfg.augment is None:
@@ -95,26 +111,35 @@ class TrainConfig:
         def bad(name, msg):
             raise ValueError(f"{name}: {msg}")
 
-        for name in ("dataset", "method", "schedule", "pem_loss", "compile", "pipeline", "profile"):
+        for name in ("dataset", "method", "schedule", "pem_loss", "compile", "pipeline", "profile", "mix"):
             if not isinstance(getattr(self, name), str):
                 bad(name, f"expected a name (a string), got {getattr(self, name)!r}")
-        for name, allowed in (("dataset", DATASETS), ("method", METHODS), ("schedule", SCHEDULES), ("profile", PROFILES),
-                              ("pem_loss", ("logistic", "exp")), ("compile", COMPILE_MODES), ("pipeline", PIPELINES)):
+        for name, allowed in (("dataset", ALL_DATASETS), ("method", METHODS), ("schedule", SCHEDULES), ("profile", PROFILES),
+                              ("pem_loss", ("logistic", "exp")), ("compile", COMPILE_MODES), ("pipeline", PIPELINES), ("mix", MIXES)):
             if getattr(self, name) not in allowed:
                 bad(name, f"unknown {getattr(self, name)!r}; choose from {', '.join(allowed)}")
         if self.model is None:
             bad("model", f"no default network for {self.dataset}; choose from {', '.join(MODELS)} or {TORCHVISION_PREFIX}NAME")
-        if not isinstance(self.model, str) or not (self.model in MODELS or self.model.startswith(TORCHVISION_PREFIX)):
+        dense = self.dataset in SEG_DATASETS
+        if dense and self.model not in SEG_MODELS:
+            bad("model", f"{self.dataset} is a segmentation data set; choose a segmentation network from {', '.join(SEG_MODELS)}")
+        if not dense and (not isinstance(self.model, str) or not (self.model in MODELS or self.model.startswith(TORCHVISION_PREFIX))):
             bad("model", f"unknown {self.model!r}; choose from {', '.join(MODELS)} or {TORCHVISION_PREFIX}NAME")
-        if self.profile == "natural" and self.dataset not in ("folder", "npy"):
+        if dense and self.mix != "none":
+            bad("mix", f"UniMix mixes whole-image labels; it is not defined for segmentation ({self.dataset})")
+        if dense and self.shift:
+            bad("shift", f"a shifting class stream is defined for classification, not segmentation ({self.dataset})")
+        if dense and self.profile != "natural":
+            bad("profile", f"segmentation keeps the data's own pixel counts (natural), not {self.profile}")
+        if self.profile == "natural" and self.dataset not in ("folder", "npy", *SEG_DATASETS):
             bad("profile", f"natural (the data's own counts) needs dataset folder or npy, not {self.dataset}")
-        for name in ("imbalance", "lr", "alpha", "gamma", "weight_decay", "momentum", "tau", "test_fraction"):
+        for name in ("imbalance", "lr", "alpha", "gamma", "weight_decay", "momentum", "tau", "test_fraction", "mix_a", "mix_tau"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v):
                 bad(name, f"expected a finite number, got {v!r}")
         if self.imbalance < 1:
             bad("imbalance", f"must be a number >= 1 (head over tail count), got {self.imbalance!r}")
-        for name in ("lr", "alpha", "gamma"):
+        for name in ("lr", "alpha", "gamma", "mix_a"):
             if getattr(self, name) <= 0:
                 bad(name, f"expected a number > 0, got {getattr(self, name)!r}")
         for name in ("weight_decay", "tau"):
@@ -126,7 +151,7 @@ class TrainConfig:
             bad("test_fraction", f"expected a number in (0, 1), got {self.test_fraction!r}")
         for name in ("epochs", "batch_size", "num_pems", "eval_every"):
             setattr(self, name, positive_int(name, getattr(self, name), maximum=MAX_COUNT))  # a NumPy integer becomes a plain int (JSON)
-        for name in ("n_max", "pem_hidden", "image_size"):
+        for name in ("n_max", "pem_hidden", "image_size", "mix_until"):
             if getattr(self, name) is not None:
                 setattr(self, name, positive_int(name, getattr(self, name)))
         for name in ("amp", "augment", "pem_detach"):
@@ -146,6 +171,12 @@ class TrainConfig:
         if (not isinstance(self.tau_grid, list) or not self.tau_grid
                 or any(isinstance(t, bool) or not isinstance(t, (int, float)) or not _finite(t) or t < 0 for t in self.tau_grid)):
             bad("tau_grid", f"expected a list of numbers >= 0, got {self.tau_grid!r}")
+        if not isinstance(self.shift, list) or not all(isinstance(e, str) for e in self.shift):
+            bad("shift", f"expected a list of EPOCH=PROFILE:IMBALANCE entries, got {self.shift!r}")
+        if self.shift:
+            parse_schedule(self.shift, self.epochs)
+            if self.profile not in ("exp", "step"):
+                bad("shift", f"a shifting stream starts from the exp or step profile, not {self.profile}")
         for name in ("data_dir", "weights", "out", "device"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 bad(name, f"expected a path or name (a string), got {getattr(self, name)!r}")

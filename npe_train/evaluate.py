@@ -14,7 +14,9 @@ from .distributed import Dist, gather_rows
 from .trace import felt_decay, replay_inputs
 
 RULES = ("argmax", "posthoc_la", "npe_la", "npe_inverse")
-RULE_NAMES = {"argmax": "CE (argmax)", "posthoc_la": "post-hoc LA", "npe_la": "NPE-LA", "npe_inverse": "NPE inverse"}
+STALE_RULE = "posthoc_la_stale"  # a shifting stream only: post-hoc LA still using the counts before the last shift
+RULE_NAMES = {"argmax": "CE (argmax)", "posthoc_la": "post-hoc LA", "npe_la": "NPE-LA", "npe_inverse": "NPE inverse",
+              STALE_RULE: "post-hoc stale"}
 # Many / Medium / Few by training count (docs/data.md)
 GROUPS = {"many": lambda n: n > 100, "medium": lambda n: (n >= 20) & (n <= 100), "few": lambda n: n < 20}
 REPORT_GROUPS = ("overall", *GROUPS)  # the keys of every accuracy entry, besides per_class
@@ -100,25 +102,33 @@ def group_accuracy(correct: np.ndarray, y: np.ndarray, counts: np.ndarray) -> di
 
 
 def adjusted_logits(rule: str, logits: np.ndarray, eta: np.ndarray, log_prior: np.ndarray, tau: float,
-                    implied_prior: np.ndarray | None = None) -> np.ndarray:
+                    implied_prior: np.ndarray | None = None, stale_prior: np.ndarray | None = None) -> np.ndarray:
     """argmax: z; posthoc_la: z - tau ln pi (true counts); npe_la: z - tau eta(x);
-    npe_inverse: z - tau ln pi_hat, the log-prior Proposition 1 implies from the learned PEM outputs."""
+    npe_inverse: z - tau ln pi_hat, the log-prior Proposition 1 implies from the learned PEM outputs;
+    posthoc_la_stale: z - tau ln pi_old, the prior before the stream's last shift."""
     if rule == "argmax":
         return logits
     if rule == "npe_inverse":
         return logits - tau * implied_prior
+    if rule == STALE_RULE:
+        return logits - tau * stale_prior
     return logits - tau * (log_prior if rule == "posthoc_la" else eta)
 
 
-def accuracy_report(logits, eta, y, counts, tau: float, tau_grid, implied_prior=None) -> dict:
-    """Accuracy of every rule at ``tau`` and over ``tau_grid``; npe_inverse only when ``implied_prior`` is given."""
+def accuracy_report(logits, eta, y, counts, tau: float, tau_grid, implied_prior=None, stale_counts=None) -> dict:
+    """Accuracy of every rule at ``tau`` and over ``tau_grid``; npe_inverse only when ``implied_prior`` is given,
+    posthoc_la_stale only when ``stale_counts`` are."""
     log_prior = np.log(counts / counts.sum())
-    rules = [r for r in RULES if r != "npe_inverse" or implied_prior is not None]
+    stale = None if stale_counts is None else np.log(stale_counts / np.sum(stale_counts))
+    rules = [r for r in RULES if r != "npe_inverse" or implied_prior is not None] + ([STALE_RULE] if stale is not None else [])
+
+    def adjusted(rule, t):
+        return adjusted_logits(rule, logits, eta, log_prior, t, implied_prior, stale)
 
     def acc(rule, t):
-        return group_accuracy(adjusted_logits(rule, logits, eta, log_prior, t, implied_prior).argmax(1) == y, y, counts)
+        return group_accuracy(adjusted(rule, t).argmax(1) == y, y, counts)
 
-    probs = {rule: softmax(adjusted_logits(rule, logits, eta, log_prior, tau, implied_prior), axis=1) for rule in rules}
+    probs = {rule: softmax(adjusted(rule, tau), axis=1) for rule in rules}
     out = {
         "accuracy": {rule: acc(rule, tau) for rule in rules},
         "tau_sweep": {rule: {f"{t:g}": {k: v for k, v in acc(rule, t).items() if k != "per_class"} for t in tau_grid} for rule in rules[1:]},
@@ -141,13 +151,22 @@ def pem_settings(cfg, lam_s: float) -> PemSettings:
                        momentum=cfg.momentum, lambda_s=lam_s)
 
 
-def evaluate_run(model, data, cfg, x_train, x_test, prepare, trace: dict, rank_info=None) -> dict:
+def evaluate_run(model, data, cfg, x_train, x_test, prepare, trace: dict, rank_info=None, *, counts=None, report_counts=None,
+                 train_index=None, stale_counts=None) -> dict:
     """Accuracy per rule on the balanced test set (eval mode), and the prior report on the training set.
 
     The report reads the training-mode outputs and features (what the PEM trained on) and records the
     eval-mode outputs beside them. Each rank predicts a contiguous chunk; the chunks are gathered.
+    ``counts``: the class counts of post-hoc LA and the count groups (default the data's);
+    ``report_counts``: the counts the PEM's loss saw, for the prior report (default ``counts``; UniMix
+    spreads them by the mixing weights); ``train_index``: the training samples of the current stream
+    (a shifting stream's last epoch; default all); ``stale_counts``: the counts before the last shift.
     """
     rank_info = rank_info or Dist()
+    counts = data.counts if counts is None else np.asarray(counts)
+    y_train = data.y_train
+    if train_index is not None:
+        x_train, y_train = x_train[torch.as_tensor(train_index, device=x_train.device)], y_train[train_index]
 
     def run(x, **kw):
         idx = np.array_split(np.arange(len(x)), rank_info.world)[rank_info.rank]
@@ -172,7 +191,7 @@ def evaluate_run(model, data, cfg, x_train, x_test, prepare, trace: dict, rank_i
     back = torch.argsort(order).numpy()
     eta_tr, feats_tr = eta_tr[back], feats_tr[back]
     linear = model.pem.is_linear
-    pem = pem_report(eta_tr, feats_tr, data.y_train, data.counts, pem_settings(cfg, felt_decay(trace, cfg)),
+    pem = pem_report(eta_tr, feats_tr, y_train, counts if report_counts is None else report_counts, pem_settings(cfg, felt_decay(trace, cfg)),
                      trace=replay_inputs(trace), eta_eval=eta_eval, linear=linear)
     implied = implied_log_prior(pem["learned"], cfg.weight_decay, pem["mean_norm_sq"], cfg.pem_loss, True, cfg.alpha) if linear else None
-    return {**accuracy_report(logits, eta, data.y_test, data.counts, cfg.tau, cfg.tau_grid, implied), "pem": pem}
+    return {**accuracy_report(logits, eta, data.y_test, counts, cfg.tau, cfg.tau_grid, implied, stale_counts), "pem": pem}

@@ -64,9 +64,15 @@ def one_way_logistic_loss(eta: torch.Tensor, target: torch.Tensor, reduction: st
     return total / keep.sum().clamp_min(1) if reduction == "mean" else total
 
 
-def heads_loss(heads: torch.Tensor, target: torch.Tensor, loss: str = "logistic", validate: bool = True) -> torch.Tensor:
-    """Sum over PEM heads (K, B, C, ...) of the batch-mean one-way loss: the official reduction."""
-    return sum(one_way_logistic_loss(h, target, loss=loss, validate=validate and k == 0) for k, h in enumerate(heads))
+def heads_loss(heads: torch.Tensor, target: torch.Tensor, loss: str = "logistic", validate: bool = True,
+               weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum over PEM heads (K, B, C, ...) of the batch-mean one-way loss: the official reduction.
+
+    ``weight`` (B,): the batch mean of weight_i * l_i instead (a mixed sample's share of this label, UniMix).
+    """
+    if weight is None:
+        return sum(one_way_logistic_loss(h, target, loss=loss, validate=validate and k == 0) for k, h in enumerate(heads))
+    return sum((weight * one_way_logistic_loss(h, target, "none", loss, validate=validate and k == 0)).mean() for k, h in enumerate(heads))
 
 
 def npe_adjust(logits: torch.Tensor, eta: torch.Tensor, tau: float = 1.0) -> torch.Tensor:

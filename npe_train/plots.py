@@ -26,7 +26,8 @@ def plot_run(out, results: dict | None = None) -> list[Path]:
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return [plot_prior_report(out / "pem_vs_log_counts.png", results["pem"]), plot_eta_matrix(out / "eta_matrix.png", results["pem"]),
             _curves(out / "training_curves.png", metrics), _groups(out / "accuracy_by_group.png", results),
-            *([_reliability(out / "reliability.png", results)] if "calibration" in results else [])]
+            *([_reliability(out / "reliability.png", results)] if "calibration" in results else []),
+            *([plot_iou(out / "iou_by_frequency.png", results)] if "segmentation" in results else [])]
 
 
 def _reliability(path, results) -> Path:
@@ -88,3 +89,52 @@ def _groups(path, results) -> Path:
     ax.legend(fontsize=8)
     ax.set_title(f"accuracy by class group (tau = {results['config']['tau']:g})")
     return save_figure(fig, path, dpi=120)
+
+
+def plot_iou(path, results: dict) -> Path:
+    """Per-class IoU of every rule, classes ordered by training pixel frequency (most frequent first)."""
+    seg, counts = results["segmentation"], np.asarray(results["counts"])
+    order = np.argsort(-counts, kind="stable")
+    names = results.get("class_names") or [str(c) for c in range(len(counts))]
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.5 * len(counts)), 4.2))
+    width = 0.8 / len(seg)
+    for i, (rule, s) in enumerate(seg.items()):
+        iou = [np.nan if s["iou"][c] is None else s["iou"][c] for c in order]
+        ax.bar(np.arange(len(order)) + (i - (len(seg) - 1) / 2) * width, iou, width, label=f"{rule}: mIoU {s['miou']:.3f}")
+    ax.set_xticks(np.arange(len(order)), [f"{names[c]}\n{counts[c]:,}" for c in order], fontsize=6, rotation=45 if len(order) > 12 else 0)
+    ax.set_ylabel("IoU")
+    ax.set_xlabel("class (training pixels), most frequent first")
+    ax.legend(fontsize=7)
+    ax.set_title("per-class IoU by rule", fontsize=9)
+    return save_figure(fig, path, dpi=120)
+
+
+def plot_pem_map(path, model, data, prepare, device, index: int = 0) -> Path:
+    """One test image beside its labels, the argmax and NPE-LA predictions, and the PEM's map (centered eta of the
+    rarest object class present, as in the per-pixel NPE-LA)."""
+    import torch
+
+    from .seg_data import IGNORE
+
+    model.eval()
+    with torch.no_grad():
+        logits, heads, _ = model(prepare(torch.as_tensor(data.x_test[index : index + 1], device=device)))
+        eta = heads.mean(0)[0]
+        eta = eta - eta.mean()  # centered over (C, H, W), as the official inference does
+        z = logits[0]
+    labels = data.y_test[index]
+    present = [c for c in np.unique(labels) if c != IGNORE]
+    rare = min(present, key=lambda c: data.counts[c])
+    img = np.moveaxis(data.x_test[index], 0, -1)
+    panels = [("image", img, {}), ("labels (white: ignored)", np.where(labels == IGNORE, np.nan, labels), dict(cmap="tab10", vmin=0, vmax=9)),
+              ("argmax", z.argmax(0).cpu().numpy(), dict(cmap="tab10", vmin=0, vmax=9)),
+              ("NPE-LA", (z - eta).argmax(0).cpu().numpy(), dict(cmap="tab10", vmin=0, vmax=9)),
+              (f"PEM eta, class {rare} (rarest here)", eta[rare].cpu().numpy(), dict(cmap="viridis"))]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.2))
+    for ax, (title, arr, kw) in zip(axes, panels):
+        im = ax.imshow(arr, **kw)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+        if title.startswith("PEM"):
+            fig.colorbar(im, ax=ax, fraction=0.046)
+    return save_figure(fig, path, dpi=110)

@@ -13,7 +13,8 @@ from npe_theory.dynamics import lambda_s
 
 def new_trace(model) -> dict:
     """The PEM heads' initial weights (K, C, D) and biases (K, C); per-epoch lists the training loop fills."""
-    trace = {"lrs": [], "fractions": [], "means": [], "init_weight": None, "init_bias": None}
+    trace = {"lrs": [], "fractions": [], "means": [], "init_weight": None, "init_bias": None,
+             "stream": None}  # the last epoch's samples (a shifting stream) and effective counts, for the report
     if model.pem is not None and model.pem.is_linear:
         trace["init_weight"] = np.stack([h.weight.detach().double().cpu().numpy() for h in model.pem.heads])
         trace["init_bias"] = np.stack([h.bias.detach().double().cpu().numpy() for h in model.pem.heads])

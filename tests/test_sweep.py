@@ -68,3 +68,6 @@ def test_benchmarks_run(tmp_path):
     assert summary["runs"]["eager"]["accuracy_npe_la"] == summary["runs"]["standard"]["accuracy_npe_la"]
     out = subprocess.run([sys.executable, str(bench / "theory_speed.py"), "--points", "1000", "--repeats", "1"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0 and "x scipy" in out.stdout
+    out = subprocess.run([sys.executable, str(bench / "seg_pem_overhead.py"), "--steps", "2", "--repeats", "1", "--batch-size", "4",
+                          "--device", "cpu"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and "PEM overhead" in out.stdout, out.stderr[-2000:]
