@@ -113,7 +113,7 @@ def register(sub) -> None:
     p.add_argument("--csv", metavar="PATH", help="also write the per-class table as CSV")
     p.set_defaults(func=cmd_priors)
 
-    p = sub.add_parser("figures", help="regenerate the figures F1-F10 (PNG)")
+    p = sub.add_parser("figures", help="regenerate the figures F1-F11 (PNG)")
     p.add_argument("--out", default="figures", help="output folder (default figures/)")
     p.set_defaults(func=cmd_figures)
 

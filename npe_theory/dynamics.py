@@ -132,7 +132,7 @@ def finite_time_logit(counts, lam, lr, *, feature_norm_sq=1.0, momentum: float =
     counts the result tends to ``predicted_priors(counts, lam, feature_norm_sq, reduction, loss, bias, weight=alpha)``.
     """
     counts = as_float_array("counts", counts, positive=True)
-    if counts.ndim not in (1, 2):
+    if counts.ndim not in (1, 2) or counts.size == 0:
         raise ValueError(f"counts: expected class counts (C,) or per-epoch counts (E, C), got shape {counts.shape}")
     choice("reduction", reduction, REDUCTIONS)
     lr = as_float_array("lr", lr, nonnegative=True)

@@ -1,4 +1,4 @@
-"""The proof figures F1-F10 (PNG). ``npe figures [--out DIR]`` regenerates them all.
+"""The proof figures F1-F11 (PNG). ``npe figures [--out DIR]`` regenerates them all.
 
 Each ``fig_*`` function draws one figure into a path; ``make_figures`` draws all.
 The mpmath references are used wherever float64 cannot resolve what is plotted.
@@ -333,6 +333,42 @@ def fig_adaptation(path, runs=None) -> Path:
     return save_figure(fig, path)
 
 
+SEGMENTATION_RUNS = Path(__file__).resolve().parents[1] / "figures" / "segmentation_runs.json"
+
+
+def fig_segmentation(path, runs=None) -> Path:
+    """F11: per-class IoU of the CE network (argmax) against the NPE network (NPE-LA), classes by training pixel
+    frequency, mean and spread over seeds; the paper's ADE20K figure on generated shapes."""
+    import json
+
+    if runs is None:
+        source = Path(path).with_name("segmentation_runs.json")
+        runs = json.loads((source if source.is_file() else SEGMENTATION_RUNS).read_text())["runs"]
+    counts = np.mean([r["counts"] for r in runs], axis=0)
+    order = np.argsort(-counts, kind="stable")
+    names = runs[0].get("class_names") or [str(c) for c in range(len(counts))]
+    series = [("ce", "argmax", "tab:gray", "CE network, argmax"), ("npe", "argmax", "tab:blue", "NPE network, argmax"),
+              ("npe", "npe_la", "tab:green", "NPE network, NPE-LA")]
+    fig, ax = plt.subplots(figsize=(9, 4.4))
+    width = 0.8 / len(series)
+    for i, (method, rule, color, label) in enumerate(series):
+        group = [r for r in runs if r["method"] == method]
+        if not group:
+            continue
+        iou = np.array([[np.nan if v is None else v for v in r["iou"][rule]] for r in group], dtype=float)[:, order]
+        miou = np.mean([r["miou"][rule] for r in group])
+        ax.bar(np.arange(len(order)) + (i - 1) * width, np.nanmean(iou, 0), width, yerr=np.nanstd(iou, 0), color=color, capsize=2,
+               label=f"{label}: mIoU {100 * miou:.1f}% ({len(group)} seeds)")
+    ax.set_xticks(np.arange(len(order)), [f"{names[c]}\n{int(counts[c]):,} px" for c in order], fontsize=7)
+    ax.set_ylabel("IoU (mean over seeds, bar: spread)")
+    ax.set_xlabel("class, most frequent first (training pixels)")
+    ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    ax.set_title("F11  Per-class IoU on long-tailed shapes (FCN, alpha 0.1): CE against NPE-LA", fontsize=9)
+    return save_figure(fig, path)
+
+
 def _lag_text(lag) -> str:
     return "-" if lag is None else str(lag)
 
@@ -390,6 +426,7 @@ FIGURES = {
     "F8_regime_slope.png": fig_regime_slope,
     "F9_geometry.png": fig_geometry,
     "F10_adaptation.png": fig_adaptation,
+    "F11_segmentation.png": fig_segmentation,
 }
 
 

@@ -29,6 +29,15 @@ def format_summary(results: dict) -> str:
             ece = results.get("calibration", {}).get(rule, {}).get("ece")
             lines.append(f"  {name:<14}" + "".join(f"{_fmt(results['accuracy'][rule][g]):>9}" for g in GROUPS)
                          + f"{_fmt(None if ece is None else 100 * ece, '.1f'):>9}")
+    if "segmentation" in results:  # per pixel: mIoU overall and by pixel-frequency third (docs/segmentation.md)
+        lines.append(f"  {'mIoU':<14}" + "".join(f"{g:>9}" for g in ("overall", "many", "medium", "few")) + f"{'pixel acc':>11}")
+        for rule, s in results["segmentation"].items():
+            lines.append(f"  {RULE_NAMES[rule]:<14}{_fmt(s['miou']):>9}" + "".join(f"{_fmt(v['miou']):>9}" for v in s["by_frequency"].values())
+                         + f"{_fmt(s['pixel_accuracy']):>11}")
+    for entry in results.get("adaptation", []):  # a shifting stream (docs/adaptation.md)
+        lines.append(f"  shift at epoch {entry['epoch']} to {entry['to']}: the PEM is within {entry['tolerance']:g} nats of its new "
+                     f"equilibrium after {_fmt(entry['lag_measured'], 'd')} epochs (predicted {_fmt(entry['lag_predicted'], 'd')}; "
+                     f"- = not within the run)")
     lines.append("prior report (training-mode features, as the PEM trained on; NPE-LA at test time uses eval mode):")
     lines += summary_lines(results["pem"])
     lines.append(f"  run folder: {cfg['out']}")
@@ -101,8 +110,8 @@ def cmd_compare(args) -> int:
 
 
 def _figures_with_regimes(draw):
-    """``npe figures --retrain-regimes / --retrain-adaptation``: train the F7/F8 (F10) runs first and write their
-    summaries beside the figures."""
+    """``npe figures --retrain-regimes / --retrain-segmentation / --retrain-adaptation``: train the runs of F7/F8, F11
+    or F10 first and write their summaries beside the figures."""
     def run(args) -> int:
         from npe_theory.io import write_json
 
@@ -110,6 +119,11 @@ def _figures_with_regimes(draw):
             from .regimes import GRID, regime_runs
 
             path = write_json(Path(args.out) / "regime_runs.json", {"grid": [list(g) for g in GRID], "runs": regime_runs()})
+            print(f"wrote {path}")
+        if args.retrain_segmentation:
+            from .seg_eval import segmentation_runs
+
+            path = write_json(Path(args.out) / "segmentation_runs.json", {"config": "configs/shapes_seg.toml", "runs": segmentation_runs()})
             print(f"wrote {path}")
         if args.retrain_adaptation:
             from .adaptation import GRID as SHIFTS, adaptation_runs
@@ -127,6 +141,8 @@ def register(sub) -> None:
                          "and write OUT/regime_runs.json before drawing")
         fig.add_argument("--retrain-adaptation", action="store_true", help="train the F10 runs again (12 shifting runs, about "
                          "6 minutes on 2 CPU cores) and write OUT/adaptation_runs.json before drawing")
+        fig.add_argument("--retrain-segmentation", action="store_true", help="train the F11 runs again (CE and NPE on shapes, 3 seeds, "
+                         "about 10 minutes on 2 CPU cores) and write OUT/segmentation_runs.json before drawing")
         fig.set_defaults(func=_figures_with_regimes(fig.get_default("func")))
 
     p = sub.add_parser("train", help="train a network with PEMs on long-tailed data and report its learned priors")

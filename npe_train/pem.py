@@ -125,10 +125,13 @@ class PriorEstimator(nn.Module):
             raise ValueError(f"features: expected (B, {self.in_features}) or (B, {self.in_features}, H, W), got {tuple(features.shape)}")
         if self.detach:
             features = features.detach()
-        dense = features.dim() == 4
-        h = features.movedim(1, -1) if dense else features  # per-pixel linear map = 1x1 convolution
-        out = torch.stack([head(h) for head in self.heads])
-        return out.movedim(-1, 2) if dense else out
+        if features.dim() == 2:
+            return torch.stack([head(features) for head in self.heads])
+        if self.is_linear:  # per pixel: all heads as one 1x1 convolution on the (B, D, H, W) maps, no layout change
+            weight = torch.cat([head.weight for head in self.heads])[:, :, None, None]
+            out = F.conv2d(features, weight, torch.cat([head.bias for head in self.heads]))
+            return out.unflatten(1, (self.num_pems, self.num_classes)).movedim(1, 0)
+        return torch.stack([head(features.movedim(1, -1)) for head in self.heads]).movedim(-1, 2)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.heads_output(features).mean(0)

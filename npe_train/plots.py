@@ -109,13 +109,16 @@ def plot_iou(path, results: dict) -> Path:
     return save_figure(fig, path, dpi=120)
 
 
-def plot_pem_map(path, model, data, prepare, device, index: int = 0) -> Path:
-    """One test image beside its labels, the argmax and NPE-LA predictions, and the PEM's map (centered eta of the
-    rarest object class present, as in the per-pixel NPE-LA)."""
+def plot_pem_map(path, model, data, prepare, device, index: int | None = None) -> Path:
+    """One test image beside its labels, the argmax and NPE-LA predictions, and the PEM's map: at every pixel the
+    centered output for the pixel's own class (its estimated log-prior; high for frequent classes)."""
     import torch
 
     from .seg_data import IGNORE
 
+    if index is None:  # the first test image that holds the rarest class
+        rare = int(np.argmin(data.counts))
+        index = next((i for i in range(len(data.y_test)) if (data.y_test[i] == rare).any()), 0)
     model.eval()
     with torch.no_grad():
         logits, heads, _ = model(prepare(torch.as_tensor(data.x_test[index : index + 1], device=device)))
@@ -123,13 +126,12 @@ def plot_pem_map(path, model, data, prepare, device, index: int = 0) -> Path:
         eta = eta - eta.mean()  # centered over (C, H, W), as the official inference does
         z = logits[0]
     labels = data.y_test[index]
-    present = [c for c in np.unique(labels) if c != IGNORE]
-    rare = min(present, key=lambda c: data.counts[c])
+    own = np.take_along_axis(eta.cpu().numpy(), np.where(labels == IGNORE, 0, labels)[None], 0)[0]
     img = np.moveaxis(data.x_test[index], 0, -1)
     panels = [("image", img, {}), ("labels (white: ignored)", np.where(labels == IGNORE, np.nan, labels), dict(cmap="tab10", vmin=0, vmax=9)),
               ("argmax", z.argmax(0).cpu().numpy(), dict(cmap="tab10", vmin=0, vmax=9)),
               ("NPE-LA", (z - eta).argmax(0).cpu().numpy(), dict(cmap="tab10", vmin=0, vmax=9)),
-              (f"PEM eta, class {rare} (rarest here)", eta[rare].cpu().numpy(), dict(cmap="viridis"))]
+              ("PEM eta of each pixel's class", np.where(labels == IGNORE, np.nan, own), dict(cmap="viridis"))]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.2))
     for ax, (title, arr, kw) in zip(axes, panels):
         im = ax.imshow(arr, **kw)

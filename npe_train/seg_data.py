@@ -15,9 +15,12 @@ class ids in [0, C) or ``IGNORE`` (not scored, no loss). Nothing is downloaded.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
+
+from npe_theory._validate import positive_int
 
 from .data import DataError, LongTailData
 
@@ -25,6 +28,7 @@ IGNORE = -100  # torch's default ignore_index of cross_entropy, and of one_way_l
 SEG_DATASETS = ("shapes", "stare", "ade20k")
 SHAPE_NAMES = ("disk", "square", "triangle", "ring")
 SHAPES_CLASSES = 9  # background + 4 shapes x 2 textures
+NOISE = 0.08  # pixel noise (images in [0, 1]): the textures stay visible, the shapes blur at their edges
 
 
 # ---- generated shapes ----
@@ -48,7 +52,7 @@ def _shapes_image(rng, size: int, object_classes: np.ndarray):
     """One image: noisy background, the given object classes drawn in order (later ones on top), boundary rings ignored."""
     yy, xx = np.mgrid[0:size, 0:size]
     base = rng.uniform(0.25, 0.6, 3)
-    img = base[:, None, None] + 0.12 * rng.normal(size=(3, size, size))
+    img = base[:, None, None] + NOISE * rng.normal(size=(3, size, size))
     labels = np.zeros((size, size), dtype=np.int64)
     for c in object_classes:
         kind, period = SHAPE_NAMES[(c - 1) // 2], (2, 4)[(c - 1) % 2]
@@ -59,7 +63,7 @@ def _shapes_image(rng, size: int, object_classes: np.ndarray):
             continue
         tex = _texture(period, yy, xx, int(rng.integers(4)))
         color = rng.uniform(0.3, 0.9, 3)  # object colour carries no class information
-        img[:, mask] = (color[:, None] * (0.75 + 0.35 * tex[mask]) + 0.12 * rng.normal(size=(3, mask.sum())))
+        img[:, mask] = color[:, None] * (0.6 + 0.6 * tex[mask]) + NOISE * rng.normal(size=(3, mask.sum()))
         labels[mask] = c
     # a one-pixel ring just outside every object: its label is ambiguous, so it is ignored
     obj = labels > 0
@@ -146,15 +150,24 @@ def _pairs(images: list[Path], label_of, size: int | None, where: str):
     return np.stack(xs), np.stack(ys).astype(np.int64)
 
 
+def _folder(root, image_size) -> tuple[Path, int | None]:
+    """A checked folder path and image size (None: keep the images' own)."""
+    if not isinstance(root, (str, os.PathLike)):
+        raise DataError(f"data_dir: expected a folder path, got {root!r}")
+    return Path(root).expanduser(), None if image_size is None else positive_int("image_size", image_size, maximum=16384)
+
+
 def load_stare(root, image_size: int | None = None, test_fraction: float = 0.5) -> LongTailData:
     """STARE: images ``imNNNN.ppm`` and hand-labelled vessel masks ``imNNNN.ah.ppm`` anywhere under ``root``.
 
     Vessel pixels (mask value > 127) are class 1, the rest class 0. The images sorted by name are
     split in order: the first ``1 - test_fraction`` train, the rest test.
     """
-    root = Path(root).expanduser()
+    root, image_size = _folder(root, image_size)
     if not root.is_dir():
         raise DataError(f"data_dir: no folder {root}")
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
+        raise DataError(f"test_fraction: expected a number in (0, 1), got {test_fraction!r}")
     masks = {p.name.split(".")[0]: p for p in root.rglob("*.ah.ppm")}
     images = sorted((p for p in root.rglob("*.ppm") if not p.name.endswith(".ah.ppm") and p.name.split(".")[0] in masks),
                     key=lambda p: p.name)
@@ -170,7 +183,7 @@ def load_stare(root, image_size: int | None = None, test_fraction: float = 0.5) 
 def load_ade20k(root, image_size: int | None = None) -> LongTailData:
     """ADE20K (SceneParsing challenge): ``root/ADEChallengeData2016`` (or ``root`` itself) with ``images/{training,validation}/*.jpg``
     and ``annotations/{training,validation}/*.png``. Annotation a in 1..150 is class a - 1; 0 is ignored."""
-    root = Path(root).expanduser()
+    root, image_size = _folder(root, image_size)
     base = root / "ADEChallengeData2016" if (root / "ADEChallengeData2016").is_dir() else root
     parts = []
     for split in ("training", "validation"):

@@ -121,3 +121,37 @@ def evaluate_segmentation(model, data, cfg, x_train, x_test, prepare, trace: dic
             conf[r] += confusion(adjusted.argmax(1), y, C)
     scores = {r: segmentation_scores(conf[r].cpu().numpy(), data.counts) for r in rules}
     return {"accuracy": {r: accuracy_entry(s) for r, s in scores.items()}, "segmentation": scores, "pem": pem}
+
+
+# ---- the runs behind figure F11 ----
+
+SEG_CONFIG = "configs/shapes_seg.toml"
+
+
+def summarize_segmentation(results: dict) -> dict:
+    """What F11 plots from one segmentation run: per-class IoU of every rule, the pixel counts, mIoU."""
+    cfg = results["config"]
+    return {"method": cfg["method"], "seed": cfg["seed"], "alpha": cfg["alpha"], "counts": results["counts"],
+            "class_names": results.get("class_names"), "lambda_s": results["pem"]["lambda_s"],
+            "iou": {rule: s["iou"] for rule, s in results["segmentation"].items()},
+            "miou": {rule: s["miou"] for rule, s in results["segmentation"].items()},
+            "miou_few": {rule: s["by_frequency"]["few"]["miou"] for rule, s in results["segmentation"].items()}}
+
+
+def segmentation_runs(methods=("ce", "npe"), seeds=(0, 1, 2), progress: bool = True, **overrides) -> list[dict]:
+    """The segmentation main job (``configs/shapes_seg.toml`` settings) per method and seed; about 100 s a run on 2 CPU cores."""
+    import tempfile
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from .config import make_config
+    from .train import train
+
+    job = Path(__file__).resolve().parents[1] / SEG_CONFIG
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for method, seed in tqdm([(m, s) for m in methods for s in seeds], desc="segmentation runs", disable=not progress):
+            cfg = make_config(str(job), **{**overrides, "method": method, "seed": seed, "out": str(Path(tmp) / f"{method}-{seed}")})
+            rows.append(summarize_segmentation(train(cfg, progress=False)))
+    return rows

@@ -78,15 +78,18 @@ def summarize(results: list[dict]) -> list[dict]:
     rows: dict[tuple, list[dict]] = {}
     for r in results:
         c = r["config"]
-        rows.setdefault((c["dataset"], c["method"], c["imbalance"]), []).append(r)
+        rows.setdefault((c["dataset"], c["method"], c.get("mix", "none"), c["imbalance"]), []).append(r)
     table = []
-    for (dataset, method, imbalance), rs in rows.items():
-        row = {"dataset": dataset, "method": method, "imbalance": imbalance, "seeds": len(rs)}
+    for (dataset, method, mix, imbalance), rs in rows.items():
+        row = {"dataset": dataset, "method": method, "mix": mix, "imbalance": imbalance, "seeds": len(rs)}
         values = {f"{rule}_{g}": [r["accuracy"].get(rule, {}).get(g) for r in rs] for rule in RULES for g in GROUPS}
         values.update({f"pem_rmse_{k}": [r["pem"]["prior_match"].get(k, {}).get("centered_rmse") for r in rs] for k in PRIOR_KEYS})
         values["pem_slope"] = [r["pem"]["prior_match"]["vs_log_counts"]["slope"] for r in rs]
         values["lambda_s"] = [r["pem"].get("lambda_s") for r in rs]
         values.update({f"{rule}_ece": [r.get("calibration", {}).get(rule, {}).get("ece") for r in rs] for rule in RULES})
+        seg = [r.get("segmentation", {}) for r in rs]  # segmentation runs: mIoU overall and on the rarest third of the classes
+        values.update({f"{rule}_miou": [s.get(rule, {}).get("miou") for s in seg] for rule in RULES})
+        values.update({f"{rule}_miou_few": [s.get(rule, {}).get("by_frequency", {}).get("few", {}).get("miou") for s in seg] for rule in RULES})
         for key, vals in values.items():
             if any(v is None for v in vals):
                 row[f"{key}_mean"] = row[f"{key}_std"] = None
@@ -105,11 +108,15 @@ def write_tables(table: list[dict], out: Path) -> tuple[Path, Path]:
         m, s = row[f"{key}_mean"], row[f"{key}_std"]
         return "-" if m is None else f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
 
-    head = ["dataset", "method", "imbalance", "seeds"] + [f"{rule} {g}" for rule in RULES for g in GROUPS] + [f"PEM RMSE {k}" for k in PRIOR_KEYS] + ["lambda*s"] + [f"{rule} ECE %" for rule in RULES]
+    dense = any(row.get("argmax_miou_mean") is not None for row in table)
+    miou = [f"{rule} mIoU{part}" for rule in RULES for part in ("", " few")] if dense else []
+    head = (["dataset", "method", "mix", "imbalance", "seeds"] + [f"{rule} {g}" for rule in RULES for g in GROUPS] + miou
+            + [f"PEM RMSE {k}" for k in PRIOR_KEYS] + ["lambda*s"] + [f"{rule} ECE %" for rule in RULES])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in table:
-        cells = [row["dataset"], row["method"], f"{row['imbalance']:g}", str(row["seeds"])]
+        cells = [row["dataset"], row["method"], row.get("mix", "none"), f"{row['imbalance']:g}", str(row["seeds"])]
         cells += [cell(row, f"{rule}_{g}", 100.0) for rule in RULES for g in GROUPS]
+        cells += [cell(row, f"{rule}_miou{part}", 100.0) for rule in RULES for part in ("", "_few")] if dense else []
         cells += [cell(row, f"pem_rmse_{k}", digits=3) for k in PRIOR_KEYS] + [cell(row, "lambda_s", digits=3)]
         cells += [cell(row, f"{rule}_ece", 100.0) for rule in RULES]
         lines.append("| " + " | ".join(cells) + " |")

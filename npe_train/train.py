@@ -356,18 +356,19 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
             stream_counts(cfg.profile, cfg.imbalance, shifts, epoch, data.num_classes, int(data.counts.max()))
         except ValueError as exc:
             raise ValueError(f"shift: the stream of epoch {epoch} does not fit the pool ({exc})") from None
+    _seed_all(cfg.seed)  # after the data: building it (or not, when cached) must not move the model's initialization
+    # the network before the folder too: one that cannot be built (a missing torchvision, bad weights) leaves none behind
+    model = (build_seg_model if cfg.dataset in SEG_DATASETS else build_model)(
+        cfg.model, data.input_shape, data.num_classes, cfg.num_pems, cfg.pem_hidden, cfg.pem_detach, cfg.weights).to(device)
     with claim(Path(cfg.out), rank_info.main):
-        return _train(cfg, data, rank_info, device, resume, progress)
+        return _train(cfg, data, model, rank_info, device, resume, progress)
 
 
-def _train(cfg: TrainConfig, data, rank_info, device, resume: bool, progress: bool) -> dict:
+def _train(cfg: TrainConfig, data, model, rank_info, device, resume: bool, progress: bool) -> dict:
     from tqdm.auto import tqdm
 
     out = Path(cfg.out)
-    _seed_all(cfg.seed)  # after the data: building it (or not, when cached) must not move the model's initialization
     dense = cfg.dataset in SEG_DATASETS
-    model = (build_seg_model if dense else build_model)(cfg.model, data.input_shape, data.num_classes, cfg.num_pems, cfg.pem_hidden,
-                                                        cfg.pem_detach, cfg.weights).to(device)
     channels_last = device.type == "cuda" and len(data.input_shape) == 3
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

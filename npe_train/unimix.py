@@ -33,8 +33,11 @@ def partner_probabilities(labels: torch.Tensor, counts: torch.Tensor, tau: float
     n = _counts_of(labels, counts)
     if n.numel() == 0:
         raise ValueError("labels: an empty batch has no partner to draw")
-    # in log space: n^tau of a count of 1e7 and tau of -5 underflows, its share does not
-    log_w = tau * torch.log(n)
+    # in log space, relative to the count that weighs most: n^tau of a count of 1e7 at tau = -5 underflows, its share does
+    # not, and tau (ln n - ln n_ref) is at most 0 whatever the size of tau
+    log_n = torch.log(n)
+    ref = log_n.max() if tau >= 0 else log_n.min()
+    log_w = torch.where(log_n == ref, torch.zeros_like(log_n), tau * (log_n - ref))
     return torch.softmax(log_w, dim=0)
 
 

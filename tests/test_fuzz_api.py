@@ -245,3 +245,76 @@ def test_expected_calibration_error(probs, labels, bins):
     from npe_train.evaluate import expected_calibration_error
 
     check_contract(lambda: expected_calibration_error(probs, labels, bins), ("probs", "labels", "bins"))
+
+
+# ---- UniMix, the shifting stream, the UFM geometry, segmentation loaders ----
+
+int_labels = st.lists(st.integers(0, 4), min_size=1, max_size=12)
+
+
+@N
+@given(maybe(int_labels), maybe(st.lists(st.integers(1, 10**6), min_size=5, max_size=5)), maybe(floats(-5, 5)))
+@example([0, 7], [1, 2, 3, 4, 5], -0.1)
+@example([0, 1], [1, 0, 3, 4, 5], -0.1)
+@example([0], [7, 1, 1, 1, 1], 1e308)  # tau ln n overflowed to inf, and the share to NaN
+def test_partner_probabilities(labels, counts, tau):
+    from npe_train.unimix import partner_probabilities
+
+    def tensor(v):  # valid lists become tensors; a hostile value goes in as it is
+        return torch.as_tensor(v) if isinstance(v, list) and all(type(i) is int for i in v) else v
+
+    def call():
+        return partner_probabilities(tensor(labels), tensor(counts), tau).numpy()
+    check_contract(call, ("labels", "counts", "tau"))
+
+
+@N
+@given(maybe(st.lists(floats(1, 1e6), min_size=1, max_size=6)), maybe(floats(1e-3, 10)))
+@example([1.0, 2.0], 0.0)
+@example([1.0, float("nan")], 0.8)
+def test_mixing_factor(n, a):
+    from npe_train.unimix import mixing_factor
+
+    def call():
+        t = torch.as_tensor(n, dtype=torch.float64) if isinstance(n, list) and all(type(v) is float for v in n) else n
+        return mixing_factor(t, t, a, torch.Generator().manual_seed(0)).numpy()
+    check_contract(call, ("n_i", "n_j", "a"))
+
+
+@N
+@given(maybe(st.text(max_size=20)), maybe(st.integers(1, 100)))
+@example("20=reversed:100", 60)
+@example("5=exp:1e400", 60)
+def test_parse_shift(entry, epochs):
+    from npe_train.stream import parse_shift
+
+    check_contract(lambda: parse_shift(entry, epochs), ("shift", "epochs"))
+
+
+@N
+@given(maybe(counts_st.map(lambda c: [min(v, 100) for v in c])), maybe(st.integers(2, 12)))
+def test_finite_time_logit_with_a_schedule(counts, epochs):
+    def call():
+        valid = isinstance(counts, list) and all(type(v) is int for v in counts) and type(epochs) is int
+        sched = [list(counts)] * epochs if valid else counts  # a hostile value goes in as it is
+        return dynamics.finite_time_logit(sched, 1e-2, 0.1, batch_size=32)
+    check_contract(call, ("counts", "epochs", "lr", "feature_norm_sq"))
+
+
+@N
+@given(maybe(st.sampled_from(["", "nowhere", "file"])), maybe(st.integers(1, 64)))
+def test_segmentation_loaders(where, size):
+    import tempfile
+    from pathlib import Path
+
+    from npe_train.seg_data import load_ade20k, load_stare
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = where  # a hostile value goes in as it is
+        if isinstance(where, str) and where == "file":
+            root = Path(tmp) / "afile"
+            root.write_text("x")
+        elif isinstance(where, str) and where == "":
+            root = tmp
+        for load in (load_stare, load_ade20k):
+            check_contract(lambda: load(root, size), ("data_dir", "image_size", "root"))

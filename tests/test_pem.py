@@ -130,3 +130,14 @@ def test_sgd_on_collapsed_features_reaches_the_closed_form(loss):
     learned = np.array([pem(mu)[c, c].item() for c in range(4)])
     predicted = predicted_priors(counts, lam, (mu**2).sum(1).numpy(), "mean", loss, bias=True, weight=alpha)
     np.testing.assert_allclose(learned, predicted, atol=1e-6)
+
+
+@pytest.mark.parametrize("hidden", [None, 5])
+def test_dense_heads_equal_the_heads_applied_pixel_by_pixel(hidden):
+    """The per-pixel PEM (one 1x1 convolution for all linear heads) gives, at every pixel, what the (B, D) path gives."""
+    torch.manual_seed(0)
+    pem = PriorEstimator(6, 4, num_pems=3, hidden=hidden, init_std=0.3)
+    h = torch.randn(2, 6, 5, 7)
+    dense = pem.heads_output(h)
+    flat = pem.heads_output(h.permute(0, 2, 3, 1).reshape(-1, 6))  # (K, B*H*W, C)
+    torch.testing.assert_close(dense, flat.reshape(3, 2, 5, 7, 4).permute(0, 1, 4, 2, 3), rtol=1e-5, atol=1e-6)

@@ -123,6 +123,12 @@ def test_cli_bad_segmentation_folder_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and "data_dir" in err[0] and not (tmp_path / "r").exists()
     assert main(["train", "--dataset", "shapes", "--mix", "unimix", "--out", str(tmp_path / "r")]) == 2
     assert "mix" in capsys.readouterr().err
+    # a network that cannot be built (here: no usable torchvision, or a weights file that is not one) leaves no folder
+    (tmp_path / "w.pt").write_text("not weights")
+    assert main(["train", "--dataset", "shapes", "--model", "deeplabv3", "--weights", str(tmp_path / "w.pt"), "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("npe: error: model:") or "weights" in err[0]
+    assert not (tmp_path / "d").exists()
 
 
 def test_scores_against_a_direct_count():
@@ -206,3 +212,17 @@ def test_shapes_run_end_to_end(tmp_path):
         assert (tmp_path / "run" / name).stat().st_size > 5000
     line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert sum(line["effective_counts"]) == sum(res["counts"])
+
+
+def test_deeplabv3_builds_or_says_what_is_missing():
+    """With a torchvision that loads: DeepLab-V3 features (1/8 resolution) under a per-pixel PEM, outputs at input size.
+    Without one: a one-line ValueError naming the model setting."""
+    from npe_train.seg_models import build_seg_model
+
+    try:
+        model = build_seg_model("deeplabv3", (3, 32, 32), 5)
+    except ValueError as exc:
+        assert str(exc).startswith("model: deeplabv3 needs a torchvision")
+        return
+    logits, heads, h = model(torch.randn(2, 3, 32, 32))
+    assert logits.shape == (2, 5, 32, 32) and heads.shape == (1, 2, 5, 32, 32) and h.shape[1] == 256
