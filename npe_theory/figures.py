@@ -227,19 +227,26 @@ def plot_eta_matrix(path, pem: dict) -> Path:
     return save_figure(fig, path, dpi=110)
 
 
-REGIME_RUNS = Path(__file__).resolve().parents[1] / "figures" / "regime_runs.json"
+COMMITTED = Path(__file__).resolve().parents[1] / "figures"  # the run summaries behind F7/F8, F10 and F11
+
+
+def run_summaries(path, name: str, runs=None) -> list[dict]:
+    """The run summaries a figure is drawn from: given, or the file ``name`` beside the figure, or the committed one."""
+    import json
+
+    if runs is not None:
+        return runs
+    source = Path(path).with_name(name)
+    return json.loads((source if source.is_file() else COMMITTED / name).read_text())["runs"]
+
+
 RMSE_STYLE = {"vs_log_counts": ("o", "tab:gray", "ln N_c"), "vs_closed_form": ("s", "tab:blue", "closed form (Prop. 1)"),
               "vs_equilibrium": ("D", "tab:green", "exact equilibrium"), "vs_finite_time": ("^", "tab:purple", "finite time (replay)")}
 
 
 def _regime_rows(path, runs=None) -> list[dict]:
-    """The run summaries: given, or ``regime_runs.json`` beside the figure, or the committed one in figures/."""
-    import json
-
-    if runs is None:
-        source = Path(path).with_name("regime_runs.json")
-        runs = json.loads((source if source.is_file() else REGIME_RUNS).read_text())["runs"]
-    return sorted(runs, key=lambda r: r["lambda_s"])
+    """The regime runs (``regime_runs.json``), by lambda*s."""
+    return sorted(run_summaries(path, "regime_runs.json", runs), key=lambda r: r["lambda_s"])
 
 
 def fig_regime_gap(path, runs=None) -> Path:
@@ -285,18 +292,11 @@ def fig_regime_slope(path, runs=None) -> Path:
     return save_figure(fig, path)
 
 
-ADAPTATION_RUNS = Path(__file__).resolve().parents[1] / "figures" / "adaptation_runs.json"
-
-
 def fig_adaptation(path, runs=None) -> Path:
     """F10: after a shift of the class distribution, the learned PEM's gap to its new equilibrium (measured) and the
     finite-time model's gap to its new limit (predicted), per scenario; below, NPE-LA against post-hoc LA with the
     stale and the true new counts."""
-    import json
-
-    if runs is None:
-        source = Path(path).with_name("adaptation_runs.json")
-        runs = json.loads((source if source.is_file() else ADAPTATION_RUNS).read_text())["runs"]
+    runs = run_summaries(path, "adaptation_runs.json", runs)
     names = list(dict.fromkeys(r["name"] for r in runs))
     fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 7.2), squeeze=False, sharex=True)
     for j, name in enumerate(names):
@@ -333,17 +333,10 @@ def fig_adaptation(path, runs=None) -> Path:
     return save_figure(fig, path)
 
 
-SEGMENTATION_RUNS = Path(__file__).resolve().parents[1] / "figures" / "segmentation_runs.json"
-
-
 def fig_segmentation(path, runs=None) -> Path:
     """F11: per-class IoU of the CE network (argmax) against the NPE network (NPE-LA), classes by training pixel
     frequency, mean and spread over seeds; the paper's ADE20K figure on generated shapes."""
-    import json
-
-    if runs is None:
-        source = Path(path).with_name("segmentation_runs.json")
-        runs = json.loads((source if source.is_file() else SEGMENTATION_RUNS).read_text())["runs"]
+    runs = run_summaries(path, "segmentation_runs.json", runs)
     counts = np.mean([r["counts"] for r in runs], axis=0)
     order = np.argsort(-counts, kind="stable")
     names = runs[0].get("class_names") or [str(c) for c in range(len(counts))]

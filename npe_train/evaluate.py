@@ -1,6 +1,8 @@
 """Accuracy for every inference rule and the prior report of a run (docs/metrics.md, docs/data.md)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -59,20 +61,31 @@ def reliability_bins(probs, labels, bins: int = ECE_BINS) -> dict:
             "confidence": [c / n if n else None for c, n in zip(conf, n_b)]}
 
 
+@contextmanager
+def forward_mode(model, train_mode: bool):
+    """Passes in ``model.train(train_mode)`` that change nothing: in training mode BatchNorm normalizes with each batch's
+    statistics, as the PEM saw its features in training, and its running statistics are restored afterwards; eval mode after."""
+    buffers = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k or "num_batches_tracked" in k} if train_mode else None
+    model.train(train_mode)
+    try:
+        yield
+    finally:
+        if train_mode:
+            model.load_state_dict(buffers, strict=False)
+        model.eval()
+
+
 @torch.no_grad()
 def predict(model, x: torch.Tensor, batch_size: int, prepare, train_mode: bool = False, augment_draws=None):
     """(logits, eta, features) for every input, float64 on the host.
 
-    Eval mode by default. ``train_mode``: BatchNorm normalizes with each batch's statistics, as the
-    PEM saw its features in training, and its running statistics are restored afterwards (the pass
-    changes nothing); ``augment_draws`` (n, 3) crop and flip the inputs as in training.
+    Eval mode by default; ``train_mode``: batch statistics, running statistics left as they were (``forward_mode``);
+    ``augment_draws`` (n, 3) crop and flip the inputs as in training.
     """
     from .pipeline import augment
 
-    buffers = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k or "num_batches_tracked" in k}
-    model.train(train_mode)
     outs = [[], [], []]
-    try:
+    with forward_mode(model, train_mode):
         for i in range(0, len(x), batch_size):
             xb = x[i : i + batch_size]
             if augment_draws is not None:
@@ -80,10 +93,6 @@ def predict(model, x: torch.Tensor, batch_size: int, prepare, train_mode: bool =
             logits, heads, h = model(prepare(xb))
             for store, t in zip(outs, (logits, heads.mean(0), h)):
                 store.append(t.float().cpu())
-    finally:
-        if train_mode:
-            model.load_state_dict(buffers, strict=False)
-        model.eval()
     return tuple(torch.cat(o).double().numpy() for o in outs)
 
 
@@ -115,12 +124,17 @@ def adjusted_logits(rule: str, logits: np.ndarray, eta: np.ndarray, log_prior: n
     return logits - tau * (log_prior if rule == "posthoc_la" else eta)
 
 
+def available_rules(implied_prior=None, stale_prior=None) -> list[str]:
+    """The rules that apply: npe_inverse with an implied prior (a linear PEM), posthoc_la_stale with a stale one."""
+    return [r for r in RULES if r != "npe_inverse" or implied_prior is not None] + ([STALE_RULE] if stale_prior is not None else [])
+
+
 def accuracy_report(logits, eta, y, counts, tau: float, tau_grid, implied_prior=None, stale_counts=None) -> dict:
     """Accuracy of every rule at ``tau`` and over ``tau_grid``; npe_inverse only when ``implied_prior`` is given,
     posthoc_la_stale only when ``stale_counts`` are."""
     log_prior = np.log(counts / counts.sum())
     stale = None if stale_counts is None else np.log(stale_counts / np.sum(stale_counts))
-    rules = [r for r in RULES if r != "npe_inverse" or implied_prior is not None] + ([STALE_RULE] if stale is not None else [])
+    rules = available_rules(implied_prior, stale)
 
     def adjusted(rule, t):
         return adjusted_logits(rule, logits, eta, log_prior, t, implied_prior, stale)
@@ -149,6 +163,14 @@ def pem_settings(cfg, lam_s: float) -> PemSettings:
     """What the PEM was trained with: batch-mean loss, its bias decayed by the optimizer's weight decay, each head weighted alpha."""
     return PemSettings(weight_decay=cfg.weight_decay, alpha=cfg.alpha, loss=cfg.pem_loss, reduction="mean", bias=True,
                        momentum=cfg.momentum, lambda_s=lam_s)
+
+
+def prior_report(eta, features, labels, counts, cfg, trace: dict, linear: bool, eta_eval=None) -> tuple[dict, np.ndarray | None]:
+    """(the prior report of the run's PEM, the log-prior Proposition 1 implies from it, None for an MLP PEM)."""
+    pem = pem_report(eta, features, labels, counts, pem_settings(cfg, felt_decay(trace, cfg)), trace=replay_inputs(trace),
+                     eta_eval=eta_eval, linear=linear)
+    implied = implied_log_prior(pem["learned"], cfg.weight_decay, pem["mean_norm_sq"], cfg.pem_loss, True, cfg.alpha) if linear else None
+    return pem, implied
 
 
 def evaluate_run(model, data, cfg, x_train, x_test, prepare, trace: dict, rank_info=None, *, counts=None, report_counts=None,
@@ -190,8 +212,6 @@ def evaluate_run(model, data, cfg, x_train, x_test, prepare, trace: dict, rank_i
                               augment_draws=draws)
     back = torch.argsort(order).numpy()
     eta_tr, feats_tr = eta_tr[back], feats_tr[back]
-    linear = model.pem.is_linear
-    pem = pem_report(eta_tr, feats_tr, y_train, counts if report_counts is None else report_counts, pem_settings(cfg, felt_decay(trace, cfg)),
-                     trace=replay_inputs(trace), eta_eval=eta_eval, linear=linear)
-    implied = implied_log_prior(pem["learned"], cfg.weight_decay, pem["mean_norm_sq"], cfg.pem_loss, True, cfg.alpha) if linear else None
+    pem, implied = prior_report(eta_tr, feats_tr, y_train, counts if report_counts is None else report_counts, cfg, trace,
+                                model.pem.is_linear, eta_eval)
     return {**accuracy_report(logits, eta, data.y_test, counts, cfg.tau, cfg.tau_grid, implied, stale_counts), "pem": pem}

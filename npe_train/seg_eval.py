@@ -13,13 +13,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from npe_theory.priors import implied_log_prior
-from npe_theory.report import pem_report
-
-from .evaluate import RULES, pem_settings
+from .evaluate import adjusted_logits, available_rules, forward_mode, prior_report
 from .seg_data import IGNORE
 from .seg_models import pixel_features
-from .trace import felt_decay, replay_inputs
 
 #: the prior report reads at most this many training pixels, drawn uniformly (a fixed seeded subset)
 MAX_REPORT_PIXELS = 1_000_000
@@ -72,10 +68,8 @@ def _training_pixels(model, x_train, y_train, prepare, batch_size: int, seed: in
     order = torch.randperm(len(x_train), generator=gen)
     valid = int((y_train != IGNORE).sum())
     keep_p = min(1.0, cap / max(valid, 1))
-    buffers = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k or "num_batches_tracked" in k}
-    model.train()
     etas, feats, labels = [], [], []
-    try:
+    with forward_mode(model, train_mode=True):
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
             y = y_train[idx.to(y_train.device)]
@@ -87,9 +81,6 @@ def _training_pixels(model, x_train, y_train, prepare, batch_size: int, seed: in
             etas.append(eta[keep].double().cpu())
             feats.append(h[keep].double().cpu())
             labels.append(y[keep].cpu())
-    finally:
-        model.load_state_dict(buffers, strict=False)
-        model.eval()
     return torch.cat(etas).numpy(), torch.cat(feats).numpy(), torch.cat(labels).numpy()
 
 
@@ -101,24 +92,20 @@ def evaluate_segmentation(model, data, cfg, x_train, x_test, prepare, trace: dic
     device = x_test.device
     y_train = torch.as_tensor(data.y_train, device=x_train.device)
     eta_tr, feats_tr, labels_tr = _training_pixels(model, x_train, y_train, prepare, cfg.batch_size, cfg.seed)
-    linear = model.pem.is_linear
-    pem = pem_report(eta_tr, feats_tr, labels_tr, data.counts, pem_settings(cfg, felt_decay(trace, cfg)), trace=replay_inputs(trace),
-                     linear=linear)
-    implied = (implied_log_prior(pem["learned"], cfg.weight_decay, pem["mean_norm_sq"], cfg.pem_loss, True, cfg.alpha) if linear else None)
-    shifts = {"argmax": None, "posthoc_la": np.log(data.counts / data.counts.sum()), "npe_la": "eta", "npe_inverse": implied}
-    rules = [r for r in RULES if shifts[r] is not None or r == "argmax"]
+    pem, implied = prior_report(eta_tr, feats_tr, labels_tr, data.counts, cfg, trace, model.pem.is_linear)
+    # the rules of classification, with the class axis last: priors broadcast over pixels
+    log_prior = torch.as_tensor(np.log(data.counts / data.counts.sum()), dtype=torch.float32, device=device)
+    implied_t = None if implied is None else torch.as_tensor(implied, dtype=torch.float32, device=device)
+    rules = available_rules(implied)
     conf = {r: torch.zeros(C, C, dtype=torch.int64, device=device) for r in rules}
     y_test = torch.as_tensor(data.y_test, device=device)
     model.eval()
     for i in range(0, len(x_test), max(cfg.batch_size, 16)):
         logits, heads, _ = model(prepare(x_test[i : i + max(cfg.batch_size, 16)]))
-        eta = heads.mean(0)
+        z, eta = logits.movedim(1, -1), heads.mean(0).movedim(1, -1)
         y = y_test[i : i + len(logits)]
         for r in rules:
-            s = shifts[r]
-            adjusted = logits if s is None else logits - cfg.tau * (eta if r == "npe_la" else torch.as_tensor(s, dtype=logits.dtype,
-                                                                                                              device=device)[None, :, None, None])
-            conf[r] += confusion(adjusted.argmax(1), y, C)
+            conf[r] += confusion(adjusted_logits(r, z, eta, log_prior, cfg.tau, implied_t).argmax(-1), y, C)
     scores = {r: segmentation_scores(conf[r].cpu().numpy(), data.counts) for r in rules}
     return {"accuracy": {r: accuracy_entry(s) for r, s in scores.items()}, "segmentation": scores, "pem": pem}
 

@@ -160,45 +160,40 @@ def epoch_order(gen: torch.Generator, y_train: np.ndarray, cfg: TrainConfig, ran
     if draws is not None:
         draws = torch.cat([draws, draws[: padded - n]])
     labels = y_train[order.numpy()]
-    if labels.ndim > 1:  # segmentation: every valid pixel is a sample of its class
-        return _dense_plan(order, draws, labels, cfg, rank_info, num_classes, n)
-    weight = np.ones(padded)  # each position's loss weight on its own label; 1 - weight goes to its partner's
-    partner_pos = np.arange(padded)
-    mix = mixing(cfg, epoch)
-    if mix:
-        from .unimix import mix_batch
+    # per position: its loss weight on each class (rows) and its number of loss terms (terms)
+    if labels.ndim > 1:  # segmentation: every valid pixel is a loss term of its class
+        mix = False
+        rows = np.stack([np.bincount(r[r != IGNORE], minlength=num_classes) for r in labels.reshape(padded, -1)]).astype(np.float64)
+        terms = rows.sum(1)
+    else:  # one term per sample, split between its label and, under UniMix, its partner's
+        weight = np.ones(padded)  # the share of the sample's own label
+        partner_pos = np.arange(padded)
+        mix = mixing(cfg, epoch)
+        if mix:
+            from .unimix import mix_batch
 
-        count_t = torch.as_tensor(counts, dtype=torch.float64)
-        local = cfg.batch_size // rank_info.world
-        for r in range(rank_info.world):  # each rank mixes within its own local batches
-            mine = np.arange(r, padded, rank_info.world)
-            for i in range(0, len(mine), local):
-                pos = mine[i : i + local]
-                partner, xi = mix_batch(labels[pos], count_t, cfg.mix_tau, cfg.mix_a, gen)
-                partner_pos[pos], weight[pos] = pos[partner], xi.astype(np.float32)  # the weights the float32 steps use
-    soft = np.zeros((padded, num_classes))
-    np.add.at(soft, (np.arange(padded), labels), weight)
-    np.add.at(soft, (np.arange(padded), labels[partner_pos]), 1.0 - weight)
+            count_t = torch.as_tensor(counts, dtype=torch.float64)
+            local = cfg.batch_size // rank_info.world
+            for r in range(rank_info.world):  # each rank mixes within its own local batches
+                mine = np.arange(r, padded, rank_info.world)
+                for i in range(0, len(mine), local):
+                    pos = mine[i : i + local]
+                    partner, xi = mix_batch(labels[pos], count_t, cfg.mix_tau, cfg.mix_a, gen)
+                    partner_pos[pos], weight[pos] = pos[partner], xi.astype(np.float32)  # the weights the float32 steps use
+        rows = np.zeros((padded, num_classes))
+        np.add.at(rows, (np.arange(padded), labels), weight)
+        np.add.at(rows, (np.arange(padded), labels[partner_pos]), 1.0 - weight)
+        terms = np.ones(padded)
     batch = cfg.batch_size
-    fractions = np.stack([soft[i : i + batch].mean(0).astype(np.float32) for i in range(0, padded, batch)])
+    fractions = np.stack([(rows[i : i + batch].sum(0) / max(terms[i : i + batch].sum(), 1)).astype(np.float32)
+                          for i in range(0, padded, batch)])
     mine = slice(rank_info.rank, None, rank_info.world)
-    plan = EpochPlan(order[mine], None if draws is None else draws[mine], fractions, soft[:n].sum(0))
+    plan = EpochPlan(order[mine], None if draws is None else draws[mine], fractions, rows[:n].sum(0))
     if mix:
         plan.partner = order[torch.from_numpy(partner_pos)][mine]
         plan.partner_draws = None if draws is None else draws[torch.from_numpy(partner_pos)][mine]
         plan.xi = torch.from_numpy(weight[mine].astype(np.float32))
     return plan
-
-
-def _dense_plan(order, draws, labels, cfg, rank_info: Dist, num_classes: int, n: int) -> EpochPlan:
-    """Segmentation: each step's class shares of its valid pixels, and the epoch's pixel counts."""
-    flat = labels.reshape(len(labels), -1)
-    hist = np.stack([np.bincount(row[row != IGNORE], minlength=num_classes) for row in flat]).astype(np.float64)
-    batch = cfg.batch_size
-    fractions = np.stack([(hist[i : i + batch].sum(0) / max(hist[i : i + batch].sum(), 1)).astype(np.float32)
-                          for i in range(0, len(hist), batch)])
-    mine = slice(rank_info.rank, None, rank_info.world)
-    return EpochPlan(order[mine], None if draws is None else draws[mine], fractions, hist[:n].sum(0))
 
 
 def run_epoch(net, opt, feed, plan: EpochPlan, cfg, rank_info: Dist, log_prior, use_amp: bool, cudagraphs: bool, num_classes: int):
@@ -361,10 +356,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     model = (build_seg_model if cfg.dataset in SEG_DATASETS else build_model)(
         cfg.model, data.input_shape, data.num_classes, cfg.num_pems, cfg.pem_hidden, cfg.pem_detach, cfg.weights).to(device)
     with claim(Path(cfg.out), rank_info.main):
-        return _train(cfg, data, model, rank_info, device, resume, progress)
+        return _train(cfg, data, model, shifts, rank_info, device, resume, progress)
 
 
-def _train(cfg: TrainConfig, data, model, rank_info, device, resume: bool, progress: bool) -> dict:
+def _train(cfg: TrainConfig, data, model, shifts, rank_info, device, resume: bool, progress: bool) -> dict:
     from tqdm.auto import tqdm
 
     out = Path(cfg.out)
@@ -377,6 +372,7 @@ def _train(cfg: TrainConfig, data, model, rank_info, device, resume: bool, progr
     gen = torch.Generator().manual_seed(cfg.seed)  # the same on every rank: one permutation, sharded
     x_train = torch.as_tensor(data.x_train, device=device)
     y_train = torch.as_tensor(data.y_train, device=device)
+    x_test, prepare = torch.as_tensor(data.x_test, device=device), preparer(data.x_train.dtype, device)  # for every evaluation
     feed = (DevicePipeline(x_train, y_train, channels_last) if cfg.pipeline == "device"
             else LoaderPipeline(data.x_train, data.y_train, device, channels_last, cfg.workers))
     log_prior = torch.as_tensor(np.log(data.counts / data.counts.sum()), dtype=torch.float32, device=device)
@@ -384,7 +380,6 @@ def _train(cfg: TrainConfig, data, model, rank_info, device, resume: bool, progr
     start, trace, metrics = open_run(out, cfg, model, opt, sched, gen, device, resume, rank_info.main)
     net = _wrap(model, cfg, rank_info, device)
     cudagraphs = device.type == "cuda" and cfg.compile in ("reduce-overhead", "max-autotune")  # each step marked as a new one
-    shifts = parse_schedule(cfg.shift, cfg.epochs)
     pool = pool_by_class(data.y_train, data.num_classes) if shifts else None
     n_max = int(data.counts.max())
 
@@ -393,12 +388,10 @@ def _train(cfg: TrainConfig, data, model, rank_info, device, resume: bool, progr
 
     def evaluate(epoch: int) -> dict:
         if dense:
-            return evaluate_segmentation(model, data, cfg, x_train, torch.as_tensor(data.x_test, device=device),
-                                         preparer(data.x_train.dtype, device), trace)
+            return evaluate_segmentation(model, data, cfg, x_train, x_test, prepare, trace)
         stream = trace.get("stream") or {}
-        return evaluate_run(model, data, cfg, x_train, torch.as_tensor(data.x_test, device=device), preparer(data.x_train.dtype, device),
-                            trace, rank_info, counts=counts_at(epoch), report_counts=stream.get("counts"), train_index=stream.get("index"),
-                            stale_counts=stale_counts(cfg.profile, cfg.imbalance, shifts, epoch, data.num_classes, n_max) if shifts else None)
+        return evaluate_run(model, data, cfg, x_train, x_test, prepare, trace, rank_info, counts=counts_at(epoch),
+                            report_counts=stream.get("counts"), train_index=stream.get("index"), stale_counts=stale_counts(cfg.profile, cfg.imbalance, shifts, epoch, data.num_classes, n_max) if shifts else None)
 
     t0, report = time.perf_counter(), None
     bar = tqdm(range(start, cfg.epochs), desc=f"{cfg.dataset} {cfg.method}", disable=not (progress and rank_info.main),
@@ -448,5 +441,5 @@ def _train(cfg: TrainConfig, data, model, rank_info, device, resume: bool, progr
     if dense:
         from .plots import plot_pem_map
 
-        plot_pem_map(out / "pem_map.png", model, data, preparer(data.x_train.dtype, device), device)
+        plot_pem_map(out / "pem_map.png", model, data, prepare, device)
     return results
