@@ -1,5 +1,6 @@
 """The runs behind figures F7 and F8: the default job over weight decay and epochs, one point per run.
 
+``train_summaries`` trains runs in a temporary folder and keeps one summary of each (for F7/F8, F10 and F11).
 ``regime_runs`` trains the grid (MNIST-1D-LT, imbalance 100, 1D CNN; about 3 minutes on 2 CPU
 cores) and returns one summary per run; ``npe figures --retrain-regimes`` writes them to
 ``figures/regime_runs.json`` and redraws F7 and F8 from it (docs/regimes.md).
@@ -29,16 +30,22 @@ def summarize_run(results: dict) -> dict:
             "accuracy": {rule: v["overall"] for rule, v in results["accuracy"].items()}}
 
 
-def regime_runs(grid=GRID, seed: int = 0, progress: bool = True, **overrides) -> list[dict]:
-    """Train the default job once per (weight decay, epochs) of ``grid`` (``overrides`` change other settings)."""
+def train_summaries(runs, desc: str, progress: bool = True, config_file: str | None = None) -> list[dict]:
+    """For each (settings, summarize) of ``runs``: train ``make_config(config_file, **settings)`` in a temporary
+    folder and keep only ``summarize(results)`` (the runs behind the figures F7/F8, F10 and F11)."""
     from tqdm.auto import tqdm
 
     from .train import train
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for wd, epochs in tqdm(grid, desc="regime runs", disable=not progress):
-            cfg = make_config(**{**overrides, "weight_decay": wd, "epochs": epochs, "eval_every": epochs, "seed": seed,
-                                 "out": str(Path(tmp) / f"wd{wd:g}-e{epochs}")})
-            rows.append(summarize_run(train(cfg, progress=False)))
+        for i, (settings, summarize) in enumerate(tqdm(runs, desc=desc, disable=not progress)):
+            cfg = make_config(config_file, **{**settings, "out": str(Path(tmp) / str(i))})
+            rows.append(summarize(train(cfg, progress=False)))
     return rows
+
+
+def regime_runs(grid=GRID, seed: int = 0, progress: bool = True, **overrides) -> list[dict]:
+    """Train the default job once per (weight decay, epochs) of ``grid`` (``overrides`` change other settings)."""
+    return train_summaries([({**overrides, "weight_decay": wd, "epochs": epochs, "eval_every": epochs, "seed": seed}, summarize_run)
+                            for wd, epochs in grid], "regime runs", progress)

@@ -174,3 +174,14 @@ def test_cli_shift_is_repeatable_and_checked(tmp_path, capsys):
     assert len(err) == 1 and "shift" in err[0]
     assert main(["train", "--dataset", "synthetic", "--n-max", "60", "--shift", "2=exp:100", "--out", str(tmp_path / "t")]) == 2
     assert "tail class" in capsys.readouterr().err and not (tmp_path / "t").exists()
+
+
+def test_f10_runs_are_the_runs_trained_directly(tmp_path):
+    """``adaptation_runs`` (behind F10) summarizes the same run ``npe train`` makes with those settings."""
+    from npe_train.adaptation import adaptation_runs, summarize_adaptation
+
+    settings = dict(dataset="synthetic", n_max=120, imbalance=20, epochs=4)
+    rows = adaptation_runs(grid=(("reversal", 2e-2, "3=reversed:20"),), seeds=(2,), progress=False, **settings)
+    direct = summarize_adaptation("reversal", train(make_config(**settings, weight_decay=2e-2, shift=["3=reversed:20"], seed=2,
+                                                                out=str(tmp_path / "d")), progress=False))
+    assert rows == [direct]

@@ -226,3 +226,16 @@ def test_deeplabv3_builds_or_says_what_is_missing():
         return
     logits, heads, h = model(torch.randn(2, 3, 32, 32))
     assert logits.shape == (2, 5, 32, 32) and heads.shape == (1, 2, 5, 32, 32) and h.shape[1] == 256
+
+
+def test_f11_runs_follow_the_segmentation_main_job(tmp_path):
+    """``segmentation_runs`` (behind F11) trains configs/shapes_seg.toml with the given method and seed."""
+    from pathlib import Path
+
+    from npe_train.seg_eval import SEG_CONFIG, segmentation_runs, summarize_segmentation
+
+    small = dict(n_max=60, imbalance=20, epochs=2)
+    rows = segmentation_runs(methods=("ce",), seeds=(1,), progress=False, **small)
+    job = Path(__file__).resolve().parents[1] / SEG_CONFIG
+    direct = summarize_segmentation(train(make_config(str(job), **small, method="ce", seed=1, out=str(tmp_path / "d")), progress=False))
+    assert rows == [direct] and rows[0]["alpha"] == 0.1
