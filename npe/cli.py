@@ -1,14 +1,19 @@
 """The ``npe`` command: theory (``check``, ``priors``, ``figures``, ``ufm``), measurement (``report``)
 and training (``train``, ``sweep``, ``compare``).
 
-Each package registers its own sub-commands; the theory ones work without torch. Bad arguments
-print one line and exit with code 2; ``npe check`` exits 1 when a claim fails, ``npe train`` when
-a run diverges.
+Each package registers its own sub-commands; the theory ones work without torch. Input the code
+checked and refused (``InputError``, argparse's own errors) prints one line and exits with code 2;
+a path that cannot be read or written, one line and code 2 as well. Any other exception is a bug of
+ours: one line saying so, exit code 1, and the traceback in a crash log (in the run folder when
+there is one). ``npe check`` exits 1 when a claim fails, ``npe train`` when a run diverges.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
+
+from npe_theory.errors import InputError
 
 
 class UsageError(Exception):
@@ -43,9 +48,29 @@ def build_parser() -> argparse.ArgumentParser:
 TRAIN_COMMANDS = ("train", "sweep", "compare")
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM stops a run the way Ctrl-C does: the last checkpoint is kept
+
+
 def main(argv=None) -> int:
-    parser = build_parser()
+    import signal
+    import threading
+
     argv = sys.argv[1:] if argv is None else list(argv)
+    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str]) -> int:
+    runfolder = sys.modules.get("npe_train.runfolder")
+    if runfolder is not None:  # a folder held by an earlier command of this process is not this command's
+        runfolder.last_claimed = None
+    parser = build_parser()
     try:
         missing = parser.get_default("missing_extra")
         if missing and argv and argv[0] in TRAIN_COMMANDS:
@@ -55,7 +80,7 @@ def main(argv=None) -> int:
     except UsageError as exc:
         print(exc, file=sys.stderr)
         return 2
-    except (ValueError, TypeError) as exc:  # the API's argument checks name the offending argument
+    except InputError as exc:  # the API's argument checks name the offending argument
         print(f"npe: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into head and the like
@@ -63,10 +88,11 @@ def main(argv=None) -> int:
         return 0
     except OSError as exc:  # a path that cannot be written or read: unwritable, a folder, under a file, a full disk
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"npe: error: {where}{exc.strerror or _one_line(exc)}", file=sys.stderr)  # our own OSErrors name the path in strerror
+        full = " (the disk is full)" if exc.errno == errno.ENOSPC else ""
+        print(f"npe: error: {where}{exc.strerror or _one_line(exc)}{full}", file=sys.stderr)  # our own OSErrors name the path in strerror
         return 2
-    except KeyboardInterrupt:
-        print("npe: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C, and SIGTERM (turned into the same by npe train)
+        print("npe: interrupted" + _resume_hint(argv), file=sys.stderr)
         return 130
     except Exception as exc:  # a bug of ours: one line here, the whole traceback in a log file
         log = _crash_log()
@@ -79,14 +105,50 @@ def _one_line(exc: BaseException) -> str:
     return text if len(text) <= 500 else text[:497] + "..."
 
 
+def _resume_hint(argv: list[str]) -> str:
+    """For an interrupted ``npe train``: the command that continues the run from its last checkpoint."""
+    folder = _run_folder()
+    if not argv or argv[0] != "train" or folder is None:
+        return ""
+    import shlex
+
+    again = ["npe", *argv] + ([] if "--resume" in argv else ["--resume"])
+    if not any(a == "--out" or a.startswith("--out=") for a in argv):
+        again += ["--out", str(folder)]
+    return f"; continue the run with: {shlex.join(again)}"
+
+
+def _run_folder():
+    """The run folder this process last held (``npe_train.runfolder``), or None."""
+    runfolder = sys.modules.get("npe_train.runfolder")
+    return getattr(runfolder, "last_claimed", None)
+
+
+CRASH_LOGS_KEPT = 5  # in the temporary folder; older ones are removed so they do not pile up
+
+
 def _crash_log() -> str:
-    """Write the current traceback to a fresh file in the temporary folder; returns its path."""
+    """Write the current traceback to the run folder's crash.log, or else to a fresh file in the temporary
+    folder (keeping the newest few); returns its path."""
     import tempfile
     import traceback
+    from pathlib import Path
 
+    text = " ".join(sys.argv) + "\n\n" + traceback.format_exc()
+    folder = _run_folder()
+    if folder is not None:
+        try:
+            path = Path(folder) / "crash.log"
+            path.write_text(text)
+            return str(path)
+        except OSError:
+            pass
     fd, path = tempfile.mkstemp(prefix="npe-crash-", suffix=".log")
     with open(fd, "w") as fh:
-        fh.write(" ".join(sys.argv) + "\n\n" + traceback.format_exc())
+        fh.write(text)
+    logs = sorted(Path(path).parent.glob("npe-crash-*.log"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in logs[CRASH_LOGS_KEPT:]:
+        old.unlink(missing_ok=True)
     return path
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from .errors import InputError
 
 
 def class_means(features: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -10,7 +11,7 @@ def class_means(features: np.ndarray, labels: np.ndarray, num_classes: int) -> n
     np.add.at(sums, labels, features)
     counts = np.bincount(labels, minlength=num_classes)
     if np.any(counts == 0):
-        raise ValueError(f"labels: class {int(np.argmin(counts))} has no sample")
+        raise InputError(f"labels: class {int(np.argmin(counts))} has no sample")
     return sums / counts[:, None]
 
 

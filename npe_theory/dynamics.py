@@ -23,6 +23,7 @@ import numpy as np
 from scipy.special import expit
 
 from ._validate import LOSSES, REDUCTIONS, as_float_array, as_float_scalar, choice, momentum_value, positive_int
+from .errors import InputError
 
 MAX_STEPS = 10_000_000  # bounded work: a replay longer than this is refused
 
@@ -32,7 +33,11 @@ def lambda_s(weight_decay, lrs, momentum: float = 0.0) -> float:
     wd = as_float_scalar("weight_decay", weight_decay, nonnegative=True)
     lrs = as_float_array("lrs", lrs, nonnegative=True)
     momentum = momentum_value(momentum)
-    return wd * float(np.sum(lrs)) / (1.0 - momentum)
+    with np.errstate(over="ignore"):
+        value = wd * float(np.sum(lrs)) / (1.0 - momentum)
+    if not np.isfinite(value):
+        raise InputError(f"weight_decay, lrs: lambda*s = weight_decay * sum(lrs) / (1 - momentum) overflows the float64 range")
+    return value
 
 
 def steps_per_epoch(num_samples: int, batch_size: int) -> int:
@@ -42,6 +47,7 @@ def steps_per_epoch(num_samples: int, batch_size: int) -> int:
 
 def loss_slope(eta: np.ndarray, loss: str) -> np.ndarray:
     """l'(eta): -sigmoid(-eta) (logistic) or -exp(-eta) (exp)."""
+    choice("loss", loss, LOSSES)
     if loss == "logistic":
         return -expit(-eta)
     with np.errstate(over="ignore"):
@@ -63,38 +69,38 @@ def heavy_ball_pem(means, fractions, lrs, lam, *, momentum: float = 0.9, alpha: 
     choice("loss", loss, LOSSES)
     lrs = as_float_array("lrs", lrs, nonnegative=True)
     if lrs.ndim != 1 or lrs.size < 1:
-        raise ValueError(f"lrs: expected a 1-D array of per-step learning rates, got shape {lrs.shape}")
+        raise InputError(f"lrs: expected a 1-D array of per-step learning rates, got shape {lrs.shape}")
     if lrs.size > MAX_STEPS:
-        raise ValueError(f"lrs: {lrs.size} steps exceed the limit of {MAX_STEPS}")
+        raise InputError(f"lrs: {lrs.size} steps exceed the limit of {MAX_STEPS}")
     T = lrs.size
     means = as_float_array("means", means)
     if means.ndim == 2:
         means = means[None]
     if means.ndim != 3:
-        raise ValueError(f"means: expected (C, D) or (E, C, D), got shape {means.shape}")
+        raise InputError(f"means: expected (C, D) or (E, C, D), got shape {means.shape}")
     E, C, D = means.shape
     fractions = as_float_array("fractions", fractions, nonnegative=True)
     if fractions.shape not in ((C,), (T, C)):
-        raise ValueError(f"fractions: expected ({C},) or ({T}, {C}), got {fractions.shape}")
+        raise InputError(f"fractions: expected ({C},) or ({T}, {C}), got {fractions.shape}")
     fractions = np.broadcast_to(fractions, (T, C))
     epoch_of_step = np.zeros(T, dtype=np.int64) if epoch_of_step is None else np.asarray(epoch_of_step)
     if epoch_of_step.shape != (T,) or not np.issubdtype(epoch_of_step.dtype, np.integer) or epoch_of_step.min() < 0 \
             or epoch_of_step.max() >= E or np.any(np.diff(epoch_of_step) < 0):
-        raise ValueError(f"epoch_of_step: expected {T} non-decreasing epoch indices in [0, {E})")
+        raise InputError(f"epoch_of_step: expected {T} non-decreasing epoch indices in [0, {E})")
     lam = as_float_scalar("lam", lam, nonnegative=True)
     momentum = momentum_value(momentum)
     alpha = as_float_scalar("alpha", alpha, positive=True)
     w = np.zeros((1, C, D)) if init_weight is None else as_float_array("init_weight", init_weight).copy()
     b = np.zeros(w.shape[:2]) if init_bias is None else as_float_array("init_bias", init_bias).copy()
     if w.ndim != 3 or w.shape[1:] != (C, D) or b.shape != w.shape[:2]:
-        raise ValueError(f"init_weight, init_bias: expected (K, {C}, {D}) and (K, {C}), got {w.shape} and {b.shape}")
+        raise InputError(f"init_weight, init_bias: expected (K, {C}, {D}) and (K, {C}), got {w.shape} and {b.shape}")
     if not bias:
         b[:] = 0.0
     out = np.full((E, C), np.nan)
     with np.errstate(all="ignore"):  # a diverging replay is reported below, not warned about per step
         _replay(w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, out)
     if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
-        raise ValueError("lrs: the replayed steps diverged (the PEM's parameters overflowed); "
+        raise InputError("lrs: the replayed steps diverged (the PEM's parameters overflowed); "
                          "these learning rates are too large for this loss scale")
     return {"weight": w, "bias": b, "eta_per_epoch": out}
 
@@ -133,28 +139,28 @@ def finite_time_logit(counts, lam, lr, *, feature_norm_sq=1.0, momentum: float =
     """
     counts = as_float_array("counts", counts, positive=True)
     if counts.ndim not in (1, 2) or counts.size == 0:
-        raise ValueError(f"counts: expected class counts (C,) or per-epoch counts (E, C), got shape {counts.shape}")
+        raise InputError(f"counts: expected class counts (C,) or per-epoch counts (E, C), got shape {counts.shape}")
     choice("reduction", reduction, REDUCTIONS)
     lr = as_float_array("lr", lr, nonnegative=True)
     if lr.ndim > 1:
-        raise ValueError(f"lr: expected one rate or one per epoch, got shape {lr.shape}")
+        raise InputError(f"lr: expected one rate or one per epoch, got shape {lr.shape}")
     default_epochs = counts.shape[0] if counts.ndim == 2 else (lr.size if lr.ndim == 1 else None)
     epochs = positive_int("epochs", epochs if epochs is not None else default_epochs)
     lr_epoch = np.broadcast_to(lr, (epochs,)) if lr.ndim == 0 or lr.size == epochs else None
     if lr_epoch is None:
-        raise ValueError(f"lr: {lr.size} rates for {epochs} epochs")
+        raise InputError(f"lr: {lr.size} rates for {epochs} epochs")
     if counts.ndim == 2 and counts.shape[0] != epochs:
-        raise ValueError(f"counts: {counts.shape[0]} epochs of counts for {epochs} epochs")
+        raise InputError(f"counts: {counts.shape[0]} epochs of counts for {epochs} epochs")
     C = counts.shape[-1]
     if counts.ndim == 1:  # bounded work before anything per epoch is built
         one = steps_per_epoch(int(round(counts.sum())), batch_size if batch_size is not None else int(round(counts.sum()))) \
             if reduction == "mean" else 1
         if one * epochs > MAX_STEPS:
-            raise ValueError(f"epochs, batch_size: {one * epochs} steps exceed the limit of {MAX_STEPS}")
+            raise InputError(f"epochs, batch_size: {one * epochs} steps exceed the limit of {MAX_STEPS}")
     per_epoch = np.broadcast_to(counts, (epochs, C))
     fns = as_float_array("feature_norm_sq", feature_norm_sq, nonnegative=True)
     if fns.shape not in ((), (C,), (epochs, C)):
-        raise ValueError(f"feature_norm_sq: expected one value, ({C},) or ({epochs}, {C}), got {fns.shape}")
+        raise InputError(f"feature_norm_sq: expected one value, ({C},) or ({epochs}, {C}), got {fns.shape}")
     totals = per_epoch.sum(1)
     if reduction == "mean":
         steps = np.array([steps_per_epoch(int(round(t)), batch_size if batch_size is not None else int(round(t))) for t in totals])
@@ -162,7 +168,7 @@ def finite_time_logit(counts, lam, lr, *, feature_norm_sq=1.0, momentum: float =
     else:
         steps, share = np.ones(epochs, dtype=np.int64), per_epoch
     if steps.sum() > MAX_STEPS:
-        raise ValueError(f"epochs, batch_size: {steps.sum()} steps exceed the limit of {MAX_STEPS}")
+        raise InputError(f"epochs, batch_size: {steps.sum()} steps exceed the limit of {MAX_STEPS}")
     means = np.broadcast_to(np.sqrt(np.broadcast_to(fns, (epochs, C)))[..., None], (epochs, C, 1))
     return heavy_ball_pem(means, np.repeat(share, steps, axis=0), np.repeat(lr_epoch, steps), lam, momentum=momentum, alpha=alpha,
                           loss=loss, bias=bias, epoch_of_step=np.repeat(np.arange(epochs), steps))["eta_per_epoch"]

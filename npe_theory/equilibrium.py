@@ -21,6 +21,7 @@ from scipy.special import expit
 from ._validate import as_float_scalar, LOSSES, REDUCTIONS, as_float_array, choice, positive_int
 from .dynamics import loss_slope
 from .optimum import optimal_logit, pem_loss
+from .errors import InputError
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,9 @@ def pem_equilibrium(features, labels, num_classes: int, lam: float, *, alpha: fl
     alpha = as_float_scalar("alpha", alpha, positive=True)
     max_iter = positive_int("max_iter", max_iter, maximum=10_000)
     if h.ndim != 2 or y.shape != (len(h),):
-        raise ValueError(f"features, labels: expected (N, D) and (N,), got {h.shape} and {y.shape}")
+        raise InputError(f"features, labels: expected (N, D) and (N,), got {h.shape} and {y.shape}")
     if y.dtype.kind not in "iu" or (y.size and (y.min() < 0 or y.max() >= C)):
-        raise ValueError(f"labels: expected integer class ids in [0, {C})")
+        raise InputError(f"labels: expected integer class ids in [0, {C})")
     kappa = 1.0 / len(h) if reduction == "mean" else 1.0
     with np.errstate(all="ignore"):  # extreme scales: overflowing trials are rejected by the line search
         return _solve(h, y, C, lam, alpha, kappa, loss, bias, tol, max_iter)
@@ -71,7 +72,7 @@ def _solve(h, y, C, lam, alpha, kappa, loss, bias, tol, max_iter) -> Equilibrium
         if bias:
             x = np.hstack([x, np.ones((len(x), 1))])
         if len(x) == 0:
-            raise ValueError(f"labels: class {c} has no sample")
+            raise InputError(f"labels: class {c} has no sample")
 
         def value(t):
             return alpha * kappa * float(np.sum(pem_loss(x @ t, loss))) + 0.5 * lam * float(t @ t)

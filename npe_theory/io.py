@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from .errors import InputError
 
 
 def atomic_write(path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a sibling temporary path, then rename it over ``path``.
 
-    A reader (or a resumed run) never sees half a file; folders are made as needed.
+    A reader (or a resumed run) never sees half a file; folders are made as needed. On failure (a full
+    disk, a read-only folder) the old ``path`` stays as it was and the partial temporary file is removed.
     """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -22,6 +24,10 @@ def atomic_write(path, write: Callable[[Path], None]) -> Path:
         write(tmp)
         os.replace(tmp, path)
     except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
         raise OSError(exc.errno, f"cannot write {path}: {why(path, exc)}") from None
     return path
 
@@ -41,11 +47,11 @@ def check_writable(label: str, path, folder: bool = False) -> None:
     path = Path(path)
     blocker = _file_in_the_way(path)
     if blocker is not None:
-        raise ValueError(f"{label}: cannot write {path}: {blocker} is a file, not a folder")
+        raise InputError(f"{label}: cannot write {path}: {blocker} is a file, not a folder")
     if folder and path.exists() and not path.is_dir():
-        raise ValueError(f"{label}: {path} is a file, not a folder")
+        raise InputError(f"{label}: {path} is a file, not a folder")
     if not folder and path.is_dir():
-        raise ValueError(f"{label}: {path} is a folder, not a file")
+        raise InputError(f"{label}: {path} is a folder, not a file")
 
 
 def why(path: Path, exc: OSError) -> str:
@@ -79,16 +85,84 @@ def write_csv(path, rows: list[dict]) -> Path:
     return atomic_write(path, write)
 
 
-def read_array(path, label: str, required: bool = True):
-    """``np.load(path)`` without pickles; None when absent and not ``required``. Failures raise ValueError
-    starting with ``label`` (the argument or file the user named), never a NumPy traceback."""
+MAX_TEXT_BYTES = 16 << 20  # a config, settings, counts or results file; far larger ones are not ours
+MAX_ARRAY_BYTES = 8 << 30  # one .npy file loaded into memory
+
+
+def read_text(path, label: str, limit: int = MAX_TEXT_BYTES) -> str:
+    """The UTF-8 text of a small regular file, its size checked before reading (``/dev/zero`` or a FIFO is
+    refused, not read forever). InputError starting with ``label`` when absent, a folder, too large or not text."""
+    import stat
+
+    path = Path(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"{label}: no file {path}") from None
+    except OSError as exc:
+        raise InputError(f"{label}: cannot read {path} ({exc.strerror})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(f"{label}: {path} is a folder, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{label}: {path} is not a regular file")
+    if info.st_size > limit:
+        raise InputError(f"{label}: {path} is {info.st_size} bytes, more than the {limit} this file may hold")
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise InputError(f"{label}: cannot read {path} ({exc.strerror})") from None
+    if len(data) > limit:
+        raise InputError(f"{label}: {path} is more than the {limit} bytes this file may hold")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{label}: {path} is not UTF-8 text") from None
+
+
+def read_json(path, label: str, limit: int = MAX_TEXT_BYTES):
+    """``json.loads`` of ``read_text``: InputError naming ``label`` for bad or absurdly nested JSON."""
+    path = Path(path)
+    try:
+        return json.loads(read_text(path, label, limit))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{label}: {path} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise InputError(f"{label}: {path} is nested too deeply to be ours") from None
+
+
+def _npy_header(path: Path, label: str, limit: int):
+    """(shape, dtype) from a .npy header, checked against the file's real size and ``limit`` before any allocation."""
+    with path.open("rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(fh, max_header_size=10000)
+        offset = fh.tell()
+    if dtype.hasobject:
+        raise InputError(f"{label}: {path} holds Python objects, not numbers (not loaded)")
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    available = path.stat().st_size - offset
+    if claimed > limit:
+        raise InputError(f"{label}: {path} claims {claimed} bytes of data, more than the {limit} allowed")
+    if claimed > available:
+        raise InputError(f"{label}: {path} claims shape {shape} ({claimed} bytes) but holds {available} (a truncated or forged file)")
+    return shape, dtype
+
+
+def read_array(path, label: str, required: bool = True, limit: int = MAX_ARRAY_BYTES):
+    """``np.load(path)`` without pickles, its header checked first (no allocation beyond what the file holds);
+    None when absent and not ``required``. Failures raise InputError starting with ``label`` (the argument or
+    file the user named), never a NumPy traceback."""
     path = Path(path)
     if not path.is_file():
         if required:
-            raise ValueError(f"{label}: no file {path}")
+            raise InputError(f"{label}: no file {path}")
         return None
     try:
+        _npy_header(path, label, limit)
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, TypeError, SyntaxError, MemoryError) as exc:
+        if isinstance(exc, InputError):
+            raise
         reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise ValueError(f"{label}: {path} is not a NumPy array file ({reason})") from None
+        raise InputError(f"{label}: {path} is not a NumPy array file ({reason})") from None

@@ -18,6 +18,7 @@ from math import factorial
 import numpy as np
 
 from ._validate import as_float_array, nonnegative_int, scalar_or_array
+from .errors import InputError
 
 # Above this, exp(L) would overflow float64: W(e^L) is then computed from L alone.
 _LOG_MAX = 700.0
@@ -139,7 +140,7 @@ def asymptotic_logit_of_log(log_x, order: int):
     coeffs = debruijn_coefficients(order)
     l1 = as_float_array("log_x", log_x)
     if not np.all(l1 > 0):
-        raise ValueError("log_x: the series needs ln x > 0, i.e. x > 1")
+        raise InputError("log_x: the series needs ln x > 0, i.e. x > 1")
     with np.errstate(all="ignore"):
         l2 = np.log(l1)
         inv = 1.0 / l1
@@ -151,7 +152,7 @@ def asymptotic_logit_of_log(log_x, order: int):
             tail = (tail + p) * inv
         out = l1 - l2 + tail
     if not np.all(np.isfinite(out)):
-        raise ValueError("log_x: the truncated series overflows this close to ln x = 0 (it is an expansion for large x)")
+        raise InputError("log_x: the truncated series overflows this close to ln x = 0 (it is an expansion for large x)")
     return scalar_or_array(out)
 
 
@@ -162,5 +163,5 @@ def asymptotic_logit(x, order: int):
     """
     x = as_float_array("x", x)
     if not np.all(x > 1):
-        raise ValueError("x: the series needs x > 1 (ln ln x must be real)")
+        raise InputError("x: the series needs x > 1 (ln ln x must be real)")
     return asymptotic_logit_of_log(np.log(x), order)

@@ -19,6 +19,7 @@ from scipy.special import expit
 
 from ._validate import LOSSES, as_float_array, choice, scalar_or_array
 from .lambertw import _lambert_w_positive, lambert_w_of_exp
+from .errors import InputError
 
 _HALLEY_STEPS = 3
 
@@ -31,7 +32,7 @@ def _saturation(n, lam, feature_norm_sq) -> tuple[np.ndarray, np.ndarray]:
     try:
         n, lam, fns = np.broadcast_arrays(n, lam, fns)
     except ValueError as exc:
-        raise ValueError(f"n, lam, feature_norm_sq: shapes do not broadcast ({exc})") from None
+        raise InputError(f"n, lam, feature_norm_sq: shapes do not broadcast ({exc})") from None
     with np.errstate(over="ignore", under="ignore"):
         x = n * fns / lam
     log_x = np.log(n) + np.log(fns) - np.log(lam)

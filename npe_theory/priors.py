@@ -14,6 +14,7 @@ from scipy.stats import rankdata
 
 from ._validate import as_float_scalar, LOSSES, REDUCTIONS, as_float_array, choice, positive_int
 from .optimum import optimal_logit
+from .errors import InputError
 
 PROFILES = ("exp", "step")
 MAX_CLASSES = 1_000_000  # bounded work: count profiles of more classes are refused
@@ -34,7 +35,7 @@ def count_profile(kind: str, num_classes: int, n_max: int, imbalance: float) -> 
     n_max = positive_int("n_max", n_max, maximum=2**53)
     imbalance = as_float_scalar("imbalance", imbalance)
     if imbalance < 1:
-        raise ValueError(f"imbalance: must be >= 1 (head over tail count), got {imbalance!r}")
+        raise InputError(f"imbalance: must be >= 1 (head over tail count), got {imbalance!r}")
     c = np.arange(num_classes)
     if kind == "exp":
         # Written as (1/rho)^(c/(C-1)) like the LDAM-DRW code, so floors land on the published totals.
@@ -43,14 +44,14 @@ def count_profile(kind: str, num_classes: int, n_max: int, imbalance: float) -> 
         frac = np.where(c < num_classes // 2, 1.0, 1.0 / imbalance)
     counts = (n_max * frac).astype(np.int64)
     if counts.min() < 1:
-        raise ValueError(f"imbalance: {imbalance:g} leaves the tail class of n_max = {n_max} with no sample")
+        raise InputError(f"imbalance: {imbalance:g} leaves the tail class of n_max = {n_max} with no sample")
     return counts
 
 
 def _counts(counts) -> np.ndarray:
     arr = as_float_array("counts", counts, positive=True)
     if arr.ndim != 1 or arr.size < 1:
-        raise ValueError(f"counts: expected a 1-D array of class counts, got shape {arr.shape}")
+        raise InputError(f"counts: expected a 1-D array of class counts, got shape {arr.shape}")
     return arr
 
 
@@ -70,10 +71,10 @@ def _effective_counts(counts, reduction: str, weight: float) -> np.ndarray:
 def _norm_term(feature_norm_sq, bias: bool, shape) -> np.ndarray:
     fns = as_float_array("feature_norm_sq", feature_norm_sq, nonnegative=True)
     if fns.ndim > 1 or (fns.ndim == 1 and fns.shape != shape):
-        raise ValueError(f"feature_norm_sq: expected a scalar or one value per class {shape}, got shape {fns.shape}")
+        raise InputError(f"feature_norm_sq: expected a scalar or one value per class {shape}, got shape {fns.shape}")
     total = fns + (1.0 if bias else 0.0)
     if not np.all(total > 0):
-        raise ValueError("feature_norm_sq: must be > 0 when the PEM has no bias")
+        raise InputError("feature_norm_sq: must be > 0 when the PEM has no bias")
     return np.broadcast_to(total, shape)
 
 
@@ -125,25 +126,29 @@ def prior_match(estimates, counts=None, *, reference=None) -> PriorMatch:
     """Compare per-class estimates with ``ln(counts)`` (or any ``reference`` log-values, e.g. a prediction)."""
     e = as_float_array("estimates", estimates)
     if (counts is None) == (reference is None):
-        raise ValueError("counts, reference: give exactly one of them")
+        raise InputError("counts, reference: give exactly one of them")
     r = np.log(_counts(counts)) if counts is not None else as_float_array("reference", reference)
     if e.ndim != 1 or e.shape != r.shape:
-        raise ValueError(f"estimates: expected shape {r.shape} to match {'counts' if counts is not None else 'reference'}, got {e.shape}")
+        raise InputError(f"estimates: expected shape {r.shape} to match {'counts' if counts is not None else 'reference'}, got {e.shape}")
     if e.size < 2:
-        raise ValueError("estimates: need at least 2 classes to compare up to a constant")
+        raise InputError("estimates: need at least 2 classes to compare up to a constant")
     if np.max(np.abs(e)) > 1e150 or np.max(np.abs(r)) > 1e150:
-        raise ValueError("estimates: values beyond 1e150 in magnitude are not log-priors (squares would overflow)")
+        raise InputError("estimates: values beyond 1e150 in magnitude are not log-priors (squares would overflow)")
     dev = e - r
     offset = float(dev.mean())
     centered = dev - offset
     r_c, e_c = r - r.mean(), e - e.mean()
     r_const, e_const = _is_constant(r), _is_constant(e)
-    slope = float(r_c @ e_c) / float(r_c @ r_c) if not r_const else None
+    # each side scaled to unit size first, so tiny spreads (1e-200) do not underflow to 0/0
+    r_scale, e_scale = float(np.max(np.abs(r_c))), float(np.max(np.abs(e_c)))
+    r_u = r_c / r_scale if r_scale > 0 else r_c
+    e_u = e_c / e_scale if e_scale > 0 else e_c
+    slope = float(r_u @ e_u) / float(r_u @ r_u) * (e_scale / r_scale) if not r_const else None
     intercept = float(e.mean() - slope * r.mean()) if slope is not None else None
     r2 = spearman = None
     if not (r_const or e_const):
-        resid = e_c - slope * r_c
-        r2 = float(1.0 - (resid @ resid) / (e_c @ e_c))
+        resid = e_u - (float(r_u @ e_u) / float(r_u @ r_u)) * r_u
+        r2 = float(1.0 - (resid @ resid) / (e_u @ e_u))
         spearman = float(np.corrcoef(rankdata(e), rankdata(r))[0, 1])
         if not np.isfinite(spearman):  # nearly constant inputs: ranks tie
             spearman = None
@@ -175,7 +180,7 @@ def implied_log_prior(eta, lam, feature_norm_sq=1.0, loss: str = "logistic", bia
     choice("loss", loss, LOSSES)
     e = as_float_array("eta", eta)
     if e.ndim != 1:
-        raise ValueError(f"eta: expected one output per class, got shape {e.shape}")
+        raise InputError(f"eta: expected one output per class, got shape {e.shape}")
     lam = as_float_scalar("lam", lam, positive=True)
     weight = as_float_scalar("weight", weight, positive=True)
     e = np.maximum(e, floor)

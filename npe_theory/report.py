@@ -28,6 +28,8 @@ from .collapse import class_means, nc1
 from .dynamics import finite_time_logit, heavy_ball_pem, lambda_s, steps_per_epoch
 from .equilibrium import pem_equilibrium
 from .priors import predicted_priors, prior_match
+from .spread import NoRoot, along_mean, class_spread, spread_logit, two_statistics
+from .errors import InputError
 
 #: lambda_s at and above which a PEM is reported as at equilibrium. Near its optimum the PEM output
 #: relaxes like exp(-lambda_s (1 + eta sigmoid(eta))), never slower than exp(-lambda_s) (docs/theory.md,
@@ -41,6 +43,9 @@ REGIME_NOTES = {
     "equilibrium": "lambda*s = {:.3g} >= {:g}: the PEM sits near the optimum of its regularized objective, where "
                    "Proposition 1 at the measured norms applies (compare vs_equilibrium and vs_closed_form).",
 }
+
+
+MAX_STEPS = 10**7  # SGD steps of one run's schedule (a 200-epoch ImageNet-LT run at batch 64 takes 360,000)
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,7 @@ class PemSettings:
         choice("loss", self.loss, LOSSES)
         choice("reduction", self.reduction, REDUCTIONS)
         if not isinstance(self.bias, (bool, np.bool_)):
-            raise ValueError(f"bias: expected true or false, got {self.bias!r}")
+            raise InputError(f"bias: expected true or false, got {self.bias!r}")
         keep("bias", bool(self.bias))
         keep("momentum", momentum_value(self.momentum))
         if self.lambda_s is not None:
@@ -81,31 +86,35 @@ class PemSettings:
         if self.lr is not None:
             lr = as_float_array("lr", self.lr, nonnegative=True)
             if lr.ndim > 1:
-                raise ValueError(f"lr: expected one rate or one per epoch, got shape {lr.shape}")
+                raise InputError(f"lr: expected one rate or one per epoch, got shape {lr.shape}")
             keep("lr", float(lr) if lr.ndim == 0 else lr.tolist())
             keep("epochs", positive_int("epochs", self.epochs, maximum=10**7))
             keep("batch_size", positive_int("batch_size", self.batch_size, maximum=10**9))
             if lr.ndim == 1 and lr.size != self.epochs:
-                raise ValueError(f"lr: {lr.size} rates for {self.epochs} epochs (give one rate, or one per epoch)")
+                raise InputError(f"lr: {lr.size} rates for {self.epochs} epochs (give one rate, or one per epoch)")
         if self.lambda_s is None and self.lr is None:
-            raise ValueError("lambda_s, lr: give lambda_s, or lr with batch_size and epochs to compute it")
+            raise InputError("lambda_s, lr: give lambda_s, or lr with batch_size and epochs to compute it")
 
     @classmethod
     def from_dict(cls, raw: dict) -> "PemSettings":
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
-            raise ValueError(f"settings: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise InputError(f"settings: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         if "weight_decay" not in raw:
-            raise ValueError("weight_decay: missing from the settings")
+            raise InputError("weight_decay: missing from the settings")
         return cls(**raw)
 
     def step_rates(self, num_samples: int) -> np.ndarray | None:
         """The learning rate of every step, from lr, batch_size and epochs (None when not given)."""
         if self.lr is None:
             return None
+        steps = steps_per_epoch(num_samples, self.batch_size)
+        if steps * self.epochs > MAX_STEPS:
+            raise InputError(f"settings: epochs x steps per epoch = {self.epochs} x {steps} is more than the {MAX_STEPS} steps "
+                             f"a report replays; check epochs and batch_size")
         lr = np.broadcast_to(np.asarray(self.lr, dtype=np.float64), (self.epochs,))
-        return np.repeat(lr, steps_per_epoch(num_samples, self.batch_size))
+        return np.repeat(lr, steps)
 
     def felt(self, num_samples: int) -> float:
         return float(self.lambda_s) if self.lambda_s is not None else lambda_s(self.weight_decay, self.step_rates(num_samples), self.momentum)
@@ -113,6 +122,7 @@ class PemSettings:
 
 def regime(lam_s: float) -> tuple[str, str]:
     """("transient" | "equilibrium", one line of explanation) for the weight decay a PEM has felt."""
+    lam_s = as_float_scalar("lam_s", lam_s, nonnegative=True)
     name = "equilibrium" if lam_s >= EQUILIBRIUM_LAMBDA_S else "transient"
     return name, REGIME_NOTES[name].format(lam_s, EQUILIBRIUM_LAMBDA_S)
 
@@ -120,7 +130,7 @@ def regime(lam_s: float) -> tuple[str, str]:
 def _outputs(name: str, value, n: int, C: int) -> np.ndarray:
     arr = as_float_array(name, value)
     if arr.shape != (n, C):
-        raise ValueError(f"{name}: expected shape ({n}, {C}) (one row per sample, one column per class), got {arr.shape}")
+        raise InputError(f"{name}: expected shape ({n}, {C}) (one row per sample, one column per class), got {arr.shape}")
     return arr
 
 
@@ -128,19 +138,19 @@ def check_inputs(eta, features, labels, counts) -> tuple[np.ndarray, np.ndarray,
     """Validated float64 eta (N, C), features (N, D), int labels (N,) in [0, C) and counts (C,)."""
     counts = as_float_array("counts", counts, positive=True)
     if counts.ndim != 1 or counts.size < 2:
-        raise ValueError(f"counts: expected one count per class (at least 2), got shape {counts.shape}")
+        raise InputError(f"counts: expected one count per class (at least 2), got shape {counts.shape}")
     y = np.asarray(labels)
     if y.ndim != 1 or y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"labels: expected a 1-D array of integer class ids, got {y.dtype} {y.shape}")
+        raise InputError(f"labels: expected a 1-D array of integer class ids, got {y.dtype} {y.shape}")
     C, n = counts.size, len(y)
     if n and (y.min() < 0 or y.max() >= C):
-        raise ValueError(f"labels: class ids must lie in [0, {C}) (one per count), got [{y.min()}, {y.max()}]")
+        raise InputError(f"labels: class ids must lie in [0, {C}) (one per count), got [{y.min()}, {y.max()}]")
     present = np.bincount(y, minlength=C)
     if not present.all():
-        raise ValueError(f"labels: class {int(np.argmin(present))} has no sample")
+        raise InputError(f"labels: class {int(np.argmin(present))} has no sample")
     h = as_float_array("features", features)
     if h.ndim != 2 or len(h) != n:
-        raise ValueError(f"features: expected shape ({n}, D) (one row per label), got {h.shape}")
+        raise InputError(f"features: expected shape ({n}, D) (one row per label), got {h.shape}")
     return _outputs("eta", eta, n, C), h, y.astype(np.int64), counts
 
 
@@ -179,6 +189,21 @@ def pem_report(eta, features, labels, counts, settings: PemSettings, *, trace: d
             refs["vs_finite_time"] = prior_match(learned, reference=finite[0]).as_dict()
         out["decomposition"] = {"non_stationarity": refs["vs_equilibrium"]["centered_rmse"],
                                 "non_collapse": prior_match(eq.eta, reference=predicted).centered_rmse}
+        stats = two_statistics(h, y, C)
+        out.update(spread=None, two_statistic=None, two_statistics={"mean_norm_sq": stats[0], "spread_ratio": stats[1]})
+        try:
+            spread = spread_logit(class_spread(h, y, C, bias=settings.bias), counts, lam, loss=settings.loss,
+                                  reduction=settings.reduction, weight=settings.alpha)
+            two = spread_logit(along_mean(stats[0], stats[1], C, bias=settings.bias), counts, lam, loss=settings.loss,
+                               reduction=settings.reduction, weight=settings.alpha)
+        except (NoRoot, InputError):  # a degenerate problem (a weight decay near 0): no spread-aware reference
+            pass
+        else:
+            out.update(spread=spread.tolist(), two_statistic=two.tolist())
+            refs["vs_spread"] = prior_match(learned, reference=spread).as_dict()
+            refs["vs_two_statistic"] = prior_match(learned, reference=two).as_dict()
+            out["decomposition"].update(spread=prior_match(spread, reference=predicted).centered_rmse,
+                                        rest=prior_match(eq.eta, reference=spread).centered_rmse)
     if eta_eval is not None:
         e_eval = np.diag(class_means(_outputs("eta_eval", eta_eval, len(y), C), y, C)).copy()
         out["learned_eval"] = e_eval.tolist()
@@ -208,6 +233,7 @@ def _finite_time(counts, norm_sq, mu, settings: PemSettings, trace):
 def summary_lines(pem: dict) -> list[str]:
     """The report in a few printable lines: every reference's centered RMSE, the regime and its note."""
     labels = {"vs_log_counts": "ln N_c", "vs_closed_form": "closed form (Prop. 1)", "vs_equilibrium": "exact equilibrium",
+              "vs_spread": "spread-aware (Gaussian classes)", "vs_two_statistic": "two-statistic prediction",
               "vs_finite_time": f"finite time ({pem.get('finite_time_model')})", "eval_vs_log_counts": "ln N_c, eval-mode outputs",
               "eval_vs_closed_form": "closed form, eval-mode outputs"}
     lines = []
@@ -221,6 +247,9 @@ def summary_lines(pem: dict) -> list[str]:
         d = pem["decomposition"]
         lines.append(f"  gap split: non-stationarity {d['non_stationarity']:.3f} (learned vs equilibrium), "
                      f"non-collapse {d['non_collapse']:.3f} (equilibrium vs Prop. 1), NC1 {pem['nc1']:.3g}")
+        if "spread" in d:
+            lines.append(f"  non-collapse split: spread {d['spread']:.3f} (spread-aware vs Prop. 1), "
+                         f"rest {d['rest']:.3f} (equilibrium vs spread-aware)")
     lines.append(f"  regime: {pem['regime']} ({pem['regime_note']})")
     if not pem["closed_form_applies"]:
         lines.append("  (MLP PEM: the closed form, the equilibrium and the replay assume a linear PEM)")

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import check_writable, read_array, write_json
+from .io import check_writable, read_array, read_json, read_text, write_json
+from ._validate import MAX_CLASSES
+from .errors import InputError
 
 SIGNS = ("eta", "p")
 
@@ -21,34 +23,34 @@ SIGNS = ("eta", "p")
 def _load_array(folder: Path, name: str):
     arr = read_array(folder / name, f"DIR: {name}")
     if arr.dtype.kind not in "iuf":
-        raise ValueError(f"{name}: expected real numbers, got dtype {arr.dtype}")
+        raise InputError(f"{name}: expected real numbers, got dtype {arr.dtype}")
     return arr
 
 
 def load_settings(path: Path):
     from .report import PemSettings
 
+    if not Path(path).exists():
+        raise InputError(f"settings: no file {path} (write the training settings there, or pass --settings)")
     try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"settings: no file {path} (write the training settings there, or pass --settings)") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"settings: cannot read {path} as TOML ({exc.__class__.__name__}: {exc})") from None
-    try:
-        return PemSettings.from_dict(raw.get("pem", raw))
-    except TypeError as exc:
-        raise ValueError(f"settings: {exc}") from None
+        raw = tomllib.loads(read_text(path, "settings"))
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        raise InputError(f"settings: cannot read {path} as TOML ({exc.__class__.__name__}: {exc})") from None
+    raw = raw.get("pem", raw)
+    if not isinstance(raw, dict):
+        raise InputError(f"settings: [pem] in {path} must be a table of settings")
+    return PemSettings.from_dict(raw)
 
 
 def load_outputs(folder, sign: str = "eta") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(eta (N, C), features, labels, counts) from a dump folder; ``sign="p"``: the files hold the official p = -eta."""
     if str(folder) == "":
-        raise ValueError("DIR: empty path")
+        raise InputError("DIR: empty path")
     folder = Path(folder)
     if not folder.is_dir():
-        raise ValueError(f"DIR: no folder {folder}")
+        raise InputError(f"DIR: no folder {folder}")
     if sign not in SIGNS:
-        raise ValueError(f"--sign: expected one of {', '.join(SIGNS)}, got {sign!r}")
+        raise InputError(f"--sign: expected one of {', '.join(SIGNS)}, got {sign!r}")
     eta = _load_array(folder, "eta.npy")
     if eta.ndim == 3:  # K heads: averaged, as NPE-LA does at inference
         eta = eta.mean(0)
@@ -56,18 +58,21 @@ def load_outputs(folder, sign: str = "eta") -> tuple[np.ndarray, np.ndarray, np.
         eta = -eta
     features, labels = _load_array(folder, "features.npy"), _load_array(folder, "labels.npy")
     if labels.dtype.kind not in "iu" and not (labels.size and np.all(labels == np.round(labels))):
-        raise ValueError(f"labels.npy: expected integer class ids, got dtype {labels.dtype}")
+        raise InputError(f"labels.npy: expected integer class ids, got dtype {labels.dtype}")
     labels = labels.astype(np.int64)
     counts_path = folder / "counts.json"
     if counts_path.is_file():
-        try:
-            counts = np.asarray(json.loads(counts_path.read_text()), dtype=np.float64)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"counts.json: expected a JSON list of class counts ({exc})") from None
+        raw = read_json(counts_path, "counts.json")
+        if (not isinstance(raw, list) or len(raw) > MAX_CLASSES
+                or not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in raw)):
+            raise InputError(f"counts.json: expected a JSON list of at most {MAX_CLASSES} class counts (numbers, not booleans)")
+        counts = np.asarray(raw, dtype=np.float64)
     else:
         C = eta.shape[-1]
+        if C > MAX_CLASSES:
+            raise InputError(f"eta.npy: {C} classes; at most {MAX_CLASSES} are supported")
         if labels.ndim != 1 or (labels.size and (labels.min() < 0 or labels.max() >= C)):
-            raise ValueError(f"labels.npy: expected a 1-D array of class ids in [0, {C}) (C from eta.npy)")
+            raise InputError(f"labels.npy: expected a 1-D array of class ids in [0, {C}) (C from eta.npy)")
         counts = np.bincount(labels, minlength=C).astype(np.float64)
     return eta, features, labels, counts
 

@@ -26,6 +26,7 @@ from ._validate import LOSSES, REDUCTIONS, as_float_array, as_float_scalar, choi
 from .collapse import class_means, classifier_alignment, cosine_matrix, loglog_slope, nc1
 from .optimum import pem_loss
 from .priors import _counts, predicted_priors
+from .errors import InputError
 
 NONLINEARITIES = ("relu", "none")
 MAXCOR = 10
@@ -121,6 +122,9 @@ class _Problem:
         return f, np.concatenate([gH.ravel(), gW.ravel(), gb, gV.ravel(), gc])
 
 
+MAX_LAM = 1e6
+
+
 def simulate_ufm(
     counts,
     dim: int = 16,
@@ -150,15 +154,18 @@ def simulate_ufm(
     dim = positive_int("dim", dim, maximum=100_000)
     seed = nonnegative_int("seed", seed)
     if counts.sum() * dim > 10**8:
-        raise ValueError(f"counts, dim: {counts.sum()} samples x {dim} dimensions is beyond the limit of 1e8 free feature values")
+        raise InputError(f"counts, dim: {counts.sum()} samples x {dim} dimensions is beyond the limit of 1e8 free feature values")
     lams = tuple(as_float_scalar(name, v, positive=True) for name, v in
                  (("lam_features", lam_features), ("lam_classifier", lam_classifier), ("lam_pem", lam_pem)))
+    for name, lam in zip(("lam_features", "lam_classifier", "lam_pem"), lams):
+        if lam > MAX_LAM:  # the penalty's gradient at the start, lam * w, would already leave the float range
+            raise InputError(f"{name}: {lam!r} is above {MAX_LAM:g}; a weight decay that large holds every parameter at 0")
     tol = as_float_scalar("tol", tol, positive=True)
     max_iter = positive_int("max_iter", max_iter, maximum=10**7)
     weight = as_float_scalar("weight", weight, positive=True)
     for name, flag in (("bias", bias), ("classifier_bias", classifier_bias)):
         if not isinstance(flag, (bool, np.bool_)):
-            raise ValueError(f"{name}: expected true or false, got {flag!r}")
+            raise InputError(f"{name}: expected true or false, got {flag!r}")
     config = dict(counts=counts.tolist(), dim=dim, lam_features=lams[0], lam_classifier=lams[1], lam_pem=lams[2], loss=loss,
                   nonlinearity=nonlinearity, reduction=reduction, seed=seed, tol=tol, max_iter=max_iter, bias=bias, weight=float(weight),
                   classifier_bias=bool(classifier_bias))

@@ -14,6 +14,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from npe_theory._validate import nonnegative_int, positive_int
+from npe_theory.io import read_text
 
 from .data import DATASETS, PROFILES
 from .models import MODELS, TORCHVISION_PREFIX
@@ -21,12 +22,15 @@ from .pipeline import PIPELINES
 from .seg_data import SEG_DATASETS
 from .seg_models import SEG_MODELS
 from .stream import parse_schedule
+from npe_theory.errors import InputError
 
 METHODS = ("npe", "ce", "la_loss")
 MIXES = ("none", "unimix")
 SCHEDULES = ("cosine", "step")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MAX_COUNT = 10**7  # epochs, batch size, heads, ...: bounded work, a clear error above
+MAX_N_MAX = 10**5  # head-class count: 20x the largest of the long-tailed benchmarks (Places-LT: 4,980)
+MAX_IMAGE_SIZE = 4096  # resized images are held in memory
 DEFAULT_MODEL = {"synthetic": "mlp", "digits": "mlp", "mnist1d": "cnn1d", "cifar10": "resnet32", "cifar100": "resnet32", "folder": "resnet32", "npy": "mlp",
                  "shapes": "fcn", "stare": "fcn", "ade20k": "fcn"}
 ALL_DATASETS = DATASETS + SEG_DATASETS
@@ -109,7 +113,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         def bad(name, msg):
-            raise ValueError(f"{name}: {msg}")
+            raise InputError(f"{name}: {msg}")
 
         for name in ("dataset", "method", "schedule", "pem_loss", "compile", "pipeline", "profile", "mix"):
             if not isinstance(getattr(self, name), str):
@@ -151,9 +155,9 @@ class TrainConfig:
             bad("test_fraction", f"expected a number in (0, 1), got {self.test_fraction!r}")
         for name in ("epochs", "batch_size", "num_pems", "eval_every"):
             setattr(self, name, positive_int(name, getattr(self, name), maximum=MAX_COUNT))  # a NumPy integer becomes a plain int (JSON)
-        for name in ("n_max", "pem_hidden", "image_size", "mix_until"):
+        for name, most in (("n_max", MAX_N_MAX), ("pem_hidden", 1 << 16), ("image_size", MAX_IMAGE_SIZE), ("mix_until", MAX_COUNT)):
             if getattr(self, name) is not None:
-                setattr(self, name, positive_int(name, getattr(self, name)))
+                setattr(self, name, positive_int(name, getattr(self, name), maximum=most))
         for name in ("amp", "augment", "pem_detach"):
             if not (getattr(self, name) is None or isinstance(getattr(self, name), bool)):
                 bad(name, f"expected true or false, got {getattr(self, name)!r}")
@@ -223,18 +227,16 @@ def load_toml(path) -> dict:
     """Config keys from a TOML file (flat, or under a [train] table); unknown keys are an error."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"config: no file {path}") from None
-    except IsADirectoryError:
-        raise ValueError(f"config: {path} is a folder, not a TOML file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"config: {path} is not valid TOML ({exc})") from None
+        raw = tomllib.loads(read_text(path, "config"))
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        raise InputError(f"config: {path} is not valid TOML ({exc})") from None
     raw = raw.get("train", raw)
+    if not isinstance(raw, dict):
+        raise InputError(f"config: [train] in {path} must be a table of settings")
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ValueError(f"config: unknown key(s) {', '.join(unknown)} in {path}")
+        raise InputError(f"config: unknown key(s) {', '.join(unknown)} in {path}")
     return raw
 
 
@@ -245,12 +247,13 @@ def make_config(file: str | None = None, **overrides) -> TrainConfig:
     """
     from_file = load_toml(file) if file else {}
     given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(set(given) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise InputError(f"config: unknown setting(s) {', '.join(unknown)}")
     try:
         return TrainConfig(**{**from_file, **given}).resolved()
-    except TypeError as exc:
-        raise ValueError(f"config: {exc}") from None
-    except ValueError as exc:
+    except InputError as exc:
         key = str(exc).split(":")[0]
         if key in from_file and key not in given:
-            raise ValueError(f"config: {file}: {exc}") from None
+            raise InputError(f"config: {file}: {exc}") from None
         raise

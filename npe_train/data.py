@@ -19,6 +19,8 @@ import numpy as np
 
 from npe_theory.io import atomic_write, read_array
 from npe_theory.priors import count_profile
+from npe_theory._validate import MAX_CLASSES
+from npe_theory.errors import InputError
 
 DATASETS = ("synthetic", "mnist1d", "digits", "cifar10", "cifar100", "folder", "npy")
 PROFILES = ("exp", "step", "natural")
@@ -27,7 +29,7 @@ CIFAR_MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)
 CIFAR_STD = np.array([0.2470, 0.2435, 0.2616], dtype=np.float32)
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A data set that cannot be built as asked (missing folder, too few samples)."""
 
 
@@ -110,9 +112,37 @@ def _digits():
     return x, d.target.astype(np.int64)
 
 
+MAX_BATCH_BYTES = 1 << 30  # a CIFAR batch file is at most 160 MB; anything far larger is not one
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles NumPy arrays, dicts, lists, bytes, strings and numbers, and refuses every other class, so no
+    code named in the file runs (a plain ``pickle.load`` calls whatever the file names)."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+               ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("_codecs", "encode")}  # how protocol 2 spells bytes: text to bytes, nothing else
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load {module}.{name} (only NumPy arrays and plain values are read)")
+
+
 def _unpickle(path: Path) -> dict:
-    with path.open("rb") as fh:
-        return pickle.load(fh, encoding="bytes")
+    """One CIFAR batch file (a pickled dict) through ``_ArraysOnly``; anything else is a DataError naming the file."""
+    if path.stat().st_size > MAX_BATCH_BYTES:
+        raise DataError(f"data_dir: {path} is {path.stat().st_size} bytes, more than a CIFAR batch file holds")
+    try:
+        with path.open("rb") as fh:
+            content = _ArraysOnly(fh, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            UnicodeDecodeError, RecursionError, MemoryError, OverflowError) as exc:
+        raise DataError(f"data_dir: {path} is not a CIFAR batch file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(content, dict):
+        raise DataError(f"data_dir: {path} is not a CIFAR batch file (holds a {type(content).__name__}, not a dict)")
+    return content
 
 
 def load_cifar(root, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -130,11 +160,26 @@ def load_cifar(root, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
         raise DataError(f"data_dir: no CIFAR-{num_classes} at {folder} (missing {', '.join(missing)}); "
                         f"point --data-dir at the folder that holds {folder.name}/ (it is never downloaded)")
 
+    def field(part: dict, name: bytes, f: str) -> np.ndarray:
+        value = part.get(name)
+        arr = np.asarray(value) if isinstance(value, (np.ndarray, list)) else None
+        if arr is None or arr.dtype.kind not in "iu":
+            raise DataError(f"data_dir: {folder / f}: {name.decode()} is missing or not integers")
+        return arr
+
     def read(files):
-        parts = [_unpickle(folder / f) for f in files]
-        x = np.concatenate([np.asarray(p[b"data"], dtype=np.uint8) for p in parts]).reshape(-1, 3, 32, 32)
-        y = np.concatenate([np.asarray(p[key], dtype=np.int64) for p in parts])
-        return x, y
+        xs, ys = [], []
+        for f in files:
+            part = _unpickle(folder / f)
+            x, y = field(part, b"data", f), field(part, key, f)
+            if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or y.shape != (len(x),) or x.min(initial=0) < 0 or x.max(initial=0) > 255:
+                raise DataError(f"data_dir: {folder / f}: expected data of shape (N, 3072) in 0..255 and N labels, "
+                                f"got {x.shape} and {y.shape}")
+            if y.size and (y.min() < 0 or y.max() >= num_classes):
+                raise DataError(f"data_dir: {folder / f}: labels outside [0, {num_classes})")
+            xs.append(x.astype(np.uint8))
+            ys.append(y.astype(np.int64))
+        return np.concatenate(xs).reshape(-1, 3, 32, 32), np.concatenate(ys)
 
     return (*read(train_files), *read(test_files))
 
@@ -223,23 +268,37 @@ def _class_folders(root: Path) -> list[Path]:
     return folders
 
 
-def _read_images(folders: list[Path], image_size: int | None, where: str):
+MAX_IMAGE_PIXELS = 1 << 26  # 67 M pixels (8192 x 8192): checked from the header, before any pixel is decoded
+
+
+def read_image(path: Path, mode: str, size: int | None, labels: bool = False) -> np.ndarray:
+    """One image as an array in PIL ``mode`` ("RGB" or "L"), resized to size x size when given (nearest for
+    label maps). Its size is read from the header and bounded before decoding; DataError naming the file."""
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        with Image.open(path) as im:
+            if im.size[0] * im.size[1] > MAX_IMAGE_PIXELS:
+                raise DataError(f"data_dir: {path} claims {im.size[0]}x{im.size[1]} pixels, more than the "
+                                f"{MAX_IMAGE_PIXELS} an image may have")
+            im = im.convert(mode)
+            if size is not None:
+                im = im.resize((size, size), Image.NEAREST if labels else Image.BILINEAR)
+            return np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"data_dir: cannot read image {path} ({exc.__class__.__name__})") from None
+
+
+def _read_images(folders: list[Path], image_size: int | None, where: str):
     images, labels, shape = [], [], None
     for c, folder in enumerate(folders):
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DataError(f"data_dir: class folder {folder} has no images ({', '.join(IMAGE_SUFFIXES)})")
         for f in files:
-            try:
-                with Image.open(f) as im:
-                    im = im.convert("RGB")
-                    if image_size:
-                        im = im.resize((image_size, image_size), Image.BILINEAR)
-                    arr = np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
-            except (UnidentifiedImageError, OSError) as exc:
-                raise DataError(f"data_dir: cannot read image {f} ({exc.__class__.__name__})") from None
+            arr = read_image(f, "RGB", image_size or None).transpose(2, 0, 1)
             if shape is None:
                 shape = arr.shape
             elif arr.shape != shape:
@@ -288,7 +347,7 @@ def load_npy(root):
     def read(name, required=True):
         try:
             return read_array(root / name, "data_dir", required)
-        except ValueError as exc:
+        except InputError as exc:
             raise DataError(f"{exc} (expected X.npy and y.npy, optionally X_test.npy and y_test.npy)") from None
 
     x, y, xt, yt = read("X.npy"), read("y.npy"), read("X_test.npy", False), read("y_test.npy", False)
@@ -304,7 +363,13 @@ def load_npy(root):
             raise DataError(f"data_dir: {yn} must be integer labels, one per row of {xn} ({len(xa)}), got {ya.dtype} {ya.shape}")
         if len(ya) and ya.min() < 0:
             raise DataError(f"data_dir: {yn} has negative labels")
+    if len(y) == 0:
+        raise DataError(f"data_dir: y.npy holds no samples")
     C = int(max(y.max(), -1 if yt is None else yt.max())) + 1
+    if C > MAX_CLASSES:
+        raise DataError(f"data_dir: labels go up to {C - 1}; at most {MAX_CLASSES} classes are supported (labels must be 0..C-1)")
+    if int(np.prod(x.shape[1:])) == 0:
+        raise DataError(f"data_dir: X.npy rows hold no features (shape {x.shape})")
     missing = np.flatnonzero(np.bincount(y, minlength=C) == 0)
     if missing.size:
         raise DataError(f"data_dir: class {int(missing[0])} has no sample in y.npy (labels must be 0..C-1, every class present)")

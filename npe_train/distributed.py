@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+from npe_theory.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ def init_distributed(cfg, pick_device) -> tuple[Dist, torch.device]:
     if use_cuda:
         torch.cuda.set_device(device)
     if cfg.batch_size % world:
-        raise ValueError(f"batch_size: {cfg.batch_size} does not split over {world} processes")
+        raise InputError(f"batch_size: {cfg.batch_size} does not split over {world} processes")
     return Dist(dist.get_rank(), world), device
 
 

@@ -14,6 +14,7 @@ from npe_theory.report import PemSettings, pem_report
 
 from .distributed import Dist, gather_rows
 from .trace import felt_decay, replay_inputs
+from npe_theory.errors import InputError
 
 RULES = ("argmax", "posthoc_la", "npe_la", "npe_inverse")
 STALE_RULE = "posthoc_la_stale"  # a shifting stream only: post-hoc LA still using the counts before the last shift
@@ -36,12 +37,12 @@ def expected_calibration_error(probs, labels, bins: int = ECE_BINS) -> float:
     """
     p = as_float_array("probs", probs, nonnegative=True)
     if p.ndim != 2 or p.shape[0] < 1 or p.shape[1] < 2:
-        raise ValueError(f"probs: expected (N, C) class probabilities with N >= 1, C >= 2, got shape {p.shape}")
+        raise InputError(f"probs: expected (N, C) class probabilities with N >= 1, C >= 2, got shape {p.shape}")
     if not np.allclose(p.sum(1), 1.0, atol=1e-6):
-        raise ValueError("probs: rows must sum to 1 (softmax outputs)")
+        raise InputError("probs: rows must sum to 1 (softmax outputs)")
     y = np.asarray(labels)
     if y.shape != (len(p),) or y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= p.shape[1]:
-        raise ValueError(f"labels: expected {len(p)} integer class ids in [0, {p.shape[1]})")
+        raise InputError(f"labels: expected {len(p)} integer class ids in [0, {p.shape[1]})")
     n_b, acc_b, conf_b = _bin_sums(p, y, positive_int("bins", bins, maximum=1_000_000))
     return float(np.sum(np.abs(acc_b - conf_b)) / len(p))
 
@@ -100,7 +101,7 @@ def group_accuracy(correct: np.ndarray, y: np.ndarray, counts: np.ndarray) -> di
     """Mean per-class accuracy overall and per count group (None where a group has no class), and per class."""
     present = np.bincount(y, minlength=len(counts))
     if not present.all():
-        raise ValueError(f"y: class {int(np.argmin(present))} has no test sample; accuracy per class is undefined")
+        raise InputError(f"y: class {int(np.argmin(present))} has no test sample; accuracy per class is undefined")
     per_class = np.array([correct[y == c].mean() for c in range(len(counts))])
     out = {"overall": float(per_class.mean())}
     for name, rule in GROUPS.items():
@@ -115,6 +116,8 @@ def adjusted_logits(rule: str, logits: np.ndarray, eta: np.ndarray, log_prior: n
     """argmax: z; posthoc_la: z - tau ln pi (true counts); npe_la: z - tau eta(x);
     npe_inverse: z - tau ln pi_hat, the log-prior Proposition 1 implies from the learned PEM outputs;
     posthoc_la_stale: z - tau ln pi_old, the prior before the stream's last shift."""
+    if rule not in RULE_NAMES:
+        raise InputError(f"rule: unknown {rule!r}; choose from {', '.join(RULE_NAMES)}")
     if rule == "argmax":
         return logits
     if rule == "npe_inverse":

@@ -16,6 +16,7 @@ from torch import nn
 from npe_theory._validate import positive_int
 
 from .pem import PriorEstimator
+from npe_theory.errors import InputError
 
 MODELS = ("mlp", "cnn1d", "resnet32")
 TORCHVISION_PREFIX = "torchvision:"
@@ -103,7 +104,7 @@ class NPENet(nn.Module):
         self.backbone = backbone
         feature_dim = feature_dim if feature_dim is not None else getattr(backbone, "out_features", None)
         if feature_dim is None:
-            raise ValueError("feature_dim: the backbone has no out_features attribute; give the width of the features it returns")
+            raise InputError("feature_dim: the backbone has no out_features attribute; give the width of the features it returns")
         self.feature_dim = positive_int("feature_dim", feature_dim)
         self.classifier = nn.Linear(self.feature_dim, num_classes)
         # num_pems = 0 builds the same network without a PEM (for overhead measurements)
@@ -140,7 +141,7 @@ def strip_head(model: nn.Module) -> int:
         if isinstance(layer, nn.Linear):
             setattr(parent, attr, nn.Identity())
             return layer.in_features
-    raise ValueError(f"model: found no final nn.Linear under fc, classifier, head or heads of {model.__class__.__name__}; "
+    raise InputError(f"model: found no final nn.Linear under fc, classifier, head or heads of {model.__class__.__name__}; "
                      f"use attach_pem(backbone, num_classes, feature_dim) with a backbone that returns features")
 
 
@@ -155,19 +156,19 @@ def torchvision_backbone(name: str, weights: str | None = None) -> nn.Module:
     try:
         import torchvision
     except ImportError:
-        raise ValueError(f"model: {TORCHVISION_PREFIX}{name} needs torchvision (pip install 'npe-toolkit[vision]')") from None
+        raise InputError(f"model: {TORCHVISION_PREFIX}{name} needs torchvision (pip install 'npe-toolkit[vision]')") from None
     except RuntimeError as exc:  # e.g. a CUDA torchvision wheel beside a CPU-only torch: its C ops do not load
-        raise ValueError(f"model: torchvision is installed but does not load with this torch ({exc}); "
+        raise InputError(f"model: torchvision is installed but does not load with this torch ({exc}); "
                          f"install the torchvision build made for torch {torch.__version__}") from None
     if name not in torchvision.models.list_models():
-        raise ValueError(f"model: torchvision has no model {name!r} (see torchvision.models.list_models())")
+        raise InputError(f"model: torchvision has no model {name!r} (see torchvision.models.list_models())")
     model = torchvision.models.get_model(name, weights=None)
     if weights is not None:
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
             model.load_state_dict(state)
         except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
-            raise ValueError(f"weights: cannot load {weights} into {name} ({str(exc).splitlines()[0]})") from None
+            raise InputError(f"weights: cannot load {weights} into {name} ({str(exc).splitlines()[0]})") from None
     return model
 
 
@@ -175,20 +176,20 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, num_p
                 pem_detach: bool = False, weights: str | None = None) -> NPENet:
     if name.startswith(TORCHVISION_PREFIX):
         if len(input_shape) != 3 or input_shape[0] != 3:
-            raise ValueError(f"model: {name} needs (3, height, width) images, got inputs of shape {input_shape}")
+            raise InputError(f"model: {name} needs (3, height, width) images, got inputs of shape {input_shape}")
         return from_torchvision(torchvision_backbone(name[len(TORCHVISION_PREFIX):], weights), num_classes, num_pems, pem_hidden, pem_detach)
     if weights is not None:
-        raise ValueError(f"weights: only a {TORCHVISION_PREFIX}NAME backbone loads a state_dict, not {name}")
+        raise InputError(f"weights: only a {TORCHVISION_PREFIX}NAME backbone loads a state_dict, not {name}")
     if name == "mlp":
         backbone = MLP(math.prod(input_shape))
     elif name == "cnn1d":
         if len(input_shape) != 2:
-            raise ValueError(f"model: cnn1d needs (channels, length) inputs, got {input_shape}")
+            raise InputError(f"model: cnn1d needs (channels, length) inputs, got {input_shape}")
         backbone = CNN1D(input_shape[0])
     elif name == "resnet32":
         if len(input_shape) != 3:
-            raise ValueError(f"model: resnet32 needs (channels, height, width) inputs, got {input_shape}")
+            raise InputError(f"model: resnet32 needs (channels, height, width) inputs, got {input_shape}")
         backbone = ResNet32(input_shape[0])
     else:
-        raise ValueError(f"model: unknown {name!r}; choose from {', '.join(MODELS)} or {TORCHVISION_PREFIX}NAME")
+        raise InputError(f"model: unknown {name!r}; choose from {', '.join(MODELS)} or {TORCHVISION_PREFIX}NAME")
     return NPENet(backbone, num_classes, num_pems, pem_hidden, pem_detach)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from npe_theory._validate import as_float_scalar, positive_int
+from npe_theory.errors import InputError, InputTypeError
 
 PEM_LOSSES = ("logistic", "exp")
 
@@ -19,11 +20,11 @@ MAX_PARAMETERS = 2**31  # bounded work: a PEM of more weights than this is refus
 
 def _tensor(name: str, value, integer: bool = False) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+        raise InputTypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
     if integer and (value.dtype == torch.bool or value.is_floating_point() or value.is_complex()):
-        raise TypeError(f"{name}: expected integer class ids (torch.long), got {value.dtype}")
+        raise InputTypeError(f"{name}: expected integer class ids (torch.long), got {value.dtype}")
     if not integer and not value.is_floating_point():
-        raise TypeError(f"{name}: expected a floating-point tensor, got {value.dtype}")
+        raise InputTypeError(f"{name}: expected a floating-point tensor, got {value.dtype}")
     return value
 
 
@@ -31,12 +32,12 @@ def _check_target(eta: torch.Tensor, target: torch.Tensor, ignore_index: int) ->
     _tensor("eta", eta)
     _tensor("target", target, integer=True)
     if eta.dim() < 2:
-        raise ValueError(f"eta: expected (B, C) or (B, C, H, W), got shape {tuple(eta.shape)}")
+        raise InputError(f"eta: expected (B, C) or (B, C, H, W), got shape {tuple(eta.shape)}")
     if target.shape != eta.shape[:1] + eta.shape[2:]:
-        raise ValueError(f"target: expected shape {tuple(eta.shape[:1] + eta.shape[2:])} for eta {tuple(eta.shape)}, got {tuple(target.shape)}")
+        raise InputError(f"target: expected shape {tuple(eta.shape[:1] + eta.shape[2:])} for eta {tuple(eta.shape)}, got {tuple(target.shape)}")
     valid = target[target != ignore_index]
     if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= eta.shape[1]):
-        raise ValueError(f"target: labels must lie in [0, {eta.shape[1]}), got [{int(valid.min())}, {int(valid.max())}]")
+        raise InputError(f"target: labels must lie in [0, {eta.shape[1]}), got [{int(valid.min())}, {int(valid.max())}]")
 
 
 def one_way_logistic_loss(eta: torch.Tensor, target: torch.Tensor, reduction: str = "mean", loss: str = "logistic",
@@ -49,11 +50,13 @@ def one_way_logistic_loss(eta: torch.Tensor, target: torch.Tensor, reduction: st
     elements, "sum" or "none".
     """
     if not isinstance(reduction, str) or reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction: expected 'mean', 'sum' or 'none', got {reduction!r}")
+        raise InputError(f"reduction: expected 'mean', 'sum' or 'none', got {reduction!r}")
     if not isinstance(loss, str) or loss not in PEM_LOSSES:
-        raise ValueError(f"loss: expected one of {PEM_LOSSES}, got {loss!r}")
+        raise InputError(f"loss: expected one of {PEM_LOSSES}, got {loss!r}")
     if validate:
         _check_target(eta, target, ignore_index)
+    if target.dtype != torch.long:  # any integer class ids (int8, int32, ...): gather indexes with int64
+        target = target.long()
     keep = target != ignore_index
     eta_y = eta.gather(1, torch.where(keep, target, 0).unsqueeze(1)).squeeze(1)
     per = F.softplus(-eta_y) if loss == "logistic" else torch.exp(-eta_y)
@@ -72,6 +75,10 @@ def heads_loss(heads: torch.Tensor, target: torch.Tensor, loss: str = "logistic"
     """
     if weight is None:
         return sum(one_way_logistic_loss(h, target, loss=loss, validate=validate and k == 0) for k, h in enumerate(heads))
+    if validate:
+        _tensor("weight", weight)
+        if weight.shape != target.shape[:1] or not bool(torch.isfinite(weight).all()) or bool((weight < 0).any()):
+            raise InputError(f"weight: expected {tuple(target.shape[:1])} finite loss weights >= 0")
     return sum((weight * one_way_logistic_loss(h, target, "none", loss, validate=validate and k == 0)).mean() for k, h in enumerate(heads))
 
 
@@ -80,7 +87,7 @@ def npe_adjust(logits: torch.Tensor, eta: torch.Tensor, tau: float = 1.0) -> tor
     _tensor("logits", logits)
     _tensor("eta", eta)
     if logits.shape != eta.shape:
-        raise ValueError(f"eta: shape {tuple(eta.shape)} does not match logits {tuple(logits.shape)}")
+        raise InputError(f"eta: shape {tuple(eta.shape)} does not match logits {tuple(logits.shape)}")
     return logits - as_float_scalar("tau", tau) * eta
 
 
@@ -102,7 +109,8 @@ class PriorEstimator(nn.Module):
             hidden = positive_int("hidden", hidden, maximum=MAX_PARAMETERS)
         width = hidden if hidden is not None else num_classes
         if num_pems * (in_features * width + (width * num_classes if hidden else 0)) > MAX_PARAMETERS:
-            raise ValueError(f"in_features, num_classes, num_pems, hidden: more than {MAX_PARAMETERS} PEM weights")
+            raise InputError(f"in_features, num_classes, num_pems, hidden: more than {MAX_PARAMETERS} PEM weights")
+        init_std = as_float_scalar("init_std", init_std, nonnegative=True)
         self.in_features, self.num_classes, self.num_pems, self.hidden, self.detach = in_features, num_classes, num_pems, hidden, detach
         self.heads = nn.ModuleList(self._head(in_features, num_classes, hidden) for _ in range(num_pems))
         for head in self.heads:
@@ -121,8 +129,12 @@ class PriorEstimator(nn.Module):
 
     def heads_output(self, features: torch.Tensor) -> torch.Tensor:
         """Every head's output, stacked: (K, B, C) or (K, B, C, H, W)."""
+        _tensor("features", features)
         if features.dim() not in (2, 4) or features.shape[1] != self.in_features:
-            raise ValueError(f"features: expected (B, {self.in_features}) or (B, {self.in_features}, H, W), got {tuple(features.shape)}")
+            raise InputError(f"features: expected (B, {self.in_features}) or (B, {self.in_features}, H, W), got {tuple(features.shape)}")
+        weight_dtype = self.heads[0].weight.dtype if self.is_linear else self.heads[0][0].weight.dtype
+        if features.dtype != weight_dtype and not torch.is_autocast_enabled(features.device.type):
+            features = features.to(weight_dtype)  # half-precision features into a float32 PEM (autocast does this itself)
         if self.detach:
             features = features.detach()
         if features.dim() == 2:

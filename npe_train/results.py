@@ -5,11 +5,12 @@ foreign, partial or older file is refused in one place, with one clear message.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+from npe_theory.errors import InputError
+from npe_theory.io import read_json
 
 SCHEMA = "npe-run/2"
 REQUIRED = ("config", "counts", "epochs", "accuracy", "pem")
@@ -54,29 +55,21 @@ def read_results(run) -> RunResults:
     path = Path(run)
     path = path / "results.json" if path.is_dir() or not path.suffix else path
     if not path.is_file():
-        raise ValueError(f"RUN_DIR: no results.json in {path.parent} (a finished run writes it)")
-    try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"RUN_DIR: {path} is not valid JSON ({exc})") from None
-    except OSError as exc:
-        raise ValueError(f"RUN_DIR: cannot read {path} ({exc.strerror})") from None
+        raise InputError(f"RUN_DIR: no results.json in {path.parent} (a finished run writes it)")
+    raw = read_json(path, "RUN_DIR")
     if not isinstance(raw, dict):
-        raise ValueError(f"RUN_DIR: {path} is not a run's results (expected a JSON object)")
+        raise InputError(f"RUN_DIR: {path} is not a run's results (expected a JSON object)")
     schema = raw.get("schema")
     if schema is not None and schema != SCHEMA:
-        raise ValueError(f"RUN_DIR: {path} has schema {schema!r}; this version reads {SCHEMA!r}")
+        raise InputError(f"RUN_DIR: {path} has schema {schema!r}; this version reads {SCHEMA!r}")
     missing = [k for k in REQUIRED if k not in raw]
     if missing:
-        raise ValueError(f"RUN_DIR: {path} is not a finished run's results (missing {', '.join(missing)})")
+        raise InputError(f"RUN_DIR: {path} is not a finished run's results (missing {', '.join(missing)})")
     if not isinstance(raw["pem"], dict) or "prior_match" not in raw["pem"] or not isinstance(raw["accuracy"], dict):
-        raise ValueError(f"RUN_DIR: {path} has no prior report or accuracy table")
+        raise InputError(f"RUN_DIR: {path} has no prior report or accuracy table")
     config_path = path.with_name("config.json")
     if config_path.is_file():
-        try:
-            config = json.loads(config_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ValueError(f"RUN_DIR: {config_path} is not valid JSON") from None
+        config = read_json(config_path, "RUN_DIR")
         if config != raw["config"]:
-            raise ValueError(f"RUN_DIR: {path.parent} mixes two runs (results.json and config.json have other settings)")
+            raise InputError(f"RUN_DIR: {path.parent} mixes two runs (results.json and config.json have other settings)")
     return RunResults(path, raw["config"], raw["counts"], raw["accuracy"], raw["pem"], raw)

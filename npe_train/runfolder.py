@@ -13,8 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from npe_theory.io import ensure_folder
+from npe_theory.errors import InputError
 
 RUN_FILES = ("checkpoint.pt", "results.json", "metrics.jsonl")
+last_claimed: Path | None = None  # the folder this process last held: where the command line puts a crash log
 
 
 @contextmanager
@@ -32,17 +34,37 @@ def claim(out: Path, owner: bool = True):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise ValueError(f"out: {out} is in use by another run (process {holder}); wait for it or choose another --out") from None
+            raise InputError(f"out: {out} is in use by another run (process {holder}); wait for it or choose another --out") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
+        global last_claimed
+        last_claimed = out
         yield
     finally:
         os.close(fd)  # closing releases the lock
 
 
-def check_fresh(out: Path) -> None:
-    """Refuse to start a new run where another run's files are (resuming is the way to continue one)."""
+def check_fresh(out: Path, resuming: dict | None = None) -> None:
+    """Refuse to start a new run where another run's files are (resuming is the way to continue one).
+
+    ``resuming``: the identity (settings less the folder) of a run asked to resume that has no checkpoint
+    yet. A folder killed before its first checkpoint holds only ``config.json`` and an empty
+    ``metrics.jsonl``; when that config is this run's, the run starts over there.
+    """
     found = [name for name in RUN_FILES if (out / name).exists()]
+    if resuming is not None and found == ["metrics.jsonl"] and (out / "metrics.jsonl").stat().st_size == 0:
+        from npe_theory.io import read_json
+
+        from .checkpoint import identity
+
+        try:
+            saved = read_json(out / "config.json", "resume")
+        except InputError:
+            saved = None
+        if isinstance(saved, dict) and identity(saved) == resuming:
+            return
+        raise InputError(f"resume: {out} holds the start of another run (its config.json differs or is unreadable); "
+                         f"choose another --out")
     if found:
-        raise ValueError(f"out: {out} already holds a run ({', '.join(found)}); continue it with --resume, "
+        raise InputError(f"out: {out} already holds a run ({', '.join(found)}); continue it with --resume, "
                          f"or choose another --out")

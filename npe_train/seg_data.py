@@ -22,7 +22,7 @@ import numpy as np
 
 from npe_theory._validate import positive_int
 
-from .data import DataError, LongTailData
+from .data import DataError, LongTailData, read_image
 
 IGNORE = -100  # torch's default ignore_index of cross_entropy, and of one_way_logistic_loss
 SEG_DATASETS = ("shapes", "stare", "ade20k")
@@ -118,16 +118,7 @@ def _seg_data(x, y, xt, yt, num_classes: int, name: str, names=None) -> LongTail
 # ---- a user's STARE or ADE20K copy ----
 
 def _open_image(path: Path, size: int | None, labels: bool) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if labels else "RGB")
-            if size is not None:
-                im = im.resize((size, size), Image.NEAREST if labels else Image.BILINEAR)
-            return np.asarray(im)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"data_dir: cannot read {path} ({type(exc).__name__})") from None
+    return read_image(path, "L" if labels else "RGB", size, labels)
 
 
 def _pairs(images: list[Path], label_of, size: int | None, where: str):
@@ -154,7 +145,7 @@ def _folder(root, image_size) -> tuple[Path, int | None]:
     """A checked folder path and image size (None: keep the images' own)."""
     if not isinstance(root, (str, os.PathLike)):
         raise DataError(f"data_dir: expected a folder path, got {root!r}")
-    return Path(root).expanduser(), None if image_size is None else positive_int("image_size", image_size, maximum=16384)
+    return Path(root).expanduser(), None if image_size is None else positive_int("image_size", image_size, maximum=4096)
 
 
 def load_stare(root, image_size: int | None = None, test_fraction: float = 0.5) -> LongTailData:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .pem import PriorEstimator
+from npe_theory.errors import InputError
 
 SEG_MODELS = ("fcn", "deeplabv3")
 
@@ -92,17 +93,17 @@ def deeplabv3(num_classes: int, weights: str | None = None) -> DeepLabFeatures:
     try:
         from torchvision.models.segmentation import deeplabv3_resnet50
     except (ImportError, RuntimeError) as exc:
-        raise ValueError(f"model: deeplabv3 needs a torchvision that loads with this torch (pip install 'npe-toolkit[vision]'): {exc}") from None
+        raise InputError(f"model: deeplabv3 needs a torchvision that loads with this torch (pip install 'npe-toolkit[vision]'): {exc}") from None
     model = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
     if weights is not None:
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
         except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
-            raise ValueError(f"weights: cannot read {weights} ({str(exc).splitlines()[0]})") from None
+            raise InputError(f"weights: cannot read {weights} ({str(exc).splitlines()[0]})") from None
         own = model.state_dict()
         usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         if not usable:
-            raise ValueError(f"weights: no tensor of {weights} fits deeplabv3_resnet50")
+            raise InputError(f"weights: no tensor of {weights} fits deeplabv3_resnet50")
         model.load_state_dict(usable, strict=False)  # the final 1x1 convolution is ours (num_classes may differ)
     return DeepLabFeatures(model)
 
@@ -110,13 +111,13 @@ def deeplabv3(num_classes: int, weights: str | None = None) -> DeepLabFeatures:
 def build_seg_model(name: str, input_shape, num_classes: int, num_pems: int = 1, pem_hidden: int | None = None,
                     pem_detach: bool = False, weights: str | None = None) -> DenseNPENet:
     if len(input_shape) != 3:
-        raise ValueError(f"model: {name} needs (channels, height, width) images, got inputs of shape {input_shape}")
+        raise InputError(f"model: {name} needs (channels, height, width) images, got inputs of shape {input_shape}")
     if name == "fcn":
         if weights is not None:
-            raise ValueError("weights: only deeplabv3 loads a state_dict, not fcn")
+            raise InputError("weights: only deeplabv3 loads a state_dict, not fcn")
         backbone = FCN(input_shape[0])
     elif name == "deeplabv3":
         backbone = deeplabv3(num_classes, weights)
     else:
-        raise ValueError(f"model: unknown segmentation network {name!r}; choose from {', '.join(SEG_MODELS)}")
+        raise InputError(f"model: unknown segmentation network {name!r}; choose from {', '.join(SEG_MODELS)}")
     return DenseNPENet(backbone, num_classes, num_pems, pem_hidden, pem_detach)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from npe_theory.priors import count_profile
+from npe_theory.errors import InputError
 
 STREAM_PROFILES = ("exp", "step", "reversed")
 _SHIFT = re.compile(r"^\s*(\d+)\s*=\s*([a-z]+)\s*:\s*([0-9.eE+]+)\s*$")
@@ -35,18 +36,18 @@ def parse_shift(entry: str, epochs: int) -> Shift:
     """``"EPOCH=PROFILE:IMBALANCE"`` -> Shift, with EPOCH in [1, epochs), PROFILE in STREAM_PROFILES, IMBALANCE >= 1."""
     m = _SHIFT.match(entry) if isinstance(entry, str) else None
     if m is None:
-        raise ValueError(f"shift: expected EPOCH=PROFILE:IMBALANCE (e.g. 20=reversed:100), got {entry!r}")
+        raise InputError(f"shift: expected EPOCH=PROFILE:IMBALANCE (e.g. 20=reversed:100), got {entry!r}")
     epoch, profile = int(m.group(1)), m.group(2)
     try:
         imbalance = float(m.group(3))
     except ValueError:
-        raise ValueError(f"shift: imbalance {m.group(3)!r} in {entry!r} is not a number") from None
+        raise InputError(f"shift: imbalance {m.group(3)!r} in {entry!r} is not a number") from None
     if profile not in STREAM_PROFILES:
-        raise ValueError(f"shift: unknown profile {profile!r} in {entry!r}; choose from {', '.join(STREAM_PROFILES)}")
+        raise InputError(f"shift: unknown profile {profile!r} in {entry!r}; choose from {', '.join(STREAM_PROFILES)}")
     if not (np.isfinite(imbalance) and imbalance >= 1):
-        raise ValueError(f"shift: imbalance must be a number >= 1 in {entry!r}")
+        raise InputError(f"shift: imbalance must be a number >= 1 in {entry!r}")
     if not 1 <= epoch < epochs:
-        raise ValueError(f"shift: epoch {epoch} in {entry!r} must lie in [1, epochs = {epochs})")
+        raise InputError(f"shift: epoch {epoch} in {entry!r} must lie in [1, epochs = {epochs})")
     return Shift(epoch, profile, imbalance)
 
 
@@ -55,7 +56,7 @@ def parse_schedule(entries, epochs: int) -> list[Shift]:
     shifts = sorted((parse_shift(e, epochs) for e in entries), key=lambda s: s.epoch)
     for a, b in zip(shifts, shifts[1:]):
         if a.epoch == b.epoch:
-            raise ValueError(f"shift: two shifts at epoch {a.epoch} ({a} and {b})")
+            raise InputError(f"shift: two shifts at epoch {a.epoch} ({a} and {b})")
     return shifts
 
 
@@ -91,6 +92,6 @@ def draw_stream(gen: torch.Generator, pool: list[np.ndarray], counts: np.ndarray
     picks = []
     for members, n in zip(pool, counts):
         if n > len(members):
-            raise ValueError(f"shift: the stream asks for {n} samples of a class whose pool holds {len(members)}")
+            raise InputError(f"shift: the stream asks for {n} samples of a class whose pool holds {len(members)}")
         picks.append(members[torch.randperm(len(members), generator=gen)[: int(n)].numpy()])
     return np.concatenate(picks)

@@ -23,6 +23,7 @@ from .config import TrainConfig
 from .evaluate import REPORT_GROUPS as GROUPS
 from .evaluate import RULES
 from .results import read_results
+from npe_theory.errors import InputError
 
 PRIOR_KEYS = ("vs_log_counts", "vs_closed_form", "vs_equilibrium", "vs_finite_time")
 
@@ -47,7 +48,7 @@ def run_grid(runs: list[TrainConfig], gpus: list[str] | None = None, progress: b
     todo = [c for c in runs if not (Path(c.out) / "results.json").is_file()]
     for c in runs:  # a finished run is reused only if it is the run this grid asks for
         if c not in todo and read_results(c.out).config != asdict(c):
-            raise ValueError(f"sweep: {c.out} holds a finished run with other settings; remove it or choose another --out")
+            raise InputError(f"sweep: {c.out} holds a finished run with other settings; remove it or choose another --out")
     if not gpus:
         from .train import train
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 
 from npe_theory.io import atomic_write, write_json
 
+from .checkpoint import CHECKPOINT, identity, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import build
 from .distributed import Dist, init_distributed
@@ -48,8 +48,8 @@ from .seg_eval import evaluate_segmentation
 from .seg_models import build_seg_model, pixel_features
 from .stream import draw_stream, parse_schedule, pool_by_class, stale_counts, stream_counts
 from .trace import felt_decay, new_trace, record_epoch
+from npe_theory.errors import InputError
 
-CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 
 
@@ -63,9 +63,9 @@ def _device(name: str) -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"device: unknown {name!r}") from None
+        raise InputError(f"device: unknown {name!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: cuda asked for, but no CUDA device is available")
+        raise InputError("device: cuda asked for, but no CUDA device is available")
     return dev
 
 
@@ -275,45 +275,22 @@ def epoch_record(epoch: int, lr: float, losses, lam_s: float, t0: float, report:
     return line
 
 
-# ---- the checkpoint: written and read side by side ----
-
-def save_checkpoint(path: Path, epoch: int, cfg: TrainConfig, model, opt, sched, gen, trace: dict, metrics: list[dict]) -> None:
-    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state(),
-             "torch_rng": torch.get_rng_state(), "epoch": epoch, "config": asdict(cfg), "trace": trace, "metrics": metrics}
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def load_checkpoint(path: Path, cfg: TrainConfig, model, opt, sched, gen, device) -> tuple[int, dict, list[dict]]:
-    """Restore everything ``save_checkpoint`` wrote; returns (the next epoch, the PEM trace, the metrics lines so far)."""
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=False)
-        saved = ckpt["config"]
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as exc:
-        raise ValueError(f"checkpoint: {path} is damaged or not a checkpoint of ours ({type(exc).__name__}); "
-                         f"delete it to start the run over") from None
-    if saved != asdict(cfg):
-        changed = sorted(k for k in asdict(cfg) if saved.get(k) != asdict(cfg)[k])
-        raise ValueError(f"resume: the run in {path.parent} was made with other settings ({', '.join(changed)})")
-    model.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    sched.load_state_dict(ckpt["scheduler"])
-    gen.set_state(ckpt["generator"])
-    torch.set_rng_state(ckpt["torch_rng"])
-    return ckpt["epoch"] + 1, ckpt["trace"], ckpt["metrics"]
-
+# ---- the run folder's files ----
 
 def write_metrics(out: Path, metrics: list[dict]) -> None:
     """metrics.jsonl, rewritten whole and atomically from the lines the checkpoint holds: never torn, never short."""
     atomic_write(out / METRICS, lambda tmp: tmp.write_text("".join(json.dumps(line) + "\n" for line in metrics)))
 
 
-def open_run(out: Path, cfg: TrainConfig, model, opt, sched, gen, device, resume: bool, main: bool) -> tuple[int, dict, list[dict]]:
-    """(first epoch, PEM trace, metrics lines): from the checkpoint when resuming, else fresh in a folder holding no other run."""
+def open_run(out: Path, cfg: TrainConfig, model, opt, sched, gen, device, resume: bool, main: bool,
+             num_classes: int, num_samples: int) -> tuple[int, dict, list[dict]]:
+    """(first epoch, PEM trace, metrics lines): from the checkpoint when resuming, else fresh in a folder holding no
+    other run (or, with ``resume``, one killed before its first checkpoint: it starts over)."""
     start, trace, metrics = 0, new_trace(model), []
     if resume and (out / CHECKPOINT).exists():
-        start, trace, metrics = load_checkpoint(out / CHECKPOINT, cfg, model, opt, sched, gen, device)
+        start, trace, metrics = load_checkpoint(out / CHECKPOINT, cfg, model, opt, sched, gen, device, num_classes, num_samples)
     elif main:
-        check_fresh(out)
+        check_fresh(out, identity(asdict(cfg)) if resume else None)
     if main:
         write_metrics(out, metrics)
         write_json(out / "config.json", asdict(cfg))
@@ -349,8 +326,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     for epoch in [0] + [s.epoch for s in shifts] if shifts else []:  # every profile of the stream must fit the pool, before a folder is made
         try:
             stream_counts(cfg.profile, cfg.imbalance, shifts, epoch, data.num_classes, int(data.counts.max()))
-        except ValueError as exc:
-            raise ValueError(f"shift: the stream of epoch {epoch} does not fit the pool ({exc})") from None
+        except InputError as exc:
+            raise InputError(f"shift: the stream of epoch {epoch} does not fit the pool ({exc})") from None
     _seed_all(cfg.seed)  # after the data: building it (or not, when cached) must not move the model's initialization
     # the network before the folder too: one that cannot be built (a missing torchvision, bad weights) leaves none behind
     model = (build_seg_model if cfg.dataset in SEG_DATASETS else build_model)(
@@ -377,7 +354,7 @@ def _train(cfg: TrainConfig, data, model, shifts, rank_info, device, resume: boo
             else LoaderPipeline(data.x_train, data.y_train, device, channels_last, cfg.workers))
     log_prior = torch.as_tensor(np.log(data.counts / data.counts.sum()), dtype=torch.float32, device=device)
     use_amp = cfg.amp if cfg.amp is not None else device.type == "cuda"
-    start, trace, metrics = open_run(out, cfg, model, opt, sched, gen, device, resume, rank_info.main)
+    start, trace, metrics = open_run(out, cfg, model, opt, sched, gen, device, resume, rank_info.main, data.num_classes, len(data.y_train))
     net = _wrap(model, cfg, rank_info, device)
     cudagraphs = device.type == "cuda" and cfg.compile in ("reduce-overhead", "max-autotune")  # each step marked as a new one
     pool = pool_by_class(data.y_train, data.num_classes) if shifts else None

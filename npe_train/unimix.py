@@ -15,15 +15,16 @@ import numpy as np
 import torch
 
 from npe_theory._validate import as_float_scalar
+from npe_theory.errors import InputError
 
 
 def _counts_of(labels: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     if not isinstance(labels, torch.Tensor) or labels.dtype not in (torch.int64, torch.int32) or labels.dim() != 1:
-        raise ValueError(f"labels: expected a 1-D integer tensor of class ids, got {getattr(labels, 'dtype', type(labels))}")
+        raise InputError(f"labels: expected a 1-D integer tensor of class ids, got {getattr(labels, 'dtype', type(labels))}")
     if not isinstance(counts, torch.Tensor) or counts.dim() != 1 or not bool(torch.all(counts > 0)):
-        raise ValueError("counts: expected a 1-D tensor of positive class counts")
+        raise InputError("counts: expected a 1-D tensor of positive class counts")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= len(counts)):
-        raise ValueError(f"labels: class ids must lie in [0, {len(counts)})")
+        raise InputError(f"labels: class ids must lie in [0, {len(counts)})")
     return counts.to(torch.float64)[labels]
 
 
@@ -32,7 +33,7 @@ def partner_probabilities(labels: torch.Tensor, counts: torch.Tensor, tau: float
     tau = as_float_scalar("tau", tau)
     n = _counts_of(labels, counts)
     if n.numel() == 0:
-        raise ValueError("labels: an empty batch has no partner to draw")
+        raise InputError("labels: an empty batch has no partner to draw")
     # in log space, relative to the count that weighs most: n^tau of a count of 1e7 at tau = -5 underflows, its share does
     # not, and tau (ln n - ln n_ref) is at most 0 whatever the size of tau
     log_n = torch.log(n)
@@ -56,9 +57,9 @@ def mixing_factor(n_i: torch.Tensor, n_j: torch.Tensor, a: float, generator: tor
     a = as_float_scalar("a", a, positive=True)
     for name, v in (("n_i", n_i), ("n_j", n_j)):
         if not isinstance(v, torch.Tensor) or not bool(torch.all(v > 0)):
-            raise ValueError(f"{name}: expected a tensor of positive counts")
+            raise InputError(f"{name}: expected a tensor of positive counts")
     if n_i.shape != n_j.shape:
-        raise ValueError(f"n_j: shape {tuple(n_j.shape)} differs from n_i {tuple(n_i.shape)}")
+        raise InputError(f"n_j: shape {tuple(n_j.shape)} differs from n_i {tuple(n_i.shape)}")
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     beta = torch.from_numpy(np.random.default_rng(seed).beta(a, a, size=tuple(n_i.shape)))
     ni, nj = n_i.to(torch.float64).cpu(), n_j.to(torch.float64).cpu()

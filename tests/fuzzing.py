@@ -65,7 +65,7 @@ def _finite_or_allowed(value, allow_inf: bool) -> bool:
         return all(_finite_or_allowed(getattr(value, k), allow_inf) for k in value.__dataclass_fields__)
     try:
         arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return True  # not numeric (a module, a fraction table ...)
     if np.isnan(arr).any():
         return False

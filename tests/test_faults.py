@@ -41,8 +41,8 @@ def test_killed_and_resumed_runs_are_bit_identical(tmp_path, kill_after, kills):
         assert resumed[key] == full[key]
     for key in ("learned", "finite_time", "equilibrium", "lambda_s", "eta_matrix"):
         assert resumed["pem"][key] == full["pem"][key], key
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["model"]
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     lines = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in lines] == list(range(5))
@@ -135,7 +135,7 @@ def test_full_or_read_only_output_keeps_what_was_computed(tmp_path, monkeypatch,
     monkeypatch.setattr(tr, "save_checkpoint", failing)
     code = main(["train", "--dataset", "synthetic", "--epochs", "5", "--out", str(tmp_path / "run"), "--quiet"])
     one_line(capsys, code, 2, os.strerror(err))
-    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["epoch"] == 1  # the last good one is kept
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["epoch"] == 1  # the last good one is kept
 
 
 @pytest.mark.parametrize("case", ["under a file", "a folder for a file, a file for a folder"])

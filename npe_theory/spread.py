@@ -1,0 +1,204 @@
+"""Proposition 1 with within-class spread: the optimal PEM output when each class's features are Gaussian.
+
+Proposition 1 assumes collapse: every class-c feature is its mean. Real features spread, and since
+the PEM's loss is convex in its output, the spread changes the optimum (docs/theory.md, section 7).
+Model: the augmented features ``x = [h, 1]`` of class c are Gaussian with mean ``m`` and covariance
+``S`` (zero on the bias coordinate). Row c of a linear PEM, ``w``, minimizes
+
+    a_c E[l(w . x)] + lam / 2 ||w||^2,      a_c = weight * (pi_c or N_c),
+
+and by Stein's lemma, ``E[f(x) x] = E[f] m + S E[grad f]``, its stationarity condition is
+
+    lam w = p m - r S w   =>   w = p (lam I + r S)^-1 m,     p = a_c E[-l'(t)],  r = a_c E[l''(t)],
+
+with ``t = w . x ~ N(mu, s^2)``, ``mu = p g1(r)``, ``s^2 = p^2 g2(r)``, ``g1 = m' (lam + r S)^-1 m``,
+``g2 = m' (lam + r S)^-1 S (lam + r S)^-1 m``. For the exponential tail ``p = r = k`` and
+``k = a_c exp(-mu + s^2 / 2)``: one monotone scalar equation. For the logistic loss, ``p`` and ``r``
+are Gaussian expectations of ``sigmoid(-t)`` and ``sigmoid(t) sigmoid(-t)``; tilting by ``exp(-t)``
+writes both as ``a_c exp(-mu + s^2/2)`` times an expectation of ``sigmoid(mu - s^2 + s z)`` (or its
+square), bounded in (0, 1], computed by Gauss-Hermite quadrature. The returned value is ``mu``, the
+class-c mean of the PEM's output, the quantity a report measures. At zero spread ``g1 = ||m||^2 /
+lam``, ``g2 = 0``, and the equation is Proposition 1's: ``mu e^mu = x_c`` (exp) or the logistic root.
+
+Only the eigenvalues of ``S`` and the projections of ``m`` on its eigenvectors enter, so each class
+is summarized by ``(eigenvalues, squared projections)`` from a thin SVD of its centered features.
+May import: numpy, scipy, the npe_theory modules below it (no torch).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import root
+from scipy.special import expit, log_expit
+
+from ._validate import LOSSES, REDUCTIONS, as_float_array, as_float_scalar, choice, positive_int
+from .errors import InputError
+from .lambertw import lambert_w
+from .priors import _effective_counts
+
+QUADRATURE_NODES = 48
+_Z, _W = np.polynomial.hermite_e.hermegauss(QUADRATURE_NODES)
+_W = _W / _W.sum()  # probabilists' Gauss-Hermite: E[f(z)], z ~ N(0, 1)
+
+
+class NoRoot(ArithmeticError):
+    """The logistic fixed point was not found (a degenerate problem, e.g. a weight decay near 0 with spread features)."""
+
+
+@dataclass(frozen=True)
+class ClassSpread:
+    """Per class c: ``eig[c]`` the eigenvalues of the within-class covariance (on its support) and
+    ``proj[c]`` the squared projections of the augmented class mean on those eigenvectors;
+    ``null[c]`` the rest of ``||m||^2`` (directions without spread, the bias coordinate included)."""
+
+    eig: list
+    proj: list
+    null: np.ndarray
+    along: np.ndarray | None = None  # variance of h . m / ||m|| within the class (class_spread only)
+
+    @property
+    def mean_norm_sq(self) -> np.ndarray:
+        """||m_c||^2 of the augmented class means."""
+        return np.array([p.sum() for p in self.proj]) + self.null
+
+
+def class_spread(features, labels, num_classes: int, *, bias: bool = True, rank_tol: float = 1e-12) -> ClassSpread:
+    """Class means and within-class covariances (1/n_c normalization) of ``features``, as ``ClassSpread``.
+
+    A thin SVD of each class's centered features: cost O(n_c D min(n_c, D)), no (D, D) matrix per class.
+    """
+    h = as_float_array("features", features)
+    y = np.asarray(labels)
+    C = positive_int("num_classes", num_classes, maximum=1_000_000)
+    if h.ndim != 2 or y.shape != (len(h),):
+        raise InputError(f"features, labels: expected (N, D) and (N,), got {h.shape} and {y.shape}")
+    if y.dtype.kind not in "iu" or (y.size and (y.min() < 0 or y.max() >= C)):
+        raise InputError(f"labels: expected integer class ids in [0, {C})")
+    eig, proj, null, along = [], [], np.zeros(C), np.zeros(C)
+    for c in range(C):
+        xc = h[y == c]
+        if len(xc) == 0:
+            raise InputError(f"labels: class {c} has no sample")
+        m = xc.mean(0)
+        _, sv, vt = np.linalg.svd((xc - m) / np.sqrt(len(xc)), full_matrices=False)
+        keep = sv**2 > rank_tol * max(float(sv[0] ** 2) if sv.size else 0.0, 1e-300)
+        q2 = (vt[keep] @ m) ** 2
+        eig.append(sv[keep] ** 2)
+        proj.append(q2)
+        null[c] = max(float(m @ m) - float(q2.sum()), 0.0) + (1.0 if bias else 0.0)
+        norm = float(np.sqrt(m @ m))
+        along[c] = float(np.mean(((xc - m) @ (m / norm)) ** 2)) if norm > 0 else 0.0
+    return ClassSpread(eig, proj, null, along)
+
+
+def two_statistics(features, labels, num_classes: int) -> tuple[float, float]:
+    """(mean over classes of ||mu_c||^2, mean over classes of Var(h . mu_c / ||mu_c|| | c) / ||mu_c||^2): the two
+    scalars ``along_mean`` predicts from. The first sets the scale of Proposition 1's x_c; the second, the squared
+    coefficient of variation of the features along their class mean, sets how far the spread moves the optimum."""
+    s = class_spread(features, labels, num_classes, bias=False)
+    norm_sq = s.mean_norm_sq
+    ok = norm_sq > 0
+    return float(norm_sq.mean()), float(np.mean(s.along[ok] / norm_sq[ok])) if ok.any() else 0.0
+
+
+def along_mean(norm_sq, spread_ratio, num_classes: int, *, bias: bool = True) -> ClassSpread:
+    """The two-statistic model: every class mean has squared norm ``norm_sq`` and its features vary along the
+    mean's direction with variance ``spread_ratio * norm_sq`` (the squared coefficient of variation of
+    ``h . m / ||m||``), and not across it. Scalars or per-class arrays."""
+    n = np.broadcast_to(as_float_array("norm_sq", norm_sq, nonnegative=True), (num_classes,))
+    rho = np.broadcast_to(as_float_array("spread_ratio", spread_ratio, nonnegative=True), (num_classes,))
+    return ClassSpread([np.array([rho[c] * n[c]]) for c in range(num_classes)], [np.array([n[c]]) for c in range(num_classes)],
+                       np.full(num_classes, 1.0 if bias else 0.0))
+
+
+def _moments(p: float, r: float, lam: float, eig: np.ndarray, proj: np.ndarray, null: float) -> tuple[float, float]:
+    """(mu, s^2) of t = w . x at w = p (lam + r S)^-1 m."""
+    d = lam + r * eig
+    with np.errstate(over="ignore", under="ignore"):  # (eig / d) (proj / d): no d**2 to underflow at tiny lam
+        g1 = float(np.sum(proj / d)) + null / lam
+        g2 = float(np.sum((eig / d) * (proj / d)))
+        return p * g1, p * (p * g2)
+
+
+def _tilted(mu: float, s2: float) -> tuple[float, float]:
+    """(ln E[sigmoid(mu - s^2 + s z)], ln E[sigmoid(...)^2]) over z ~ N(0, 1)."""
+    arg = mu - s2 + np.sqrt(s2) * _Z
+    one = log_expit(arg)
+    m1, m2 = one.max(), (2 * one).max()
+    return float(m1 + np.log(_W @ np.exp(one - m1))), float(m2 + np.log(_W @ np.exp(2 * one - m2)))
+
+
+def _solve_exp(a: float, lam: float, eig, proj, null: float) -> float:
+    """ln k of the exponential tail: u - ln a + mu(k) - s^2(k) / 2 = 0 with k = e^u; increasing in u, bracketed by
+    [ln(lam W(a M / lam) / M), ln a] (the collapsed answer below, the no-push answer above)."""
+    M = float(proj.sum()) + null
+    lo, hi = np.log(lam * float(lambert_w(a * M / lam)) / M), np.log(a)
+    u = lo
+    for _ in range(200):
+        k = np.exp(u)
+        mu, s2 = _moments(k, k, lam, eig, proj, null)
+        f = u - np.log(a) + mu - s2 / 2
+        if abs(f) <= 1e-14 * max(1.0, abs(u)) or hi - lo <= 4e-16 * max(1.0, abs(u)):
+            break
+        if f > 0:
+            hi = u
+        else:
+            lo = u
+        d = lam + k * eig
+        with np.errstate(over="ignore", under="ignore"):  # k lam^2 proj / d^3, arranged so no power underflows
+            slope = 1.0 + float(np.sum(k * (lam / d) ** 2 * (proj / d))) + k * (null / lam)
+        step = u - f / slope
+        u = step if lo < step < hi else 0.5 * (lo + hi)
+    return u
+
+
+def _solve_logistic(a: float, lam: float, eig, proj, null: float, u0: float) -> tuple[float, float]:
+    """(ln p, ln r) of the logistic loss, from the exponential tail's answer."""
+    def residual(z):
+        u, v = z
+        with np.errstate(all="ignore"):  # a trial point far out: a large residual sends the solver back
+            mu, s2 = _moments(np.exp(u), np.exp(v), lam, eig, proj, null)
+            if not (np.isfinite(mu) and np.isfinite(s2)):
+                return [1e30, 1e30]
+            la, lb = _tilted(mu, s2)
+            base = np.log(a) - mu + s2 / 2
+            return [u - base - la, v - base - lb]
+
+    best = None
+    for start in ((u0, u0), (u0, u0 + np.log(0.25)), (u0 - 1.0, u0 - 2.0)):
+        sol = root(residual, start, method="hybr", options={"xtol": 1e-13})
+        err = float(np.max(np.abs(residual(sol.x))))
+        if best is None or err < best[1]:
+            best = (sol.x, err)
+        if err < 1e-10:
+            break
+    if not best[1] < 1e-8:
+        raise NoRoot(f"spread-aware optimum: no root found (residual {best[1]:.2g})")
+    return float(best[0][0]), float(best[0][1])
+
+
+def spread_logit(spread: ClassSpread, counts, lam, *, loss: str = "logistic", reduction: str = "mean",
+                 weight: float = 1.0) -> np.ndarray:
+    """E[eta_c | y = c] at the optimum of a linear PEM when class c's features are Gaussian with the given
+    spread (module docstring): ``mu_c = p_c g1_c(r_c)``. Reduces to ``predicted_priors`` at zero spread."""
+    choice("loss", loss, LOSSES)
+    choice("reduction", reduction, REDUCTIONS)
+    lam = as_float_scalar("lam", lam, positive=True)
+    a = _effective_counts(counts, reduction, as_float_scalar("weight", weight, positive=True))
+    if a.ndim != 1 or a.size != len(spread.null):
+        raise InputError(f"counts: expected {len(spread.null)} classes, got shape {a.shape}")
+    out = np.empty(a.size)
+    for c in range(a.size):
+        eig, proj, null = spread.eig[c], spread.proj[c], float(spread.null[c])
+        if float(proj.sum()) + null <= 0:
+            out[c] = 0.0  # no feature and no bias: the PEM cannot move
+            continue
+        u = _solve_exp(float(a[c]), lam, eig, proj, null)
+        v = u
+        if loss == "logistic":
+            u, v = _solve_logistic(float(a[c]), lam, eig, proj, null, u)
+        out[c] = _moments(np.exp(u), np.exp(v), lam, eig, proj, null)[0]
+    if not np.all(np.isfinite(out)):
+        raise InputError(f"lam, counts: the optimum leaves the float64 range (lam = {lam!r})")
+    return out

@@ -1,0 +1,125 @@
+"""Proposition 1 with within-class spread (npe_theory.spread): zero spread gives Proposition 1, the Gaussian
+fixed point equals a brute-force minimization of the Gaussian expected objective, it matches the exact
+equilibrium on sampled Gaussian classes, and the prior report wires each class's own moments in."""
+import numpy as np
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+from scipy.optimize import minimize
+from scipy.special import log_expit
+
+from npe_theory.equilibrium import pem_equilibrium
+from npe_theory.priors import predicted_priors
+from npe_theory.report import PemSettings, pem_report
+from npe_theory.spread import along_mean, class_spread, spread_logit, two_statistics
+
+counts_st = st.lists(st.integers(1, 5000), min_size=2, max_size=6)
+
+
+@given(counts_st, st.floats(1e-5, 1e-1), st.floats(0.01, 500), st.sampled_from(["exp", "logistic"]),
+       st.sampled_from(["mean", "sum"]), st.booleans())
+@example([5000, 1], 1e-5, 500.0, "logistic", "sum", True)  # x_c near 2.5e11 at the head, 0.05 at the tail
+@example([3, 3], 1e-1, 0.01, "exp", "mean", False)  # x_c = 0.05: far from saturation
+def test_zero_spread_is_proposition_1(counts, lam, norm_sq, loss, reduction, bias):
+    got = spread_logit(along_mean(norm_sq, 0.0, len(counts), bias=bias), counts, lam, loss=loss, reduction=reduction)
+    want = predicted_priors(counts, lam, norm_sq, reduction, loss, bias=bias)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def _gauss_objective_optimum(m, cov, a, lam, loss, nodes=120):
+    """Brute force, independent of the fixed point: minimize a E_z[l(w.m + sqrt(w' S w) z)] + lam/2 |w|^2 over w with
+    BFGS, the expectation by 120-node Gauss-Hermite; returns w . m."""
+    z, wts = np.polynomial.hermite_e.hermegauss(nodes)
+    wts = wts / wts.sum()
+
+    def f(w):
+        s = np.sqrt(max(w @ cov @ w, 0.0))
+        t = w @ m + s * z
+        ell = -log_expit(t) if loss == "logistic" else np.exp(-t)
+        return a * (wts @ ell) + 0.5 * lam * (w @ w)
+
+    w0 = m / (m @ m)
+    res = minimize(f, w0, method="BFGS", options={"gtol": 1e-12, "maxiter": 10000})
+    return float(res.x @ m)
+
+
+@given(st.integers(1, 4), st.floats(0.0, 3.0), st.floats(1e-4, 1e-2), st.sampled_from(["exp", "logistic"]), st.integers(0, 1000))
+@example(3, 2.5, 1e-4, "logistic", 7)  # strong spread: the head output rises far above Proposition 1
+def test_gaussian_fixed_point_equals_brute_force(dim, scale, lam, loss, seed):
+    rng = np.random.default_rng(seed)
+    m = np.append(rng.normal(size=dim) * 2, 1.0)  # augmented with the bias coordinate
+    A = rng.normal(size=(dim, dim)) * scale / np.sqrt(dim)
+    cov = np.zeros((dim + 1, dim + 1))
+    cov[:dim, :dim] = A @ A.T
+    counts = [400, 40]
+    evals, evecs = np.linalg.eigh(cov[:dim, :dim])
+    keep = evals > 1e-12 * max(evals.max(), 1e-300)
+    q2 = (evecs[:, keep].T @ m[:dim]) ** 2
+    from npe_theory.spread import ClassSpread
+
+    null = m[:dim] @ m[:dim] - q2.sum() + 1.0
+    sp = ClassSpread([evals[keep]] * 2, [q2] * 2, np.full(2, null))
+    got = spread_logit(sp, counts, lam, loss=loss, reduction="mean")
+    want = [_gauss_objective_optimum(m, cov, n / sum(counts), lam, loss) for n in counts]
+    np.testing.assert_allclose(got, want, atol=2e-5 * max(1.0, float(np.max(np.abs(want)))))
+
+
+@given(st.lists(st.integers(100, 2000), min_size=2, max_size=4), st.integers(2, 6), st.floats(0.2, 1.5),
+       st.sampled_from([1e-3, 1e-2]), st.integers(0, 1000))
+@example([2000, 100], 6, 1.5, 1e-3, 0)
+@example([100, 100], 2, 1.5, 1e-3, 26)  # 4 x 100 samples left 0.18 nats of sampling error here: hence 10 x
+def test_matches_the_exact_equilibrium_on_gaussian_classes(counts, dim, scale, lam, seed):
+    """Sampled Gaussian classes: the reference needs only each class's mean and covariance, and lands on the exact
+    minimizer of the PEM objective on the samples (logistic loss), where Proposition 1 at the same norms does not."""
+    rng = np.random.default_rng(seed)
+    feats, labels = [], []
+    for c, n in enumerate(counts):
+        A = rng.normal(size=(dim, dim)) * scale / np.sqrt(dim)
+        feats.append(rng.normal(size=dim) * 3 + rng.normal(size=(10 * n, dim)) @ A)  # 10 n samples: the sample is
+        labels.append(np.full(10 * n, c))  # near enough to Gaussian that the tails of exp(-t) settle
+    h, y = np.concatenate(feats), np.concatenate(labels)
+    C = len(counts)
+    eq = pem_equilibrium(h, y, C, lam)
+    got = spread_logit(class_spread(h, y, C), np.bincount(y), lam)
+    assert np.max(np.abs(got - eq.eta)) < 0.05
+
+
+def test_report_wires_each_class_own_moments():
+    """Two classes, one tight and one widely spread. The report's spread reference must equal the brute-force Gaussian
+    optimum of each class's own mean and covariance: dropping the covariance gives Proposition 1 (0.3+ nats away),
+    swapping the classes' moments moves both classes."""
+    rng = np.random.default_rng(3)
+    dim, counts = 3, np.array([3000, 600])
+    spreads = [1.0, 0.1]
+    feats, labels = [], []
+    for c, n in enumerate(counts):
+        feats.append(np.array([3.0, -1.0, 2.0]) * (c + 1) + rng.normal(size=(n, dim)) * spreads[c])
+        labels.append(np.full(n, c))
+    h, y = np.concatenate(feats), np.concatenate(labels)
+    eta = rng.normal(size=(len(y), 2))
+    lam = 1e-3
+    rep = pem_report(eta, h, y, counts, PemSettings(weight_decay=lam, lambda_s=2.0))
+    want = []
+    for c in range(2):
+        hc = h[y == c]
+        m = np.append(hc.mean(0), 1.0)
+        cov = np.zeros((dim + 1, dim + 1))
+        cov[:dim, :dim] = np.cov(hc.T, bias=True)
+        want.append(_gauss_objective_optimum(m, cov, counts[c] / counts.sum(), lam, "logistic"))
+    np.testing.assert_allclose(rep["spread"], want, atol=1e-4)
+    assert abs(rep["spread"][0] - rep["predicted"][0]) > 0.3  # the spread term matters here
+    eq = np.array(rep["equilibrium"])
+    assert np.max(np.abs(np.array(rep["spread"]) - eq)) < 0.05
+    assert rep["decomposition"]["rest"] < 0.05 and rep["prior_match"]["vs_spread"]["centered_rmse"] > 0
+
+
+def test_two_statistics_are_the_documented_averages():
+    rng = np.random.default_rng(0)
+    h = np.concatenate([np.array([3.0, 4.0]) + rng.normal(size=(500, 2)) * [1.0, 0.0],
+                        np.array([0.0, 2.0]) + rng.normal(size=(500, 2)) * [0.0, 0.5]])
+    y = np.repeat([0, 1], 500)
+    norm_sq, ratio = two_statistics(h, y, 2)
+    mu = [h[y == c].mean(0) for c in range(2)]
+    along = [np.var(h[y == c] @ (m / np.linalg.norm(m))) for c, m in enumerate(mu)]
+    assert norm_sq == pytest.approx(np.mean([m @ m for m in mu]))
+    assert ratio == pytest.approx(np.mean([a / (m @ m) for a, m in zip(along, mu)]))
