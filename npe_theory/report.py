@@ -28,7 +28,7 @@ from .collapse import class_means, nc1
 from .dynamics import finite_time_logit, heavy_ball_pem, lambda_s, steps_per_epoch
 from .equilibrium import pem_equilibrium
 from .priors import predicted_priors, prior_match
-from .spread import NoRoot, along_mean, class_spread, spread_logit, two_statistics
+from .spread import NoRoot, along_mean, class_spread, spread_inverse, spread_logit, two_statistics
 from .errors import InputError
 
 #: lambda_s at and above which a PEM is reported as at equilibrium. Near its optimum the PEM output
@@ -192,14 +192,17 @@ def pem_report(eta, features, labels, counts, settings: PemSettings, *, trace: d
         stats = two_statistics(h, y, C)
         out.update(spread=None, two_statistic=None, two_statistics={"mean_norm_sq": stats[0], "spread_ratio": stats[1]})
         try:
-            spread = spread_logit(class_spread(h, y, C, bias=settings.bias), counts, lam, loss=settings.loss,
+            sp = class_spread(h, y, C, bias=settings.bias)
+            spread = spread_logit(sp, counts, lam, loss=settings.loss,
                                   reduction=settings.reduction, weight=settings.alpha)
             two = spread_logit(along_mean(stats[0], stats[1], C, bias=settings.bias), counts, lam, loss=settings.loss,
                                reduction=settings.reduction, weight=settings.alpha)
         except (NoRoot, InputError):  # a degenerate problem (a weight decay near 0): no spread-aware reference
             pass
         else:
-            out.update(spread=spread.tolist(), two_statistic=two.tolist())
+            implied = spread_inverse(sp, learned, lam, loss=settings.loss, weight=settings.alpha)
+            out.update(spread=spread.tolist(), two_statistic=two.tolist(), implied_log_prior=implied.tolist())
+            refs["implied_vs_log_counts"] = prior_match(implied, counts).as_dict()
             refs["vs_spread"] = prior_match(learned, reference=spread).as_dict()
             refs["vs_two_statistic"] = prior_match(learned, reference=two).as_dict()
             out["decomposition"].update(spread=prior_match(spread, reference=predicted).centered_rmse,
@@ -233,7 +236,7 @@ def _finite_time(counts, norm_sq, mu, settings: PemSettings, trace):
 def summary_lines(pem: dict) -> list[str]:
     """The report in a few printable lines: every reference's centered RMSE, the regime and its note."""
     labels = {"vs_log_counts": "ln N_c", "vs_closed_form": "closed form (Prop. 1)", "vs_equilibrium": "exact equilibrium",
-              "vs_spread": "spread-aware (Gaussian classes)", "vs_two_statistic": "two-statistic prediction",
+              "vs_spread": "spread-aware (Gaussian classes)", "implied_vs_log_counts": "ln N_c, the implied prior (inverse)", "vs_two_statistic": "two-statistic prediction",
               "vs_finite_time": f"finite time ({pem.get('finite_time_model')})", "eval_vs_log_counts": "ln N_c, eval-mode outputs",
               "eval_vs_closed_form": "closed form, eval-mode outputs"}
     lines = []

@@ -29,12 +29,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import root
+from scipy.optimize import brentq, root
 from scipy.special import expit, log_expit
 
 from ._validate import LOSSES, REDUCTIONS, as_float_array, as_float_scalar, choice, positive_int
 from .errors import InputError
-from .lambertw import lambert_w
+from .lambertw import lambert_w_of_exp
 from .priors import _effective_counts
 
 QUADRATURE_NODES = 48
@@ -133,7 +133,7 @@ def _solve_exp(a: float, lam: float, eig, proj, null: float) -> float:
     """ln k of the exponential tail: u - ln a + mu(k) - s^2(k) / 2 = 0 with k = e^u; increasing in u, bracketed by
     [ln(lam W(a M / lam) / M), ln a] (the collapsed answer below, the no-push answer above)."""
     M = float(proj.sum()) + null
-    lo, hi = np.log(lam * float(lambert_w(a * M / lam)) / M), np.log(a)
+    lo, hi = np.log(lam / M) + np.log(float(lambert_w_of_exp(np.log(a) + np.log(M) - np.log(lam)))), np.log(a)
     u = lo
     for _ in range(200):
         k = np.exp(u)
@@ -202,3 +202,26 @@ def spread_logit(spread: ClassSpread, counts, lam, *, loss: str = "logistic", re
     if not np.all(np.isfinite(out)):
         raise InputError(f"lam, counts: the optimum leaves the float64 range (lam = {lam!r})")
     return out
+
+
+def spread_inverse(spread: ClassSpread, eta, lam, *, loss: str = "logistic", weight: float = 1.0) -> np.ndarray:
+    """The log class shares ``ln pi_c`` (up to a constant) that make the learned per-class outputs ``eta`` optimal
+    under the spread model: ``spread_logit`` inverted class by class (it increases with ``a_c = weight pi_c``),
+    the inverse the NPE-inverse rule needs when features spread. Outputs with no preimage (at or below the
+    output of a vanishing share) are raised to the smallest share tried, e^-700; the largest tried is e^300."""
+    choice("loss", loss, LOSSES)
+    lam = as_float_scalar("lam", lam, positive=True)
+    weight = as_float_scalar("weight", weight, positive=True)
+    e = as_float_array("eta", eta)
+    if e.shape != (len(spread.null),):
+        raise InputError(f"eta: expected {len(spread.null)} per-class outputs, got shape {e.shape}")
+    one = lambda c, ln_a: spread_logit(ClassSpread([spread.eig[c]], [spread.proj[c]], spread.null[c:c + 1]),  # noqa: E731
+                                       [np.exp(ln_a)], lam, loss=loss, reduction="sum")[0]
+    out = np.empty(e.size)
+    for c in range(e.size):
+        lo, hi = -700.0, 300.0
+        if one(c, lo) >= e[c]:
+            out[c] = lo
+            continue
+        out[c] = brentq(lambda ln_a: one(c, ln_a) - e[c], lo, hi, xtol=1e-12, rtol=1e-13)
+    return out - np.log(weight)
