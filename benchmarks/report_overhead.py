@@ -1,4 +1,4 @@
-"""What the two new references of the prior report cost inside a training run, measured side by side.
+"""What the references of the prior report cost inside a training run, measured side by side.
 
 Runs the default job (MNIST-1D-LT, 60 epochs, evaluation every epoch) once with timers around
 the exact equilibrium (``pem_equilibrium``), the finite-time replay (``heavy_ball_pem``) and the
@@ -40,6 +40,8 @@ def main() -> None:
     totals = defaultdict(float)
     timed(report, "pem_equilibrium", totals)
     timed(report, "heavy_ball_pem", totals)
+    for name in ("class_spread", "spread_logit", "spread_inverse", "two_statistics"):  # the spread-aware references
+        timed(report, name, totals)
     timed(train_mod, "epoch_order", totals)  # includes each step's class shares for the trace
     with tempfile.TemporaryDirectory() as tmp:
         cfg = make_config(epochs=args.epochs, eval_every=args.eval_every, seed=args.seed, out=tmp)
@@ -50,7 +52,10 @@ def main() -> None:
     for name, sec in totals.items():
         print(f"  {name:<16} {sec:7.2f} s  {100 * sec / wall:5.1f}% of the run")
     both = totals["pem_equilibrium"] + totals["heavy_ball_pem"]
-    print(f"  equilibrium + replay together: {100 * both / (wall - both):.1f}% added to the run without them")
+    spread = sum(totals[k] for k in ("class_spread", "spread_logit", "spread_inverse", "two_statistics"))
+    print(f"  equilibrium + replay together: {100 * both / (wall - both - spread):.1f}% added to the run without them")
+    print(f"  spread-aware references (reference, two-statistic, inverse): {100 * spread / (wall - both - spread):.1f}% added")
+    print(f"  all references: {100 * (both + spread) / (wall - both - spread):.1f}% added")
 
 
 if __name__ == "__main__":

@@ -145,7 +145,7 @@ def finite_time_logit(counts, lam, lr, *, feature_norm_sq=1.0, momentum: float =
     if lr.ndim > 1:
         raise InputError(f"lr: expected one rate or one per epoch, got shape {lr.shape}")
     default_epochs = counts.shape[0] if counts.ndim == 2 else (lr.size if lr.ndim == 1 else None)
-    epochs = positive_int("epochs", epochs if epochs is not None else default_epochs)
+    epochs = positive_int("epochs", epochs if epochs is not None else default_epochs, maximum=MAX_STEPS)
     lr_epoch = np.broadcast_to(lr, (epochs,)) if lr.ndim == 0 or lr.size == epochs else None
     if lr_epoch is None:
         raise InputError(f"lr: {lr.size} rates for {epochs} epochs")

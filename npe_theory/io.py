@@ -131,6 +131,21 @@ def read_json(path, label: str, limit: int = MAX_TEXT_BYTES):
         raise InputError(f"{label}: {path} is nested too deeply to be ours") from None
 
 
+def read_toml_table(path, label: str, table: str) -> dict:
+    """The settings of a small TOML file: its ``[table]`` when present, else the whole file; InputError naming
+    ``label`` for bad TOML or a ``table`` key that is not a table."""
+    import tomllib
+
+    try:
+        raw = tomllib.loads(read_text(path, label))
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        raise InputError(f"{label}: {path} is not valid TOML ({exc.__class__.__name__}: {exc})") from None
+    raw = raw.get(table, raw)
+    if not isinstance(raw, dict):
+        raise InputError(f"{label}: [{table}] in {path} must be a table of settings")
+    return raw
+
+
 def _npy_header(path: Path, label: str, limit: int):
     """(shape, dtype) from a .npy header, checked against the file's real size and ``limit`` before any allocation."""
     with path.open("rb") as fh:

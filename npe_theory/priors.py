@@ -69,6 +69,8 @@ def _effective_counts(counts, reduction: str, weight: float) -> np.ndarray:
 
 
 def _norm_term(feature_norm_sq, bias: bool, shape) -> np.ndarray:
+    if not isinstance(bias, (bool, np.bool_)):
+        raise InputError(f"bias: expected true or false, got {bias!r:.60}")
     fns = as_float_array("feature_norm_sq", feature_norm_sq, nonnegative=True)
     if fns.ndim > 1 or (fns.ndim == 1 and fns.shape != shape):
         raise InputError(f"feature_norm_sq: expected a scalar or one value per class {shape}, got shape {fns.shape}")
@@ -143,8 +145,11 @@ def prior_match(estimates, counts=None, *, reference=None) -> PriorMatch:
     r_scale, e_scale = float(np.max(np.abs(r_c))), float(np.max(np.abs(e_c)))
     r_u = r_c / r_scale if r_scale > 0 else r_c
     e_u = e_c / e_scale if e_scale > 0 else e_c
-    slope = float(r_u @ e_u) / float(r_u @ r_u) * (e_scale / r_scale) if not r_const else None
-    intercept = float(e.mean() - slope * r.mean()) if slope is not None else None
+    with np.errstate(over="ignore", invalid="ignore"):
+        slope = float(r_u @ e_u) / float(r_u @ r_u) * (e_scale / r_scale) if not r_const else None
+        intercept = float(e.mean() - slope * r.mean()) if slope is not None else None
+    if slope is None or not (np.isfinite(slope) and np.isfinite(intercept)):  # beyond the float range: undefined here
+        slope = intercept = None
     r2 = spearman = None
     if not (r_const or e_const):
         resid = e_u - (float(r_u @ e_u) / float(r_u @ r_u)) * r_u
@@ -185,4 +190,4 @@ def implied_log_prior(eta, lam, feature_norm_sq=1.0, loss: str = "logistic", bia
     weight = as_float_scalar("weight", weight, positive=True)
     e = np.maximum(e, floor)
     log_x = np.log(e) + (np.logaddexp(0.0, e) if loss == "logistic" else e)
-    return log_x - np.log(weight * _norm_term(feature_norm_sq, bias, e.shape) / lam)
+    return log_x - (np.log(weight) + np.log(_norm_term(feature_norm_sq, bias, e.shape)) - np.log(lam))  # no overflow at lam 1e-300

@@ -191,16 +191,9 @@ def pem_report(eta, features, labels, counts, settings: PemSettings, *, trace: d
                                 "non_collapse": prior_match(eq.eta, reference=predicted).centered_rmse}
         stats = two_statistics(h, y, C)
         out.update(spread=None, two_statistic=None, two_statistics={"mean_norm_sq": stats[0], "spread_ratio": stats[1]})
-        try:
-            sp = class_spread(h, y, C, bias=settings.bias)
-            spread = spread_logit(sp, counts, lam, loss=settings.loss,
-                                  reduction=settings.reduction, weight=settings.alpha)
-            two = spread_logit(along_mean(stats[0], stats[1], C, bias=settings.bias), counts, lam, loss=settings.loss,
-                               reduction=settings.reduction, weight=settings.alpha)
-        except (NoRoot, InputError):  # a degenerate problem (a weight decay near 0): no spread-aware reference
-            pass
-        else:
-            implied = spread_inverse(sp, learned, lam, loss=settings.loss, weight=settings.alpha)
+        spread = _spread_references(h, y, counts, learned, settings, stats)
+        if spread is not None:
+            spread, two, implied = spread
             out.update(spread=spread.tolist(), two_statistic=two.tolist(), implied_log_prior=implied.tolist())
             refs["implied_vs_log_counts"] = prior_match(implied, counts).as_dict()
             refs["vs_spread"] = prior_match(learned, reference=spread).as_dict()
@@ -215,6 +208,23 @@ def pem_report(eta, features, labels, counts, settings: PemSettings, *, trace: d
     out["prior_match"] = refs
     out["settings"] = asdict(settings)
     return out
+
+
+def _spread_references(h, y, counts, learned, settings: PemSettings, stats):
+    """(spread-aware optimum, two-statistic prediction, spread-aware implied log-prior), or None where the problem is
+    degenerate (a weight decay at the float range's ends, a fixed point that does not exist): no reference then."""
+    C, lam, kw = counts.size, settings.weight_decay, {"loss": settings.loss, "reduction": settings.reduction, "weight": settings.alpha}
+    try:
+        with np.errstate(all="ignore"):  # a non-finite intermediate ends in NoRoot or InputError below, not in a warning
+            sp = class_spread(h, y, C, bias=settings.bias)
+            spread = spread_logit(sp, counts, lam, **kw)
+            two = spread_logit(along_mean(stats[0], stats[1], C, bias=settings.bias), counts, lam, **kw)
+            implied = spread_inverse(sp, learned, lam, loss=settings.loss, weight=settings.alpha)
+    except (NoRoot, InputError):
+        return None
+    if not (np.all(np.isfinite(spread)) and np.all(np.isfinite(two)) and np.all(np.isfinite(implied))):
+        return None
+    return spread, two, implied
 
 
 def _finite_time(counts, norm_sq, mu, settings: PemSettings, trace):

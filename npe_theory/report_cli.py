@@ -8,12 +8,11 @@ settings TOML (``settings.toml`` unless ``--settings``; keys of ``PemSettings``)
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
 import numpy as np
 
-from .io import check_writable, read_array, read_json, read_text, write_json
+from .io import check_writable, read_array, read_json, read_toml_table, write_json
 from ._validate import MAX_CLASSES
 from .errors import InputError
 
@@ -32,14 +31,7 @@ def load_settings(path: Path):
 
     if not Path(path).exists():
         raise InputError(f"settings: no file {path} (write the training settings there, or pass --settings)")
-    try:
-        raw = tomllib.loads(read_text(path, "settings"))
-    except (tomllib.TOMLDecodeError, RecursionError) as exc:
-        raise InputError(f"settings: cannot read {path} as TOML ({exc.__class__.__name__}: {exc})") from None
-    raw = raw.get("pem", raw)
-    if not isinstance(raw, dict):
-        raise InputError(f"settings: [pem] in {path} must be a table of settings")
-    return PemSettings.from_dict(raw)
+    return PemSettings.from_dict(read_toml_table(path, "settings", "pem"))
 
 
 def load_outputs(folder, sign: str = "eta") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

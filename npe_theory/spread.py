@@ -206,22 +206,55 @@ def spread_logit(spread: ClassSpread, counts, lam, *, loss: str = "logistic", re
 
 def spread_inverse(spread: ClassSpread, eta, lam, *, loss: str = "logistic", weight: float = 1.0) -> np.ndarray:
     """The log class shares ``ln pi_c`` (up to a constant) that make the learned per-class outputs ``eta`` optimal
-    under the spread model: ``spread_logit`` inverted class by class (it increases with ``a_c = weight pi_c``),
-    the inverse the NPE-inverse rule needs when features spread. Outputs with no preimage (at or below the
-    output of a vanishing share) are raised to the smallest share tried, e^-700; the largest tried is e^300."""
+    under the spread model: ``spread_logit`` inverted class by class, the inverse the NPE-inverse rule needs when
+    features spread. With the output ``mu`` given, the fixed point is one equation in one unknown: for the
+    exponential tail ``mu = k g1(k)`` (increasing in k); for the logistic loss, in ``v = ln r`` with
+    ``p = mu / g1(r)``, ``ln(r / p) = ln(E[sigmoid^2] / E[sigmoid])``. Then ``ln a_c = ln p + mu - s^2/2 + ln(p / (a_c E))``
+    as in ``spread_logit``. Outputs at or below 0 (no preimage) and outputs beyond what any share reaches
+    (features without a spread-free direction) are clamped to shares e^-700 and e^300."""
     choice("loss", loss, LOSSES)
     lam = as_float_scalar("lam", lam, positive=True)
     weight = as_float_scalar("weight", weight, positive=True)
     e = as_float_array("eta", eta)
     if e.shape != (len(spread.null),):
         raise InputError(f"eta: expected {len(spread.null)} per-class outputs, got shape {e.shape}")
-    one = lambda c, ln_a: spread_logit(ClassSpread([spread.eig[c]], [spread.proj[c]], spread.null[c:c + 1]),  # noqa: E731
-                                       [np.exp(ln_a)], lam, loss=loss, reduction="sum")[0]
-    out = np.empty(e.size)
-    for c in range(e.size):
-        lo, hi = -700.0, 300.0
-        if one(c, lo) >= e[c]:
-            out[c] = lo
-            continue
-        out[c] = brentq(lambda ln_a: one(c, ln_a) - e[c], lo, hi, xtol=1e-12, rtol=1e-13)
-    return out - np.log(weight)
+    out = np.array([_inverse_one(float(e[c]), lam, spread.eig[c], spread.proj[c], float(spread.null[c]), loss)
+                    for c in range(e.size)])
+    return np.clip(out, -700.0, 300.0) - np.log(weight)
+
+
+def _inverse_one(mu: float, lam: float, eig, proj, null: float, loss: str) -> float:
+    M = float(proj.sum()) + null
+    if mu <= 0 or M <= 0:
+        return -700.0
+    # exponential tail: mu(k) = k g1(k) increases from 0; mu(k) <= k M / lam puts the root at or above lam mu / M
+    f = lambda u: _moments(np.exp(u), np.exp(u), lam, eig, proj, null)[0] - mu  # noqa: E731
+    lo = np.log(lam * mu / M)
+    hi = lo + 1.0
+    while f(hi) < 0:
+        hi = lo + 2 * (hi - lo)
+        if hi - lo > 2000:
+            return 300.0  # mu beyond what the spread directions allow: no finite share
+    u = lo if f(lo) >= 0 else brentq(f, lo, hi, xtol=1e-13, rtol=1e-15)  # f(lo) = 0 without spread
+    p = r = np.exp(u)
+    la = 0.0
+    if loss == "logistic":
+        def g(v):
+            pv = mu / _moments(1.0, np.exp(v), lam, eig, proj, null)[0]
+            s2 = _moments(pv, np.exp(v), lam, eig, proj, null)[1]
+            ta, tb = _tilted(mu, s2)
+            return v - np.log(pv) - (tb - ta)
+
+        top, step = u, 1.0  # at v = u, r = p and g = -ln(E[sigmoid^2] / E[sigmoid]) >= 0
+        bottom = top - step
+        while g(bottom) > 0:
+            step *= 2
+            bottom = top - step
+            if step > 2000:
+                raise NoRoot("spread-aware inverse: no root found")
+        v = brentq(g, bottom, top, xtol=1e-13, rtol=1e-15) if g(top) > 0 else top
+        r = np.exp(v)
+        p = mu / _moments(1.0, r, lam, eig, proj, null)[0]
+        la = _tilted(mu, _moments(p, r, lam, eig, proj, null)[1])[0]
+    s2 = _moments(p, r, lam, eig, proj, null)[1]
+    return float(np.log(p) + mu - s2 / 2 - la)

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import tomllib
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from npe_theory._validate import nonnegative_int, positive_int
-from npe_theory.io import read_text
+from npe_theory.io import read_toml_table
 
 from .data import DATASETS, PROFILES
 from .models import MODELS, TORCHVISION_PREFIX
@@ -226,13 +225,7 @@ def add_config_flags(parser: argparse.ArgumentParser, exclude=()) -> list[str]:
 def load_toml(path) -> dict:
     """Config keys from a TOML file (flat, or under a [train] table); unknown keys are an error."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(read_text(path, "config"))
-    except (tomllib.TOMLDecodeError, RecursionError) as exc:
-        raise InputError(f"config: {path} is not valid TOML ({exc})") from None
-    raw = raw.get("train", raw)
-    if not isinstance(raw, dict):
-        raise InputError(f"config: [train] in {path} must be a table of settings")
+    raw = read_toml_table(path, "config", "train")
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(raw) - known)
     if unknown:

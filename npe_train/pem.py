@@ -88,7 +88,10 @@ def npe_adjust(logits: torch.Tensor, eta: torch.Tensor, tau: float = 1.0) -> tor
     _tensor("eta", eta)
     if logits.shape != eta.shape:
         raise InputError(f"eta: shape {tuple(eta.shape)} does not match logits {tuple(logits.shape)}")
-    return logits - as_float_scalar("tau", tau) * eta
+    out = logits - as_float_scalar("tau", tau) * eta
+    if not bool(torch.isfinite(out).all()) and bool(torch.isfinite(logits).all()) and bool(torch.isfinite(eta).all()):
+        raise InputError(f"tau: {tau!r} * eta overflows {out.dtype}")
+    return out
 
 
 class PriorEstimator(nn.Module):

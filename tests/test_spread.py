@@ -64,14 +64,17 @@ def test_gaussian_fixed_point_equals_brute_force(dim, scale, lam, loss, seed):
     np.testing.assert_allclose(got, want, atol=2e-5 * max(1.0, float(np.max(np.abs(want)))))
 
 
-@given(st.lists(st.integers(100, 2000), min_size=2, max_size=4), st.integers(2, 6), st.floats(0.2, 1.5),
+@given(st.lists(st.integers(100, 2000), min_size=2, max_size=4), st.integers(2, 6), st.floats(0.2, 1.0),
        st.sampled_from([1e-3, 1e-2]), st.integers(0, 1000))
-@example([2000, 100], 6, 1.5, 1e-3, 0)
-@example([100, 100], 2, 1.5, 1e-3, 26)  # 4 x 100 samples left 0.18 nats of sampling error here: hence 10 x
-@example([100, 100], 2, 1.5, 1e-3, 0)  # 0.063 off with 1,000 samples: within the sampling error, which is allowed
+@example([2000, 100], 6, 1.0, 1e-3, 0)
+@example([100, 100], 2, 1.0, 1e-3, 26)
 def test_matches_the_exact_equilibrium_on_gaussian_classes(counts, dim, scale, lam, seed):
     """Sampled Gaussian classes: the reference needs only each class's mean and covariance, and lands on the exact
-    minimizer of the PEM objective on the samples (logistic loss), where Proposition 1 at the same norms does not."""
+    minimizer of the PEM objective on the samples (logistic loss), where Proposition 1 at the same norms does not.
+
+    Spreads up to 1 per unit of mean: at 1.5 a class of a few thousand samples moved its exact optimum by 0.2-0.4
+    nats from sample to sample (seed 350: 7.41, 7.10, 7.24 at 2,180, 21,800, 218,000 samples against the
+    reference's 7.25, 7.24, 7.26), more than this test could allow without losing its power."""
     rng = np.random.default_rng(seed)
     feats, labels = [], []
     for c, n in enumerate(counts):
@@ -130,3 +133,18 @@ def test_two_statistics_are_the_documented_averages():
     along = [np.var(h[y == c] @ (m / np.linalg.norm(m))) for c, m in enumerate(mu)]
     assert norm_sq == pytest.approx(np.mean([m @ m for m in mu]))
     assert ratio == pytest.approx(np.mean([a / (m @ m) for a, m in zip(along, mu)]))
+
+
+@given(counts_st, st.floats(1e-4, 1e-1), st.floats(0.5, 300), st.floats(0.0, 0.5), st.sampled_from(["exp", "logistic"]))
+@example([5000, 1], 1e-4, 300.0, 0.5, "logistic")
+@example([2, 1], 1e-1, 0.5, 0.0, "exp")
+def test_inverse_recovers_the_log_shares(counts, lam, norm_sq, ratio, loss):
+    """Round trip: the outputs the spread model predicts for these counts, inverted, give back ln pi_c (up to a constant)
+    with slope 1; a wrong sign or a dropped tilt in the inverse breaks it."""
+    sp = along_mean(norm_sq, ratio, len(counts))
+    eta = spread_logit(sp, counts, lam, loss=loss)
+    from npe_theory.spread import spread_inverse
+
+    got = spread_inverse(sp, eta, lam, loss=loss)
+    want = np.log(np.asarray(counts) / np.sum(counts))
+    np.testing.assert_allclose(got - got.mean(), want - want.mean(), atol=1e-8)
