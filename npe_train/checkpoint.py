@@ -28,7 +28,7 @@ from npe_theory.io import atomic_write
 from .config import TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
-FORMAT = 2  # 1: pickled NumPy arrays and dicts (needed weights_only=False); not read any more
+FORMAT = 2  # 1: pickled NumPy arrays and dicts (needed the unrestricted unpickler); not read any more
 PLACE_ONLY = ("out",)  # settings that say where a run lives, not what it is
 
 
