@@ -91,7 +91,7 @@ def _main(argv: list[str]) -> int:
         full = " (the disk is full)" if exc.errno == errno.ENOSPC else ""
         print(f"npe: error: {where}{exc.strerror or _one_line(exc)}{full}", file=sys.stderr)  # our own OSErrors name the path in strerror
         return 2
-    except KeyboardInterrupt:  # Ctrl-C, and SIGTERM (turned into the same by npe train)
+    except KeyboardInterrupt:  # Ctrl-C, and SIGTERM (main turns it into the same for every command)
         print("npe: interrupted" + _resume_hint(argv), file=sys.stderr)
         return 130
     except Exception as exc:  # a bug of ours: one line here, the whole traceback in a log file

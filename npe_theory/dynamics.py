@@ -36,7 +36,7 @@ def lambda_s(weight_decay, lrs, momentum: float = 0.0) -> float:
     with np.errstate(over="ignore"):
         value = wd * float(np.sum(lrs)) / (1.0 - momentum)
     if not np.isfinite(value):
-        raise InputError(f"weight_decay, lrs: lambda*s = weight_decay * sum(lrs) / (1 - momentum) overflows the float64 range")
+        raise InputError("weight_decay, lrs: lambda*s = weight_decay * sum(lrs) / (1 - momentum) overflows the float64 range")
     return value
 
 

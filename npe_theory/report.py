@@ -28,7 +28,7 @@ from .collapse import class_means, nc1
 from .dynamics import finite_time_logit, heavy_ball_pem, lambda_s, steps_per_epoch
 from .equilibrium import pem_equilibrium
 from .priors import predicted_priors, prior_match
-from .spread import NoRoot, along_mean, class_spread, spread_inverse, spread_logit, two_statistics
+from .spread import NoRoot, along_mean, class_spread, spread_inverse, spread_logit, spread_statistics
 from .errors import InputError
 
 #: lambda_s at and above which a PEM is reported as at equilibrium. Near its optimum the PEM output
@@ -189,9 +189,10 @@ def pem_report(eta, features, labels, counts, settings: PemSettings, *, trace: d
             refs["vs_finite_time"] = prior_match(learned, reference=finite[0]).as_dict()
         out["decomposition"] = {"non_stationarity": refs["vs_equilibrium"]["centered_rmse"],
                                 "non_collapse": prior_match(eq.eta, reference=predicted).centered_rmse}
-        stats = two_statistics(h, y, C)
+        sp = class_spread(h, y, C, bias=settings.bias)
+        stats = spread_statistics(sp)
         out.update(spread=None, two_statistic=None, two_statistics={"mean_norm_sq": stats[0], "spread_ratio": stats[1]})
-        spread = _spread_references(h, y, counts, learned, settings, stats)
+        spread = _spread_references(sp, counts, learned, settings, stats)
         if spread is not None:
             spread, two, implied = spread
             out.update(spread=spread.tolist(), two_statistic=two.tolist(), implied_log_prior=implied.tolist())
@@ -210,13 +211,12 @@ def pem_report(eta, features, labels, counts, settings: PemSettings, *, trace: d
     return out
 
 
-def _spread_references(h, y, counts, learned, settings: PemSettings, stats):
+def _spread_references(sp, counts, learned, settings: PemSettings, stats):
     """(spread-aware optimum, two-statistic prediction, spread-aware implied log-prior), or None where the problem is
     degenerate (a weight decay at the float range's ends, a fixed point that does not exist): no reference then."""
     C, lam, kw = counts.size, settings.weight_decay, {"loss": settings.loss, "reduction": settings.reduction, "weight": settings.alpha}
     try:
         with np.errstate(all="ignore"):  # a non-finite intermediate ends in NoRoot or InputError below, not in a warning
-            sp = class_spread(h, y, C, bias=settings.bias)
             spread = spread_logit(sp, counts, lam, **kw)
             two = spread_logit(along_mean(stats[0], stats[1], C, bias=settings.bias), counts, lam, **kw)
             implied = spread_inverse(sp, learned, lam, loss=settings.loss, weight=settings.alpha)

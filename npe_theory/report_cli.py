@@ -7,7 +7,6 @@ settings TOML (``settings.toml`` unless ``--settings``; keys of ``PemSettings``)
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import brentq, root
-from scipy.special import expit, log_expit
+from scipy.special import log_expit
 
 from ._validate import LOSSES, REDUCTIONS, as_float_array, as_float_scalar, choice, positive_int
 from .errors import InputError
@@ -56,6 +56,7 @@ class ClassSpread:
     proj: list
     null: np.ndarray
     along: np.ndarray | None = None  # variance of h . m / ||m|| within the class (class_spread only)
+    norm_sq: np.ndarray | None = None  # ||m||^2 of the feature means, no bias coordinate (class_spread only)
 
     @property
     def mean_norm_sq(self) -> np.ndarray:
@@ -75,7 +76,7 @@ def class_spread(features, labels, num_classes: int, *, bias: bool = True, rank_
         raise InputError(f"features, labels: expected (N, D) and (N,), got {h.shape} and {y.shape}")
     if y.dtype.kind not in "iu" or (y.size and (y.min() < 0 or y.max() >= C)):
         raise InputError(f"labels: expected integer class ids in [0, {C})")
-    eig, proj, null, along = [], [], np.zeros(C), np.zeros(C)
+    eig, proj, null, along, norm_sq = [], [], np.zeros(C), np.zeros(C), np.zeros(C)
     for c in range(C):
         xc = h[y == c]
         if len(xc) == 0:
@@ -87,19 +88,24 @@ def class_spread(features, labels, num_classes: int, *, bias: bool = True, rank_
         eig.append(sv[keep] ** 2)
         proj.append(q2)
         null[c] = max(float(m @ m) - float(q2.sum()), 0.0) + (1.0 if bias else 0.0)
-        norm = float(np.sqrt(m @ m))
+        norm_sq[c] = float(m @ m)
+        norm = np.sqrt(norm_sq[c])
         along[c] = float(np.mean(((xc - m) @ (m / norm)) ** 2)) if norm > 0 else 0.0
-    return ClassSpread(eig, proj, null, along)
+    return ClassSpread(eig, proj, null, along, norm_sq)
 
 
 def two_statistics(features, labels, num_classes: int) -> tuple[float, float]:
     """(mean over classes of ||mu_c||^2, mean over classes of Var(h . mu_c / ||mu_c|| | c) / ||mu_c||^2): the two
     scalars ``along_mean`` predicts from. The first sets the scale of Proposition 1's x_c; the second, the squared
     coefficient of variation of the features along their class mean, sets how far the spread moves the optimum."""
-    s = class_spread(features, labels, num_classes, bias=False)
-    norm_sq = s.mean_norm_sq
+    return spread_statistics(class_spread(features, labels, num_classes))
+
+
+def spread_statistics(spread: ClassSpread) -> tuple[float, float]:
+    """``two_statistics`` of an existing ``class_spread`` result (no second SVD per class)."""
+    norm_sq = spread.norm_sq
     ok = norm_sq > 0
-    return float(norm_sq.mean()), float(np.mean(s.along[ok] / norm_sq[ok])) if ok.any() else 0.0
+    return float(norm_sq.mean()), float(np.mean(spread.along[ok] / norm_sq[ok])) if ok.any() else 0.0
 
 
 def along_mean(norm_sq, spread_ratio, num_classes: int, *, bias: bool = True) -> ClassSpread:

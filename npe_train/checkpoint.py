@@ -8,7 +8,7 @@ one is an ``InputError`` naming the file and the field (docs/reliability.md).
 
 The run's folder is not part of its identity: ``out`` is left out of the settings a resume must
 match, so a moved or copied run folder continues where it stopped.
-May import: npe_theory, torch, .config, .runfolder.
+May import: npe_theory, torch, .config.
 """
 from __future__ import annotations
 

@@ -364,7 +364,7 @@ def load_npy(root):
         if len(ya) and ya.min() < 0:
             raise DataError(f"data_dir: {yn} has negative labels")
     if len(y) == 0:
-        raise DataError(f"data_dir: y.npy holds no samples")
+        raise DataError("data_dir: y.npy holds no samples")
     C = int(max(y.max(), -1 if yt is None else yt.max())) + 1
     if C > MAX_CLASSES:
         raise DataError(f"data_dir: labels go up to {C - 1}; at most {MAX_CLASSES} classes are supported (labels must be 0..C-1)")

@@ -1,7 +1,6 @@
 """The trust boundary: no code runs from a file the toolkit reads; sizes are bounded before allocation;
 checked input is exit 2, our own bugs exit 1; real faults (a full tmpfs, a read-only mount, SIGTERM,
 a folder killed before its first checkpoint, a moved folder) are survived (docs/reliability.md)."""
-import io
 import json
 import os
 import pickle
