@@ -17,9 +17,9 @@ import argparse
 from pathlib import Path
 
 from npe_theory.io import write_json
-from npe_train.config import make_config
-from npe_train.data import write_fake_cifar
-from npe_train.train import train
+from npe_train.run.config import make_config
+from npe_train.data.files import write_fake_cifar
+from npe_train.loop.train import train
 
 RECIPE = Path(__file__).resolve().parent.parent / "configs" / "cifar100_lt.toml"
 VARIANTS = {

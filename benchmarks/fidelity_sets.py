@@ -19,10 +19,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from npe_theory.io import write_csv  # noqa: E402
-from npe_train.config import make_config  # noqa: E402
-from npe_train.data import build  # noqa: E402
-from npe_train.regimes import train_summaries  # noqa: E402
-from npe_train.train import lr_factor  # noqa: E402
+from npe_train.run.config import make_config  # noqa: E402
+from npe_train.data.longtail import build  # noqa: E402
+from npe_train.experiments.runs import train_summaries  # noqa: E402
+from npe_train.loop.build import lr_factor  # noqa: E402
 
 SETS = ("synthetic", "digits", "mnist1d")
 REFS = ("vs_closed_form", "vs_equilibrium", "vs_spread", "vs_two_statistic", "vs_finite_time")

@@ -14,8 +14,8 @@ import time
 from collections import defaultdict
 
 import npe_theory.report as report
-import npe_train.train as train_mod
-from npe_train.config import make_config
+import npe_train.loop.train as train_mod
+from npe_train.run.config import make_config
 
 
 def timed(module, name, totals):
@@ -40,9 +40,9 @@ def main() -> None:
     totals = defaultdict(float)
     timed(report, "pem_equilibrium", totals)
     timed(report, "heavy_ball_pem", totals)
-    for name in ("class_spread", "spread_logit", "spread_inverse", "two_statistics"):  # the spread-aware references
+    for name in ("class_spread", "spread_logit", "spread_inverse", "spread_statistics"):  # the spread-aware references
         timed(report, name, totals)
-    timed(train_mod, "epoch_order", totals)  # includes each step's class shares for the trace
+    timed(train_mod, "epoch_plan", totals)  # includes each step's class shares for the trace
     with tempfile.TemporaryDirectory() as tmp:
         cfg = make_config(epochs=args.epochs, eval_every=args.eval_every, seed=args.seed, out=tmp)
         t = time.perf_counter()
@@ -52,7 +52,7 @@ def main() -> None:
     for name, sec in totals.items():
         print(f"  {name:<16} {sec:7.2f} s  {100 * sec / wall:5.1f}% of the run")
     both = totals["pem_equilibrium"] + totals["heavy_ball_pem"]
-    spread = sum(totals[k] for k in ("class_spread", "spread_logit", "spread_inverse", "two_statistics"))
+    spread = sum(totals[k] for k in ("class_spread", "spread_logit", "spread_inverse", "spread_statistics"))
     print(f"  equilibrium + replay together: {100 * both / (wall - both - spread):.1f}% added to the run without them")
     print(f"  spread-aware references (reference, two-statistic, inverse): {100 * spread / (wall - both - spread):.1f}% added")
     print(f"  all references: {100 * (both + spread) / (wall - both - spread):.1f}% added")

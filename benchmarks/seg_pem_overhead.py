@@ -14,10 +14,11 @@ import time
 import numpy as np
 import torch
 
-from npe_train.config import make_config
-from npe_train.seg_data import generate_shapes
-from npe_train.seg_models import build_seg_model
-from npe_train.train import train_step
+from npe_train.run.config import make_config
+from npe_train.data.segmentation import generate_shapes
+from npe_train.models.dense import build_seg_model
+from npe_train.loop.build import build_objective
+from npe_train.loop.step import train_step
 
 
 def main() -> None:
@@ -45,13 +46,13 @@ def main() -> None:
         for name, (model, opt) in nets.items():
             model.train()
             for i in range(3):  # warm-up
-                train_step(model, opt, x[: args.batch_size], y[: args.batch_size], cfg, log_prior, False)
+                train_step(model, opt, x[: args.batch_size], [(y[: args.batch_size], None)], build_objective(cfg), log_prior, False)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
             for i in range(args.steps):
                 s = (i * args.batch_size) % (len(x) - args.batch_size)
-                train_step(model, opt, x[s : s + args.batch_size], y[s : s + args.batch_size], cfg, log_prior, False)
+                train_step(model, opt, x[s : s + args.batch_size], [(y[s : s + args.batch_size], None)], build_objective(cfg), log_prior, False)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             best[name] = min(best[name], (time.perf_counter() - t0) / args.steps)

@@ -18,10 +18,11 @@ import time
 import numpy as np
 import torch
 
-from npe_train.config import TrainConfig
-from npe_train.models import build_model
-from npe_train.pipeline import DevicePipeline, LoaderPipeline, draw_augmentation
-from npe_train.train import train_step
+from npe_train.run.config import TrainConfig
+from npe_train.models.classifiers import build_model
+from npe_train.data.pipeline import DevicePipeline, LoaderPipeline, draw_augmentation
+from npe_train.loop.build import build_objective
+from npe_train.loop.step import train_step
 
 
 def _sync(device):
@@ -71,13 +72,13 @@ def main() -> None:
         for _ in range(3):  # warm-up
             x, y = next(batches)
             if train:
-                train_step(model, opt, x, y, cfg, log_prior, use_amp=cuda)
+                train_step(model, opt, x, [(y, None)], build_objective(cfg), log_prior, use_amp=cuda)
         _sync(device)
         t0 = time.perf_counter()
         for _ in range(steps):
             x, y = next(batches)
             if train:
-                train_step(model, opt, x, y, cfg, log_prior, use_amp=cuda)
+                train_step(model, opt, x, [(y, None)], build_objective(cfg), log_prior, use_amp=cuda)
         _sync(device)
         return time.perf_counter() - t0
 

@@ -67,7 +67,7 @@ def main(argv=None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    runfolder = sys.modules.get("npe_train.runfolder")
+    runfolder = sys.modules.get("npe_train.run.runfolder")
     if runfolder is not None:  # a folder held by an earlier command of this process is not this command's
         runfolder.last_claimed = None
     parser = build_parser()
@@ -119,8 +119,8 @@ def _resume_hint(argv: list[str]) -> str:
 
 
 def _run_folder():
-    """The run folder this process last held (``npe_train.runfolder``), or None."""
-    runfolder = sys.modules.get("npe_train.runfolder")
+    """The run folder this process last held (``npe_train.run.runfolder``), or None."""
+    runfolder = sys.modules.get("npe_train.run.runfolder")
     return getattr(runfolder, "last_claimed", None)
 
 

@@ -1,4 +1,6 @@
-"""``npe train``, ``npe sweep`` and ``npe compare``. Mounted by ``npe.cli``; the flags come from ``TrainConfig``."""
+"""``npe train``, ``npe sweep`` and ``npe compare``. Mounted by ``npe.cli``; the flags come from ``TrainConfig``.
+The top of ``npe_train``: it may import every layer of the package.
+"""
 from __future__ import annotations
 
 import sys
@@ -6,10 +8,10 @@ from pathlib import Path
 
 from npe_theory.report import summary_lines
 
-from .config import add_config_flags
-from .evaluate import REPORT_GROUPS as GROUPS
-from .evaluate import RULE_NAMES
-from .results import read_results
+from .run.config import add_config_flags
+from .run.results import read_results
+from .tasks.rules import REPORT_GROUPS as GROUPS
+from .tasks.rules import RULE_NAMES
 
 SWEEP_SETS = ("method", "imbalance", "seed", "out")  # a sweep sets these per run itself
 
@@ -49,8 +51,8 @@ def _overrides(args, names) -> dict:
 
 
 def cmd_train(args) -> int:
-    from .config import make_config
-    from .train import TrainingDiverged, train
+    from .loop.train import TrainingDiverged, train
+    from .run.config import make_config
 
     cfg = make_config(args.config, **_overrides(args, args.config_fields))
     try:
@@ -69,8 +71,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .config import make_config
-    from .sweep import grid, run_grid, summarize, write_tables
+    from .experiments.sweep import grid, run_grid, summarize, write_tables
+    from .run.config import make_config
 
     base = make_config(args.config, **_overrides(args, args.config_fields))
     out = Path(args.out)
@@ -116,17 +118,17 @@ def _figures_with_regimes(draw):
         from npe_theory.io import write_json
 
         if args.retrain_regimes:
-            from .regimes import GRID, regime_runs
+            from .experiments.regimes import GRID, regime_runs
 
             path = write_json(Path(args.out) / "regime_runs.json", {"grid": [list(g) for g in GRID], "runs": regime_runs()})
             print(f"wrote {path}")
         if args.retrain_segmentation:
-            from .seg_eval import segmentation_runs
+            from .experiments.segmentation import segmentation_runs
 
             path = write_json(Path(args.out) / "segmentation_runs.json", {"config": "configs/shapes_seg.toml", "runs": segmentation_runs()})
             print(f"wrote {path}")
         if args.retrain_adaptation:
-            from .adaptation import GRID as SHIFTS, adaptation_runs
+            from .experiments.adaptation import GRID as SHIFTS, adaptation_runs
 
             path = write_json(Path(args.out) / "adaptation_runs.json", {"grid": [list(g) for g in SHIFTS], "runs": adaptation_runs()})
             print(f"wrote {path}")

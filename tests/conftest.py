@@ -18,7 +18,7 @@ class Killed(Exception):
 @pytest.fixture
 def kill_after(monkeypatch):
     """``kill_after(n)``: the next training run dies right after writing its n-th checkpoint (no hook in the code)."""
-    import npe_train.train as tr
+    import npe_train.loop.train as tr
 
     def arm(n: int):
         real, calls = tr.save_checkpoint, {"n": 0}

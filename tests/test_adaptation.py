@@ -9,12 +9,12 @@ import torch.nn.functional as F
 
 from npe_theory.dynamics import finite_time_logit, heavy_ball_pem
 from npe_theory.priors import count_profile, predicted_priors
-from npe_train.adaptation import TRACK_TOLERANCE, _lag, model_trajectory
-from npe_train.config import make_config
-from npe_train.evaluate import accuracy_report
-from npe_train.stream import (draw_stream, parse_schedule, parse_shift, pool_by_class, profile_counts, stale_counts,
-                              stream_counts)
-from npe_train.train import train
+from npe_train.loop.build import pem_recipe
+from npe_train.tasks.adaptation import TRACK_TOLERANCE, _lag, model_trajectory
+from npe_train.run.config import make_config
+from npe_train.tasks.rules import accuracy_report
+from npe_train.data.stream import draw_stream, parse_schedule, parse_shift, pool_by_class, profile_counts, stale_counts, stream_counts
+from npe_train.loop.train import train
 
 
 def test_schedule_parsing_and_counts():
@@ -93,7 +93,7 @@ def test_model_trajectory_matches_torch_sgd_over_a_shift():
     lrs = list(np.linspace(0.2, 0.02, E))
     cfg = make_config(dataset="synthetic", weight_decay=3e-2, momentum=0.8, alpha=0.7, batch_size=64)
     metrics = [{"effective_counts": c.tolist(), "pem_norm_sq": s.tolist(), "lr": lr} for c, s, lr in zip(counts, norms, lrs)]
-    model, limits = model_trajectory(metrics, cfg)
+    model, limits = model_trajectory(metrics, pem_recipe(cfg), cfg.batch_size)
     want = _torch_pem_trajectory(counts, norms, lrs, 3e-2, 0.8, 0.7, 64)
     np.testing.assert_allclose(model, want, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(limits[-1], predicted_priors(after, 3e-2, norms[-1], "mean", "logistic", bias=True, weight=0.7), rtol=1e-12)
@@ -178,7 +178,7 @@ def test_cli_shift_is_repeatable_and_checked(tmp_path, capsys):
 
 def test_f10_runs_are_the_runs_trained_directly(tmp_path):
     """``adaptation_runs`` (behind F10) summarizes the same run ``npe train`` makes with those settings."""
-    from npe_train.adaptation import adaptation_runs, summarize_adaptation
+    from npe_train.experiments.adaptation import adaptation_runs, summarize_adaptation
 
     settings = dict(dataset="synthetic", n_max=120, imbalance=20, epochs=4)
     rows = adaptation_runs(grid=(("reversal", 2e-2, "3=reversed:20"),), seeds=(2,), progress=False, **settings)

@@ -7,10 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from npe_train.config import make_config
-from npe_train.data import build, write_fake_cifar
-from npe_train.models import attach_pem, from_torchvision, strip_head
-from npe_train.train import train
+from npe_train.run.config import make_config
+from npe_train.data.longtail import build
+from npe_train.data.files import write_fake_cifar
+from npe_train.models.classifiers import attach_pem, from_torchvision, strip_head
+from npe_train.loop.train import train
 
 try:  # the PyPI torchvision wheel links CUDA torch; beside the CPU-only torch it fails to load its C ops (RuntimeError)
     import torchvision

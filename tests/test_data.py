@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from npe_theory.priors import count_profile
-from npe_train.data import DataError, build, load_cifar, write_fake_cifar
+from npe_train.data.files import DataError, load_cifar, write_fake_cifar
+from npe_train.data.longtail import build
 
 
 @pytest.mark.parametrize("name, shape", [("synthetic", (32,)), ("digits", (64,))])

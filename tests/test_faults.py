@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from npe.cli import main
-from npe_train.config import make_config
-from npe_train.train import train
+from npe_train.run.config import make_config
+from npe_train.loop.train import train
 
 
 def tiny(tmp_path, name="run", **kw):
@@ -65,7 +65,7 @@ def test_damaged_checkpoint_is_a_clear_error(tmp_path, kill_after, capsys, damag
 
 
 def test_deleted_or_torn_metrics_are_restored_from_the_checkpoint(tmp_path, kill_after, monkeypatch):
-    import npe_train.train as tr
+    import npe_train.loop.train as tr
 
     cfg = tiny(tmp_path)
     with pytest.raises(kill_after(2)):
@@ -101,7 +101,7 @@ def test_two_runs_into_one_folder(tmp_path):
         first.send_signal(signal.SIGKILL)
         first.wait()
     # killed mid-run: the lock went with the process, the folder is free again
-    from npe_train.runfolder import claim
+    from npe_train.run.runfolder import claim
 
     with claim(out):
         assert (out / ".lock").read_text() == str(os.getpid())
@@ -122,7 +122,7 @@ def test_fresh_run_into_a_finished_folder_is_refused_and_mixed_folders_are_refus
 
 @pytest.mark.parametrize("err", [errno.ENOSPC, errno.EACCES, errno.EROFS])
 def test_full_or_read_only_output_keeps_what_was_computed(tmp_path, monkeypatch, capsys, err):
-    import npe_train.train as tr
+    import npe_train.loop.train as tr
 
     real, calls = tr.save_checkpoint, {"n": 0}
 

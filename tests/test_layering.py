@@ -49,7 +49,7 @@ def test_theory_commands_work_without_torch(args, code, stream, word):
 
 def test_every_setting_has_a_flag_and_they_cannot_drift():
     from npe.cli import build_parser
-    from npe_train.config import TrainConfig
+    from npe_train.run.config import TrainConfig
 
     parser = build_parser()
     train = parser._subparsers._group_actions[0].choices["train"]
@@ -67,7 +67,7 @@ def test_every_setting_has_a_flag_and_they_cannot_drift():
 def test_flags_reach_the_config(tmp_path):
     """Settings that once had no flag (momentum, gamma, tau_grid, augment) parse into the config, typed."""
     from npe.cli import build_parser
-    from npe_train.config import make_config
+    from npe_train.run.config import make_config
 
     args = build_parser().parse_args(["train", "--momentum", "0.5", "--gamma", "0.2", "--tau-grid", "0", "0.5", "--no-pem-detach",
                                       "--milestones", "3", "5", "--dataset", "synthetic", "--compile", "--out", str(tmp_path)])

@@ -5,7 +5,7 @@ import torch
 
 from npe_theory.priors import predicted_priors
 from npe_train import PriorEstimator, npe_adjust, one_way_logistic_loss
-from npe_train.pem import heads_loss
+from npe_train.methods.pem_loss import heads_loss
 
 
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from npe_train.config import make_config
-from npe_train.data import CIFAR_MEAN, CIFAR_STD, write_fake_cifar
-from npe_train.pipeline import DevicePipeline, LoaderPipeline, augment, draw_augmentation, preparer
-from npe_train.train import train
+from npe_train.run.config import make_config
+from npe_train.data.files import CIFAR_MEAN, CIFAR_STD, write_fake_cifar
+from npe_train.data.pipeline import DevicePipeline, LoaderPipeline, augment, draw_augmentation, preparer
+from npe_train.loop.train import train
 
 
 def torchvision_style(img: np.ndarray, dy: int, dx: int, flip: int) -> np.ndarray:
@@ -84,7 +84,7 @@ def test_old_boolean_compile_setting_still_reads():
 @pytest.mark.parametrize("name, shape", [("resnet32", (3, 32, 32)), ("cnn1d", (1, 40)), ("mlp", (20,))])
 def test_every_network_compiles_to_one_graph(name, shape):
     """No graph break (PEM heads included): CUDA graphs under --compile reduce-overhead then cover the whole network."""
-    from npe_train.models import build_model
+    from npe_train.models.classifiers import build_model
 
     explained = torch._dynamo.explain(build_model(name, shape, 10, num_pems=2))(torch.randn(4, *shape))
     assert explained.graph_count == 1 and explained.graph_break_count == 0, explained.break_reasons

@@ -12,9 +12,9 @@ from torch import nn
 
 from npe_theory import optimal_logit
 from npe_theory.report import EQUILIBRIUM_LAMBDA_S, PemSettings, pem_report, regime
-from npe_train.config import make_config
-from npe_train.data import build
-from npe_train.train import train
+from npe_train.run.config import make_config
+from npe_train.data.longtail import build
+from npe_train.loop.train import train
 
 
 def npe(*args):
@@ -34,7 +34,7 @@ def test_closed_form_uses_the_runs_lambda_bias_and_alpha(run):
     """Proposition 1 recomputed by hand from the saved network: x_c = alpha pi_c (||mu_c||^2 + 1) / lambda, logistic root."""
     cfg, res = run
     data = build(cfg.dataset, cfg.imbalance, cfg.profile, cfg.n_max, cfg.seed)
-    from npe_train.models import build_model
+    from npe_train.models.classifiers import build_model
 
     model = build_model(cfg.model, data.input_shape, data.num_classes)
     model.load_state_dict(torch.load(f"{cfg.out}/checkpoint.pt", weights_only=False)["model"])
@@ -76,7 +76,8 @@ def test_four_references_and_decomposition(run):
 
 def test_la_loss_sign():
     """la_loss trains CE on z + tau ln pi (so the head is favoured in training and the tail at test), not z - tau ln pi."""
-    from npe_train.train import train_step
+    from npe_train.loop.build import build_objective
+    from npe_train.loop.step import train_step
 
     torch.manual_seed(0)
     cfg = make_config(dataset="synthetic", method="la_loss", tau=1.0)
@@ -85,7 +86,7 @@ def test_la_loss_sign():
     log_prior = torch.log(torch.tensor([0.7, 0.2, 0.07, 0.03]))
     x, y = torch.randn(8, 3), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
     expected = nn.functional.cross_entropy(model(x) + log_prior, y)
-    step, _ = train_step(net, torch.optim.SGD(model.parameters(), lr=0.0), x, y, cfg, log_prior, use_amp=False)
+    step, _ = train_step(net, torch.optim.SGD(model.parameters(), lr=0.0), x, [(y, None)], build_objective(cfg), log_prior, use_amp=False)
     assert step[1].item() == pytest.approx(expected.item(), rel=1e-6)
     assert abs(expected.item() - nn.functional.cross_entropy(model(x) - log_prior, y).item()) > 0.1  # a flipped sign differs
 
@@ -96,8 +97,8 @@ def test_regime_threshold():
 
 
 def test_train_mode_pass_leaves_batch_norm_untouched_and_differs_from_eval():
-    from npe_train.evaluate import predict
-    from npe_train.models import build_model
+    from npe_train.tasks.classification import predict
+    from npe_train.models.classifiers import build_model
 
     torch.manual_seed(0)
     model = build_model("cnn1d", (1, 40), 5)
@@ -182,8 +183,8 @@ def test_npe_report_on_a_plain_pytorch_model_equals_npe_trains_report(tmp_path):
     saved = json.loads((folder / "report.json").read_text())["pem"]
     assert (folder / "pem_vs_log_counts.png").read_bytes()[:4] == b"\x89PNG"
     # the same network through npe_train's own path: attach_pem, the training-mode pass, the shared report
-    from npe_train.evaluate import predict
-    from npe_train.models import attach_pem
+    from npe_train.tasks.classification import predict
+    from npe_train.models.classifiers import attach_pem
 
     net = attach_pem(backbone, 5, feature_dim=16)
     net.classifier.load_state_dict(classifier.state_dict())
@@ -214,7 +215,7 @@ def test_npe_report_bad_input_one_line_exit_2(tmp_path, breakage, word):
 
 def test_regime_runs_feed_figures_7_and_8(tmp_path):
     from npe_theory.figures import fig_regime_gap, fig_regime_slope
-    from npe_train.regimes import regime_runs
+    from npe_train.experiments.regimes import regime_runs
 
     rows = regime_runs(grid=((5e-3, 2), (5e-2, 3)), progress=False, dataset="synthetic", imbalance=10, n_max=60)
     n = 60 + 46 + 35 + 27 + 21 + 16 + 12 + 10 + 7 + 6  # count_profile("exp", 10, 60, 10)

@@ -7,12 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from npe_train.config import make_config
-from npe_train.seg_data import IGNORE, generate_shapes, load_ade20k, load_stare, pixel_counts
-from npe_train.seg_eval import confusion, frequency_groups, segmentation_scores
-from npe_train.seg_models import DenseNPENet, FCN
-from npe_train.train import epoch_order, train, train_step
-from npe_train.distributed import Dist
+from npe_train.run.config import make_config
+from npe_train.data.segmentation import IGNORE, generate_shapes, load_ade20k, load_stare, pixel_counts
+from npe_train.tasks.segmentation import confusion, frequency_groups, segmentation_scores
+from npe_train.models.dense import DenseNPENet, FCN
+from npe_train.loop.build import build_mixing, build_objective, build_task
+from npe_train.loop.step import epoch_plan, train_step
+from npe_train.loop.train import train
+from npe_train.device.distributed import Dist
 
 
 def test_shapes_are_long_tailed_deterministic_and_balanced_at_test():
@@ -106,7 +108,7 @@ def test_ade20k_bad_folders_name_the_problem(tmp_path, damage, word):
 
 def test_labels_out_of_range_are_refused(tmp_path):
     root = _fake_stare(tmp_path / "s")
-    from npe_train.seg_data import _seg_data
+    from npe_train.data.segmentation import _seg_data
 
     with pytest.raises(ValueError, match=r"^data_dir: training labels outside \[0, 2\)"):
         _seg_data(np.zeros((1, 3, 2, 2), np.uint8), np.array([[[0, 1], [2, IGNORE]]]), np.zeros((1, 3, 2, 2), np.uint8),
@@ -166,7 +168,7 @@ def test_dense_step_losses_by_hand():
     for method in ("npe", "la_loss"):
         cfg = make_config(dataset="shapes", method=method, tau=0.5)
         model.train()
-        (loss, ce, pem), _ = train_step(model, opt, x, y, cfg, log_prior, False)
+        (loss, ce, pem), _ = train_step(model, opt, x, [(y, None)], build_objective(cfg), log_prior, False)
         with torch.no_grad():
             logits, heads, _ = model(x)
         z = logits + (0.5 * log_prior[None, :, None, None] if method == "la_loss" else 0)
@@ -187,7 +189,7 @@ def test_dense_epoch_plan_counts_pixels():
     y[2, 1, 1] = 2
     y[3, 3, 3] = IGNORE
     cfg = make_config(dataset="shapes", batch_size=2)
-    plan = epoch_order(torch.Generator().manual_seed(0), y, cfg, Dist(), 3)
+    plan = epoch_plan(torch.Generator().manual_seed(0), y, build_task(cfg), build_mixing(cfg), cfg.batch_size, cfg.augment, Dist(), 3)
     np.testing.assert_array_equal(plan.counts, pixel_counts(y, 3))
     assert plan.fractions.shape == (3, 3)
     np.testing.assert_allclose(plan.fractions.sum(1), 1.0, rtol=1e-6)
@@ -217,7 +219,7 @@ def test_shapes_run_end_to_end(tmp_path):
 def test_deeplabv3_builds_or_says_what_is_missing():
     """With a torchvision that loads: DeepLab-V3 features (1/8 resolution) under a per-pixel PEM, outputs at input size.
     Without one: a one-line ValueError naming the model setting."""
-    from npe_train.seg_models import build_seg_model
+    from npe_train.models.dense import build_seg_model
 
     try:
         model = build_seg_model("deeplabv3", (3, 32, 32), 5)
@@ -232,7 +234,7 @@ def test_f11_runs_follow_the_segmentation_main_job(tmp_path):
     """``segmentation_runs`` (behind F11) trains configs/shapes_seg.toml with the given method and seed."""
     from pathlib import Path
 
-    from npe_train.seg_eval import SEG_CONFIG, segmentation_runs, summarize_segmentation
+    from npe_train.experiments.segmentation import SEG_CONFIG, segmentation_runs, summarize_segmentation
 
     small = dict(n_max=60, imbalance=20, epochs=2)
     rows = segmentation_runs(methods=("ce",), seeds=(1,), progress=False, **small)

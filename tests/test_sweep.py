@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npe_train.config import make_config
-from npe_train.sweep import grid, run_grid, summarize, write_tables
+from npe_train.run.config import make_config
+from npe_train.experiments.sweep import grid, run_grid, summarize, write_tables
 
 
 def test_grid_sweep_table(tmp_path):

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from npe_train.config import TrainConfig, make_config
-from npe_train.data import write_fake_cifar
-from npe_train.train import TrainingDiverged, lr_factor, train
+from npe_train.run.config import TrainConfig, make_config
+from npe_train.data.files import write_fake_cifar
+from npe_train.loop.train import TrainingDiverged, train
+from npe_train.loop.build import lr_factor
 
 
 def tiny(tmp_path, **kw):
@@ -45,7 +46,7 @@ def test_run_folder_and_results(tmp_path):
 
 
 def test_accuracy_rules_by_hand():
-    from npe_train.evaluate import accuracy_report
+    from npe_train.tasks.rules import accuracy_report
 
     counts = np.array([150, 50, 5])  # many, medium, few
     logits = np.array([[2.0, 1.0, 0.0], [0.0, 2.0, 1.5], [1.0, 0.0, 0.9], [0.5, 1.0, 0.0]])
@@ -90,7 +91,7 @@ def test_resume_refuses_other_settings(tmp_path, kill_after):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    import npe_train.train as tr
+    import npe_train.methods.objective as tr
 
     real, calls = tr.heads_loss, {"n": 0}
 
@@ -209,7 +210,7 @@ def test_first_run_equals_cached_run(tmp_path, monkeypatch):
 
 
 def test_expected_calibration_error_against_a_direct_loop():
-    from npe_train.evaluate import expected_calibration_error
+    from npe_train.tasks.rules import expected_calibration_error
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(500, 4)) * 2
@@ -234,7 +235,7 @@ def test_expected_calibration_error_against_a_direct_loop():
 
 
 def test_index_groups_of_the_official_codes():
-    from npe_train.evaluate import accuracy_report
+    from npe_train.tasks.rules import accuracy_report
 
     counts = np.array([500 - 4 * c for c in range(100)])
     y = np.repeat(np.arange(100), 2)

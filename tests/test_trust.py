@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from npe.cli import main
-from npe_train.config import make_config
-from npe_train.train import train
+from npe_train.run.config import make_config
+from npe_train.loop.train import train
 
 BASE = ["--dataset", "synthetic", "--imbalance", "20", "--n-max", "100", "--epochs", "5", "--batch-size", "64", "--seed", "4", "--quiet"]
 
@@ -67,7 +67,7 @@ def test_crafted_checkpoint_runs_no_code(tmp_path, kill_after, capsys, variant):
 
 
 def test_crafted_cifar_batch_runs_no_code(tmp_path, capsys):
-    from npe_train.data import write_fake_cifar
+    from npe_train.data.files import write_fake_cifar
 
     root, marker = write_fake_cifar(tmp_path / "cifar"), tmp_path / "PWNED"
     batch = root / "cifar-10-batches-py" / "data_batch_1"
@@ -80,7 +80,7 @@ def test_crafted_cifar_batch_runs_no_code(tmp_path, capsys):
 
 def test_real_cifar_batches_still_load(tmp_path):
     """The restricted unpickler reads what torchvision's CIFAR files hold (NumPy arrays, lists, bytes keys), in every protocol."""
-    from npe_train.data import _unpickle
+    from npe_train.data.files import _unpickle
 
     data = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
     for protocol in (2, 4, 5):
@@ -143,7 +143,7 @@ def test_a_checked_refusal_is_exit_2(monkeypatch, capsys):
 
 
 def test_internal_error_during_a_run_logs_into_the_run_folder(tmp_path, monkeypatch, capsys):
-    import npe_train.train as tr
+    import npe_train.loop.train as tr
 
     def broken(*args, **kwargs):
         raise TypeError("a bug in the loop")
@@ -267,8 +267,8 @@ def test_api_edge_classes():
     from npe_theory.priors import prior_match
     from npe_theory.report import regime
     from npe_train import PriorEstimator, one_way_logistic_loss
-    from npe_train.evaluate import adjusted_logits, expected_calibration_error
-    from npe_train.pem import heads_loss
+    from npe_train.tasks.rules import adjusted_logits, expected_calibration_error
+    from npe_train.methods.pem_loss import heads_loss
 
     eta = torch.randn(6, 3)
     y = torch.tensor([0, 1, 2, 0, 1, 2])
@@ -298,7 +298,7 @@ def test_api_edge_classes():
 # ---- real faults ----
 
 def test_resume_a_folder_killed_before_its_first_checkpoint(tmp_path, monkeypatch):
-    import npe_train.train as tr
+    import npe_train.loop.train as tr
 
     full = train(tiny(tmp_path / "full"), progress=False)
 
@@ -358,7 +358,7 @@ def small_tmpfs(tmp_path):
 
 @mounts
 def test_a_real_full_disk_keeps_the_last_good_checkpoint(small_tmpfs, monkeypatch, capsys):
-    import npe_train.train as tr
+    import npe_train.loop.train as tr
 
     out, real, calls = small_tmpfs / "run", tr.save_checkpoint, {"n": 0}
 

@@ -10,10 +10,12 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from scipy import stats
 
-from npe_train.config import make_config
-from npe_train.distributed import Dist
-from npe_train.train import epoch_order, train, train_step
-from npe_train.unimix import draw_partners, mix_batch, mixing_factor, partner_probabilities
+from npe_train.run.config import make_config
+from npe_train.device.distributed import Dist
+from npe_train.loop.build import build_mixing, build_objective, build_task
+from npe_train.loop.step import epoch_plan, train_step
+from npe_train.loop.train import train
+from npe_train.methods.unimix import draw_partners, mix_batch, mixing_factor, partner_probabilities
 
 
 @given(st.lists(st.integers(0, 4), min_size=1, max_size=40), st.lists(st.integers(1, 10**7), min_size=5, max_size=5),
@@ -95,14 +97,14 @@ def test_mixed_step_losses_by_hand():
     """The step's CE and PEM loss are xi l(y) + (1 - xi) l(y2), batch-averaged; xi = 1 is the unmixed step."""
     torch.manual_seed(0)
     cfg = make_config(dataset="synthetic", alpha=0.7)
-    from npe_train.models import build_model
+    from npe_train.models.classifiers import build_model
 
     model = build_model("mlp", (32,), 10, 2, None, False, None)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     x, y, y2 = torch.randn(6, 32), torch.tensor([0, 1, 2, 3, 4, 5]), torch.tensor([9, 8, 7, 6, 5, 4])
     xi = torch.tensor([0.1, 0.5, 0.9, 0.3, 0.0, 0.99])
     log_prior = torch.zeros(10)
-    (loss, ce, pem), _ = train_step(model, opt, x, y, cfg, log_prior, False, (y2, xi))
+    (loss, ce, pem), _ = train_step(model, opt, x, [(y, xi), (y2, 1 - xi)], build_objective(cfg), log_prior, False)
     with torch.no_grad():
         logits, heads, _ = model(x)
         lp = torch.log_softmax(logits, 1)
@@ -111,8 +113,8 @@ def test_mixed_step_losses_by_hand():
     assert ce.item() == pytest.approx(want_ce.item(), rel=1e-6)
     assert pem.item() == pytest.approx(want_pem.item(), rel=1e-6)
     assert loss.item() == pytest.approx(want_ce.item() + 0.7 * want_pem.item(), rel=1e-6)
-    plain, _ = train_step(model, opt, x, y, cfg, log_prior, False)
-    ones, _ = train_step(model, opt, x, y, cfg, log_prior, False, (y2, torch.ones(6)))
+    plain, _ = train_step(model, opt, x, [(y, None)], build_objective(cfg), log_prior, False)
+    ones, _ = train_step(model, opt, x, [(y, torch.ones(6)), (y2, torch.zeros(6))], build_objective(cfg), log_prior, False)
     torch.testing.assert_close(ones, plain)
 
 
@@ -122,7 +124,8 @@ def test_epoch_plan_bookkeeping(world):
     cfg = make_config(dataset="synthetic", mix="unimix", batch_size=16)
     y = np.repeat(np.arange(4), [40, 20, 8, 3])
     counts = np.bincount(y)
-    plans = [epoch_order(torch.Generator().manual_seed(3), y, cfg, Dist(rank=r, world=world), 4, 0, counts) for r in range(world)]
+    plans = [epoch_plan(torch.Generator().manual_seed(3), y, build_task(cfg), build_mixing(cfg), cfg.batch_size, cfg.augment,
+                        Dist(rank=r, world=world), 4, 0, counts) for r in range(world)]
     local = 16 // world
     soft = np.zeros(4)
     for plan in plans:

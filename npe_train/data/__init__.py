@@ -1,0 +1,3 @@
+"""Data: long-tailed classification sets (``longtail.py``), the files users give (``files.py``), segmentation sets
+(``segmentation.py``), shifting class streams' counts (``stream.py``) and training batches (``pipeline.py``).
+The bottom layer: imports ``npe_theory`` and third-party packages only."""

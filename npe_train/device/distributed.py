@@ -1,0 +1,64 @@
+"""The device a run uses, where a process stands in a torchrun launch, and gathering arrays across ranks (one process:
+a no-op). Imports: torch and ``npe_theory`` only.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from npe_theory.errors import InputError
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Where this process stands in a torchrun launch (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: CUDA when there is a device, else the CPU; or the device named."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"device: unknown {name!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("device: cuda asked for, but no CUDA device is available")
+    return dev
+
+
+def init_distributed(device_name: str, batch_size: int) -> tuple[Dist, torch.device]:
+    """(rank info, device): one process unless WORLD_SIZE > 1, then a process group (NCCL on CUDA, else gloo) over
+    which the global ``batch_size`` must split evenly."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist(), pick_device(device_name)
+    use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local}") if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if batch_size % world:
+        raise InputError(f"batch_size: {batch_size} does not split over {world} processes")
+    return Dist(dist.get_rank(), world), device
+
+
+def gather_rows(parts: tuple[np.ndarray, ...], rank_info: Dist) -> tuple[np.ndarray, ...]:
+    """Concatenate every rank's contiguous chunk of each array, in rank order."""
+    if rank_info.world == 1:
+        return parts
+    gathered = [None] * rank_info.world
+    dist.all_gather_object(gathered, parts)
+    return tuple(np.concatenate([g[i] for g in gathered]) for i in range(len(parts)))

@@ -1,0 +1,94 @@
+"""Builders: the one place that reads a ``TrainConfig`` and turns it into the objects the loop runs (docs/architecture.md).
+
+Data-set and method names are looked up here and nowhere below: the data, the network, the task
+(classification or dense prediction), the objective, the mixing method, the class stream, the
+optimizer and its schedule. Below these, functions take explicit values. Imports: everything under
+``loop/`` (``data/``, ``models/``, ``methods/``, ``tasks/``, ``run/``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..data.longtail import build
+from ..data.segmentation import SEG_DATASETS, build_segmentation
+from ..data.stream import parse_schedule
+from ..methods.mixing import NoMixing, UniMixing
+from ..methods.objective import Objective
+from ..methods.trace import PemRecipe
+from ..models.classifiers import build_model
+from ..models.dense import build_seg_model
+from ..run.config import TrainConfig
+from ..tasks.classification import Classification
+from ..tasks.segmentation import Segmentation
+from ..tasks.stream import FixedStream, ShiftingStream
+
+
+def run_label(cfg: TrainConfig) -> str:
+    """What the progress bar calls the run: data set and method."""
+    return f"{cfg.dataset} {cfg.method}"
+
+
+def dense(cfg: TrainConfig) -> bool:
+    """The data set labels every pixel (segmentation)."""
+    return cfg.dataset in SEG_DATASETS
+
+
+def build_data(cfg: TrainConfig):
+    """The training and test sets; a shifting stream's training set is a pool of n_max samples of every class (imbalance 1)."""
+    if dense(cfg):
+        return build_segmentation(cfg.dataset, cfg.seed, cfg.data_dir, cfg.image_size, cfg.imbalance, cfg.n_max)
+    return build(cfg.dataset, 1.0 if cfg.shift else cfg.imbalance, cfg.profile, cfg.n_max, cfg.seed, cfg.data_dir,
+                 image_size=cfg.image_size, test_fraction=cfg.test_fraction)
+
+
+def build_network(cfg: TrainConfig, data):
+    """The backbone with its PEM heads, for the data's input shape and class count."""
+    builder = build_seg_model if dense(cfg) else build_model
+    return builder(cfg.model, data.input_shape, data.num_classes, cfg.num_pems, cfg.pem_hidden, cfg.pem_detach, cfg.weights)
+
+
+def pem_recipe(cfg: TrainConfig) -> PemRecipe:
+    return PemRecipe(weight_decay=cfg.weight_decay, momentum=cfg.momentum, alpha=cfg.alpha, loss=cfg.pem_loss)
+
+
+def build_task(cfg: TrainConfig):
+    """Classification, or segmentation for a dense data set."""
+    if dense(cfg):
+        return Segmentation(pem_recipe(cfg), cfg.batch_size, cfg.seed, cfg.tau)
+    return Classification(pem_recipe(cfg), cfg.batch_size, cfg.seed, cfg.tau, cfg.tau_grid, cfg.augment)
+
+
+def build_objective(cfg: TrainConfig) -> Objective:
+    """CE (or the logit-adjusted loss for ``la_loss``) + alpha * the PEM loss."""
+    return Objective(alpha=cfg.alpha, pem_loss=cfg.pem_loss, la_tau=cfg.tau if cfg.method == "la_loss" else None)
+
+
+def build_mixing(cfg: TrainConfig):
+    return UniMixing(cfg.mix_a, cfg.mix_tau, cfg.mix_until) if cfg.mix == "unimix" else NoMixing()
+
+
+def build_stream(cfg: TrainConfig, data):
+    """The whole training set every epoch, or the shifting stream of ``cfg.shift`` drawn from the data as a pool.
+    Every profile of a stream is checked against the pool here, before a run folder exists."""
+    shifts = parse_schedule(cfg.shift, cfg.epochs)
+    if not shifts:
+        return FixedStream(data.counts)
+    return ShiftingStream(cfg.profile, cfg.imbalance, shifts, data.y_train, data.num_classes, pem_recipe(cfg), cfg.batch_size)
+
+
+def lr_factor(cfg: TrainConfig, epoch: int) -> float:
+    """Linear warmup over ``warmup_epochs``, then cosine to 0 or x gamma after each milestone."""
+    if epoch < cfg.warmup_epochs:
+        return (epoch + 1) / (cfg.warmup_epochs + 1)
+    if cfg.schedule == "step":
+        return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+    span = max(cfg.epochs - cfg.warmup_epochs, 1)
+    return 0.5 * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / span))
+
+
+def build_optimizer(cfg: TrainConfig, model):
+    """SGD with momentum and weight decay on every parameter (the PEM's included), and its per-epoch schedule."""
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(cfg, e))

@@ -1,0 +1,122 @@
+"""One SGD step and one epoch of the training loop, the same for every task and method.
+
+Before an epoch starts its plan is drawn (``epoch_plan``): this rank's samples in order, their
+augmentation draws, every step's class shares of the loss (for the PEM's trace) and, with a mixing
+method, each sample's partner. What differs between tasks and methods comes from the objects the
+loop is given: the task (class weights per position, loss terms, feature rows), the mixing method
+(pairs, batches) and the objective (the loss). Imports: torch, ``data/``, ``device/`` and ``methods/``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..data.pipeline import draw_augmentation
+from ..device.distributed import Dist
+from ..methods.objective import Objective
+
+
+def train_step(model, opt, x, terms, objective: Objective, log_prior, use_amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step on ``objective`` over the batch's loss ``terms``; returns ((loss, ce, pem), features), detached."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        logits, heads, h = model(x)
+    loss, ce, pem = objective(logits, heads, terms, log_prior)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return torch.stack([loss.detach(), ce.detach(), pem.detach()]), h.detach()
+
+
+@dataclass
+class EpochPlan:
+    """One epoch, drawn before it starts: this rank's samples in order and what goes with them.
+
+    ``fractions`` (steps, C): every global step's class shares of the loss; ``counts`` (C,): the
+    epoch's effective class counts (each sample's loss weight summed per class). With mixing,
+    ``partner`` and ``partner_draws`` are the shard's partners and ``xi`` its own label's shares.
+    """
+
+    shard: torch.Tensor
+    draws: torch.Tensor | None
+    fractions: np.ndarray
+    counts: np.ndarray
+    partner: torch.Tensor | None = None
+    partner_draws: torch.Tensor | None = None
+    xi: torch.Tensor | None = None
+
+
+def epoch_plan(gen: torch.Generator, y_train: np.ndarray, task, mixing, batch_size: int, augment: bool, rank_info: Dist,
+               num_classes: int, epoch: int = 0, counts: np.ndarray | None = None, subset: np.ndarray | None = None) -> EpochPlan:
+    """This rank's shard of the epoch's permutation, its augmentation draws, every global step's class shares, and
+    with mixing each sample's partner (from the same rank's batch) and share.
+
+    Every rank draws the same permutation, padded to a multiple of the world size; global step i
+    covers positions [i B, (i + 1) B) of the padded permutation, which is what its shards hold.
+    A step's class shares are its positions' class weights summed over its loss terms:
+    fraction_c = sum_i rows[i, c] / sum_i terms[i]. ``subset``: the epoch's samples (default all);
+    ``counts``: the class counts a mixing method draws partners by.
+    """
+    n = len(y_train) if subset is None else len(subset)
+    perm = torch.randperm(n, generator=gen)
+    if subset is not None:
+        perm = torch.as_tensor(subset, dtype=torch.int64)[perm]
+    draws = draw_augmentation(n, gen) if augment else None
+    padded = -(-n // rank_info.world) * rank_info.world  # every rank takes the same number of steps
+    order = torch.cat([perm, perm[: padded - n]])
+    if draws is not None:
+        draws = torch.cat([draws, draws[: padded - n]])
+    labels = y_train[order.numpy()]
+    pairing = mixing.pair(labels, counts, batch_size // rank_info.world, rank_info.world, gen, epoch)
+    rows, terms = task.rows(labels, num_classes) if pairing is None else task.rows(labels, num_classes, labels[pairing[0]], pairing[1])
+    fractions = np.stack([(rows[i : i + batch_size].sum(0) / max(terms[i : i + batch_size].sum(), 1)).astype(np.float32)
+                          for i in range(0, padded, batch_size)])
+    mine = slice(rank_info.rank, None, rank_info.world)
+    plan = EpochPlan(order[mine], None if draws is None else draws[mine], fractions, rows[:n].sum(0))
+    if pairing is not None:
+        partner_pos, weight = pairing
+        plan.partner = order[torch.from_numpy(partner_pos)][mine]
+        plan.partner_draws = None if draws is None else draws[torch.from_numpy(partner_pos)][mine]
+        plan.xi = torch.from_numpy(weight[mine].astype(np.float32))
+    return plan
+
+
+def run_epoch(net, opt, feed, plan: EpochPlan, task, mixing, objective: Objective, batch_size: int, rank_info: Dist, log_prior,
+              use_amp: bool, cudagraphs: bool, num_classes: int):
+    """SGD over one epoch; returns (mean loss, ce, pem) and the class-mean features the steps produced (C, D).
+
+    A step that overflows outright (a learning rate beyond float32) counts as a diverged epoch: infinite losses.
+    """
+    try:
+        return _epoch(net, opt, feed, plan, task, mixing, objective, batch_size, rank_info, log_prior, use_amp, cudagraphs, num_classes)
+    except RuntimeError as exc:
+        if "overflow" not in str(exc):
+            raise
+        return [math.inf] * 3, None
+
+
+def _epoch(net, opt, feed, plan, task, mixing, objective, batch_size, rank_info, log_prior, use_amp, cudagraphs, num_classes):
+    device = log_prior.device
+    sums = torch.zeros(3, device=device)  # loss, ce, pem (sample-weighted): read once per epoch
+    feat_sums, feat_counts = None, torch.zeros(num_classes, device=device, dtype=torch.float64)
+    for x, pairs in mixing.batches(feed, plan, batch_size // rank_info.world):
+        if cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        terms = task.loss_terms(pairs)
+        step, h = train_step(net, opt, x, terms, objective, log_prior, use_amp)
+        sums += step * len(terms[0][0])
+        if feat_sums is None:
+            feat_sums = torch.zeros(num_classes, h.shape[1], device=device, dtype=torch.float64)
+        # each label's class mean, weighted by its share of the sample's loss
+        h, weighted = task.feature_terms(h, terms)
+        for t, w in weighted:
+            feat_sums.index_add_(0, t, h.double() * w.double()[:, None])
+            feat_counts.index_add_(0, t, w.double())
+    if rank_info.world > 1:
+        for t in (sums, feat_sums, feat_counts):
+            dist.all_reduce(t)
+    losses = (sums / (len(plan.shard) * rank_info.world)).tolist()
+    return losses, (feat_sums / feat_counts.clamp_min(1e-12)[:, None]).cpu().numpy()

@@ -1,0 +1,146 @@
+"""The training loop: one path for every task and method, config as a dataclass, the data set held as tensors on the device.
+
+    run = train(make_config(dataset="mnist1d", imbalance=100))
+
+Per epoch: the stream's samples and a seeded plan, SGD steps on the objective (CE or the
+logit-adjusted loss, + alpha * the one-way PEM loss), then evaluation by the task, one line of
+metrics.jsonl and an atomic checkpoint. ``resume=True`` continues from the checkpoint and ends
+where the uninterrupted run would have. ``loop/build.py`` turns the config into the objects used
+here; nothing below asks for a data set's or a method's name.
+
+Launched by ``torchrun`` (WORLD_SIZE > 1) the same loop runs data-parallel: every rank draws the
+same permutation and takes its own interleaved shard, so the global batch is the single-process
+batch; rank 0 alone logs and checkpoints.
+
+Besides the network, the loop keeps the PEM's *trace* for the prior report (docs/regimes.md): the
+learning rate of every step, each step's class shares of the loss, the class-mean features each
+epoch produced, and the PEM's initial weights, from which the report replays the optimizer on the
+PEM alone; ``lambda_s`` in metrics.jsonl is the weight decay the PEM has felt so far.
+Imports: every layer below it (``data/``, ``models/``, ``methods/``, ``tasks/``, ``run/``, ``device/``).
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from npe_theory.io import write_json
+
+from ..data.pipeline import DevicePipeline, LoaderPipeline, preparer
+from ..device.distributed import init_distributed
+from ..methods.trace import felt_decay, record_epoch
+from ..run.checkpoint import CHECKPOINT, save_checkpoint
+from ..run.config import TrainConfig
+from ..run.metrics import epoch_record, write_metrics
+from ..run.results import SCHEMA, environment
+from ..run.runfolder import claim, open_run
+from ..tasks.base import Held
+from .build import build_data, build_mixing, build_network, build_objective, build_optimizer, build_stream, build_task, run_label
+from .step import epoch_plan, run_epoch
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _wrap(model, compile_mode: str, rank_info, device):
+    net = model
+    if rank_info.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if compile_mode != "none":
+        # dynamic=False: the full batch and the epoch's last, smaller batch each get kernels specialized
+        # to their size (two compilations, no more), rather than a symbolic recompilation on the second size
+        net = torch.compile(net, mode=None if compile_mode == "default" else compile_mode, dynamic=False)
+    return net
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, task=None) -> dict:
+    """Train, evaluate every ``eval_every`` epochs, and write the run folder; returns results.json's content.
+
+    ``task``: a task object (``tasks/base.py``) to use instead of the one the data set implies. The
+    folder belongs to this run while it trains (``runfolder.claim``). Under torchrun, ranks other
+    than 0 return ``{"rank": r}``.
+    """
+    cfg = cfg.resolved()
+    rank_info, device = init_distributed(cfg.device, cfg.batch_size)
+    # the data, its stream and the network first: one that cannot be built leaves no run folder behind
+    data = build_data(cfg)
+    stream = build_stream(cfg, data)
+    _seed_all(cfg.seed)  # after the data: building it (or not, when cached) must not move the model's initialization
+    model = build_network(cfg, data).to(device)
+    task = build_task(cfg) if task is None else task
+    with claim(Path(cfg.out), rank_info.main):
+        return _train(cfg, data, model, task, stream, rank_info, device, resume, progress)
+
+
+def _train(cfg: TrainConfig, data, model, task, stream, rank_info, device, resume: bool, progress: bool) -> dict:
+    from tqdm.auto import tqdm
+
+    out = Path(cfg.out)
+    channels_last = device.type == "cuda" and len(data.input_shape) == 3
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt, sched = build_optimizer(cfg, model)
+    objective, mixing = build_objective(cfg), build_mixing(cfg)
+    gen = torch.Generator().manual_seed(cfg.seed)  # the same on every rank: one permutation, sharded
+    x_train = torch.as_tensor(data.x_train, device=device)
+    held = Held(data, x_train, torch.as_tensor(data.x_test, device=device), preparer(data.x_train.dtype, device), rank_info)
+    feed = (DevicePipeline(x_train, torch.as_tensor(data.y_train, device=device), channels_last) if cfg.pipeline == "device"
+            else LoaderPipeline(data.x_train, data.y_train, device, channels_last, cfg.workers))
+    use_amp = cfg.amp if cfg.amp is not None else device.type == "cuda"
+    start, trace, metrics = open_run(out, cfg, model, opt, sched, gen, device, resume, rank_info.main, data.num_classes, len(data.y_train))
+    net = _wrap(model, cfg.compile, rank_info, device)
+    cudagraphs = device.type == "cuda" and cfg.compile in ("reduce-overhead", "max-autotune")  # each step marked as a new one
+
+    t0, report = time.perf_counter(), None
+    bar = tqdm(range(start, cfg.epochs), desc=run_label(cfg), disable=not (progress and rank_info.main),
+               initial=start, total=cfg.epochs)
+    for epoch in bar:
+        model.train()
+        now = stream.counts_at(epoch)
+        subset = stream.draw(gen, epoch)
+        log_prior = torch.as_tensor(np.log(now / now.sum()), dtype=torch.float32, device=device)  # la_loss adjusts by the current prior
+        plan = epoch_plan(gen, data.y_train, task, mixing, cfg.batch_size, cfg.augment, rank_info, data.num_classes, epoch, now, subset)
+        lr = opt.param_groups[0]["lr"]  # the rate this epoch uses (the scheduler steps after it)
+        losses, means = run_epoch(net, opt, feed, plan, task, mixing, objective, cfg.batch_size, rank_info, log_prior, use_amp,
+                                  cudagraphs, data.num_classes)
+        sched.step()
+        if not all(math.isfinite(v) for v in losses):
+            raise TrainingDiverged(f"loss became {losses[0]} in epoch {epoch + 1}; the last good checkpoint "
+                                   f"({'epoch ' + str(epoch) if epoch > 0 else 'none yet'}) is kept in {out}")
+        record_epoch(trace, lr, plan.fractions, means)
+        trace["stream"] = {"index": subset, "counts": plan.counts}  # what the report reads the PEM against
+        evaluated = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
+        report = task.evaluate(model, held, trace, stream.now(epoch, trace)) if evaluated else None
+        line = epoch_record(epoch, lr, losses, felt_decay(trace, cfg.weight_decay, cfg.momentum), t0, report, plan.counts)
+        if report is not None:
+            bar.set_postfix(loss=f"{losses[0]:.3f}", npe_la_acc=f"{line['accuracy']['npe_la']:.3f}", regime=line["regime"])
+        metrics.append(line)
+        if rank_info.main:
+            save_checkpoint(out / CHECKPOINT, epoch, cfg, model, opt, sched, gen, trace, metrics)
+            write_metrics(out, metrics)
+    bar.close()
+    if report is None:  # resumed a finished run
+        report = task.evaluate(model, held, trace, stream.now(cfg.epochs - 1, trace))
+    if not rank_info.main:
+        return {"rank": rank_info.rank}
+    results = {"schema": SCHEMA, "config": asdict(cfg), "counts": stream.counts_at(cfg.epochs - 1).tolist(), "class_names": data.class_names,
+               "epochs": cfg.epochs, "train_seconds": time.perf_counter() - t0, "device": str(device), "bf16": use_amp,
+               "world_size": rank_info.world, "environment": environment(), **report, **stream.results(metrics)}
+    write_json(out / "results.json", results)
+    from ..run.plots import plot_run
+
+    plot_run(out, results)
+    task.figures(out, model, held)
+    return results

@@ -1,0 +1,196 @@
+"""Backbones that return penultimate features, and the network that joins them to a classifier and a PEM.
+
+Bring your own backbone: ``attach_pem(backbone, num_classes)`` puts a classifier and a PEM on any
+``nn.Module`` that returns (B, D) features; ``from_torchvision(model, num_classes)`` first strips a
+torchvision-style model's final layer (``fc``, ``classifier``, ``head`` or ``heads``) and reads D from it.
+Imports: torch, torchvision (lazily), ``npe_theory`` and ``pem.py``.
+"""
+from __future__ import annotations
+
+import math
+import pickle
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from npe_theory._validate import positive_int
+
+from .pem import PriorEstimator
+from npe_theory.errors import InputError
+
+MODELS = ("mlp", "cnn1d", "resnet32")
+TORCHVISION_PREFIX = "torchvision:"
+
+
+class MLP(nn.Module):
+    def __init__(self, in_features: int, width: int = 256, depth: int = 2):
+        super().__init__()
+        layers, d = [], in_features
+        for _ in range(depth):
+            layers += [nn.Linear(d, width), nn.ReLU()]
+            d = width
+        self.net = nn.Sequential(nn.Flatten(), *layers)
+        self.out_features = width
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class CNN1D(nn.Module):
+    """A small 1D CNN for MNIST-1D (40-step signals): three conv layers, global average pooling."""
+
+    def __init__(self, in_channels: int = 1, width: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv1d(in_channels, width, 5, padding=2), nn.BatchNorm1d(width), nn.ReLU(),
+            nn.Conv1d(width, width, 3, stride=2, padding=1), nn.BatchNorm1d(width), nn.ReLU(),
+            nn.Conv1d(width, width, 3, stride=2, padding=1), nn.BatchNorm1d(width), nn.ReLU(),
+            nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+        )
+        self.out_features = width
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class _Block(nn.Module):
+    """CIFAR basic block with the parameter-free shortcut of He et al. (option A): subsample and zero-pad."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.pad = cout - cin if (stride != 1 or cin != cout) else 0
+        self.stride = stride
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        short = x
+        if self.pad or self.stride != 1:
+            short = F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+        return F.relu(out + short)
+
+
+class ResNet32(nn.Module):
+    """The CIFAR ResNet-32 of the long-tail literature: 3 stages x 5 blocks, 16/32/64 channels, 64-d features."""
+
+    def __init__(self, in_channels: int = 3, blocks: int = 5):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        layers, cin = [], 16
+        for cout, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(blocks):
+                layers.append(_Block(cin, cout, stride if i == 0 else 1))
+                cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.out_features = 64
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight)
+
+    def forward(self, x):
+        return F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1).flatten(1)
+
+
+class NPENet(nn.Module):
+    """backbone -> features h -> (classifier logits z, PEM heads). The PEM reads the same features as the classifier."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int, num_pems: int = 1, pem_hidden: int | None = None, pem_detach: bool = False,
+                 feature_dim: int | None = None):
+        super().__init__()
+        self.backbone = backbone
+        feature_dim = feature_dim if feature_dim is not None else getattr(backbone, "out_features", None)
+        if feature_dim is None:
+            raise InputError("feature_dim: the backbone has no out_features attribute; give the width of the features it returns")
+        self.feature_dim = positive_int("feature_dim", feature_dim)
+        self.classifier = nn.Linear(self.feature_dim, num_classes)
+        # num_pems = 0 builds the same network without a PEM (for overhead measurements)
+        self.pem = PriorEstimator(self.feature_dim, num_classes, num_pems, pem_hidden, pem_detach) if num_pems else None
+
+    def forward(self, x):
+        """(logits, PEM heads (K, B, C) or None, features)."""
+        h = self.backbone(x)
+        return self.classifier(h), self.pem.heads_output(h) if self.pem is not None else None, h
+
+
+def attach_pem(backbone: nn.Module, num_classes: int, feature_dim: int | None = None, num_pems: int = 1,
+               pem_hidden: int | None = None, pem_detach: bool = False) -> NPENet:
+    """Any feature extractor ``backbone(x) -> h (B, D)`` with a linear classifier ``z = W h + b`` and a PEM ``eta(h)`` on top.
+
+    ``feature_dim`` is D (read from ``backbone.out_features`` when omitted). The result's forward
+    returns ``(logits, PEM heads (K, B, C), features)``, what ``npe_train.train`` and the report expect.
+    """
+    return NPENet(backbone, num_classes, num_pems, pem_hidden, pem_detach, feature_dim)
+
+
+def strip_head(model: nn.Module) -> int:
+    """Replace a torchvision-style model's final ``nn.Linear`` by ``nn.Identity`` in place; returns its input width D.
+
+    Looks at ``fc`` (ResNet, RegNet), ``classifier`` (VGG, MobileNet, EfficientNet, DenseNet, ConvNeXt),
+    ``head`` (Swin) and ``heads`` (ViT), each a Linear or a Sequential ending in one.
+    """
+    for name in ("fc", "classifier", "head", "heads"):
+        parent, attr = model, name
+        layer = getattr(model, name, None)
+        while isinstance(layer, nn.Sequential) and len(layer):
+            parent, attr = layer, str(len(layer) - 1)
+            layer = layer[-1]
+        if isinstance(layer, nn.Linear):
+            setattr(parent, attr, nn.Identity())
+            return layer.in_features
+    raise InputError(f"model: found no final nn.Linear under fc, classifier, head or heads of {model.__class__.__name__}; "
+                     f"use attach_pem(backbone, num_classes, feature_dim) with a backbone that returns features")
+
+
+def from_torchvision(model: nn.Module, num_classes: int, num_pems: int = 1, pem_hidden: int | None = None,
+                     pem_detach: bool = False) -> NPENet:
+    """A torchvision classifier with its final layer replaced by our classifier and a PEM."""
+    return attach_pem(model, num_classes, strip_head(model), num_pems, pem_hidden, pem_detach)
+
+
+def torchvision_backbone(name: str, weights: str | None = None) -> nn.Module:
+    """``torchvision.models.get_model(name)``, untrained or from a local state_dict file (never downloaded)."""
+    try:
+        import torchvision
+    except ImportError:
+        raise InputError(f"model: {TORCHVISION_PREFIX}{name} needs torchvision (pip install 'npe-toolkit[vision]')") from None
+    except RuntimeError as exc:  # e.g. a CUDA torchvision wheel beside a CPU-only torch: its C ops do not load
+        raise InputError(f"model: torchvision is installed but does not load with this torch ({exc}); "
+                         f"install the torchvision build made for torch {torch.__version__}") from None
+    if name not in torchvision.models.list_models():
+        raise InputError(f"model: torchvision has no model {name!r} (see torchvision.models.list_models())")
+    model = torchvision.models.get_model(name, weights=None)
+    if weights is not None:
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+        except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
+            raise InputError(f"weights: cannot load {weights} into {name} ({str(exc).splitlines()[0]})") from None
+    return model
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, num_pems: int = 1, pem_hidden: int | None = None,
+                pem_detach: bool = False, weights: str | None = None) -> NPENet:
+    if name.startswith(TORCHVISION_PREFIX):
+        if len(input_shape) != 3 or input_shape[0] != 3:
+            raise InputError(f"model: {name} needs (3, height, width) images, got inputs of shape {input_shape}")
+        return from_torchvision(torchvision_backbone(name[len(TORCHVISION_PREFIX):], weights), num_classes, num_pems, pem_hidden, pem_detach)
+    if weights is not None:
+        raise InputError(f"weights: only a {TORCHVISION_PREFIX}NAME backbone loads a state_dict, not {name}")
+    if name == "mlp":
+        backbone = MLP(math.prod(input_shape))
+    elif name == "cnn1d":
+        if len(input_shape) != 2:
+            raise InputError(f"model: cnn1d needs (channels, length) inputs, got {input_shape}")
+        backbone = CNN1D(input_shape[0])
+    elif name == "resnet32":
+        if len(input_shape) != 3:
+            raise InputError(f"model: resnet32 needs (channels, height, width) inputs, got {input_shape}")
+        backbone = ResNet32(input_shape[0])
+    else:
+        raise InputError(f"model: unknown {name!r}; choose from {', '.join(MODELS)} or {TORCHVISION_PREFIX}NAME")
+    return NPENet(backbone, num_classes, num_pems, pem_hidden, pem_detach)

@@ -1,0 +1,83 @@
+"""The Prior Estimation Module: BN-free heads on a network's features, averaged (docs/theory.md, section 1).
+
+Sign convention: ``eta`` is the prior signal itself (it grows like ln N_c); the official code's PEM
+output is ``p = -eta``. Its loss lives in ``methods/pem_loss.py``. Imports: torch and ``npe_theory`` only.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from npe_theory._validate import as_float_scalar, positive_int
+from npe_theory.errors import InputError, InputTypeError
+
+MAX_PARAMETERS = 2**31  # bounded work: a PEM of more weights than this is refused
+
+
+def tensor_arg(name: str, value, integer: bool = False) -> torch.Tensor:
+    """``value`` if it is a tensor of the right kind (floating point, or integer class ids), else InputTypeError naming ``name``."""
+    if not isinstance(value, torch.Tensor):
+        raise InputTypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+    if integer and (value.dtype == torch.bool or value.is_floating_point() or value.is_complex()):
+        raise InputTypeError(f"{name}: expected integer class ids (torch.long), got {value.dtype}")
+    if not integer and not value.is_floating_point():
+        raise InputTypeError(f"{name}: expected a floating-point tensor, got {value.dtype}")
+    return value
+
+class PriorEstimator(nn.Module):
+    """``num_pems`` BN-free heads on the features, averaged: eta(h) = mean_k head_k(h).
+
+    Each head is ``Linear(in_features, C)`` (initialized N(0, 0.001^2), zero bias, as in the
+    official code) or, with ``hidden``, ``Linear -> ReLU -> Linear``. On (B, D, H, W) feature
+    maps the heads act per pixel and give (B, C, H, W). ``detach=True`` keeps the PEM loss
+    from reaching the backbone.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, num_pems: int = 1, hidden: int | None = None,
+                 detach: bool = False, init_std: float = 1e-3):
+        super().__init__()
+        in_features, num_classes, num_pems = (positive_int(name, v, maximum=MAX_PARAMETERS) for name, v in
+                                              (("in_features", in_features), ("num_classes", num_classes), ("num_pems", num_pems)))
+        if hidden is not None:
+            hidden = positive_int("hidden", hidden, maximum=MAX_PARAMETERS)
+        width = hidden if hidden is not None else num_classes
+        if num_pems * (in_features * width + (width * num_classes if hidden else 0)) > MAX_PARAMETERS:
+            raise InputError(f"in_features, num_classes, num_pems, hidden: more than {MAX_PARAMETERS} PEM weights")
+        init_std = as_float_scalar("init_std", init_std, nonnegative=True)
+        self.in_features, self.num_classes, self.num_pems, self.hidden, self.detach = in_features, num_classes, num_pems, hidden, detach
+        self.heads = nn.ModuleList(self._head(in_features, num_classes, hidden) for _ in range(num_pems))
+        for head in self.heads:
+            for m in head.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.normal_(m.weight, 0.0, init_std)
+                    nn.init.zeros_(m.bias)
+
+    @staticmethod
+    def _head(d: int, c: int, hidden: int | None) -> nn.Module:
+        return nn.Linear(d, c) if hidden is None else nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, c))
+
+    @property
+    def is_linear(self) -> bool:
+        return self.hidden is None
+
+    def heads_output(self, features: torch.Tensor) -> torch.Tensor:
+        """Every head's output, stacked: (K, B, C) or (K, B, C, H, W)."""
+        tensor_arg("features", features)
+        if features.dim() not in (2, 4) or features.shape[1] != self.in_features:
+            raise InputError(f"features: expected (B, {self.in_features}) or (B, {self.in_features}, H, W), got {tuple(features.shape)}")
+        weight_dtype = self.heads[0].weight.dtype if self.is_linear else self.heads[0][0].weight.dtype
+        if features.dtype != weight_dtype and not torch.is_autocast_enabled(features.device.type):
+            features = features.to(weight_dtype)  # half-precision features into a float32 PEM (autocast does this itself)
+        if self.detach:
+            features = features.detach()
+        if features.dim() == 2:
+            return torch.stack([head(features) for head in self.heads])
+        if self.is_linear:  # per pixel: all heads as one 1x1 convolution on the (B, D, H, W) maps, no layout change
+            weight = torch.cat([head.weight for head in self.heads])[:, :, None, None]
+            out = F.conv2d(features, weight, torch.cat([head.bias for head in self.heads]))
+            return out.unflatten(1, (self.num_pems, self.num_classes)).movedim(1, 0)
+        return torch.stack([head(features.movedim(1, -1)) for head in self.heads]).movedim(-1, 2)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.heads_output(features).mean(0)

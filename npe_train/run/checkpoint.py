@@ -1,0 +1,154 @@
+"""The checkpoint: what a resumed run needs, written and read side by side, with no code in it.
+
+``checkpoint.pt`` is read with ``torch.load(weights_only=True)``, which builds tensors and plain
+containers only and never calls anything named in the file. So everything in it is a tensor, a
+number, a string, or a list/dict of those: the config and the metrics lines travel as JSON text,
+the PEM trace's NumPy arrays as tensors. Every field read back is checked before use, and a bad
+one is an ``InputError`` naming the file and the field (docs/reliability.md).
+
+The run's folder is not part of its identity: ``out`` is left out of the settings a resume must
+match, so a moved or copied run folder continues where it stopped.
+Imports: npe_theory, torch, ``config.py``.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import pickle
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from npe_theory.errors import InputError
+from npe_theory.io import atomic_write
+
+from .config import TrainConfig
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT = 2  # 1: pickled NumPy arrays and dicts (needed the unrestricted unpickler); not read any more
+PLACE_ONLY = ("out",)  # settings that say where a run lives, not what it is
+
+
+def _tensors(value):
+    """The trace with every NumPy array as a tensor (weights_only=True reads tensors, not arrays)."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, dict):
+        return {k: _tensors(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_tensors(v) for v in value]
+    return value
+
+
+def _arrays(value):
+    """Inverse of ``_tensors``: the trace's tensors back as NumPy arrays."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu().numpy()
+    if isinstance(value, dict):
+        return {k: _arrays(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_arrays(v) for v in value]
+    return value
+
+
+def save_checkpoint(path: Path, epoch: int, cfg: TrainConfig, model, opt, sched, gen, trace: dict, metrics: list[dict]) -> None:
+    """Write the run's state after ``epoch``. Serialized in memory first, so a full disk surfaces as an
+    OSError (ENOSPC) from the write itself; ``atomic_write`` then removes the partial file and keeps the
+    last good checkpoint."""
+    state = {"format": FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch,
+             "config": json.dumps(asdict(cfg)), "metrics": json.dumps(metrics), "trace": _tensors(trace)}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
+
+
+def identity(config: dict) -> dict:
+    """The settings that make a run what it is (its folder left out)."""
+    return {k: v for k, v in config.items() if k not in PLACE_ONLY}
+
+
+def load_checkpoint(path: Path, cfg: TrainConfig, model, opt, sched, gen, device, num_classes: int,
+                    num_samples: int) -> tuple[int, dict, list[dict]]:
+    """Restore everything ``save_checkpoint`` wrote; returns (the next epoch, the PEM trace, the metrics lines so far)."""
+    def damaged(field: str, why: str):
+        return InputError(f"checkpoint: {path}: {field} {why}; delete the file to start the run over")
+
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError, KeyError,
+            IndexError, UnicodeDecodeError, RecursionError, MemoryError) as exc:
+        raise InputError(f"checkpoint: {path} is damaged, not a checkpoint of ours, or holds something other than tensors "
+                         f"and plain values ({type(exc).__name__}); delete it to start the run over") from None
+    if not isinstance(ckpt, dict):
+        raise damaged("content", f"is a {type(ckpt).__name__}, not a checkpoint")
+    if ckpt.get("format") != FORMAT:
+        raise damaged("format", f"is {ckpt.get('format')!r}, expected {FORMAT} (written by another version)")
+    saved = _json_field(ckpt, "config", dict, damaged)
+    if identity(saved) != identity(asdict(cfg)):
+        changed = sorted(k for k in identity(asdict(cfg)) if saved.get(k) != asdict(cfg)[k])
+        raise InputError(f"resume: the run in {path.parent} was made with other settings ({', '.join(changed) or 'unknown keys'})")
+    epoch = ckpt.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch < cfg.epochs:
+        raise damaged("epoch", f"is {epoch!r}, expected an integer in [0, {cfg.epochs})")
+    metrics = _json_field(ckpt, "metrics", list, damaged)
+    if len(metrics) != epoch + 1 or any(not isinstance(m, dict) or m.get("epoch") != i for i, m in enumerate(metrics)):
+        raise damaged("metrics", f"do not hold one line per epoch 0..{epoch}")
+    trace = _arrays(ckpt.get("trace"))
+    _check_trace(trace, epoch + 1, num_classes, num_samples, damaged)
+    for field, restore in (("model", model.load_state_dict), ("optimizer", opt.load_state_dict), ("scheduler", sched.load_state_dict),
+                           ("generator", gen.set_state), ("torch_rng", torch.set_rng_state)):
+        value = ckpt.get(field)
+        if value is None:
+            raise damaged(field, "is missing")
+        try:
+            restore(value.cpu() if field in ("generator", "torch_rng") and isinstance(value, torch.Tensor) else value)
+        except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            raise damaged(field, f"does not fit this run ({type(exc).__name__})") from None
+    return epoch + 1, trace, metrics
+
+
+def _json_field(ckpt: dict, field: str, kind: type, damaged):
+    text = ckpt.get(field)
+    if not isinstance(text, str):
+        raise damaged(field, "is missing or not JSON text")
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise damaged(field, "is not valid JSON") from None
+    if not isinstance(value, kind):
+        raise damaged(field, f"is not a JSON {kind.__name__}")
+    return value
+
+
+def _check_trace(trace, epochs: int, num_classes: int, num_samples: int, damaged) -> None:
+    """The trace's shape: one learning rate, one (steps, C) block of class shares and one (C, D) block of class means
+    per epoch; initial PEM weights (K, C, D) or None; the last epoch's samples as indices into the training set."""
+    if not isinstance(trace, dict) or not {"lrs", "fractions", "means", "init_weight", "init_bias", "stream"} <= set(trace):
+        raise damaged("trace", "is missing or incomplete")
+    lrs, fractions, means = trace["lrs"], trace["fractions"], trace["means"]
+    if not (isinstance(lrs, list) and len(lrs) == epochs
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in lrs)):
+        raise damaged("trace.lrs", f"are not {epochs} finite learning rates")
+    for name, blocks, ndim in (("fractions", fractions, 2), ("means", means, 2)):
+        if not (isinstance(blocks, list) and len(blocks) == epochs and all(
+                isinstance(b, np.ndarray) and b.ndim == ndim and b.shape[-2 if name == "means" else 1] == num_classes
+                and b.dtype.kind == "f" and np.all(np.isfinite(b)) for b in blocks)):
+            raise damaged(f"trace.{name}", f"are not {epochs} finite arrays over {num_classes} classes")
+    weight, bias = trace["init_weight"], trace["init_bias"]
+    if weight is not None and not (isinstance(weight, np.ndarray) and weight.ndim == 3 and weight.shape[1] == num_classes
+                                   and isinstance(bias, np.ndarray) and bias.shape == weight.shape[:2]):
+        raise damaged("trace.init_weight", "does not match the PEM")
+    if weight is not None and any(m.shape[1] != weight.shape[2] for m in means):
+        raise damaged("trace.means", "do not have the PEM's feature width")
+    stream = trace["stream"]
+    if stream is not None and not (isinstance(stream, dict) and isinstance(stream.get("counts"), np.ndarray)
+                                   and stream["counts"].shape == (num_classes,)):
+        raise damaged("trace.stream", "is not this run's class counts")
+    index = None if stream is None else stream.get("index")
+    if index is not None and not (isinstance(index, np.ndarray) and index.ndim == 1 and index.dtype.kind in "iu"
+                                  and (index.size == 0 or (index.min() >= 0 and index.max() < num_samples))):
+        raise damaged("trace.stream.index", f"is not a list of training samples in [0, {num_samples})")

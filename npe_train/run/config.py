@@ -1,0 +1,255 @@
+"""The one list of training settings: a dataclass, read from TOML, overridden by flags made from it.
+
+Every field carries its help text; ``add_config_flags`` turns the fields into ``npe train`` flags
+(types from the annotations), so a setting cannot exist in one place and not the other.
+Imports: ``npe_theory`` and the names of ``data/`` and ``models/``; the builders in ``loop/build.py``
+are what read a config, and code below them takes explicit values.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+
+from npe_theory._validate import nonnegative_int, positive_int
+from npe_theory.io import read_toml_table
+
+from npe_theory.errors import InputError
+
+from ..data.longtail import DATASETS, PROFILES
+from ..data.pipeline import PIPELINES
+from ..data.segmentation import SEG_DATASETS
+from ..data.stream import parse_schedule
+from ..models.classifiers import MODELS, TORCHVISION_PREFIX
+from ..models.dense import SEG_MODELS
+
+METHODS = ("npe", "ce", "la_loss")
+MIXES = ("none", "unimix")
+SCHEDULES = ("cosine", "step")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+MAX_COUNT = 10**7  # epochs, batch size, heads, ...: bounded work, a clear error above
+MAX_N_MAX = 10**5  # head-class count: 20x the largest of the long-tailed benchmarks (Places-LT: 4,980)
+MAX_IMAGE_SIZE = 4096  # resized images are held in memory
+DEFAULT_MODEL = {"synthetic": "mlp", "digits": "mlp", "mnist1d": "cnn1d", "cifar10": "resnet32", "cifar100": "resnet32", "folder": "resnet32", "npy": "mlp",
+                 "shapes": "fcn", "stare": "fcn", "ade20k": "fcn"}
+ALL_DATASETS = DATASETS + SEG_DATASETS
+
+
+def setting(default, help: str, **flag):
+    """A config field with its help text (and extra argparse options for its flag)."""
+    kw = {"default_factory": (lambda: list(default))} if isinstance(default, list) else {"default": default}
+    return field(**kw, metadata={"help": help, "flag": flag})
+
+
+@dataclass
+class TrainConfig:
+    """Defaults: the CPU main job (MNIST-1D-LT, imbalance 100). configs/*.toml hold other recipes."""
+
+    dataset: str = setting("mnist1d", f"{' | '.join(DATASETS)}; segmentation: {' | '.join(SEG_DATASETS)}; folder, npy, stare and ade20k "
+                                      f"read --data-dir")
+    model: str | None = setting(None, f"{' | '.join(MODELS)} | {TORCHVISION_PREFIX}NAME; segmentation: {' | '.join(SEG_MODELS)} (default: by data set)")
+    method: str = setting("npe", "npe: CE + alpha * PEM loss (joint); ce; la_loss: CE(z + tau ln pi) (Bayias)")
+    profile: str | None = setting(None, f"count profile: {' | '.join(PROFILES)} (default: exp; natural for folder and npy)")
+    imbalance: float = setting(100.0, "head over tail count of the exp and step profiles")
+    n_max: int | None = setting(None, "head-class count (default: by data set)")
+    data_dir: str | None = setting(None, "folder with cifar-10-batches-py/ or cifar-100-python/, an image folder, or X.npy + y.npy")
+    image_size: int | None = setting(None, "folder data set: resize images to this square size (default: keep; all must agree)")
+    test_fraction: float = setting(0.2, "folder and npy data without a test split: held-out share of the smallest class, taken from every class")
+    weights: str | None = setting(None, "torchvision backbone: a local state_dict file to start from (nothing is downloaded)")
+    epochs: int = setting(60, "training epochs")
+    batch_size: int = setting(64, "global batch size")
+    lr: float = setting(0.05, "peak learning rate")
+    momentum: float = setting(0.9, "SGD momentum (0: plain SGD)")
+    weight_decay: float = setting(5e-3, "SGD weight decay on every parameter, PEM included (5e-3: the PEM reaches equilibrium in 60 epochs)")
+    schedule: str = setting("cosine", f"{' | '.join(SCHEDULES)}")
+    milestones: list[int] = setting([], "step schedule: epochs after which lr x gamma")
+    gamma: float = setting(0.1, "step schedule: lr factor at each milestone")
+    warmup_epochs: int = setting(0, "linear learning-rate warmup epochs")
+    alpha: float | None = setting(None, "PEM loss weight (default 1; 0.1 for segmentation, as the paper's ADE20K run)")
+    num_pems: int = setting(1, "number of PEM heads, averaged")
+    pem_hidden: int | None = setting(None, "hidden width of an MLP PEM (default: linear PEM, where the closed form applies)")
+    pem_loss: str = setting("logistic", "logistic (the paper) | exp (Proposition 1's tail)")
+    pem_detach: bool | None = setting(None, "keep the PEM loss from the backbone (default: joint for npe, a detached probe for the baselines)")
+    mix: str = setting("none", f"{' | '.join(MIXES)}: mix every sample with a tail-favouring partner from its batch (Prior-LT)")
+    mix_a: float = setting(0.8, "UniMix: Beta(a, a) part of the mixing factor")
+    mix_tau: float = setting(-0.1, "UniMix: partners drawn with probability proportional to n_y^mix_tau (< 0 favours the tail)")
+    mix_until: int | None = setting(None, "UniMix: mix in epochs before this one only (default: every epoch)")
+    shift: list[str] = setting([], "change the class distribution of the stream at the start of EPOCH (repeatable); "
+                               "PROFILE: exp | step | reversed; the training set becomes a pool of n_max per class",
+                               action="extend", metavar="EPOCH=PROFILE:IMBALANCE")
+    tau: float = setting(1.0, "logit-adjustment strength at inference (and in la_loss)")
+    tau_grid: list[float] = setting([0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0], "tau values of the recorded tau sweep")
+    augment: bool | None = setting(None, "crop + flip (default: on for CIFAR, off otherwise)")
+    seed: int = setting(0, "seed of the data subset, initialization and batch order")
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N")
+    amp: bool | None = setting(None, "bf16 autocast (default: on CUDA only)")
+    compile: str = setting("none", f"torch.compile mode: {' | '.join(COMPILE_MODES)} (bare flag: default)", nargs="?", const="default",
+                           metavar="MODE")
+    pipeline: str = setting("device", f"{' | '.join(PIPELINES)}: data set on the device, or a standard DataLoader")
+    workers: int = setting(4, "DataLoader worker processes (loader pipeline)")
+    eval_every: int = setting(1, "evaluate every this many epochs (the last epoch always)")
+    out: str | None = setting(None, "run folder (default runs/<dataset>-<method>-ir<imbalance>-seed<seed>)")
+
+    def resolved(self) -> "TrainConfig":
+        """Fill the None defaults that depend on other fields, and check every value."""
+        cfg = TrainConfig(**asdict(self))
+        if cfg.alpha is None:
+            cfg.alpha = 0.1 if cfg.dataset in SEG_DATASETS else 1.0
+        if cfg.model is None and cfg.dataset in DEFAULT_MODEL:
+            cfg.model = DEFAULT_MODEL[cfg.dataset]
+        if cfg.profile is None:
+            cfg.profile = "natural" if cfg.dataset in ("folder", "npy", *SEG_DATASETS) else "exp"
+        if cfg.pem_detach is None:
+            cfg.pem_detach = cfg.method != "npe"
+        if cfg.augment is None:
+            cfg.augment = cfg.dataset.startswith("cifar")
+        if isinstance(cfg.compile, bool):  # configs written before compile took a mode
+            cfg.compile = "default" if cfg.compile else "none"
+        cfg.validate()
+        if cfg.out is None:
+            cfg.out = f"runs/{cfg.dataset}-{cfg.method}-ir{cfg.imbalance:g}-seed{cfg.seed}"
+        return cfg
+
+    def validate(self) -> None:
+        def bad(name, msg):
+            raise InputError(f"{name}: {msg}")
+
+        for name in ("dataset", "method", "schedule", "pem_loss", "compile", "pipeline", "profile", "mix"):
+            if not isinstance(getattr(self, name), str):
+                bad(name, f"expected a name (a string), got {getattr(self, name)!r}")
+        for name, allowed in (("dataset", ALL_DATASETS), ("method", METHODS), ("schedule", SCHEDULES), ("profile", PROFILES),
+                              ("pem_loss", ("logistic", "exp")), ("compile", COMPILE_MODES), ("pipeline", PIPELINES), ("mix", MIXES)):
+            if getattr(self, name) not in allowed:
+                bad(name, f"unknown {getattr(self, name)!r}; choose from {', '.join(allowed)}")
+        if self.model is None:
+            bad("model", f"no default network for {self.dataset}; choose from {', '.join(MODELS)} or {TORCHVISION_PREFIX}NAME")
+        dense = self.dataset in SEG_DATASETS
+        if dense and self.model not in SEG_MODELS:
+            bad("model", f"{self.dataset} is a segmentation data set; choose a segmentation network from {', '.join(SEG_MODELS)}")
+        if not dense and (not isinstance(self.model, str) or not (self.model in MODELS or self.model.startswith(TORCHVISION_PREFIX))):
+            bad("model", f"unknown {self.model!r}; choose from {', '.join(MODELS)} or {TORCHVISION_PREFIX}NAME")
+        if dense and self.mix != "none":
+            bad("mix", f"UniMix mixes whole-image labels; it is not defined for segmentation ({self.dataset})")
+        if dense and self.shift:
+            bad("shift", f"a shifting class stream is defined for classification, not segmentation ({self.dataset})")
+        if dense and self.profile != "natural":
+            bad("profile", f"segmentation keeps the data's own pixel counts (natural), not {self.profile}")
+        if self.profile == "natural" and self.dataset not in ("folder", "npy", *SEG_DATASETS):
+            bad("profile", f"natural (the data's own counts) needs dataset folder or npy, not {self.dataset}")
+        for name in ("imbalance", "lr", "alpha", "gamma", "weight_decay", "momentum", "tau", "test_fraction", "mix_a", "mix_tau"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v):
+                bad(name, f"expected a finite number, got {v!r}")
+        if self.imbalance < 1:
+            bad("imbalance", f"must be a number >= 1 (head over tail count), got {self.imbalance!r}")
+        for name in ("lr", "alpha", "gamma", "mix_a"):
+            if getattr(self, name) <= 0:
+                bad(name, f"expected a number > 0, got {getattr(self, name)!r}")
+        for name in ("weight_decay", "tau"):
+            if getattr(self, name) < 0:
+                bad(name, f"expected a number >= 0, got {getattr(self, name)!r}")
+        if not 0 <= self.momentum < 1:
+            bad("momentum", f"expected a number in [0, 1), got {self.momentum!r}")
+        if not 0 < self.test_fraction < 1:
+            bad("test_fraction", f"expected a number in (0, 1), got {self.test_fraction!r}")
+        for name in ("epochs", "batch_size", "num_pems", "eval_every"):
+            setattr(self, name, positive_int(name, getattr(self, name), maximum=MAX_COUNT))  # a NumPy integer becomes a plain int (JSON)
+        for name, most in (("n_max", MAX_N_MAX), ("pem_hidden", 1 << 16), ("image_size", MAX_IMAGE_SIZE), ("mix_until", MAX_COUNT)):
+            if getattr(self, name) is not None:
+                setattr(self, name, positive_int(name, getattr(self, name), maximum=most))
+        for name in ("amp", "augment", "pem_detach"):
+            if not (getattr(self, name) is None or isinstance(getattr(self, name), bool)):
+                bad(name, f"expected true or false, got {getattr(self, name)!r}")
+        if self.augment and not self.dataset.startswith("cifar"):
+            bad("augment", f"crop + flip needs images (cifar10, cifar100), not {self.dataset}")
+        self.workers = nonnegative_int("workers", self.workers, maximum=1024)
+        self.warmup_epochs = nonnegative_int("warmup_epochs", self.warmup_epochs)
+        self.seed = nonnegative_int("seed", self.seed, maximum=2**63 - 1)
+        if self.weight_decay == 0:
+            bad("weight_decay", "must be > 0: without it the PEM output (joint, or the baselines' probe) grows without bound")
+        if self.warmup_epochs >= self.epochs:
+            bad("warmup_epochs", f"must lie in [0, epochs), got {self.warmup_epochs}")
+        if not isinstance(self.milestones, list) or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.milestones):
+            bad("milestones", f"expected a list of epochs >= 1, got {self.milestones!r}")
+        if (not isinstance(self.tau_grid, list) or not self.tau_grid
+                or any(isinstance(t, bool) or not isinstance(t, (int, float)) or not _finite(t) or t < 0 for t in self.tau_grid)):
+            bad("tau_grid", f"expected a list of numbers >= 0, got {self.tau_grid!r}")
+        if not isinstance(self.shift, list) or not all(isinstance(e, str) for e in self.shift):
+            bad("shift", f"expected a list of EPOCH=PROFILE:IMBALANCE entries, got {self.shift!r}")
+        if self.shift:
+            parse_schedule(self.shift, self.epochs)
+            if self.profile not in ("exp", "step"):
+                bad("shift", f"a shifting stream starts from the exp or step profile, not {self.profile}")
+        for name in ("data_dir", "weights", "out", "device"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                bad(name, f"expected a path or name (a string), got {getattr(self, name)!r}")
+
+
+def _finite(v) -> bool:
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int beyond the float range
+        return False
+
+
+def _flag_type(annotation) -> tuple[type, bool]:
+    """(element type, is a list) of a field annotation such as ``int | None`` or ``list[float]``."""
+    base = annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        base = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if typing.get_origin(base) is list:
+        return typing.get_args(base)[0], True
+    return base, False
+
+
+def add_config_flags(parser: argparse.ArgumentParser, exclude=()) -> list[str]:
+    """One flag per TrainConfig field (``--no-NAME`` too for booleans), default None = "not given"; returns the field names."""
+    hints = typing.get_type_hints(TrainConfig)
+    names = []
+    for f in fields(TrainConfig):
+        if f.name in exclude:
+            continue
+        kind, is_list = _flag_type(hints[f.name])
+        default = f.default if f.default is not MISSING else f.default_factory()
+        flag, help_text = "--" + f.name.replace("_", "-"), f"{f.metadata['help']} (default {default!r})"
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, action="store_const", const=True, help=help_text)
+            parser.add_argument("--no-" + flag[2:], dest=f.name, action="store_const", const=False, help=f"turn {flag} off")
+        else:
+            options = {"type": kind, "nargs": "+" if is_list else None, "help": help_text, **f.metadata["flag"]}
+            parser.add_argument(flag, dest=f.name, **options)
+        names.append(f.name)
+    return names
+
+
+def load_toml(path) -> dict:
+    """Config keys from a TOML file (flat, or under a [train] table); unknown keys are an error."""
+    path = Path(path)
+    raw = read_toml_table(path, "config", "train")
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise InputError(f"config: unknown key(s) {', '.join(unknown)} in {path}")
+    return raw
+
+
+def make_config(file: str | None = None, **overrides) -> TrainConfig:
+    """Defaults < TOML file < explicit overrides (None values are ignored), then resolved and checked.
+
+    A bad value that came from the file is reported with the file's name.
+    """
+    from_file = load_toml(file) if file else {}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(set(given) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise InputError(f"config: unknown setting(s) {', '.join(unknown)}")
+    try:
+        return TrainConfig(**{**from_file, **given}).resolved()
+    except InputError as exc:
+        key = str(exc).split(":")[0]
+        if key in from_file and key not in given:
+            raise InputError(f"config: {file}: {exc}") from None
+        raise

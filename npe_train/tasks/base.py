@@ -1,0 +1,51 @@
+"""What a task is: the parts of training and evaluation that differ between, say, classification and dense prediction.
+
+The training loop (``loop/``) holds no task branch; it asks a task object five things:
+
+- ``rows(labels, num_classes, partner=None, weight=None)``: per position of an epoch, the loss weight of each class
+  (``(n, C)``) and the number of loss terms (``(n,)``), from which the PEM's trace takes every
+  step's class shares; ``partner``/``weight``: a mixing method's partner labels and the share of
+  the sample's own label;
+- ``loss_terms(pairs)``: a batch's loss terms, ``[(labels, per-sample weights or None), ...]``, as
+  the objective takes them (a task may reweight);
+- ``feature_terms(h, terms)``: the feature rows and ``(labels, weights)`` the class-mean features
+  of the trace are summed from;
+- ``evaluate(model, held, trace, now)``: results.json's ``accuracy`` (and more) and ``pem``;
+- ``figures(out, model, held)``: the task's own PNGs beside the run's common ones.
+
+``Held`` is what every evaluation reads, made once per run; ``Now`` is the class stream at the
+evaluated epoch. Imports: torch, ``data/`` and ``device/``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..data.longtail import LongTailData
+from ..device.distributed import Dist
+
+
+@dataclass
+class Held:
+    """The run's data, its training and test inputs on the device, the input preparer, this process's rank."""
+
+    data: LongTailData
+    x_train: torch.Tensor
+    x_test: torch.Tensor
+    prepare: Callable
+    rank_info: Dist
+
+
+@dataclass
+class Now:
+    """The class stream at an epoch: ``counts`` (post-hoc LA and the count groups), ``report_counts`` (what the PEM's
+    loss saw, mixing weights summed; None: ``counts``), ``train_index`` (the stream's samples; None: all), and
+    ``stale_counts`` (the counts before the last shift; None without one)."""
+
+    counts: np.ndarray
+    report_counts: np.ndarray | None = None
+    train_index: np.ndarray | None = None
+    stale_counts: np.ndarray | None = None

@@ -1,0 +1,109 @@
+"""Classification: one label per sample, every rule scored on the balanced test set, the prior report on the
+training set (docs/metrics.md). Imports: torch, ``data/``, ``device/``, ``methods/`` and the rest of ``tasks/``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..data.pipeline import augment, draw_augmentation
+from ..device.distributed import Dist, gather_rows
+from ..methods.trace import PemRecipe
+from .base import Held, Now
+from .prior import forward_mode, prior_report
+from .rules import accuracy_report
+
+
+@torch.no_grad()
+def predict(model, x: torch.Tensor, batch_size: int, prepare, train_mode: bool = False, augment_draws=None):
+    """(logits, eta, features) for every input, float64 on the host.
+
+    Eval mode by default; ``train_mode``: batch statistics, running statistics left as they were (``forward_mode``);
+    ``augment_draws`` (n, 3) crop and flip the inputs as in training.
+    """
+    outs = [[], [], []]
+    with forward_mode(model, train_mode):
+        for i in range(0, len(x), batch_size):
+            xb = x[i : i + batch_size]
+            if augment_draws is not None:
+                xb = augment(xb, augment_draws[i : i + batch_size].to(x.device))
+            logits, heads, h = model(prepare(xb))
+            for store, t in zip(outs, (logits, heads.mean(0), h)):
+                store.append(t.float().cpu())
+    return tuple(torch.cat(o).double().numpy() for o in outs)
+
+
+def evaluate_run(model, held: Held, trace: dict, now: Now, recipe: PemRecipe, batch_size: int, seed: int, augmented: bool,
+                 tau: float, tau_grid) -> dict:
+    """Accuracy per rule on the balanced test set (eval mode), and the prior report on the training set.
+
+    The report reads the training-mode outputs and features (what the PEM trained on), in shuffled
+    batches of ``batch_size`` with the training crops and flips when ``augmented``, and records the
+    eval-mode outputs beside them. Each rank predicts a contiguous chunk; the chunks are gathered.
+    Post-hoc LA and the count groups use ``now.counts``; the report, ``now.report_counts``.
+    """
+    data, rank_info = held.data, held.rank_info or Dist()
+    x_train, y_train = held.x_train, data.y_train
+    if now.train_index is not None:
+        x_train, y_train = x_train[torch.as_tensor(now.train_index, device=x_train.device)], y_train[now.train_index]
+
+    def run(x, **kw):
+        idx = np.array_split(np.arange(len(x)), rank_info.world)[rank_info.rank]
+        sl = slice(int(idx[0]), int(idx[-1]) + 1) if len(idx) else slice(0, 0)
+        if kw.get("augment_draws") is not None:
+            kw["augment_draws"] = kw["augment_draws"][sl]
+        return gather_rows(predict(model, x[sl], kw.pop("batch_size", max(batch_size, 256)), held.prepare, **kw), rank_info)
+
+    logits, eta, _ = run(held.x_test)
+    _, eta_eval, _ = run(x_train)
+    # training-mode pass: batches of the training size in a shuffled order (class-sorted batches would skew the batch
+    # statistics), crops and flips as in training; a generator of its own leaves the run's untouched
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(x_train), generator=gen)
+    draws = draw_augmentation(len(x_train), gen) if augmented else None
+    _, eta_tr, feats_tr = run(x_train[order.to(x_train.device)], batch_size=batch_size // rank_info.world, train_mode=True,
+                              augment_draws=draws)
+    back = torch.argsort(order).numpy()
+    eta_tr, feats_tr = eta_tr[back], feats_tr[back]
+    counts = np.asarray(now.counts)
+    pem, implied = prior_report(eta_tr, feats_tr, y_train, counts if now.report_counts is None else now.report_counts, recipe,
+                                trace, model.pem.is_linear, eta_eval)
+    return {**accuracy_report(logits, eta, data.y_test, counts, tau, tau_grid, implied, now.stale_counts), "pem": pem}
+
+
+@dataclass
+class Classification:
+    """One label per sample (``tasks/base.py`` says what a task supplies). ``batch_size``, ``seed`` and ``augmented``
+    shape the report's training-mode pass; ``tau`` and ``tau_grid`` the rules' strength and the recorded sweep."""
+
+    recipe: PemRecipe
+    batch_size: int
+    seed: int
+    tau: float
+    tau_grid: list
+    augmented: bool = False
+
+    def rows(self, labels: np.ndarray, num_classes: int, partner: np.ndarray | None = None, weight: np.ndarray | None = None):
+        """One loss term per sample, split ``weight`` to its own label and ``1 - weight`` to its partner's."""
+        n = len(labels)
+        weight = np.ones(n) if weight is None else weight
+        partner = labels if partner is None else partner
+        rows = np.zeros((n, num_classes))
+        np.add.at(rows, (np.arange(n), labels), weight)
+        np.add.at(rows, (np.arange(n), partner), 1.0 - weight)
+        return rows, np.ones(n)
+
+    def loss_terms(self, pairs):
+        return pairs
+
+    def feature_terms(self, h: torch.Tensor, terms):
+        """Each sample's features count toward each of its labels by the label's loss weight (1 without mixing)."""
+        return h, [(t, torch.ones(len(t), device=h.device) if w is None else w) for t, w in terms]
+
+    def evaluate(self, model, held: Held, trace: dict, now: Now) -> dict:
+        return evaluate_run(model, held, trace, now, self.recipe, self.batch_size, self.seed, self.augmented, self.tau, self.tau_grid)
+
+    def figures(self, out, model, held: Held) -> list:
+        return []

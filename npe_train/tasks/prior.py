@@ -1,0 +1,41 @@
+"""The prior report of a trained PEM, shared by every task (docs/report.md), and the forward passes it reads.
+
+The report reads the PEM's outputs and features in training mode, as the PEM saw them when it trained;
+``forward_mode`` makes such passes without changing the network. Imports: torch, ``npe_theory`` and
+``methods/trace.py``.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+
+from npe_theory.priors import implied_log_prior
+from npe_theory.report import pem_report
+
+from ..methods.trace import PemRecipe, felt_decay, replay_inputs
+
+
+@contextmanager
+def forward_mode(model, train_mode: bool):
+    """Passes in ``model.train(train_mode)`` that change nothing: in training mode BatchNorm normalizes with each batch's
+    statistics, as the PEM saw its features in training, and its running statistics are restored afterwards; eval mode after."""
+    buffers = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k or "num_batches_tracked" in k} if train_mode else None
+    model.train(train_mode)
+    try:
+        yield
+    finally:
+        if train_mode:
+            model.load_state_dict(buffers, strict=False)
+        model.eval()
+
+
+def prior_report(eta, features, labels, counts, recipe: PemRecipe, trace: dict, linear: bool, eta_eval=None) -> tuple[dict, np.ndarray | None]:
+    """(the prior report of the run's PEM, the log-prior Proposition 1 implies from it, None for an MLP PEM).
+
+    The report's settings are ``recipe`` at the decay felt so far, lambda_s = weight_decay * sum_t lr_t / (1 - momentum).
+    """
+    lam_s = felt_decay(trace, recipe.weight_decay, recipe.momentum)
+    pem = pem_report(eta, features, labels, counts, recipe.settings(lam_s), trace=replay_inputs(trace), eta_eval=eta_eval, linear=linear)
+    implied = implied_log_prior(pem["learned"], recipe.weight_decay, pem["mean_norm_sq"], recipe.loss, True, recipe.alpha) if linear else None
+    return pem, implied

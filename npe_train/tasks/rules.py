@@ -1,0 +1,123 @@
+"""The inference rules and what is scored of them: accuracy per class and count group, the tau sweep, calibration
+(docs/metrics.md, docs/data.md). NumPy in, plain dicts out; imports ``npe_theory`` only.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import softmax
+
+from npe_theory._validate import as_float_array, positive_int
+from npe_theory.errors import InputError
+
+RULES = ("argmax", "posthoc_la", "npe_la", "npe_inverse")
+STALE_RULE = "posthoc_la_stale"  # a shifting stream only: post-hoc LA still using the counts before the last shift
+RULE_NAMES = {"argmax": "CE (argmax)", "posthoc_la": "post-hoc LA", "npe_la": "NPE-LA", "npe_inverse": "NPE inverse",
+              STALE_RULE: "post-hoc stale"}
+# Many / Medium / Few by training count (docs/data.md)
+GROUPS = {"many": lambda n: n > 100, "medium": lambda n: (n >= 20) & (n <= 100), "few": lambda n: n < 20}
+REPORT_GROUPS = ("overall", *GROUPS)  # the keys of every accuracy entry, besides per_class
+# Head / medium / tail by class index, as the official codes group CIFAR-LT (docs/data.md): source -> classes -> ranges
+INDEX_GROUPS = {
+    "npe_official": {10: ((0, 3), (3, 7), (7, 10)), 100: ((0, 36), (36, 71), (71, 100))},
+    "prior_lt": {10: ((0, 3), (3, 7), (7, 10)), 100: ((0, 33), (33, 66), (66, 100))},
+}
+ECE_BINS = 15
+
+
+def expected_calibration_error(probs, labels, bins: int = ECE_BINS) -> float:
+    """ECE = sum_b (n_b / n) |accuracy_b - mean confidence_b| over ``bins`` equal-width bins of the top-1
+    confidence, sample i in bin b when edge_b < conf_i <= edge_{b+1} (as Prior-LT). A fraction; x100 for percent.
+    """
+    p = as_float_array("probs", probs, nonnegative=True)
+    if p.ndim != 2 or p.shape[0] < 1 or p.shape[1] < 2:
+        raise InputError(f"probs: expected (N, C) class probabilities with N >= 1, C >= 2, got shape {p.shape}")
+    if not np.allclose(p.sum(1), 1.0, atol=1e-6):
+        raise InputError("probs: rows must sum to 1 (softmax outputs)")
+    try:
+        y = np.asarray(labels)
+    except ValueError:  # ragged nesting
+        y = None
+    if y is None or y.shape != (len(p),) or y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= p.shape[1]:
+        raise InputError(f"labels: expected {len(p)} integer class ids in [0, {p.shape[1]})")
+    n_b, acc_b, conf_b = _bin_sums(p, y, positive_int("bins", bins, maximum=1_000_000))
+    return float(np.sum(np.abs(acc_b - conf_b)) / len(p))
+
+
+def _bin_sums(probs: np.ndarray, labels: np.ndarray, bins: int):
+    """Per confidence bin (edge_b, edge_b+1], edges = linspace(0, 1, bins + 1): count, number correct, summed confidence."""
+    conf, correct = probs.max(1), probs.argmax(1) == labels
+    which = np.clip(np.searchsorted(np.linspace(0.0, 1.0, bins + 1), conf, side="left") - 1, 0, bins - 1)
+    return (np.bincount(which, minlength=bins), np.bincount(which, weights=correct, minlength=bins),
+            np.bincount(which, weights=conf, minlength=bins))
+
+
+def reliability_bins(probs, labels, bins: int = ECE_BINS) -> dict:
+    """Per bin: count, accuracy and mean confidence (None where empty), for a reliability diagram."""
+    n_b, acc, conf = _bin_sums(probs, labels, bins)
+    return {"count": n_b.tolist(), "accuracy": [a / n if n else None for a, n in zip(acc, n_b)],
+            "confidence": [c / n if n else None for c, n in zip(conf, n_b)]}
+
+
+def group_accuracy(correct: np.ndarray, y: np.ndarray, counts: np.ndarray) -> dict:
+    """Mean per-class accuracy overall and per count group (None where a group has no class), and per class."""
+    present = np.bincount(y, minlength=len(counts))
+    if not present.all():
+        raise InputError(f"y: class {int(np.argmin(present))} has no test sample; accuracy per class is undefined")
+    per_class = np.array([correct[y == c].mean() for c in range(len(counts))])
+    out = {"overall": float(per_class.mean())}
+    for name, rule in GROUPS.items():
+        members = rule(counts)
+        out[name] = float(per_class[members].mean()) if members.any() else None
+    out["per_class"] = per_class.tolist()
+    return out
+
+
+def adjusted_logits(rule: str, logits: np.ndarray, eta: np.ndarray, log_prior: np.ndarray, tau: float,
+                    implied_prior: np.ndarray | None = None, stale_prior: np.ndarray | None = None) -> np.ndarray:
+    """argmax: z; posthoc_la: z - tau ln pi (true counts); npe_la: z - tau eta(x);
+    npe_inverse: z - tau ln pi_hat, the log-prior Proposition 1 implies from the learned PEM outputs;
+    posthoc_la_stale: z - tau ln pi_old, the prior before the stream's last shift."""
+    if rule not in RULE_NAMES:
+        raise InputError(f"rule: unknown {rule!r}; choose from {', '.join(RULE_NAMES)}")
+    if rule == "argmax":
+        return logits
+    if rule == "npe_inverse":
+        return logits - tau * implied_prior
+    if rule == STALE_RULE:
+        return logits - tau * stale_prior
+    return logits - tau * (log_prior if rule == "posthoc_la" else eta)
+
+
+def available_rules(implied_prior=None, stale_prior=None) -> list[str]:
+    """The rules that apply: npe_inverse with an implied prior (a linear PEM), posthoc_la_stale with a stale one."""
+    return [r for r in RULES if r != "npe_inverse" or implied_prior is not None] + ([STALE_RULE] if stale_prior is not None else [])
+
+
+def accuracy_report(logits, eta, y, counts, tau: float, tau_grid, implied_prior=None, stale_counts=None) -> dict:
+    """Accuracy of every rule at ``tau`` and over ``tau_grid``; npe_inverse only when ``implied_prior`` is given,
+    posthoc_la_stale only when ``stale_counts`` are."""
+    log_prior = np.log(counts / counts.sum())
+    stale = None if stale_counts is None else np.log(stale_counts / np.sum(stale_counts))
+    rules = available_rules(implied_prior, stale)
+
+    def adjusted(rule, t):
+        return adjusted_logits(rule, logits, eta, log_prior, t, implied_prior, stale)
+
+    def acc(rule, t):
+        return group_accuracy(adjusted(rule, t).argmax(1) == y, y, counts)
+
+    probs = {rule: softmax(adjusted(rule, tau), axis=1) for rule in rules}
+    out = {
+        "accuracy": {rule: acc(rule, tau) for rule in rules},
+        "tau_sweep": {rule: {f"{t:g}": {k: v for k, v in acc(rule, t).items() if k != "per_class"} for t in tau_grid} for rule in rules[1:]},
+        "calibration": {rule: {"ece": expected_calibration_error(p, y), "bins": reliability_bins(p, y)} for rule, p in probs.items()},
+    }
+    if len(counts) in INDEX_GROUPS["npe_official"]:
+        out["accuracy_by_index"] = {source: {rule: index_groups(out["accuracy"][rule]["per_class"], table[len(counts)])
+                                             for rule in rules} for source, table in INDEX_GROUPS.items()}
+    return out
+
+
+def index_groups(per_class, ranges) -> dict:
+    """Mean per-class accuracy over head / medium / tail class-index ranges."""
+    return {name: float(np.mean(per_class[a:b])) for name, (a, b) in zip(("head", "medium", "tail"), ranges)}
