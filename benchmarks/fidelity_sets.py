@@ -10,7 +10,6 @@ set's own steps per epoch and schedule so that lambda*s = 1.5. Prints one line p
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -20,9 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from npe_theory.io import write_csv  # noqa: E402
 from npe_train.run.config import make_config  # noqa: E402
-from npe_train.data.longtail import build  # noqa: E402
 from npe_train.experiments.runs import train_summaries  # noqa: E402
-from npe_train.loop.build import lr_factor  # noqa: E402
+from npe_train.loop.build import build_data, build_stream, with_target_lambda_s  # noqa: E402
 
 SETS = ("synthetic", "digits", "mnist1d")
 REFS = ("vs_closed_form", "vs_equilibrium", "vs_spread", "vs_two_statistic", "vs_finite_time")
@@ -30,13 +28,10 @@ TARGET = 1.5
 
 
 def weight_decay_for(dataset: str, imbalance: float, seed: int, target: float = TARGET) -> float:
-    """The weight decay that makes lambda*s = weight_decay * sum_t lr_t / (1 - momentum) equal ``target`` on this
-    data set with the default schedule: every step of every epoch counts, the last partial batch included."""
-    cfg = make_config(dataset=dataset, imbalance=imbalance, seed=seed)
-    n = len(build(dataset, imbalance, cfg.profile, cfg.n_max, seed).y_train)
-    steps = math.ceil(n / cfg.batch_size)
-    rate_sum = sum(cfg.lr * lr_factor(cfg, e) * steps for e in range(cfg.epochs))
-    return target * (1 - cfg.momentum) / rate_sum
+    """The weight decay that makes lambda*s equal ``target`` on this data set with the default schedule
+    (``--target-lambda-s``: every step of every epoch counts, the last partial batch included)."""
+    cfg = make_config(dataset=dataset, imbalance=imbalance, seed=seed, target_lambda_s=target)
+    return with_target_lambda_s(cfg, build_stream(cfg, build_data(cfg))).weight_decay
 
 
 def summarize(results: dict) -> dict:

@@ -25,15 +25,23 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: error: {message}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; given ``argv``, the training package (torch) is imported only when its first word is a
+    command that needs it, so ``npe --help`` and the theory commands start without torch."""
+    from npe_theory import __version__
     from npe_theory import cli as theory_cli
     from npe_theory import report_cli
 
     parser = _Parser(prog="npe", description="Neural Prior Estimation toolkit: theory checks, predicted priors, PEM reports, training.")
+    parser.add_argument("--version", action="version", version=f"npe {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     theory_cli.register(sub)
     report_cli.register(sub)
+    if argv is not None and (not argv or argv[0] not in (*TRAIN_COMMANDS, "figures")):
+        for name, text in TRAIN_COMMANDS.items():
+            sub.add_parser(name, help=text)
+        return parser
     try:
         from npe_train import cli as train_cli
     except ImportError as exc:  # the training extra (torch) is not installed: theory commands only
@@ -45,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-TRAIN_COMMANDS = ("train", "sweep", "compare")
+TRAIN_COMMANDS = {"train": "train a network with PEMs on long-tailed data and report its learned priors",
+                  "sweep": "run seeds x methods x imbalances and write one mean/std table",
+                  "compare": "print finished runs side by side"}  # registered by npe_train.cli; these lines stand in for --help
 
 
 def _terminate(signum, frame):
@@ -70,7 +80,7 @@ def _main(argv: list[str]) -> int:
     runfolder = sys.modules.get("npe_train.run.runfolder")
     if runfolder is not None:  # a folder held by an earlier command of this process is not this command's
         runfolder.last_claimed = None
-    parser = build_parser()
+    parser = build_parser(argv)
     try:
         missing = parser.get_default("missing_extra")
         if missing and argv and argv[0] in TRAIN_COMMANDS:

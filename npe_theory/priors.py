@@ -10,7 +10,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.special import log_softmax, softmax
-from scipy.stats import rankdata
 
 from ._validate import as_float_scalar, LOSSES, REDUCTIONS, as_float_array, choice, positive_int
 from .optimum import optimal_logit
@@ -124,6 +123,20 @@ def _is_constant(v: np.ndarray) -> bool:
     return bool(np.ptp(v) <= 16 * np.finfo(np.float64).eps * max(float(np.max(np.abs(v))), np.finfo(np.float64).tiny))
 
 
+def average_ranks(a: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of a 1-D array, ties sharing the mean of their ranks (scipy.stats.rankdata's "average"), without
+    importing scipy.stats (a second of start-up)."""
+    a = np.asarray(a)
+    order = np.argsort(a, kind="mergesort")
+    s = a[order]
+    first = np.r_[True, s[1:] != s[:-1]] if len(s) else np.zeros(0, bool)
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], len(s)]
+    ranks = np.empty(len(a))
+    ranks[order] = ((starts + ends + 1) / 2.0)[np.cumsum(first) - 1]
+    return ranks
+
+
 def prior_match(estimates, counts=None, *, reference=None) -> PriorMatch:
     """Compare per-class estimates with ``ln(counts)`` (or any ``reference`` log-values, e.g. a prediction)."""
     e = as_float_array("estimates", estimates)
@@ -154,7 +167,7 @@ def prior_match(estimates, counts=None, *, reference=None) -> PriorMatch:
     if not (r_const or e_const):
         resid = e_u - (float(r_u @ e_u) / float(r_u @ r_u)) * r_u
         r2 = float(1.0 - (resid @ resid) / (e_u @ e_u))
-        spearman = float(np.corrcoef(rankdata(e), rankdata(r))[0, 1])
+        spearman = float(np.corrcoef(average_ranks(e), average_ranks(r))[0, 1])
         if not np.isfinite(spearman):  # nearly constant inputs: ranks tie
             spearman = None
     p, q = softmax(r), softmax(e)

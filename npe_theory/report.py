@@ -264,6 +264,10 @@ def summary_lines(pem: dict) -> list[str]:
             lines.append(f"  non-collapse split: spread {d['spread']:.3f} (spread-aware vs Prop. 1), "
                          f"rest {d['rest']:.3f} (equilibrium vs spread-aware)")
     lines.append(f"  regime: {pem['regime']} ({pem['regime_note']})")
+    slope = pem["prior_match"]["vs_log_counts"]["slope"]
+    if slope is not None and slope < 0:  # a PEM's output grows with ln N_c; falling outputs point at the other sign convention
+        lines.append(f"  warning: the learned outputs fall as the counts grow (slope {slope:.2f} on ln N_c): a likely sign error "
+                     f"(the official code's PEM output is p = -eta; npe report --sign p reads such files)")
     if not pem["closed_form_applies"]:
         lines.append("  (MLP PEM: the closed form, the equilibrium and the replay assume a linear PEM)")
     return lines

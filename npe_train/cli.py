@@ -3,6 +3,7 @@ The top of ``npe_train``: it may import every layer of the package.
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -24,26 +25,59 @@ def format_summary(results: dict) -> str:
     cfg = results["config"]
     lines = [f"{cfg['dataset']}-LT ({cfg['profile']}, imbalance {cfg['imbalance']:g}), {cfg['model']}, method {cfg['method']}, "
              f"seed {cfg['seed']}, {cfg['epochs']} epochs in {results['train_seconds']:.0f} s; mean per-class test accuracy (tau {cfg['tau']:g}):",
-             f"  {'rule':<14}" + "".join(f"{g:>9}" for g in GROUPS)]
+             f"  {'rule':<22}" + "".join(f"{g:>9}" for g in GROUPS)]
     lines[-1] += f"{'ECE %':>9}"
     for rule, name in RULE_NAMES.items():
         if rule in results["accuracy"]:
             ece = results.get("calibration", {}).get(rule, {}).get("ece")
-            lines.append(f"  {name:<14}" + "".join(f"{_fmt(results['accuracy'][rule][g]):>9}" for g in GROUPS)
+            lines.append(f"  {name:<22}" + "".join(f"{_fmt(results['accuracy'][rule][g]):>9}" for g in GROUPS)
                          + f"{_fmt(None if ece is None else 100 * ece, '.1f'):>9}")
+    sizes = results.get("group_sizes")
+    if sizes:  # what each column averages over; an empty group is "-"
+        lines.append(f"  {'classes / test samples':<22}" + " " * 9 + "".join(f"{str(v['classes']) + '/' + str(v['test_samples']):>9}"
+                                                                             for v in sizes.values()))
+    if "accuracy_by_third" in results:  # a count group is empty: thirds of the classes by count beside it
+        lines.append(f"  {'by count thirds':<22}" + " " * 9 + "".join(f"{g:>9}" for g in ("many", "medium", "few")))
+        for rule, v in results["accuracy_by_third"].items():
+            lines.append(f"  {RULE_NAMES[rule]:<22}" + " " * 9 + "".join(f"{_fmt(x):>9}" for x in v.values()))
     if "segmentation" in results:  # per pixel: mIoU overall and by pixel-frequency third (docs/segmentation.md)
-        lines.append(f"  {'mIoU':<14}" + "".join(f"{g:>9}" for g in ("overall", "many", "medium", "few")) + f"{'pixel acc':>11}")
+        lines.append(f"  {'mIoU':<22}" + "".join(f"{g:>9}" for g in ("overall", "many", "medium", "few")) + f"{'pixel acc':>11}")
         for rule, s in results["segmentation"].items():
-            lines.append(f"  {RULE_NAMES[rule]:<14}{_fmt(s['miou']):>9}" + "".join(f"{_fmt(v['miou']):>9}" for v in s["by_frequency"].values())
+            lines.append(f"  {RULE_NAMES[rule]:<22}{_fmt(s['miou']):>9}" + "".join(f"{_fmt(v['miou']):>9}" for v in s["by_frequency"].values())
                          + f"{_fmt(s['pixel_accuracy']):>11}")
     for entry in results.get("adaptation", []):  # a shifting stream (docs/adaptation.md)
         lines.append(f"  shift at epoch {entry['epoch']} to {entry['to']}: the PEM is within {entry['tolerance']:g} nats of its new "
                      f"equilibrium after {_fmt(entry['lag_measured'], 'd')} epochs (predicted {_fmt(entry['lag_predicted'], 'd')}; "
                      f"- = not within the run)")
+    lines += advice_lines(results.get("advice"))
     lines.append("prior report (training-mode features, as the PEM trained on; NPE-LA at test time uses eval mode):")
     lines += summary_lines(results["pem"])
     lines.append(f"  run folder: {cfg['out']}")
     return "\n".join(lines)
+
+
+def advice_lines(advice: dict | None) -> list[str]:
+    """The advice block: the validation set's choice, NPE-LA against argmax and post-hoc LA, the recipe to equilibrium."""
+    if not advice:
+        return []
+    lines = ["advice:"]
+    if advice.get("validation") is None:
+        lines.append(f"  {advice.get('why', 'no validation set')}")
+    else:
+        v, best = advice["validation"], advice["best"]
+        tau = "" if best["tau"] is None else f" at tau {best['tau']:g}"
+        lines.append(f"  validation set ({v['samples']} samples, {v['per_class']} per class, {v['source']}) prefers {best['name']}{tau}: "
+                     f"{_fmt(best['validation_accuracy'])} there, {_fmt(best['test_accuracy'])} on test")
+        for other, name in (("argmax", "the network's own argmax"), ("posthoc_la", "post-hoc LA")):
+            b = advice["npe_la_below"][other]
+            if b["validation"] or b["test"]:
+                lines.append(f"  NPE-LA is below {name} (validation: {'yes' if b['validation'] else 'no'}, test: {'yes' if b['test'] else 'no'})")
+    recipe = advice.get("recipe")
+    if recipe:
+        epochs = "more than 100x the epochs" if recipe["epochs"] is None else f"{recipe['epochs']} epochs"
+        lines.append(f"  transient (lambda*s = {recipe['lambda_s']:.3g}): lambda*s = {recipe['target_lambda_s']:g} needs weight decay "
+                     f"{recipe['weight_decay']:.3g} with this schedule (--target-lambda-s {recipe['target_lambda_s']:g} sets it), or {epochs}")
+    return lines
 
 
 def _overrides(args, names) -> dict:
@@ -94,6 +128,11 @@ def cmd_compare(args) -> int:
             ("imbalance", lambda r: f"{r.config['imbalance']:g}"), ("seed", lambda r: str(r.config["seed"])),
             ("epochs", lambda r: str(r.raw["epochs"])), ("lambda*s", lambda r: _fmt(r.pem.get("lambda_s"), ".3g")),
             ("regime", lambda r: r.pem.get("regime", "-"))]
+    shown = {"dataset", "method", "imbalance", "seed", "epochs", "out"}
+    for key in sorted({k for r in runs for k in r.config} - shown):  # every other setting on which the runs differ
+        values = [json.dumps(r.config.get(key)) for r in runs]
+        if len(set(values)) > 1:
+            rows.append((key, lambda r, key=key: json.dumps(r.config.get(key))))
     for rule, name in RULE_NAMES.items():
         for g in GROUPS:
             rows.append((f"{name} {g}", lambda r, rule=rule, g=g: _fmt(r.accuracy_of(rule, g))))

@@ -2,7 +2,7 @@
 import mpmath
 import numpy as np
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -146,3 +146,15 @@ def test_reference_mode_compares_with_a_prediction():
     pred = np.array([6.0, 5.0, 4.1])
     m = prior_match(pred + 0.3, reference=pred)
     assert m.offset == pytest.approx(0.3) and m.centered_rmse < 1e-12 and m.rmse == pytest.approx(0.3)
+
+
+@settings(max_examples=60)
+@given(st.lists(st.integers(-3, 3).map(float), max_size=30))
+@example([])
+@example([2.0, 2.0, 2.0])
+def test_average_ranks_equal_scipy_rankdata(values):
+    from scipy.stats import rankdata
+
+    from npe_theory.priors import average_ranks
+
+    np.testing.assert_array_equal(average_ranks(np.array(values)), rankdata(values) if values else np.zeros(0))

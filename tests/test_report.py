@@ -179,7 +179,9 @@ def test_npe_report_on_a_plain_pytorch_model_equals_npe_trains_report(tmp_path):
     folder, backbone, classifier, pem, X, Y, counts = _plain_training(tmp_path)
     out = npe("report", str(folder), "--sign", "p")
     assert out.returncode == 0, out.stderr
-    assert "regime:" in out.stdout and "finite time (mean-field)" in out.stdout
+    assert "regime:" in out.stdout and "finite time (mean-field)" in out.stdout and "sign error" not in out.stdout
+    wrong = npe("report", str(folder), "--out", str(tmp_path / "wrong"))  # the files hold p = -eta, read as eta
+    assert wrong.returncode == 0 and "warning: the learned outputs fall as the counts grow" in wrong.stdout
     saved = json.loads((folder / "report.json").read_text())["pem"]
     assert (folder / "pem_vs_log_counts.png").read_bytes()[:4] == b"\x89PNG"
     # the same network through npe_train's own path: attach_pem, the training-mode pass, the shared report

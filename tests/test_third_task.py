@@ -41,6 +41,9 @@ class Reweighted:
     def figures(self, out, model, held):
         return []
 
+    def advise(self, model, held, report):
+        return self.base.advise(model, held, report)
+
 
 def _slope(results):
     learned, counts = np.asarray(results["pem"]["learned"]), np.log(results["counts"])

@@ -26,7 +26,7 @@ def test_run_folder_and_results(tmp_path):
                  "reliability.png", "eta_matrix.png"):
         assert (run / name).is_file(), name
     saved = json.loads((run / "results.json").read_text())
-    assert saved["accuracy"].keys() == {"argmax", "posthoc_la", "npe_la", "npe_inverse"}
+    assert saved["accuracy"].keys() == {"argmax", "posthoc_la", "npe_la", "npe_marginal", "npe_inverse"}
     for rule in saved["accuracy"]:
         assert {"overall", "many", "medium", "few", "per_class"} <= saved["accuracy"][rule].keys()
         assert 0 <= saved["accuracy"][rule]["overall"] <= 1
@@ -148,13 +148,14 @@ def test_cli_train_and_compare(tmp_path):
     cfg.write_text('[train]\ndataset = "synthetic"\nepochs = 2\nimbalance = 10\n')
     out = npe("train", "--config", str(cfg), "--seed", "3", "--out", str(tmp_path / "a"), "--quiet")
     assert out.returncode == 0, out.stderr
-    for word in ("CE (argmax)", "post-hoc LA", "NPE-LA", "PEM vs ln N_c", "PEM vs closed form"):
+    for word in ("argmax (this network)", "advice:", "classes / test samples", "post-hoc LA", "NPE-LA", "PEM vs ln N_c", "PEM vs closed form"):
         assert word in out.stdout
     saved = json.loads((tmp_path / "a" / "config.json").read_text())
     assert saved["seed"] == 3 and saved["epochs"] == 2 and saved["imbalance"] == 10  # file < flags
     assert npe("train", "--config", str(cfg), "--out", str(tmp_path / "b"), "--method", "ce", "--quiet").returncode == 0
     cmp = npe("compare", str(tmp_path / "a"), str(tmp_path / "b"))
     assert cmp.returncode == 0 and "NPE-LA overall" in cmp.stdout and cmp.stdout.count("synthetic") == 2
+    assert "pem_detach" in cmp.stdout and "momentum" not in cmp.stdout  # the settings that differ, and only those
 
 
 @pytest.mark.parametrize("args, word", [

@@ -34,12 +34,16 @@ class LongTailData:
     counts: np.ndarray  # training count per class (head first for the exp and step profiles)
     name: str
     class_names: list[str] | None = None
+    x_val: np.ndarray | None = None  # balanced validation set, neither training nor test data (None: none available)
+    y_val: np.ndarray | None = None
+    val_source: str | None = None  # where it came from, for the report
 
     def __post_init__(self):
         # Canonical strides whatever the source: torch keeps a view's strides (even on size-1 axes), and
         # its kernels may then take another path and round differently, so the same data must look the same.
-        for key in ("x_train", "y_train", "x_test", "y_test"):
-            setattr(self, key, np.array(getattr(self, key), copy=True, order="C"))
+        for key in ("x_train", "y_train", "x_test", "y_test", "x_val", "y_val"):
+            if getattr(self, key) is not None:
+                setattr(self, key, np.array(getattr(self, key), copy=True, order="C"))
 
     @property
     def num_classes(self) -> int:
@@ -50,18 +54,21 @@ class LongTailData:
         return tuple(self.x_train.shape[1:])
 
 
-def _synthetic(num_classes: int, per_class: int, test_per_class: int, seed: int, dim: int = 32, spread: float = 1.6):
-    """Isotropic Gaussian classes around random means of norm ``spread``: overlapping, so priors matter."""
+def _synthetic(num_classes: int, per_class: int, test_per_class: int, seed: int, dim: int = 32, spread: float = 1.6,
+               val_per_class: int = 0):
+    """Isotropic Gaussian classes around random means of norm ``spread``: overlapping, so priors matter.
+    (x, y, x_test, y_test, x_val, y_val); the validation draws come from a generator of their own, after the rest."""
     rng = np.random.default_rng(10_000 + seed)
     means = rng.normal(size=(num_classes, dim))
     means *= spread / np.linalg.norm(means, axis=1, keepdims=True)
 
-    def draw(n):
+    def draw(n, gen):
         y = np.repeat(np.arange(num_classes), n)
-        return (means[y] + rng.normal(size=(len(y), dim)) * 0.5).astype(np.float32), y
+        return (means[y] + gen.normal(size=(len(y), dim)) * 0.5).astype(np.float32), y
 
-    (x, y), (xt, yt) = draw(per_class), draw(test_per_class)
-    return x, y, xt, yt
+    (x, y), (xt, yt) = draw(per_class, rng), draw(test_per_class, rng)
+    xv, yv = draw(val_per_class, np.random.default_rng([seed, VAL_STREAM]))
+    return x, y, xt, yt, xv, yv
 
 
 def _mnist1d(num_samples: int = 10_000, seed: int = 42, cache_dir: Path | None = None):
@@ -114,15 +121,36 @@ def _balanced(x, y, num_classes: int, rng) -> tuple[np.ndarray, np.ndarray]:
     return x[idx], y[idx]
 
 
-def long_tail(x, y, counts: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
-    """The first counts[c] samples of class c after a seeded shuffle."""
+VAL_PER_CLASS = 50  # at most this many validation samples per class
+MIN_VAL_PER_CLASS = 5  # fewer unused samples than this in some class: no validation set
+VAL_STREAM = 0x5A1  # the validation draw's own generator, [seed, VAL_STREAM]: the training and test sets do not move
+
+
+def unused_balanced(y: np.ndarray, used: np.ndarray, num_classes: int, seed: int) -> np.ndarray | None:
+    """Indices of a balanced validation set drawn from the samples of ``y`` not in ``used``: V of every class,
+    V = min(VAL_PER_CLASS, the fewest unused of any class); None when V < MIN_VAL_PER_CLASS."""
+    free = np.ones(len(y), bool)
+    free[used] = False
+    rng = np.random.default_rng([seed, VAL_STREAM])
+    pools = [rng.permutation(np.flatnonzero(free & (y == c))) for c in range(num_classes)]
+    v = min(VAL_PER_CLASS, *(len(p) for p in pools))
+    return None if v < MIN_VAL_PER_CLASS else np.concatenate([p[:v] for p in pools])
+
+
+def long_tail_index(y, counts: np.ndarray, rng) -> np.ndarray:
+    """Indices of the first counts[c] samples of class c after a seeded shuffle."""
     idx = []
     for c, n in enumerate(counts):
         pool = rng.permutation(np.flatnonzero(y == c))
         if len(pool) < n:
             raise DataError(f"n_max: class {c} has {len(pool)} training samples, the profile asks for {n}")
         idx.append(pool[:n])
-    idx = np.concatenate(idx)
+    return np.concatenate(idx)
+
+
+def long_tail(x, y, counts: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
+    """The first counts[c] samples of class c after a seeded shuffle."""
+    idx = long_tail_index(y, counts, rng)
     return x[idx], y[idx]
 
 
@@ -139,7 +167,7 @@ def build(dataset: str, imbalance: float, profile: str = "exp", n_max: int | Non
     if dataset == "synthetic":
         C = num_classes or 10
         n_max = n_max or 500
-        x, y, xt, yt = _synthetic(C, n_max, 200, seed)
+        x, y, xt, yt, xv, yv = _synthetic(C, n_max, 200, seed, val_per_class=VAL_PER_CLASS)
     elif dataset == "mnist1d":
         C, n_max = 10, n_max or 450
         x, y, xt, yt = _mnist1d()
@@ -168,9 +196,15 @@ def build(dataset: str, imbalance: float, profile: str = "exp", n_max: int | Non
         n_max = n_max or int(np.bincount(y, minlength=C).max())
     # natural: every sample kept, in the same seeded shuffle the profiles subsample from
     counts = np.bincount(y, minlength=C).astype(np.int64) if profile == "natural" else count_profile(profile, C, int(n_max), imbalance)
-    x, y = long_tail(x, y, counts, rng)
+    used = long_tail_index(y, counts, rng)
+    if dataset == "synthetic":
+        val, source = (xv, yv), "generated"
+    else:
+        keep = unused_balanced(y, used, C, seed)
+        val, source = ((None, None), None) if keep is None else ((x[keep], y[keep]), "unused training samples")
+    x, y = x[used], y[used]
     xt, yt = _balanced(xt, yt, C, rng)
-    return LongTailData(x, y, xt, yt, counts, dataset, names)
+    return LongTailData(x, y, xt, yt, counts, dataset, names, *val, source)
 
 
 def _held_out(x, y, num_classes: int, per_class: int, rng):

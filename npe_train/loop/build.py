@@ -8,8 +8,12 @@ optimizer and its schedule. Below these, functions take explicit values. Imports
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
+import numpy as np
 import torch
+
+from npe_theory.report import EQUILIBRIUM_LAMBDA_S
 
 from ..data.longtail import build
 from ..data.segmentation import SEG_DATASETS, build_segmentation
@@ -74,7 +78,7 @@ def build_stream(cfg: TrainConfig, data):
     Every profile of a stream is checked against the pool here, before a run folder exists."""
     shifts = parse_schedule(cfg.shift, cfg.epochs)
     if not shifts:
-        return FixedStream(data.counts)
+        return FixedStream(data.counts, len(data.y_train))
     return ShiftingStream(cfg.profile, cfg.imbalance, shifts, data.y_train, data.num_classes, pem_recipe(cfg), cfg.batch_size)
 
 
@@ -86,6 +90,49 @@ def lr_factor(cfg: TrainConfig, epoch: int) -> float:
         return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
     span = max(cfg.epochs - cfg.warmup_epochs, 1)
     return 0.5 * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / span))
+
+
+def planned_lambda_s(cfg: TrainConfig, steps_per_epoch, epochs: int | None = None) -> float:
+    """lambda*s the schedule will give: weight_decay * sum_e lr * lr_factor(e) * steps_e / (1 - momentum), over ``epochs``
+    epochs of the same schedule (default the config's), ``steps_per_epoch`` one count or one per epoch."""
+    epochs = cfg.epochs if epochs is None else epochs
+    sched = replace(cfg, epochs=epochs) if epochs != cfg.epochs else cfg
+    steps = np.broadcast_to(np.asarray(steps_per_epoch, dtype=np.float64), (epochs,))
+    rate_sum = sum(cfg.lr * lr_factor(sched, e) * steps[e] for e in range(epochs))
+    return cfg.weight_decay * rate_sum / (1.0 - cfg.momentum)
+
+
+def planned_steps(stream, batch_size: int, world: int, epochs: int) -> list[int]:
+    """Steps per epoch the loop will take: ceil(padded samples / batch size), padded to a multiple of the world size."""
+    return [-(-(-(-stream.samples_at(e) // world) * world) // batch_size) for e in range(epochs)]
+
+
+def with_target_lambda_s(cfg: TrainConfig, stream, world: int = 1) -> TrainConfig:
+    """``cfg`` with the weight decay that gives lambda*s = ``target_lambda_s`` (unchanged when none is set): lambda*s is
+    linear in the weight decay for a fixed schedule."""
+    if cfg.target_lambda_s is None:
+        return cfg
+    per_unit = planned_lambda_s(replace(cfg, weight_decay=1.0), planned_steps(stream, cfg.batch_size, world, cfg.epochs))
+    return replace(cfg, weight_decay=float(cfg.target_lambda_s / per_unit))
+
+
+def reach_equilibrium(cfg: TrainConfig, steps_taken: list[int], lam_s: float, target: float = EQUILIBRIUM_LAMBDA_S) -> dict | None:
+    """For a run short of lambda*s = ``target``: the weight decay that reaches it with this schedule (lambda*s is linear in
+    it), and the epochs that reach it with this weight decay (the same schedule stretched; None beyond 100x the run).
+    None when the run got there."""
+    if lam_s >= target or not steps_taken:
+        return None
+    steps = float(np.mean(steps_taken))
+    lo, hi = cfg.epochs, cfg.epochs  # lambda*s grows with the epochs of a stretched schedule: double, then bisect
+    while planned_lambda_s(cfg, steps, hi) < target and hi <= 100 * cfg.epochs:
+        lo, hi = hi, 2 * hi
+    epochs = None
+    if planned_lambda_s(cfg, steps, hi) >= target:
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if planned_lambda_s(cfg, steps, mid) >= target else (mid, hi)
+        epochs = hi
+    return {"target_lambda_s": target, "lambda_s": lam_s, "weight_decay": cfg.weight_decay * target / lam_s, "epochs": epochs}
 
 
 def build_optimizer(cfg: TrainConfig, model):

@@ -40,7 +40,8 @@ from ..run.metrics import epoch_record, write_metrics
 from ..run.results import SCHEMA, environment
 from ..run.runfolder import claim, open_run
 from ..tasks.base import Held
-from .build import build_data, build_mixing, build_network, build_objective, build_optimizer, build_stream, build_task, run_label
+from .build import (build_data, build_mixing, build_network, build_objective, build_optimizer, build_stream, build_task, reach_equilibrium,
+                    run_label, with_target_lambda_s)
 from .step import epoch_plan, run_epoch
 
 
@@ -76,6 +77,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, task=No
     rank_info, device = init_distributed(cfg.device, cfg.batch_size)
     # the data, its stream and the network first: one that cannot be built leaves no run folder behind
     data = build_data(cfg)
+    cfg = with_target_lambda_s(cfg, build_stream(cfg, data), rank_info.world)  # the weight decay, once the steps are known
     stream = build_stream(cfg, data)
     _seed_all(cfg.seed)  # after the data: building it (or not, when cached) must not move the model's initialization
     model = build_network(cfg, data).to(device)
@@ -138,6 +140,8 @@ def _train(cfg: TrainConfig, data, model, task, stream, rank_info, device, resum
     results = {"schema": SCHEMA, "config": asdict(cfg), "counts": stream.counts_at(cfg.epochs - 1).tolist(), "class_names": data.class_names,
                "epochs": cfg.epochs, "train_seconds": time.perf_counter() - t0, "device": str(device), "bf16": use_amp,
                "world_size": rank_info.world, "environment": environment(), **report, **stream.results(metrics)}
+    results["advice"] = {**task.advise(model, held, report),
+                         "recipe": reach_equilibrium(cfg, [len(f) for f in trace["fractions"]], report["pem"]["lambda_s"])}
     write_json(out / "results.json", results)
     from ..run.plots import plot_run
 

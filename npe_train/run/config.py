@@ -63,7 +63,11 @@ class TrainConfig:
     batch_size: int = setting(64, "global batch size")
     lr: float = setting(0.05, "peak learning rate")
     momentum: float = setting(0.9, "SGD momentum (0: plain SGD)")
-    weight_decay: float = setting(5e-3, "SGD weight decay on every parameter, PEM included (5e-3: the PEM reaches equilibrium in 60 epochs)")
+    weight_decay: float = setting(5e-3, "SGD weight decay on every parameter, PEM included (5e-3 gives lambda*s = 1.37 on the default "
+                                        "MNIST-1D job but 0.38 on digits: lambda*s grows with the steps per epoch; see --target-lambda-s)")
+    target_lambda_s: float | None = setting(None, "set the weight decay so the PEM feels lambda*s = X by the end, computed from "
+                                                   "this data set's steps per epoch and the schedule (overrides --weight-decay; 1 or more "
+                                                   "reaches equilibrium)")
     schedule: str = setting("cosine", f"{' | '.join(SCHEDULES)}")
     milestones: list[int] = setting([], "step schedule: epochs after which lr x gamma")
     gamma: float = setting(0.1, "step schedule: lr factor at each milestone")
@@ -168,6 +172,9 @@ class TrainConfig:
         self.workers = nonnegative_int("workers", self.workers, maximum=1024)
         self.warmup_epochs = nonnegative_int("warmup_epochs", self.warmup_epochs)
         self.seed = nonnegative_int("seed", self.seed, maximum=2**63 - 1)
+        if self.target_lambda_s is not None and (isinstance(self.target_lambda_s, bool) or not isinstance(self.target_lambda_s, (int, float))
+                                                 or not _finite(self.target_lambda_s) or not 0 < self.target_lambda_s <= 1e3):
+            bad("target_lambda_s", f"expected a number in (0, 1000], got {self.target_lambda_s!r}")
         if self.weight_decay == 0:
             bad("weight_decay", "must be > 0: without it the PEM output (joint, or the baselines' probe) grows without bound")
         if self.warmup_epochs >= self.epochs:

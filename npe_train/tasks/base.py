@@ -1,6 +1,6 @@
 """What a task is: the parts of training and evaluation that differ between, say, classification and dense prediction.
 
-The training loop (``loop/``) holds no task branch; it asks a task object five things:
+The training loop (``loop/``) holds no task branch; it asks a task object six things:
 
 - ``rows(labels, num_classes, partner=None, weight=None)``: per position of an epoch, the loss weight of each class
   (``(n, C)``) and the number of loss terms (``(n,)``), from which the PEM's trace takes every
@@ -11,7 +11,8 @@ The training loop (``loop/``) holds no task branch; it asks a task object five t
 - ``feature_terms(h, terms)``: the feature rows and ``(labels, weights)`` the class-mean features
   of the trace are summed from;
 - ``evaluate(model, held, trace, now)``: results.json's ``accuracy`` (and more) and ``pem``;
-- ``figures(out, model, held)``: the task's own PNGs beside the run's common ones.
+- ``figures(out, model, held)``: the task's own PNGs beside the run's common ones;
+- ``advise(model, held, report)``: results.json's ``advice`` from data the test set is not (docs/metrics.md).
 
 ``Held`` is what every evaluation reads, made once per run; ``Now`` is the class stream at the
 evaluated epoch. Imports: torch, ``data/`` and ``device/``.

@@ -12,8 +12,8 @@ from ..data.pipeline import augment, draw_augmentation
 from ..device.distributed import Dist, gather_rows
 from ..methods.trace import PemRecipe
 from .base import Held, Now
-from .prior import forward_mode, prior_report
-from .rules import accuracy_report
+from .prior import conditional_slopes, forward_mode, prior_report
+from .rules import RULE_NAMES, accuracy_report
 
 
 @torch.no_grad()
@@ -70,7 +70,11 @@ def evaluate_run(model, held: Held, trace: dict, now: Now, recipe: PemRecipe, ba
     counts = np.asarray(now.counts)
     pem, implied = prior_report(eta_tr, feats_tr, y_train, counts if now.report_counts is None else now.report_counts, recipe,
                                 trace, model.pem.is_linear, eta_eval)
-    return {**accuracy_report(logits, eta, data.y_test, counts, tau, tau_grid, implied, now.stale_counts), "pem": pem}
+    marginal = eta_eval.mean(0)  # E_x[eta(x)] over the training set, eval mode as at test time
+    pem["conditional_slopes"] = conditional_slopes(pem["eta_matrix"], counts if now.report_counts is None else now.report_counts)
+    report = accuracy_report(logits, eta, data.y_test, counts, tau, tau_grid, implied, now.stale_counts, marginal)
+    return {**report, "pem": pem, "priors": {"counts": counts.tolist(), "implied": None if implied is None else implied.tolist(),
+                                                    "marginal": marginal.tolist()}}
 
 
 @dataclass
@@ -107,3 +111,37 @@ class Classification:
 
     def figures(self, out, model, held: Held) -> list:
         return []
+
+    def advise(self, model, held: Held, report: dict) -> dict:
+        """The rule and tau a validation set prefers, and whether NPE-LA falls below argmax or post-hoc LA (docs/metrics.md)."""
+        return advise(model, held, report, self.batch_size, self.tau, self.tau_grid)
+
+
+def advise(model, held: Held, report: dict, batch_size: int, tau: float, tau_grid) -> dict:
+    """On the data's validation set (balanced, neither training nor test data): every rule at every tau of
+    ``tau_grid`` and at ``tau``; the best (rule, tau) by mean per-class accuracy, with its test accuracy beside it;
+    and NPE-LA against argmax and post-hoc LA at ``tau``, on validation and on test. Priors as the last evaluation's."""
+    data = held.data
+    if data.x_val is None:
+        return {"validation": None, "why": "no validation set: some class has fewer than 5 training samples the long-tailed "
+                                            "subset leaves unused (a smaller --n-max leaves some)"}
+    logits, eta, _ = predict(model, torch.as_tensor(data.x_val, device=held.x_train.device), max(batch_size, 256), held.prepare)
+    priors = report["priors"]
+    implied = None if priors["implied"] is None else np.asarray(priors["implied"])
+    val = accuracy_report(logits, eta, data.y_val, np.asarray(priors["counts"]), tau, sorted({*tau_grid, tau}), implied,
+                          None, np.asarray(priors["marginal"]))
+    scores = {("argmax", 0.0): val["accuracy"]["argmax"]["overall"]}
+    scores.update({(rule, float(t)): v["overall"] for rule, sweep in val["tau_sweep"].items() for t, v in sweep.items()})
+    (rule, best_tau), best = max(scores.items(), key=lambda kv: kv[1])  # first of equals: argmax, then the grid in order
+
+    def at(source, r):
+        return source["accuracy"][r]["overall"] if r in source["accuracy"] else None
+
+    test_best = at(report, "argmax") if rule == "argmax" else report["tau_sweep"].get(rule, {}).get(f"{best_tau:g}", {}).get("overall")
+    below = {other: {"validation": at(val, "npe_la") < at(val, other), "test": at(report, "npe_la") < at(report, other)}
+             for other in ("argmax", "posthoc_la")}
+    return {"validation": {"source": data.val_source, "per_class": int(len(data.y_val) // data.num_classes), "samples": int(len(data.y_val))},
+            "best": {"rule": rule, "name": RULE_NAMES[rule], "tau": None if rule == "argmax" else best_tau, "validation_accuracy": best,
+                     "test_accuracy": test_best},
+            "at_tau": {"tau": tau, **{r: {"validation": at(val, r), "test": at(report, r)} for r in val["accuracy"]}},
+            "npe_la_below": below}

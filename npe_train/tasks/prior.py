@@ -30,6 +30,18 @@ def forward_mode(model, train_mode: bool):
         model.eval()
 
 
+def conditional_slopes(eta_matrix, counts) -> dict:
+    """Slope of each row of E[eta_j | y = c] on ln N_j (least squares over j), and its mean over the Many / Medium / Few
+    classes c: 1 when the PEM's output for class-c samples carries the whole log-prior, lower when it also recognizes c."""
+    from .rules import GROUPS
+
+    m, x = np.asarray(eta_matrix, dtype=np.float64), np.log(np.asarray(counts, dtype=np.float64))
+    xc = x - x.mean()
+    per_row = ((m - m.mean(1, keepdims=True)) @ xc) / max(float(xc @ xc), 1e-300)
+    return {"per_row": per_row.tolist(),
+            **{g: float(per_row[rule(np.asarray(counts))].mean()) if rule(np.asarray(counts)).any() else None for g, rule in GROUPS.items()}}
+
+
 def prior_report(eta, features, labels, counts, recipe: PemRecipe, trace: dict, linear: bool, eta_eval=None) -> tuple[dict, np.ndarray | None]:
     """(the prior report of the run's PEM, the log-prior Proposition 1 implies from it, None for an MLP PEM).
 

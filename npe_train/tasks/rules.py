@@ -9,10 +9,10 @@ from scipy.special import softmax
 from npe_theory._validate import as_float_array, positive_int
 from npe_theory.errors import InputError
 
-RULES = ("argmax", "posthoc_la", "npe_la", "npe_inverse")
+RULES = ("argmax", "posthoc_la", "npe_la", "npe_marginal", "npe_inverse")
 STALE_RULE = "posthoc_la_stale"  # a shifting stream only: post-hoc LA still using the counts before the last shift
-RULE_NAMES = {"argmax": "CE (argmax)", "posthoc_la": "post-hoc LA", "npe_la": "NPE-LA", "npe_inverse": "NPE inverse",
-              STALE_RULE: "post-hoc stale"}
+RULE_NAMES = {"argmax": "argmax (this network)", "posthoc_la": "post-hoc LA", "npe_la": "NPE-LA", "npe_marginal": "NPE marginal",
+              "npe_inverse": "NPE inverse", STALE_RULE: "post-hoc stale"}
 # Many / Medium / Few by training count (docs/data.md)
 GROUPS = {"many": lambda n: n > 100, "medium": lambda n: (n >= 20) & (n <= 100), "few": lambda n: n < 20}
 REPORT_GROUPS = ("overall", *GROUPS)  # the keys of every accuracy entry, besides per_class
@@ -22,6 +22,19 @@ INDEX_GROUPS = {
     "prior_lt": {10: ((0, 3), (3, 7), (7, 10)), 100: ((0, 33), (33, 66), (66, 100))},
 }
 ECE_BINS = 15
+THIRDS = ("many", "medium", "few")  # thirds of the classes by training count, most frequent first
+
+
+def frequency_groups(counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Class ids by training count: the most frequent third ("many"), the middle ("medium"), the rarest ("few")."""
+    order = np.argsort(-np.asarray(counts), kind="stable")
+    return dict(zip(THIRDS, np.array_split(order, 3)))
+
+
+def group_sizes(y_test: np.ndarray, counts: np.ndarray) -> dict:
+    """Per count group: its number of classes and of test samples (what each group's accuracy averages over)."""
+    per_class = np.bincount(y_test, minlength=len(counts))
+    return {name: {"classes": int(rule(counts).sum()), "test_samples": int(per_class[rule(counts)].sum())} for name, rule in GROUPS.items()}
 
 
 def expected_calibration_error(probs, labels, bins: int = ECE_BINS) -> float:
@@ -73,8 +86,10 @@ def group_accuracy(correct: np.ndarray, y: np.ndarray, counts: np.ndarray) -> di
 
 
 def adjusted_logits(rule: str, logits: np.ndarray, eta: np.ndarray, log_prior: np.ndarray, tau: float,
-                    implied_prior: np.ndarray | None = None, stale_prior: np.ndarray | None = None) -> np.ndarray:
+                    implied_prior: np.ndarray | None = None, stale_prior: np.ndarray | None = None,
+                    marginal_prior: np.ndarray | None = None) -> np.ndarray:
     """argmax: z; posthoc_la: z - tau ln pi (true counts); npe_la: z - tau eta(x);
+    npe_marginal: z - tau E_x[eta(x)], the PEM's average output over the training set (count-free, one vector);
     npe_inverse: z - tau ln pi_hat, the log-prior Proposition 1 implies from the learned PEM outputs;
     posthoc_la_stale: z - tau ln pi_old, the prior before the stream's last shift."""
     if rule not in RULE_NAMES:
@@ -85,23 +100,28 @@ def adjusted_logits(rule: str, logits: np.ndarray, eta: np.ndarray, log_prior: n
         return logits - tau * implied_prior
     if rule == STALE_RULE:
         return logits - tau * stale_prior
+    if rule == "npe_marginal":
+        return logits - tau * marginal_prior
     return logits - tau * (log_prior if rule == "posthoc_la" else eta)
 
 
-def available_rules(implied_prior=None, stale_prior=None) -> list[str]:
-    """The rules that apply: npe_inverse with an implied prior (a linear PEM), posthoc_la_stale with a stale one."""
-    return [r for r in RULES if r != "npe_inverse" or implied_prior is not None] + ([STALE_RULE] if stale_prior is not None else [])
+def available_rules(implied_prior=None, stale_prior=None, marginal_prior=None) -> list[str]:
+    """The rules that apply: npe_inverse with an implied prior (a linear PEM), npe_marginal with a marginal one,
+    posthoc_la_stale with a stale one."""
+    given = {"npe_inverse": implied_prior, "npe_marginal": marginal_prior}
+    return [r for r in RULES if given.get(r, 0) is not None] + ([STALE_RULE] if stale_prior is not None else [])
 
 
-def accuracy_report(logits, eta, y, counts, tau: float, tau_grid, implied_prior=None, stale_counts=None) -> dict:
+def accuracy_report(logits, eta, y, counts, tau: float, tau_grid, implied_prior=None, stale_counts=None, marginal_prior=None) -> dict:
     """Accuracy of every rule at ``tau`` and over ``tau_grid``; npe_inverse only when ``implied_prior`` is given,
-    posthoc_la_stale only when ``stale_counts`` are."""
+    npe_marginal only with ``marginal_prior``, posthoc_la_stale only when ``stale_counts`` are. Each count group's
+    size (``group_sizes``); where a count group is empty, accuracy by count thirds beside it (``accuracy_by_third``)."""
     log_prior = np.log(counts / counts.sum())
     stale = None if stale_counts is None else np.log(stale_counts / np.sum(stale_counts))
-    rules = available_rules(implied_prior, stale)
+    rules = available_rules(implied_prior, stale, marginal_prior)
 
     def adjusted(rule, t):
-        return adjusted_logits(rule, logits, eta, log_prior, t, implied_prior, stale)
+        return adjusted_logits(rule, logits, eta, log_prior, t, implied_prior, stale, marginal_prior)
 
     def acc(rule, t):
         return group_accuracy(adjusted(rule, t).argmax(1) == y, y, counts)
@@ -112,6 +132,11 @@ def accuracy_report(logits, eta, y, counts, tau: float, tau_grid, implied_prior=
         "tau_sweep": {rule: {f"{t:g}": {k: v for k, v in acc(rule, t).items() if k != "per_class"} for t in tau_grid} for rule in rules[1:]},
         "calibration": {rule: {"ece": expected_calibration_error(p, y), "bins": reliability_bins(p, y)} for rule, p in probs.items()},
     }
+    out["group_sizes"] = group_sizes(y, counts)
+    if any(g["classes"] == 0 for g in out["group_sizes"].values()):
+        thirds = frequency_groups(counts)
+        out["accuracy_by_third"] = {rule: {g: float(np.mean(np.asarray(out["accuracy"][rule]["per_class"])[m])) for g, m in thirds.items()}
+                                    for rule in rules}
     if len(counts) in INDEX_GROUPS["npe_official"]:
         out["accuracy_by_index"] = {source: {rule: index_groups(out["accuracy"][rule]["per_class"], table[len(counts)])
                                              for rule in rules} for source, table in INDEX_GROUPS.items()}

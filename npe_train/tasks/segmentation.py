@@ -20,23 +20,16 @@ from ..methods.trace import PemRecipe
 from ..models.dense import pixel_features
 from .base import Held, Now
 from .prior import forward_mode, prior_report
-from .rules import adjusted_logits, available_rules
+from .rules import adjusted_logits, available_rules, frequency_groups
 
 #: the prior report reads at most this many training pixels, drawn uniformly (a fixed seeded subset)
 MAX_REPORT_PIXELS = 1_000_000
-FREQUENCY_GROUPS = ("many", "medium", "few")  # thirds of the classes by training pixel count, most frequent first
 
 
 def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
     """conf[t, p] = number of valid pixels of true class t predicted as p (ignored pixels skipped)."""
     keep = target != IGNORE
     return torch.bincount(target[keep] * num_classes + pred[keep], minlength=num_classes**2).reshape(num_classes, num_classes)
-
-
-def frequency_groups(counts: np.ndarray) -> dict[str, np.ndarray]:
-    """Class ids by training pixel count: the most frequent third ("many"), the middle ("medium"), the rarest ("few")."""
-    order = np.argsort(-np.asarray(counts), kind="stable")
-    return dict(zip(FREQUENCY_GROUPS, np.array_split(order, 3)))
 
 
 def segmentation_scores(conf: np.ndarray, counts: np.ndarray) -> dict:
@@ -151,3 +144,6 @@ class Segmentation:
         from .pem_map import plot_pem_map
 
         return [plot_pem_map(out / "pem_map.png", model, held.data, held.prepare, held.x_test.device)]
+
+    def advise(self, model, held: Held, report: dict) -> dict:
+        return {"validation": None, "why": "segmentation data carry no validation set"}

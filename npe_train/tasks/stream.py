@@ -16,10 +16,14 @@ from .base import Now
 
 
 class FixedStream:
-    """Every epoch trains on the whole training set, whose class counts are ``counts``."""
+    """Every epoch trains on the whole training set: ``num_samples`` samples whose class counts are ``counts``."""
 
-    def __init__(self, counts: np.ndarray):
-        self.counts = counts
+    def __init__(self, counts: np.ndarray, num_samples: int):
+        self.counts, self.num_samples = counts, num_samples
+
+    def samples_at(self, epoch: int) -> int:
+        """The number of samples the epoch trains on."""
+        return self.num_samples
 
     def counts_at(self, epoch: int) -> np.ndarray:
         return self.counts
@@ -56,6 +60,9 @@ class ShiftingStream(FixedStream):
                 self.counts_at(epoch)
             except InputError as exc:
                 raise InputError(f"shift: the stream of epoch {epoch} does not fit the pool ({exc})") from None
+
+    def samples_at(self, epoch: int) -> int:
+        return int(self.counts_at(epoch).sum())
 
     def counts_at(self, epoch: int) -> np.ndarray:
         return stream_counts(self.profile, self.imbalance, self.shifts, epoch, self.num_classes, self.n_max)

@@ -1,0 +1,148 @@
+"""The advice block, --target-lambda-s, the marginal rule, conditional slopes and honest labels (docs/metrics.md).
+
+References are computed here another way: accuracies by brute force over the validation predictions,
+lambda*s by summing the learning rates metrics.jsonl recorded, slopes by np.polyfit.
+"""
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from npe_train.data.longtail import LongTailData, build
+from npe_train.device.distributed import Dist
+from npe_train.loop.build import build_data, build_stream, planned_lambda_s, planned_steps, reach_equilibrium
+from npe_train.loop.train import train
+from npe_train.run.config import make_config
+from npe_train.tasks.base import Held
+from npe_train.tasks.classification import advise
+from npe_train.tasks.prior import conditional_slopes
+from npe_train.tasks.rules import accuracy_report, group_sizes
+
+
+def _felt(metrics_path, wd, momentum, steps):
+    lines = [json.loads(s) for s in metrics_path.read_text().splitlines()]
+    return wd * sum(m["lr"] * s for m, s in zip(lines, steps)) / (1 - momentum), lines
+
+
+@pytest.mark.parametrize("settings", [dict(dataset="digits", epochs=4), dict(dataset="synthetic", epochs=3, n_max=100, batch_size=32,
+                                                                            schedule="step", milestones=[2], warmup_epochs=1)])
+def test_target_lambda_s_is_reached_on_each_data_set(tmp_path, settings):
+    """The weight decay the run records gives lambda*s = target, summed from the rates the run used and its steps."""
+    res = train(make_config(**settings, target_lambda_s=1.7, out=str(tmp_path / "run")), progress=False)
+    n = sum(res["counts"])
+    steps = [-(-n // res["config"]["batch_size"])] * res["epochs"]
+    felt, lines = _felt(tmp_path / "run" / "metrics.jsonl", res["config"]["weight_decay"], res["config"]["momentum"], steps)
+    assert felt == pytest.approx(1.7, rel=1e-9) and lines[-1]["lambda_s"] == pytest.approx(1.7, rel=1e-9)
+    assert res["pem"]["lambda_s"] == pytest.approx(1.7, rel=1e-9) and res["advice"]["recipe"] is None
+
+
+def test_target_lambda_s_is_checked():
+    with pytest.raises(ValueError, match="^target_lambda_s:"):
+        make_config(dataset="synthetic", target_lambda_s=-1.0)
+
+
+def test_transient_advice_gives_a_weight_decay_and_epochs_that_reach_equilibrium():
+    cfg = make_config(dataset="digits", weight_decay=5e-4, epochs=20)
+    data = build_data(cfg)
+    steps = planned_steps(build_stream(cfg, data), cfg.batch_size, 1, cfg.epochs)
+    lam = planned_lambda_s(cfg, steps)
+    advice = reach_equilibrium(cfg, steps, lam)
+    assert lam < 1 and advice["lambda_s"] == lam
+    from dataclasses import replace
+
+    assert planned_lambda_s(replace(cfg, weight_decay=advice["weight_decay"]), steps) == pytest.approx(1.0, rel=1e-12)
+    e = advice["epochs"]
+    assert planned_lambda_s(cfg, steps[0], e) >= 1.0 > planned_lambda_s(cfg, steps[0], e - 1)
+    assert reach_equilibrium(cfg, steps, 1.0) is None
+
+
+def test_validation_set_is_balanced_and_neither_training_nor_test_data():
+    for name, kw in (("mnist1d", {}), ("digits", {}), ("synthetic", {})):
+        d = build(name, 20.0, **kw)
+        assert d.x_val is not None, name
+        per = np.bincount(d.y_val, minlength=d.num_classes)
+        assert per.min() == per.max() >= 5
+        rows = lambda a: {r.tobytes() for r in a.reshape(len(a), -1)}  # noqa: E731
+        assert not rows(d.x_val) & rows(d.x_train) and not rows(d.x_val) & rows(d.x_test), name
+    assert build("digits", 20.0).x_train.tobytes() == build("digits", 20.0).x_train.tobytes()
+
+
+class _Fixed(nn.Module):
+    """logits = x @ A, one PEM head eta = x @ B: predictions known in closed form."""
+
+    def __init__(self, a, b):
+        super().__init__()
+        self.a, self.b = torch.as_tensor(a), torch.as_tensor(b)
+        self.pem = type("P", (), {"is_linear": True})()
+
+    def forward(self, x):
+        return x @ self.a, (x @ self.b)[None], x
+
+
+def _brute_accuracy(z, y):
+    return float(np.mean([np.mean(z[y == c].argmax(1) == c) for c in np.unique(y)]))
+
+
+def test_advice_picks_the_best_rule_and_tau_on_validation_by_brute_force():
+    rng = np.random.default_rng(0)
+    C, D = 3, 3
+    counts = np.array([200, 40, 5])
+    a, b = rng.normal(size=(D, C)), 3 * rng.normal(size=(D, C))
+    xv = rng.normal(size=(60, D)) + np.repeat(np.eye(C), 20, 0)
+    yv = np.repeat(np.arange(C), 20)
+    xt = rng.normal(size=(30, D)) + np.repeat(np.eye(C), 10, 0) + 1.0
+    yt = np.repeat(np.arange(C), 10)
+    data = LongTailData(xt, yt, xt, yt, counts, "toy", x_val=xv, y_val=yv, val_source="generated")
+    model = _Fixed(a, b)
+    zt, et = xt @ a, xt @ b
+    marginal = et.mean(0)
+    grid = [0.0, 0.5, 1.0, 2.0]
+    report = accuracy_report(zt, et, yt, counts, 1.0, grid, None, None, marginal)
+    report["priors"] = {"counts": counts.tolist(), "implied": None, "marginal": marginal.tolist()}
+    held = Held(data, torch.as_tensor(xt), torch.as_tensor(xt), lambda x: x, Dist())
+    out = advise(model, held, report, 16, 1.0, grid)
+    zv, ev, lp = xv @ a, xv @ b, np.log(counts / counts.sum())
+    best = {("argmax", None): _brute_accuracy(zv, yv)}
+    for t in grid:
+        best[("posthoc_la", t)] = _brute_accuracy(zv - t * lp, yv)
+        best[("npe_la", t)] = _brute_accuracy(zv - t * ev, yv)
+        best[("npe_marginal", t)] = _brute_accuracy(zv - t * marginal, yv)
+    top = max(best.values())
+    # the marginal rule subtracts the training-set mean of eta (a flipped sign scores differently here)
+    assert out["at_tau"]["npe_marginal"]["validation"] == pytest.approx(best[("npe_marginal", 1.0)])
+    assert _brute_accuracy(zv + marginal, yv) != pytest.approx(best[("npe_marginal", 1.0)])
+    assert report["accuracy"]["npe_marginal"]["overall"] == pytest.approx(_brute_accuracy(zt - marginal, yt))
+    assert out["best"]["validation_accuracy"] == pytest.approx(top)
+    assert best[(out["best"]["rule"], out["best"]["tau"])] == pytest.approx(top)
+    assert out["npe_la_below"]["argmax"]["validation"] == (best[("npe_la", 1.0)] < best[("argmax", None)])
+    assert out["npe_la_below"]["posthoc_la"]["test"] == (report["accuracy"]["npe_la"]["overall"] < report["accuracy"]["posthoc_la"]["overall"])
+    assert out["validation"] == {"source": "generated", "per_class": 20, "samples": 60}
+
+
+def test_marginal_rule_and_labels_on_a_run(tmp_path):
+    res = train(make_config(dataset="digits", imbalance=50, epochs=3, out=str(tmp_path / "run")), progress=False)
+    assert "npe_marginal" in res["accuracy"] and len(res["priors"]["marginal"]) == 10
+    counts = np.array(res["counts"])
+    data = build("digits", 50.0)
+    sizes = group_sizes(data.y_test, counts)
+    assert res["group_sizes"] == sizes and sizes["many"]["classes"] == int((counts > 100).sum())
+    assert sum(v["test_samples"] for v in sizes.values()) == len(data.y_test)
+    slopes = conditional_slopes(res["pem"]["eta_matrix"], counts)
+    want = [np.polyfit(np.log(counts), row, 1)[0] for row in np.asarray(res["pem"]["eta_matrix"])]
+    np.testing.assert_allclose(slopes["per_row"], want, rtol=1e-9)
+    np.testing.assert_allclose(res["pem"]["conditional_slopes"]["per_row"], want, rtol=1e-9)
+    assert res["advice"]["validation"]["samples"] > 0 and res["advice"]["best"]["rule"] in res["accuracy"]
+
+
+def test_empty_count_group_gets_thirds_beside_it():
+    rng = np.random.default_rng(1)
+    counts = np.array([90, 60, 40, 30, 25, 21])  # no class above 100 and none below 20: Many and Few are empty
+    y = np.repeat(np.arange(6), 5)
+    z = rng.normal(size=(30, 6))
+    rep = accuracy_report(z, z, y, counts, 1.0, [1.0])
+    assert rep["group_sizes"]["many"]["classes"] == 0 and "accuracy_by_third" in rep
+    per_class = np.array(rep["accuracy"]["argmax"]["per_class"])
+    assert rep["accuracy_by_third"]["argmax"]["many"] == pytest.approx(per_class[[0, 1]].mean())
+    assert rep["accuracy_by_third"]["argmax"]["few"] == pytest.approx(per_class[[4, 5]].mean())
