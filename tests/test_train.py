@@ -247,3 +247,17 @@ def test_index_groups_of_the_official_codes():
     assert (npe["head"], npe["medium"], npe["tail"]) == (1.0, pytest.approx(14 / 35), 0.0)  # [36, 71): 36..49 right
     assert (plt_["head"], plt_["medium"], plt_["tail"]) == (1.0, pytest.approx(17 / 33), 0.0)  # [33, 66): 33..49 right
     assert "accuracy_by_index" not in accuracy_report(logits[:12, :12], np.zeros((12, 12)), np.arange(12), counts[:12], 1.0, [1.0])
+
+
+def test_training_curves_show_every_evaluation_with_eval_every(tmp_path, monkeypatch):
+    """With --eval-every > 1 (one evaluation, at the end) the accuracy and RMSE panels still draw a visible point."""
+    import npe_train.run.plots as plots
+
+    figs = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, dpi=None: figs.append(fig) or path)
+    train(make_config(dataset="synthetic", epochs=3, eval_every=5, n_max=100, imbalance=10, out=str(tmp_path / "run")), progress=False)
+    curves = next(f for f in figs if "balanced test accuracy" in [a.get_title() for a in f.axes][1])
+    for ax in curves.axes:
+        data = [ln for ln in ax.get_lines() if ln.get_label() != "equilibrium threshold"]
+        lines = [ln for ln in data if len(ln.get_xdata()) and ln.get_marker() not in (None, "None", "") or len(ln.get_xdata()) > 1]
+        assert lines, f"empty panel: {ax.get_title()}"

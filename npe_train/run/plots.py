@@ -59,11 +59,11 @@ def _curves(path, metrics) -> Path:
     ev = [m for m in metrics if "accuracy" in m]
     for rule in RULES:
         if ev and rule in ev[0]["accuracy"]:
-            axes[1].plot([m["epoch"] + 1 for m in ev], [m["accuracy"][rule] for m in ev], label=rule)
+            axes[1].plot([m["epoch"] + 1 for m in ev], [m["accuracy"][rule] for m in ev], marker="o", ms=3, label=rule)  # a lone evaluation shows
     axes[1].set_title("balanced test accuracy (mean per class)")
     for key in ("vs_log_counts", "vs_closed_form", "vs_equilibrium", "vs_finite_time"):
         if ev and f"prior_rmse_{key}" in ev[0]:
-            axes[2].plot([m["lambda_s"] for m in ev], [m[f"prior_rmse_{key}"] for m in ev], label=key)
+            axes[2].plot([m["lambda_s"] for m in ev], [m[f"prior_rmse_{key}"] for m in ev], marker="o", ms=3, label=key)
     axes[2].set_yscale("log")
     axes[2].axvline(EQUILIBRIUM_LAMBDA_S, color="k", ls=":", lw=1, label="equilibrium threshold")
     axes[2].set_title("PEM centered RMSE (nats) against lambda*s")
