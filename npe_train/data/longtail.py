@@ -148,12 +148,6 @@ def long_tail_index(y, counts: np.ndarray, rng) -> np.ndarray:
     return np.concatenate(idx)
 
 
-def long_tail(x, y, counts: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
-    """The first counts[c] samples of class c after a seeded shuffle."""
-    idx = long_tail_index(y, counts, rng)
-    return x[idx], y[idx]
-
-
 def build(dataset: str, imbalance: float, profile: str = "exp", n_max: int | None = None, seed: int = 0,
           data_dir: str | None = None, num_classes: int | None = None, image_size: int | None = None,
           test_fraction: float = 0.2) -> LongTailData:
