@@ -49,13 +49,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         for name in TRAIN_COMMANDS:
             sub.add_parser(name, help=f"(needs the training extra: {exc.name} is not installed)")
         return parser
-    train_cli.register(sub)
+    train_cli.register(sub, TRAIN_COMMANDS)
     return parser
 
 
 TRAIN_COMMANDS = {"train": "train a network with PEMs on long-tailed data and report its learned priors",
-                  "sweep": "run seeds x methods x imbalances and write one mean/std table",
-                  "compare": "print finished runs side by side"}  # registered by npe_train.cli; these lines stand in for --help
+                  "sweep": "run seeds x methods x imbalances and write one mean/std table (CSV and Markdown)",
+                  "compare": "print finished runs side by side"}  # npe_train.cli registers them with these lines
 
 
 def _terminate(signum, frame):

@@ -175,7 +175,9 @@ def _figures_with_regimes(draw):
     return run
 
 
-def register(sub) -> None:
+def register(sub, helps: dict[str, str]) -> None:
+    """Add ``train``, ``sweep`` and ``compare`` to ``sub`` with the one-line ``helps`` of ``npe.cli`` (which lists them
+    without importing this module), and the ``--retrain-*`` flags to ``figures``."""
     fig = sub.choices.get("figures")
     if fig is not None:  # the theory package draws F7 and F8 from run summaries; this package can retrain them
         fig.add_argument("--retrain-regimes", action="store_true", help="train the F7/F8 runs again (about 3 minutes on 2 CPU cores) "
@@ -186,14 +188,14 @@ def register(sub) -> None:
                          "about 10 minutes on 2 CPU cores) and write OUT/segmentation_runs.json before drawing")
         fig.set_defaults(func=_figures_with_regimes(fig.get_default("func")))
 
-    p = sub.add_parser("train", help="train a network with PEMs on long-tailed data and report its learned priors")
+    p = sub.add_parser("train", help=helps["train"])
     p.add_argument("--config", metavar="FILE.toml", help="settings file (flags given here override it)")
     p.set_defaults(config_fields=add_config_flags(p))
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("sweep", help="run seeds x methods x imbalances and write one mean/std table (CSV and Markdown)")
+    p = sub.add_parser("sweep", help=helps["sweep"])
     p.add_argument("--config", metavar="FILE.toml", help="settings file (flags given here override it)")
     p.set_defaults(config_fields=add_config_flags(p, exclude=SWEEP_SETS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -204,6 +206,6 @@ def register(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("compare", help="print finished runs side by side")
+    p = sub.add_parser("compare", help=helps["compare"])
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.set_defaults(func=cmd_compare)

@@ -13,6 +13,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from npe_theory.dynamics import lambda_s, steps_per_epoch
 from npe_theory.report import EQUILIBRIUM_LAMBDA_S
 
 from ..data.longtail import build
@@ -27,6 +28,7 @@ from ..run.config import TrainConfig
 from ..tasks.classification import Classification
 from ..tasks.segmentation import Segmentation
 from ..tasks.stream import FixedStream, ShiftingStream
+from .step import padded_length
 
 
 def run_label(cfg: TrainConfig) -> str:
@@ -92,19 +94,28 @@ def lr_factor(cfg: TrainConfig, epoch: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / span))
 
 
-def planned_lambda_s(cfg: TrainConfig, steps_per_epoch, epochs: int | None = None) -> float:
+def planned_lambda_s(cfg: TrainConfig, steps, epochs: int | None = None) -> float:
     """lambda*s the schedule will give: weight_decay * sum_e lr * lr_factor(e) * steps_e / (1 - momentum), over ``epochs``
-    epochs of the same schedule (default the config's), ``steps_per_epoch`` one count or one per epoch."""
+    epochs of the same schedule (default the config's), ``steps`` one count per epoch or one for all."""
     epochs = cfg.epochs if epochs is None else epochs
     sched = replace(cfg, epochs=epochs) if epochs != cfg.epochs else cfg
-    steps = np.broadcast_to(np.asarray(steps_per_epoch, dtype=np.float64), (epochs,))
-    rate_sum = sum(cfg.lr * lr_factor(sched, e) * steps[e] for e in range(epochs))
-    return cfg.weight_decay * rate_sum / (1.0 - cfg.momentum)
+    steps = np.broadcast_to(np.asarray(steps, dtype=np.float64), (epochs,))
+    return lambda_s(cfg.weight_decay, [cfg.lr * lr_factor(sched, e) * steps[e] for e in range(epochs)], cfg.momentum)
 
 
 def planned_steps(stream, batch_size: int, world: int, epochs: int) -> list[int]:
     """Steps per epoch the loop will take: ceil(padded samples / batch size), padded to a multiple of the world size."""
-    return [-(-(-(-stream.samples_at(e) // world) * world) // batch_size) for e in range(epochs)]
+    return [steps_per_epoch(padded_length(stream.samples_at(e), world), batch_size) for e in range(epochs)]
+
+
+def build_schedule(cfg: TrainConfig, data, world: int = 1):
+    """(cfg, stream): the class stream, and the config with the weight decay ``--target-lambda-s`` asks for (the stream
+    is made again only then, since a shifting stream's adaptation report reads the weight decay)."""
+    stream = build_stream(cfg, data)
+    if cfg.target_lambda_s is None:
+        return cfg, stream
+    cfg = with_target_lambda_s(cfg, stream, world)
+    return cfg, build_stream(cfg, data)
 
 
 def with_target_lambda_s(cfg: TrainConfig, stream, world: int = 1) -> TrainConfig:

@@ -31,6 +31,11 @@ def train_step(model, opt, x, terms, objective: Objective, log_prior, use_amp: b
     return torch.stack([loss.detach(), ce.detach(), pem.detach()]), h.detach()
 
 
+def padded_length(n: int, world: int) -> int:
+    """n rounded up to a multiple of the world size, so every rank takes the same number of steps."""
+    return -(-n // world) * world
+
+
 @dataclass
 class EpochPlan:
     """One epoch, drawn before it starts: this rank's samples in order and what goes with them.
@@ -65,7 +70,7 @@ def epoch_plan(gen: torch.Generator, y_train: np.ndarray, task, mixing, batch_si
     if subset is not None:
         perm = torch.as_tensor(subset, dtype=torch.int64)[perm]
     draws = draw_augmentation(n, gen) if augment else None
-    padded = -(-n // rank_info.world) * rank_info.world  # every rank takes the same number of steps
+    padded = padded_length(n, rank_info.world)
     order = torch.cat([perm, perm[: padded - n]])
     if draws is not None:
         draws = torch.cat([draws, draws[: padded - n]])

@@ -40,8 +40,8 @@ from ..run.metrics import epoch_record, write_metrics
 from ..run.results import SCHEMA, environment
 from ..run.runfolder import claim, open_run
 from ..tasks.base import Held
-from .build import (build_data, build_mixing, build_network, build_objective, build_optimizer, build_stream, build_task, reach_equilibrium,
-                    run_label, with_target_lambda_s)
+from .build import (build_data, build_mixing, build_network, build_objective, build_optimizer, build_schedule, build_task,
+                    reach_equilibrium, run_label)
 from .step import epoch_plan, run_epoch
 
 
@@ -77,8 +77,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, task=No
     rank_info, device = init_distributed(cfg.device, cfg.batch_size)
     # the data, its stream and the network first: one that cannot be built leaves no run folder behind
     data = build_data(cfg)
-    cfg = with_target_lambda_s(cfg, build_stream(cfg, data), rank_info.world)  # the weight decay, once the steps are known
-    stream = build_stream(cfg, data)
+    cfg, stream = build_schedule(cfg, data, rank_info.world)  # the weight decay of --target-lambda-s needs the steps
     _seed_all(cfg.seed)  # after the data: building it (or not, when cached) must not move the model's initialization
     model = build_network(cfg, data).to(device)
     task = build_task(cfg) if task is None else task

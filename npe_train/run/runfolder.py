@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
-from npe_theory.io import ensure_folder
+from npe_theory.io import ensure_folder, write_json
 from npe_theory.errors import InputError
 
 RUN_FILES = ("checkpoint.pt", "results.json", "metrics.jsonl")
@@ -76,10 +77,6 @@ def open_run(out: Path, cfg, model, opt, sched, gen, device, resume: bool, main:
     """(first epoch, PEM trace, metrics lines): from the checkpoint when resuming, else fresh in a folder holding no
     other run (or, with ``resume``, one killed before its first checkpoint: it starts over). Writes config.json and
     the metrics so far."""
-    from dataclasses import asdict
-
-    from npe_theory.io import write_json
-
     from ..methods.trace import new_trace
     from .checkpoint import CHECKPOINT, identity, load_checkpoint
     from .metrics import write_metrics

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..data.pipeline import augment, draw_augmentation
-from ..device.distributed import Dist, gather_rows
+from ..device.distributed import gather_rows
 from ..methods.trace import PemRecipe
 from .base import Held, Now
 from .prior import conditional_slopes, forward_mode, prior_report
@@ -44,7 +44,7 @@ def evaluate_run(model, held: Held, trace: dict, now: Now, recipe: PemRecipe, ba
     eval-mode outputs beside them. Each rank predicts a contiguous chunk; the chunks are gathered.
     Post-hoc LA and the count groups use ``now.counts``; the report, ``now.report_counts``.
     """
-    data, rank_info = held.data, held.rank_info or Dist()
+    data, rank_info = held.data, held.rank_info
     x_train, y_train = held.x_train, data.y_train
     if now.train_index is not None:
         x_train, y_train = x_train[torch.as_tensor(now.train_index, device=x_train.device)], y_train[now.train_index]

@@ -1,8 +1,8 @@
 """The prior report of a trained PEM, shared by every task (docs/report.md), and the forward passes it reads.
 
 The report reads the PEM's outputs and features in training mode, as the PEM saw them when it trained;
-``forward_mode`` makes such passes without changing the network. Imports: torch, ``npe_theory`` and
-``methods/trace.py``.
+``forward_mode`` makes such passes without changing the network. Imports: torch, ``npe_theory``,
+``methods/trace.py`` and ``rules.py``.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from npe_theory.priors import implied_log_prior
 from npe_theory.report import pem_report
 
 from ..methods.trace import PemRecipe, felt_decay, replay_inputs
+from .rules import GROUPS
 
 
 @contextmanager
@@ -33,8 +34,6 @@ def forward_mode(model, train_mode: bool):
 def conditional_slopes(eta_matrix, counts) -> dict:
     """Slope of each row of E[eta_j | y = c] on ln N_j (least squares over j), and its mean over the Many / Medium / Few
     classes c: 1 when the PEM's output for class-c samples carries the whole log-prior, lower when it also recognizes c."""
-    from .rules import GROUPS
-
     m, x = np.asarray(eta_matrix, dtype=np.float64), np.log(np.asarray(counts, dtype=np.float64))
     xc = x - x.mean()
     per_row = ((m - m.mean(1, keepdims=True)) @ xc) / max(float(xc @ xc), 1e-300)
