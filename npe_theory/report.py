@@ -159,7 +159,8 @@ def pem_report(eta, features, labels, counts, settings: PemSettings, *, trace: d
     """The prior report of a PEM. eta: (N, C) PEM outputs (the prior signal, growing with ln N_c) on the
     training samples, features: (N, D) the features the PEM read, labels: (N,), counts: (C,) training counts.
 
-    ``trace``: the training loop's record for the replay (``init_weight`` (K, C, D), ``init_bias``
+    ``trace``: the heads of a replay already run (``{"replayed": {"weight": (K, C, D), "bias": (K, C)}}``), or
+    the training loop's record for a class-mean replay (``init_weight`` (K, C, D), ``init_bias``
     (K, C), ``lrs`` (T,), ``fractions`` (T, C), ``epoch_of_step`` (T,), ``means`` (E, C, D)).
     ``eta_eval``: the same samples' outputs in another mode (eval-mode BatchNorm), reported beside.
     ``linear``: the PEM is one linear layer (the closed form, the equilibrium and the replay need it).
@@ -229,6 +230,9 @@ def _spread_references(sp, counts, learned, settings: PemSettings, stats):
 
 def _finite_time(counts, norm_sq, mu, settings: PemSettings, trace):
     """(per-class finite-time prediction, model name), or None when neither a trace nor a schedule is known."""
+    if trace is not None and "replayed" in trace:  # the loop already ran the replay on sampled features
+        run = trace["replayed"]
+        return np.einsum("kcd,cd->kc", run["weight"], mu).mean(0) + run["bias"].mean(0), "sampled replay"
     if trace is not None:
         run = heavy_ball_pem(trace["means"], trace["fractions"], trace["lrs"], settings.weight_decay, momentum=settings.momentum,
                              alpha=settings.alpha, loss=settings.loss, bias=settings.bias, epoch_of_step=trace["epoch_of_step"],

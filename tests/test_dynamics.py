@@ -9,7 +9,7 @@ from scipy.integrate import solve_ivp
 from scipy.optimize import minimize
 
 from npe_theory import optimal_logit
-from npe_theory.dynamics import finite_time_logit, heavy_ball_pem, lambda_s
+from npe_theory.dynamics import finite_time_logit, heavy_ball_pem, lambda_s, replay_steps
 from npe_theory.equilibrium import pem_equilibrium
 from npe_theory.priors import predicted_priors
 
@@ -131,3 +131,51 @@ def test_equilibrium_on_collapsed_features_is_proposition_1():
     eq = pem_equilibrium(mu[y], y, 4, 1e-3, alpha=0.5)
     x = 0.5 * counts / counts.sum() * ((mu**2).sum(1) + 1) / 1e-3  # hand-built saturation variable
     np.testing.assert_allclose(eq.eta, optimal_logit(x, 1.0, "logistic"), rtol=1e-9)
+
+
+def test_replay_on_rows_equals_torch_sgd_and_continues_across_calls():
+    """replay_steps on each step's own rows against torch.optim.SGD on a Linear PEM fed those rows (spread features, two
+    heads, momentum 0.9, alpha 0.7, mixed-label weights), run in two calls so that the momentum buffers carry over."""
+    rng = np.random.default_rng(1)
+    K, C, D, T, B = 2, 4, 5, 12, 9
+    heads = [torch.nn.Linear(D, C).double() for _ in range(K)]
+    state = {"weight": np.stack([h.weight.detach().numpy().copy() for h in heads]),
+             "bias": np.stack([h.bias.detach().numpy().copy() for h in heads])}
+    opt = torch.optim.SGD([p for h in heads for p in h.parameters()], lr=0.1, momentum=0.9, weight_decay=3e-2)
+    rows, labels, weights, steps, fractions, lrs = [], [], [], [], [], rng.uniform(0.01, 0.2, size=T)
+    for t in range(T):
+        x = rng.normal(size=(B, D)) * rng.uniform(0.5, 4.0) + 1.0
+        y = rng.integers(0, C, size=B)
+        w = rng.uniform(0.2, 1.0, size=B)
+        for g in opt.param_groups:
+            g["lr"] = float(lrs[t])
+        xt, yt, wt = torch.as_tensor(x), torch.as_tensor(y), torch.as_tensor(w)
+        loss = sum((wt * torch.nn.functional.softplus(-h(xt).gather(1, yt[:, None])[:, 0])).sum() / B for h in heads) * 0.7
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rows.append(x), labels.append(y), weights.append(w), steps.append(np.full(B, t))
+        fractions.append(np.bincount(y, weights=w, minlength=C) / B)
+    cat = [np.concatenate(v) for v in (rows, labels, weights, steps)]
+    half = np.searchsorted(cat[3], 5)
+    first = replay_steps(state, *(v[:half] for v in cat), np.array(fractions[:5]), lrs[:5], 3e-2, momentum=0.9, alpha=0.7)
+    second = replay_steps(first, *(v[half:] for v in cat[:3]), cat[3][half:] - 5, np.array(fractions[5:]), lrs[5:], 3e-2,
+                          momentum=0.9, alpha=0.7)
+    np.testing.assert_allclose(second["weight"], np.stack([h.weight.detach().numpy() for h in heads]), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(second["bias"], np.stack([h.bias.detach().numpy() for h in heads]), rtol=1e-12, atol=1e-13)
+
+
+def test_replay_on_rows_reduces_to_the_class_mean_replay_when_a_class_is_one_point():
+    """When every class-c row of a step is the class mean, the row replay and heavy_ball_pem take the same steps."""
+    rng = np.random.default_rng(2)
+    C, D, T = 3, 4, 20
+    means = rng.normal(size=(C, D)) * 3
+    y = np.tile(np.arange(C), 4)
+    fractions = np.full((T, C), 1.0 / C)
+    lrs = np.full(T, 0.05)
+    rows = np.concatenate([means[y]] * T)
+    run = replay_steps({"weight": np.zeros((1, C, D)), "bias": np.zeros((1, C))}, rows, np.tile(y, T), np.ones(len(rows)),
+                       np.repeat(np.arange(T), len(y)), fractions, lrs, 1e-2)
+    ref = heavy_ball_pem(means, fractions, lrs, 1e-2)
+    np.testing.assert_allclose(run["weight"], ref["weight"], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(run["bias"], ref["bias"], rtol=1e-12, atol=1e-14)

@@ -69,9 +69,11 @@ def test_four_references_and_decomposition(run):
     assert {"vs_log_counts", "vs_closed_form", "vs_equilibrium", "vs_finite_time"} <= pm.keys()
     d = res["pem"]["decomposition"]
     assert d["non_stationarity"] == pm["vs_equilibrium"]["centered_rmse"]
-    assert res["pem"]["equilibrium_grad_norm"] < 1e-8 and res["pem"]["finite_time_model"] == "replay"
-    # an MLP trained 5 epochs at lr 0.1: the replay (class means per epoch) is far closer than the equilibrium
-    assert pm["vs_finite_time"]["centered_rmse"] < pm["vs_equilibrium"]["centered_rmse"]
+    assert res["pem"]["equilibrium_grad_norm"] < 1e-8 and res["pem"]["finite_time_model"] == "sampled replay"
+    # every class has at most 48 rows a step, all kept: the replay is the PEM's own SGD (warmup, step decay, momentum 0.5,
+    # alpha 0.5, weight decay 3e-3 on weight and bias) in float64, so only float32 rounding separates them; a wrong
+    # weight decay, alpha, momentum or learning rate in the replay, or another class's rows, moves it by 1e-2 or more
+    np.testing.assert_allclose(res["pem"]["finite_time"], res["pem"]["learned"], rtol=0, atol=2e-4)
 
 
 def test_la_loss_sign():

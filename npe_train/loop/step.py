@@ -17,6 +17,7 @@ import torch.distributed as dist
 
 from ..data.pipeline import draw_augmentation
 from ..device.distributed import Dist
+from ..methods.feature_sample import StepRows
 from ..methods.objective import Objective
 
 
@@ -90,23 +91,26 @@ def epoch_plan(gen: torch.Generator, y_train: np.ndarray, task, mixing, batch_si
 
 
 def run_epoch(net, opt, feed, plan: EpochPlan, task, mixing, objective: Objective, batch_size: int, rank_info: Dist, log_prior,
-              use_amp: bool, cudagraphs: bool, num_classes: int):
+              use_amp: bool, cudagraphs: bool, num_classes: int, replay=None):
     """SGD over one epoch; returns (mean loss, ce, pem) and the class-mean features the steps produced (C, D).
+
+    ``replay`` (or None): advanced with a few of each step's feature rows per class (this rank's rows).
 
     A step that overflows outright (a learning rate beyond float32) counts as a diverged epoch: infinite losses.
     """
     try:
-        return _epoch(net, opt, feed, plan, task, mixing, objective, batch_size, rank_info, log_prior, use_amp, cudagraphs, num_classes)
+        return _epoch(net, opt, feed, plan, task, mixing, objective, batch_size, rank_info, log_prior, use_amp, cudagraphs, num_classes,
+                      replay)
     except RuntimeError as exc:
         if "overflow" not in str(exc):
             raise
         return [math.inf] * 3, None
 
 
-def _epoch(net, opt, feed, plan, task, mixing, objective, batch_size, rank_info, log_prior, use_amp, cudagraphs, num_classes):
+def _epoch(net, opt, feed, plan, task, mixing, objective, batch_size, rank_info, log_prior, use_amp, cudagraphs, num_classes, replay):
     device = log_prior.device
     sums = torch.zeros(3, device=device)  # loss, ce, pem (sample-weighted): read once per epoch
-    feat_sums, feat_counts = None, torch.zeros(num_classes, device=device, dtype=torch.float64)
+    feat_sums, feat_counts, sample = None, torch.zeros(num_classes, device=device, dtype=torch.float64), None
     for x, pairs in mixing.batches(feed, plan, batch_size // rank_info.world):
         if cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
@@ -115,11 +119,18 @@ def _epoch(net, opt, feed, plan, task, mixing, objective, batch_size, rank_info,
         sums += step * len(terms[0][0])
         if feat_sums is None:
             feat_sums = torch.zeros(num_classes, h.shape[1], device=device, dtype=torch.float64)
+            sample = StepRows(num_classes, h.shape[1]) if replay is not None else None
         # each label's class mean, weighted by its share of the sample's loss
         h, weighted = task.feature_terms(h, terms)
         for t, w in weighted:
             feat_sums.index_add_(0, t, h.double() * w.double()[:, None])
             feat_counts.index_add_(0, t, w.double())
+        if sample is not None:
+            sample.add(h, weighted)
+            if sample.full():
+                replay.advance(sample.flush())
+    if sample is not None:
+        replay.advance(sample.flush())
     if rank_info.world > 1:
         for t in (sums, feat_sums, feat_counts):
             dist.all_reduce(t)

@@ -33,7 +33,7 @@ from npe_theory.io import write_json
 
 from ..data.pipeline import DevicePipeline, LoaderPipeline, preparer
 from ..device.distributed import init_distributed
-from ..methods.trace import felt_decay, record_epoch
+from ..methods.trace import epoch_replay, felt_decay, record_epoch
 from ..run.checkpoint import CHECKPOINT, save_checkpoint
 from ..run.config import TrainConfig
 from ..run.metrics import epoch_record, write_metrics
@@ -41,7 +41,7 @@ from ..run.results import SCHEMA, environment
 from ..run.runfolder import claim, open_run
 from ..tasks.base import Held
 from .build import (build_data, build_mixing, build_network, build_objective, build_optimizer, build_schedule, build_task,
-                    reach_equilibrium, run_label)
+                    pem_recipe, reach_equilibrium, run_label)
 from .step import epoch_plan, run_epoch
 
 
@@ -93,6 +93,7 @@ def _train(cfg: TrainConfig, data, model, task, stream, rank_info, device, resum
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt, sched = build_optimizer(cfg, model)
+    recipe = pem_recipe(cfg)  # how the PEM trains: its replay advances with it (methods/trace.py)
     objective, mixing = build_objective(cfg), build_mixing(cfg)
     gen = torch.Generator().manual_seed(cfg.seed)  # the same on every rank: one permutation, sharded
     x_train = torch.as_tensor(data.x_train, device=device)
@@ -115,7 +116,7 @@ def _train(cfg: TrainConfig, data, model, task, stream, rank_info, device, resum
         plan = epoch_plan(gen, data.y_train, task, mixing, cfg.batch_size, cfg.augment, rank_info, data.num_classes, epoch, now, subset)
         lr = opt.param_groups[0]["lr"]  # the rate this epoch uses (the scheduler steps after it)
         losses, means = run_epoch(net, opt, feed, plan, task, mixing, objective, cfg.batch_size, rank_info, log_prior, use_amp,
-                                  cudagraphs, data.num_classes)
+                                  cudagraphs, data.num_classes, epoch_replay(trace, recipe, lr, plan.fractions))
         sched.step()
         if not all(math.isfinite(v) for v in losses):
             raise TrainingDiverged(f"loss became {losses[0]} in epoch {epoch + 1}; the last good checkpoint "

@@ -2,7 +2,10 @@
 
 Per epoch the training loop appends the learning rate it used, every step's class shares of the
 loss, and the class-mean features its steps produced; the PEM's initial weights are kept from the
-start. The trace travels in the checkpoint, so a resumed run replays its whole history.
+start. The replay itself advances with the training, on each step's own feature rows (a few per class,
+``methods/feature_sample.py``), and only its state (heads and momentum buffers) is kept: linear
+in epochs, and no feature history beyond the per-epoch class means. The trace travels in
+the checkpoint, so a resumed run continues its replay where it stopped.
 ``PemRecipe`` holds the settings the PEM trained with. Imports: NumPy and ``npe_theory`` only.
 """
 from __future__ import annotations
@@ -11,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from npe_theory.dynamics import lambda_s
+from npe_theory.dynamics import lambda_s, replay_steps
 from npe_theory.report import PemSettings
 
 
@@ -33,7 +36,7 @@ class PemRecipe:
 
 def new_trace(model) -> dict:
     """The PEM heads' initial weights (K, C, D) and biases (K, C); per-epoch lists the training loop fills."""
-    trace = {"lrs": [], "fractions": [], "means": [], "init_weight": None, "init_bias": None,
+    trace = {"lrs": [], "fractions": [], "means": [], "init_weight": None, "init_bias": None, "replay": None,
              "stream": None}  # the last epoch's samples (a shifting stream) and effective counts, for the report
     if model.pem is not None and model.pem.is_linear:
         trace["init_weight"] = np.stack([h.weight.detach().double().cpu().numpy() for h in model.pem.heads])
@@ -48,10 +51,37 @@ def record_epoch(trace: dict, lr: float, fractions: np.ndarray, means: np.ndarra
     trace["means"].append(means)
 
 
+class EpochReplay:
+    """Advances the trace's replay over one epoch's steps as their feature rows arrive (``feature_sample.StepRows``)."""
+
+    def __init__(self, trace: dict, recipe: PemRecipe, lr: float, fractions: np.ndarray):
+        self.trace, self.recipe, self.lr, self.fractions = trace, recipe, lr, fractions
+
+    def advance(self, flushed) -> None:
+        """Replay the flushed steps ``(first, count, (rows, labels, weights, step of each row))`` on the PEM's recipe."""
+        if flushed is None:
+            return
+        first, count, (rows, labels, weight, step) = flushed
+        if not np.all(np.isfinite(rows)):  # the network diverged: its loss is not finite either, and the loop stops the run
+            return
+        trace, r = self.trace, self.recipe
+        state = trace["replay"] or {"weight": trace["init_weight"], "bias": trace["init_bias"]}
+        trace["replay"] = replay_steps(state, rows, labels, weight, step, self.fractions[first : first + count], np.full(count, self.lr),
+                                       r.weight_decay, momentum=r.momentum, alpha=r.alpha, loss=r.loss)
+
+
+def epoch_replay(trace: dict, recipe: PemRecipe, lr: float, fractions: np.ndarray) -> EpochReplay | None:
+    """The epoch's replay, or None for a PEM that is not linear (no replay)."""
+    return None if trace["init_weight"] is None else EpochReplay(trace, recipe, lr, fractions)
+
+
 def replay_inputs(trace: dict) -> dict | None:
-    """The trace as the arrays ``npe_theory.report.pem_report`` replays (None for a non-linear PEM)."""
+    """The trace as ``npe_theory.report.pem_report`` reads it: the replayed heads when the loop advanced them, else the
+    arrays of the class-mean replay; None for a non-linear PEM."""
     if trace["init_weight"] is None or not trace["lrs"]:
         return None
+    if trace.get("replay") is not None:
+        return {"replayed": {"weight": trace["replay"]["weight"], "bias": trace["replay"]["bias"]}}
     steps = [len(f) for f in trace["fractions"]]
     return {"init_weight": trace["init_weight"], "init_bias": trace["init_bias"], "means": np.stack(trace["means"]),
             "lrs": np.concatenate([np.full(n, lr) for lr, n in zip(trace["lrs"], steps)]), "fractions": np.concatenate(trace["fractions"]),

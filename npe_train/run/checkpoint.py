@@ -28,7 +28,7 @@ from npe_theory.io import atomic_write
 from .config import TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
-FORMAT = 2  # 1: pickled NumPy arrays and dicts (needed the unrestricted unpickler); not read any more
+FORMAT = 3  # 1: pickled NumPy arrays and dicts (needed the unrestricted unpickler); 2: no replay state; neither is read any more
 PLACE_ONLY = ("out",)  # settings that say where a run lives, not what it is
 
 
@@ -126,8 +126,9 @@ def _json_field(ckpt: dict, field: str, kind: type, damaged):
 
 def _check_trace(trace, epochs: int, num_classes: int, num_samples: int, damaged) -> None:
     """The trace's shape: one learning rate, one (steps, C) block of class shares and one (C, D) block of class means
-    per epoch; initial PEM weights (K, C, D) or None; the last epoch's samples as indices into the training set."""
-    if not isinstance(trace, dict) or not {"lrs", "fractions", "means", "init_weight", "init_bias", "stream"} <= set(trace):
+    per epoch; initial PEM weights (K, C, D) or None, and the replay's heads and momentum buffers of the same shapes;
+    the last epoch's samples as indices into the training set."""
+    if not isinstance(trace, dict) or not {"lrs", "fractions", "means", "init_weight", "init_bias", "replay", "stream"} <= set(trace):
         raise damaged("trace", "is missing or incomplete")
     lrs, fractions, means = trace["lrs"], trace["fractions"], trace["means"]
     if not (isinstance(lrs, list) and len(lrs) == epochs
@@ -144,6 +145,11 @@ def _check_trace(trace, epochs: int, num_classes: int, num_samples: int, damaged
         raise damaged("trace.init_weight", "does not match the PEM")
     if weight is not None and any(m.shape[1] != weight.shape[2] for m in means):
         raise damaged("trace.means", "do not have the PEM's feature width")
+    replay = trace["replay"]
+    if replay is not None and not (weight is not None and isinstance(replay, dict) and all(
+            isinstance(replay.get(k), np.ndarray) and replay[k].shape == shape and replay[k].dtype.kind == "f" and np.all(np.isfinite(replay[k]))
+            for k, shape in (("weight", weight.shape), ("bias", bias.shape), ("velocity_weight", weight.shape), ("velocity_bias", bias.shape)))):
+        raise damaged("trace.replay", "is not the PEM's replayed heads and momentum buffers")
     stream = trace["stream"]
     if stream is not None and not (isinstance(stream, dict) and isinstance(stream.get("counts"), np.ndarray)
                                    and stream["counts"].shape == (num_classes,)):
