@@ -22,7 +22,7 @@ from scipy.optimize import minimize
 from scipy.special import expit, log_softmax, softmax
 from threadpoolctl import threadpool_limits
 
-from ._validate import LOSSES, REDUCTIONS, as_float_array, as_float_scalar, choice, nonnegative_int, positive_int
+from ._validate import LOSSES, REDUCTIONS, as_float_scalar, choice, nonnegative_int, positive_int
 from .collapse import class_means, classifier_alignment, cosine_matrix, loglog_slope, nc1
 from .optimum import pem_loss
 from .priors import _counts, predicted_priors

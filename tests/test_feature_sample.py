@@ -1,6 +1,5 @@
 """The rows the replay takes from each training step (npe_train/methods/feature_sample.py), against a brute-force choice."""
 import numpy as np
-import pytest
 import torch
 from hypothesis import example, given
 from hypothesis import strategies as st

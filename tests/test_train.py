@@ -261,3 +261,29 @@ def test_training_curves_show_every_evaluation_with_eval_every(tmp_path, monkeyp
         data = [ln for ln in ax.get_lines() if ln.get_label() != "equilibrium threshold"]
         lines = [ln for ln in data if len(ln.get_xdata()) and ln.get_marker() not in (None, "None", "") or len(ln.get_xdata()) > 1]
         assert lines, f"empty panel: {ax.get_title()}"
+
+
+@pytest.mark.parametrize("n, batch, world", [(33, 16, 1), (65, 32, 1), (66, 32, 2), (16, 16, 1), (1, 16, 1), (34, 16, 2), (17, 16, 1)])
+def test_no_step_and_no_training_mode_batch_holds_a_single_sample(n, batch, world):
+    """BatchNorm cannot take one sample per rank: the loop drops such a last step (and plans lambda*s without it), the
+    training-mode pass of the report merges it into the batch before; every other sample is kept."""
+    from npe_train.device.distributed import Dist
+    from npe_train.loop.step import epoch_plan, padded_length
+    from npe_train.methods.mixing import NoMixing
+    from npe_train.tasks.base import train_mode_batches
+    from npe_train.tasks.classification import Classification
+
+    y = np.arange(n) % 3
+    task = Classification(None, batch, 0, 1.0, (1.0,), False)
+    lengths = []
+    for rank in range(world):
+        plan = epoch_plan(torch.Generator().manual_seed(0), y, task, NoMixing(), batch, False, Dist(rank, world), 3)
+        lengths.append(len(plan.shard))
+        sizes = [len(plan.shard[i : i + batch // world]) for i in range(0, len(plan.shard), batch // world)]
+        assert len(plan.fractions) == len(sizes) and (min(sizes) > 1 or len(sizes) == 1)
+    per_rank = -(-n // world)
+    assert lengths == [padded_length(n, world, batch) // world] * world
+    assert lengths[0] in (per_rank, per_rank - 1) and (lengths[0] == per_rank) == (per_rank % (batch // world) != 1 or per_rank == 1)
+    spans = train_mode_batches(n, batch)
+    assert spans[0][0] == 0 and spans[-1][1] == n and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    assert all(j - i > 1 for i, j in spans) or n == 1

@@ -105,7 +105,7 @@ def planned_lambda_s(cfg: TrainConfig, steps, epochs: int | None = None) -> floa
 
 def planned_steps(stream, batch_size: int, world: int, epochs: int) -> list[int]:
     """Steps per epoch the loop will take: ceil(padded samples / batch size), padded to a multiple of the world size."""
-    return [steps_per_epoch(padded_length(stream.samples_at(e), world), batch_size) for e in range(epochs)]
+    return [steps_per_epoch(padded_length(stream.samples_at(e), world, batch_size), batch_size) for e in range(epochs)]
 
 
 def build_schedule(cfg: TrainConfig, data, world: int = 1):

@@ -32,9 +32,12 @@ def train_step(model, opt, x, terms, objective: Objective, log_prior, use_amp: b
     return torch.stack([loss.detach(), ce.detach(), pem.detach()]), h.detach()
 
 
-def padded_length(n: int, world: int) -> int:
-    """n rounded up to a multiple of the world size, so every rank takes the same number of steps."""
-    return -(-n // world) * world
+def padded_length(n: int, world: int, batch_size: int) -> int:
+    """The positions an epoch of n samples takes: n rounded up to a multiple of the world size, so every rank takes the
+    same number of steps; less one position per rank when the last step would give each rank a single sample
+    (BatchNorm cannot normalize one sample; the dropped ones are a random few, different each epoch)."""
+    padded = -(-n // world) * world
+    return padded - world if padded > batch_size and padded % batch_size == world else padded
 
 
 @dataclass
@@ -71,10 +74,10 @@ def epoch_plan(gen: torch.Generator, y_train: np.ndarray, task, mixing, batch_si
     if subset is not None:
         perm = torch.as_tensor(subset, dtype=torch.int64)[perm]
     draws = draw_augmentation(n, gen) if augment else None
-    padded = padded_length(n, rank_info.world)
-    order = torch.cat([perm, perm[: padded - n]])
+    padded = padded_length(n, rank_info.world, batch_size)
+    order = torch.cat([perm, perm[: padded - n]])[:padded]
     if draws is not None:
-        draws = torch.cat([draws, draws[: padded - n]])
+        draws = torch.cat([draws, draws[: padded - n]])[:padded]
     labels = y_train[order.numpy()]
     pairing = mixing.pair(labels, counts, batch_size // rank_info.world, rank_info.world, gen, epoch)
     rows, terms = task.rows(labels, num_classes) if pairing is None else task.rows(labels, num_classes, labels[pairing[0]], pairing[1])

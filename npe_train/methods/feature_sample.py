@@ -9,7 +9,6 @@ is drawn from, so training is unchanged). Rows stay on the device and cross to t
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 BUDGET = 2**18  # feature values kept per step at most (rows x width), before a class is sampled down

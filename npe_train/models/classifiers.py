@@ -1,9 +1,10 @@
 """Backbones that return penultimate features, and the network that joins them to a classifier and a PEM.
 
 Bring your own backbone: ``attach_pem(backbone, num_classes)`` puts a classifier and a PEM on any
-``nn.Module`` that returns (B, D) features; ``from_torchvision(model, num_classes)`` first strips a
-torchvision-style model's final layer (``fc``, ``classifier``, ``head`` or ``heads``) and reads D from it.
-Imports: torch, torchvision (lazily), ``npe_theory`` and ``pem.py``.
+``nn.Module`` that returns (B, D) features; ``from_torchvision(model, num_classes)`` first replaces a
+torchvision-style model's final Linear (under ``fc``, ``classifier``, ``head`` or ``heads``) and
+measures D by one forward pass. ``timm:NAME`` models lose their classifier through timm's own
+``reset_classifier(0)``. Imports: torch, torchvision and timm (lazily), ``npe_theory`` and ``pem.py``.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from npe_theory.errors import InputError
 
 MODELS = ("mlp", "cnn1d", "resnet32")
 TORCHVISION_PREFIX = "torchvision:"
+TIMM_PREFIX = "timm:"
 
 
 class MLP(nn.Module):
@@ -127,29 +129,58 @@ def attach_pem(backbone: nn.Module, num_classes: int, feature_dim: int | None = 
     return NPENet(backbone, num_classes, num_pems, pem_hidden, pem_detach, feature_dim)
 
 
-def strip_head(model: nn.Module) -> int:
-    """Replace a torchvision-style model's final ``nn.Linear`` by ``nn.Identity`` in place; returns its input width D.
+def strip_head(model: nn.Module) -> nn.Module:
+    """Replace the last ``nn.Linear`` under a torchvision-style model's head in place by ``nn.Identity``; returns the model.
 
-    Looks at ``fc`` (ResNet, RegNet), ``classifier`` (VGG, MobileNet, EfficientNet, DenseNet, ConvNeXt),
-    ``head`` (Swin) and ``heads`` (ViT), each a Linear or a Sequential ending in one.
+    The head is the first of ``fc`` (ResNet, RegNet), ``classifier`` (VGG, MobileNet, EfficientNet,
+    ConvNeXt), ``head`` (Swin) and ``heads`` (ViT, whose Linear is ``heads.head``) that holds a Linear,
+    found by walking its modules, whatever their names.
     """
     for name in ("fc", "classifier", "head", "heads"):
-        parent, attr = model, name
-        layer = getattr(model, name, None)
-        while isinstance(layer, nn.Sequential) and len(layer):
-            parent, attr = layer, str(len(layer) - 1)
-            layer = layer[-1]
-        if isinstance(layer, nn.Linear):
-            setattr(parent, attr, nn.Identity())
-            return layer.in_features
-    raise InputError(f"model: found no final nn.Linear under fc, classifier, head or heads of {model.__class__.__name__}; "
+        head = getattr(model, name, None)
+        if not isinstance(head, nn.Module):
+            continue
+        last = [path for path, m in head.named_modules() if isinstance(m, nn.Linear)]
+        if not last:
+            continue
+        path = f"{name}.{last[-1]}" if last[-1] else name
+        parent, _, attr = path.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attr, nn.Identity())
+        return model
+    raise InputError(f"model: found no nn.Linear under fc, classifier, head or heads of {model.__class__.__name__}; "
                      f"use attach_pem(backbone, num_classes, feature_dim) with a backbone that returns features")
 
 
+def feature_width(backbone: nn.Module, input_shape) -> int:
+    """D, from one forward pass of two zero inputs of ``input_shape`` in eval mode (nothing is changed): ``(2, D)`` expected."""
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            out = backbone(torch.zeros(2, *input_shape))
+    finally:
+        backbone.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise InputError(f"model: the backbone without its head returns {shape} for inputs {tuple(input_shape)}, not (batch, features); "
+                         f"use attach_pem(backbone, num_classes, feature_dim) with a backbone that returns pooled features")
+    return int(out.shape[1])
+
+
 def from_torchvision(model: nn.Module, num_classes: int, num_pems: int = 1, pem_hidden: int | None = None,
-                     pem_detach: bool = False) -> NPENet:
-    """A torchvision classifier with its final layer replaced by our classifier and a PEM."""
-    return attach_pem(model, num_classes, strip_head(model), num_pems, pem_hidden, pem_detach)
+                     pem_detach: bool = False, input_shape=(3, 224, 224)) -> NPENet:
+    """A torchvision classifier with its final Linear replaced by our classifier and a PEM; the feature width is
+    measured by one forward pass at ``input_shape``."""
+    backbone = strip_head(model)
+    return attach_pem(backbone, num_classes, feature_width(backbone, input_shape), num_pems, pem_hidden, pem_detach)
+
+
+def _load_state(model: nn.Module, weights: str, name: str) -> None:
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (OSError, RuntimeError, pickle.UnpicklingError, AttributeError, TypeError) as exc:
+        raise InputError(f"weights: cannot load {weights} into {name} ({str(exc).splitlines()[0]})") from None
 
 
 def torchvision_backbone(name: str, weights: str | None = None) -> nn.Module:
@@ -165,22 +196,38 @@ def torchvision_backbone(name: str, weights: str | None = None) -> nn.Module:
         raise InputError(f"model: torchvision has no model {name!r} (see torchvision.models.list_models())")
     model = torchvision.models.get_model(name, weights=None)
     if weights is not None:
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
-        except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
-            raise InputError(f"weights: cannot load {weights} into {name} ({str(exc).splitlines()[0]})") from None
+        _load_state(model, weights, name)
+    return strip_head(model)
+
+
+def timm_backbone(name: str, weights: str | None = None) -> nn.Module:
+    """``timm.create_model(name)`` without its classifier (``reset_classifier(0)``: pooled features), untrained or from a
+    local state_dict of the full model (never downloaded)."""
+    try:
+        import timm
+    except ImportError:
+        raise InputError(f"model: {TIMM_PREFIX}{name} needs timm (pip install 'npe-toolkit[timm]')") from None
+    except RuntimeError as exc:
+        raise InputError(f"model: timm is installed but does not load with this torch ({exc})") from None
+    if name not in timm.list_models():
+        raise InputError(f"model: timm has no model {name!r} (see timm.list_models())")
+    model = timm.create_model(name, pretrained=False)
+    if weights is not None:
+        _load_state(model, weights, name)
+    model.reset_classifier(0)
     return model
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, num_pems: int = 1, pem_hidden: int | None = None,
                 pem_detach: bool = False, weights: str | None = None) -> NPENet:
-    if name.startswith(TORCHVISION_PREFIX):
-        if len(input_shape) != 3 or input_shape[0] != 3:
-            raise InputError(f"model: {name} needs (3, height, width) images, got inputs of shape {input_shape}")
-        return from_torchvision(torchvision_backbone(name[len(TORCHVISION_PREFIX):], weights), num_classes, num_pems, pem_hidden, pem_detach)
+    for prefix, make in ((TORCHVISION_PREFIX, torchvision_backbone), (TIMM_PREFIX, timm_backbone)):
+        if name.startswith(prefix):
+            if len(input_shape) != 3 or input_shape[0] != 3:
+                raise InputError(f"model: {name} needs (3, height, width) images, got inputs of shape {input_shape}")
+            backbone = make(name[len(prefix):], weights)
+            return attach_pem(backbone, num_classes, feature_width(backbone, input_shape), num_pems, pem_hidden, pem_detach)
     if weights is not None:
-        raise InputError(f"weights: only a {TORCHVISION_PREFIX}NAME backbone loads a state_dict, not {name}")
+        raise InputError(f"weights: only a {TORCHVISION_PREFIX}NAME or {TIMM_PREFIX}NAME backbone loads a state_dict, not {name}")
     if name == "mlp":
         backbone = MLP(math.prod(input_shape))
     elif name == "cnn1d":

@@ -54,7 +54,7 @@ class DeepLabFeatures(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.backbone = model.backbone
-        self.head = model.classifier[:-1]
+        self.head = nn.Sequential(*list(model.classifier.children())[:-1])  # slicing a DeepLabHead rebuilds it without its arguments
         self.out_features = model.classifier[-1].in_channels
 
     def forward(self, x):

@@ -23,7 +23,7 @@ from ..data.longtail import DATASETS, PROFILES
 from ..data.pipeline import PIPELINES
 from ..data.segmentation import SEG_DATASETS
 from ..data.stream import parse_schedule
-from ..models.classifiers import MODELS, TORCHVISION_PREFIX
+from ..models.classifiers import MODELS, TIMM_PREFIX, TORCHVISION_PREFIX
 from ..models.dense import SEG_MODELS
 
 METHODS = ("npe", "ce", "la_loss")
@@ -50,7 +50,7 @@ class TrainConfig:
 
     dataset: str = setting("mnist1d", f"{' | '.join(DATASETS)}; segmentation: {' | '.join(SEG_DATASETS)}; folder, npy, stare and ade20k "
                                       f"read --data-dir")
-    model: str | None = setting(None, f"{' | '.join(MODELS)} | {TORCHVISION_PREFIX}NAME; segmentation: {' | '.join(SEG_MODELS)} (default: by data set)")
+    model: str | None = setting(None, f"{' | '.join(MODELS)} | {TORCHVISION_PREFIX}NAME | {TIMM_PREFIX}NAME; segmentation: {' | '.join(SEG_MODELS)} (default: by data set)")
     method: str = setting("npe", "npe: CE + alpha * PEM loss (joint); ce; la_loss: CE(z + tau ln pi) (Bayias)")
     profile: str | None = setting(None, f"count profile: {' | '.join(PROFILES)} (default: exp; natural for folder and npy)")
     imbalance: float = setting(100.0, "head over tail count of the exp and step profiles")
@@ -129,12 +129,12 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 bad(name, f"unknown {getattr(self, name)!r}; choose from {', '.join(allowed)}")
         if self.model is None:
-            bad("model", f"no default network for {self.dataset}; choose from {', '.join(MODELS)} or {TORCHVISION_PREFIX}NAME")
+            bad("model", f"no default network for {self.dataset}; choose from {', '.join(MODELS)}, {TORCHVISION_PREFIX}NAME or {TIMM_PREFIX}NAME")
         dense = self.dataset in SEG_DATASETS
         if dense and self.model not in SEG_MODELS:
             bad("model", f"{self.dataset} is a segmentation data set; choose a segmentation network from {', '.join(SEG_MODELS)}")
-        if not dense and (not isinstance(self.model, str) or not (self.model in MODELS or self.model.startswith(TORCHVISION_PREFIX))):
-            bad("model", f"unknown {self.model!r}; choose from {', '.join(MODELS)} or {TORCHVISION_PREFIX}NAME")
+        if not dense and (not isinstance(self.model, str) or not (self.model in MODELS or self.model.startswith((TORCHVISION_PREFIX, TIMM_PREFIX)))):
+            bad("model", f"unknown {self.model!r}; choose from {', '.join(MODELS)}, {TORCHVISION_PREFIX}NAME or {TIMM_PREFIX}NAME")
         if dense and self.mix != "none":
             bad("mix", f"UniMix mixes whole-image labels; it is not defined for segmentation ({self.dataset})")
         if dense and self.shift:

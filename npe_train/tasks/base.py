@@ -50,3 +50,12 @@ class Now:
     report_counts: np.ndarray | None = None
     train_index: np.ndarray | None = None
     stale_counts: np.ndarray | None = None
+
+
+def train_mode_batches(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """[start, end) of each batch of a training-mode pass over n samples; a last batch of one sample joins the batch before
+    (BatchNorm cannot normalize one sample, e.g. after global pooling)."""
+    bounds = list(range(0, n, batch_size)) + [n]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+        del bounds[-2]
+    return list(zip(bounds[:-1], bounds[1:]))

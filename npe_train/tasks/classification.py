@@ -11,7 +11,7 @@ import torch
 from ..data.pipeline import augment, draw_augmentation
 from ..device.distributed import gather_rows
 from ..methods.trace import PemRecipe
-from .base import Held, Now
+from .base import Held, Now, train_mode_batches
 from .prior import conditional_slopes, forward_mode, prior_report
 from .rules import RULE_NAMES, accuracy_report
 
@@ -20,15 +20,16 @@ from .rules import RULE_NAMES, accuracy_report
 def predict(model, x: torch.Tensor, batch_size: int, prepare, train_mode: bool = False, augment_draws=None):
     """(logits, eta, features) for every input, float64 on the host.
 
-    Eval mode by default; ``train_mode``: batch statistics, running statistics left as they were (``forward_mode``);
-    ``augment_draws`` (n, 3) crop and flip the inputs as in training.
+    Eval mode by default; ``train_mode``: batch statistics, running statistics left as they were (``forward_mode``),
+    and a last batch of one sample joins the one before; ``augment_draws`` (n, 3) crop and flip the inputs as in training.
     """
     outs = [[], [], []]
+    bounds = train_mode_batches(len(x), batch_size) if train_mode else [(i, i + batch_size) for i in range(0, len(x), batch_size)]
     with forward_mode(model, train_mode):
-        for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size]
+        for i, j in bounds:
+            xb = x[i:j]
             if augment_draws is not None:
-                xb = augment(xb, augment_draws[i : i + batch_size].to(x.device))
+                xb = augment(xb, augment_draws[i:j].to(x.device))
             logits, heads, h = model(prepare(xb))
             for store, t in zip(outs, (logits, heads.mean(0), h)):
                 store.append(t.float().cpu())

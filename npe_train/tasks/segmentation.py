@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ..data.segmentation import IGNORE
 from ..methods.trace import PemRecipe
 from ..models.dense import pixel_features
-from .base import Held, Now
+from .base import Held, Now, train_mode_batches
 from .prior import forward_mode, prior_report
 from .rules import adjusted_logits, available_rules, frequency_groups
 
@@ -68,8 +68,8 @@ def _training_pixels(model, x_train, y_train, prepare, batch_size: int, seed: in
     keep_p = min(1.0, cap / max(valid, 1))
     etas, feats, labels = [], [], []
     with forward_mode(model, train_mode=True):
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
+        for i, j in train_mode_batches(len(order), batch_size):
+            idx = order[i:j]
             y = y_train[idx.to(y_train.device)]
             _, heads, h = model(prepare(x_train[idx.to(x_train.device)]))
             eta = heads.mean(0).movedim(1, -1).reshape(-1, heads.shape[2])
