@@ -224,12 +224,13 @@ def replay_steps(state: dict, rows, labels, weight, step_of_row, fractions, lrs,
 
 
 def finite_time_logit(counts, lam, lr, *, feature_norm_sq=1.0, momentum: float = 0.9, alpha: float = 1.0, batch_size: int | None = None,
-                      epochs: int | None = None, loss: str = "logistic", reduction: str = "mean", bias: bool = True) -> np.ndarray:
+                      epochs: int | None = None, loss: str = "logistic", reduction: str = "mean", bias: bool = True,
+                      steps=None) -> np.ndarray:
     """The per-class PEM output after each epoch of heavy-ball training from zero, shape (E, C).
 
     Network-free: class c's features are a fixed vector of squared norm ``feature_norm_sq`` and its
     share of each step's loss is its expected one, pi_c ("mean", a batch-mean loss; ``ceil(N / batch_size)``
-    steps per epoch) or N_c ("sum", a summed loss, one full-batch step per epoch). ``lr`` is one rate
+    steps per epoch, or ``steps``: the steps each epoch took, one number or one per epoch) or N_c ("sum", a summed loss, one full-batch step per epoch). ``lr`` is one rate
     or the rate of each epoch. ``counts`` (C,) holds for every epoch, or (E, C) gives each epoch's
     counts (a class distribution that changes during training); ``feature_norm_sq`` likewise is
     one value, one per class (C,), or one per epoch and class (E, C). As lambda_s grows under fixed
@@ -250,7 +251,13 @@ def finite_time_logit(counts, lam, lr, *, feature_norm_sq=1.0, momentum: float =
     if counts.ndim == 2 and counts.shape[0] != epochs:
         raise InputError(f"counts: {counts.shape[0]} epochs of counts for {epochs} epochs")
     C = counts.shape[-1]
-    if counts.ndim == 1:  # bounded work before anything per epoch is built
+    given = None
+    if steps is not None:
+        given = np.broadcast_to(as_float_array("steps", steps, positive=True), (epochs,))
+        if np.any(given != np.round(given)) or given.sum() > MAX_STEPS:
+            raise InputError(f"steps: expected whole numbers of steps per epoch, at most {MAX_STEPS} in all")
+        given = given.astype(np.int64)
+    if counts.ndim == 1 and given is None:  # bounded work before anything per epoch is built
         one = steps_per_epoch(int(round(counts.sum())), batch_size if batch_size is not None else int(round(counts.sum()))) \
             if reduction == "mean" else 1
         if one * epochs > MAX_STEPS:
@@ -261,7 +268,8 @@ def finite_time_logit(counts, lam, lr, *, feature_norm_sq=1.0, momentum: float =
         raise InputError(f"feature_norm_sq: expected one value, ({C},) or ({epochs}, {C}), got {fns.shape}")
     totals = per_epoch.sum(1)
     if reduction == "mean":
-        steps = np.array([steps_per_epoch(int(round(t)), batch_size if batch_size is not None else int(round(t))) for t in totals])
+        steps = given if given is not None else \
+            np.array([steps_per_epoch(int(round(t)), batch_size if batch_size is not None else int(round(t))) for t in totals])
         share = per_epoch / totals[:, None]
     else:
         steps, share = np.ones(epochs, dtype=np.int64), per_epoch

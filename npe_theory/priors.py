@@ -91,6 +91,32 @@ def predicted_priors(counts, lam, feature_norm_sq=1.0, reduction: str = "sum", l
     return np.asarray(optimal_logit(n, lam, loss, _norm_term(feature_norm_sq, bias, n.shape)))
 
 
+def norm_statistics(norm_sq, counts) -> tuple[float, float]:
+    """(g, beta): the least-squares fit ``ln ||mu_c||^2 = ln g + beta (ln N_c - mean_c ln N_c)``. g is the geometric mean
+    of the squared class-mean norms (the scale of x_c) and beta how they grow with the class count (beta > 0: head
+    classes have longer means). Two scalars that ``norms_from_statistics`` turns back into one norm per class."""
+    n = as_float_array("norm_sq", norm_sq, positive=True)
+    c = _counts(counts)
+    if n.shape != c.shape:
+        raise InputError(f"norm_sq: expected one squared norm per class ({c.size}), got shape {n.shape}")
+    lc = np.log(c) - np.log(c).mean()
+    ln = np.log(n)
+    denom = float(lc @ lc)
+    return float(np.exp(ln.mean())), float(lc @ (ln - ln.mean()) / denom) if denom > 0 else 0.0
+
+
+def norms_from_statistics(geomean: float, exponent: float, counts) -> np.ndarray:
+    """||mu_c||^2 = g * exp(beta (ln N_c - mean_c ln N_c)): the class-mean norms the two statistics imply."""
+    c = _counts(counts)
+    g = as_float_scalar("geomean", geomean, positive=True)
+    beta = as_float_scalar("exponent", exponent)
+    with np.errstate(over="ignore"):
+        out = g * np.exp(beta * (np.log(c) - np.log(c).mean()))
+    if not np.all(np.isfinite(out)):
+        raise InputError("geomean, exponent: the implied class-mean norms overflow the float64 range")
+    return out
+
+
 @dataclass(frozen=True)
 class PriorMatch:
     """How closely estimates e_c match a reference r_c (default ln N_c) up to an additive constant.

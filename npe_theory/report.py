@@ -27,8 +27,8 @@ from ._validate import LOSSES, REDUCTIONS, as_float_array, as_float_scalar, choi
 from .collapse import class_means, nc1
 from .dynamics import finite_time_logit, heavy_ball_pem, lambda_s, steps_per_epoch
 from .equilibrium import pem_equilibrium
-from .priors import predicted_priors, prior_match
-from .spread import NoRoot, along_mean, class_spread, spread_inverse, spread_logit, spread_statistics
+from .priors import norm_statistics, norms_from_statistics, predicted_priors, prior_match
+from .spread import NoRoot, class_spread, spread_inverse, spread_logit, spread_statistics
 from .errors import InputError
 
 #: lambda_s at and above which a PEM is reported as at equilibrium. Near its optimum the PEM output
@@ -55,7 +55,8 @@ class PemSettings:
     weight_decay: lam on the PEM weights (and bias); alpha: PEM loss weight; loss: logistic | exp;
     reduction: mean (batch mean, as the official code) | sum; bias: the PEM has a decayed bias.
     Either ``lambda_s`` directly, or ``lr`` (one rate, or one per epoch), ``batch_size`` and
-    ``epochs`` (with ``momentum``) to compute it as ``weight_decay * sum_t lr_t / (1 - momentum)``.
+    ``epochs`` (with ``momentum``) to compute it as ``weight_decay * sum_t lr_t / (1 - momentum)``;
+    ``steps`` (one number or one per epoch) gives the steps each epoch took, instead of ceil(N / batch_size).
     """
 
     weight_decay: float
@@ -68,6 +69,7 @@ class PemSettings:
     lr: float | list[float] | None = None
     batch_size: int | None = None
     epochs: int | None = None
+    steps: int | list[int] | None = None
 
     def __post_init__(self):
         def keep(name, value):  # frozen: validated values are stored through object.__setattr__
@@ -89,7 +91,13 @@ class PemSettings:
                 raise InputError(f"lr: expected one rate or one per epoch, got shape {lr.shape}")
             keep("lr", float(lr) if lr.ndim == 0 else lr.tolist())
             keep("epochs", positive_int("epochs", self.epochs, maximum=10**7))
-            keep("batch_size", positive_int("batch_size", self.batch_size, maximum=10**9))
+            if self.steps is None or self.batch_size is not None:
+                keep("batch_size", positive_int("batch_size", self.batch_size, maximum=10**9))
+            if self.steps is not None:
+                steps = as_float_array("steps", self.steps, positive=True)
+                if steps.ndim > 1 or (steps.ndim == 1 and steps.size != self.epochs) or np.any(steps != np.round(steps)):
+                    raise InputError(f"steps: expected one whole number of steps, or one per epoch ({self.epochs})")
+                keep("steps", int(steps) if steps.ndim == 0 else [int(v) for v in steps])
             if lr.ndim == 1 and lr.size != self.epochs:
                 raise InputError(f"lr: {lr.size} rates for {self.epochs} epochs (give one rate, or one per epoch)")
         if self.lambda_s is None and self.lr is None:
@@ -106,12 +114,13 @@ class PemSettings:
         return cls(**raw)
 
     def step_rates(self, num_samples: int) -> np.ndarray | None:
-        """The learning rate of every step, from lr, batch_size and epochs (None when not given)."""
+        """The learning rate of every step, from lr and epochs, and steps (or ceil(num_samples / batch_size)) per epoch
+        (None when lr is not given)."""
         if self.lr is None:
             return None
-        steps = steps_per_epoch(num_samples, self.batch_size)
-        if steps * self.epochs > MAX_STEPS:
-            raise InputError(f"settings: epochs x steps per epoch = {self.epochs} x {steps} is more than the {MAX_STEPS} steps "
+        steps = self.steps if self.steps is not None else steps_per_epoch(num_samples, self.batch_size)
+        if np.sum(np.broadcast_to(steps, (self.epochs,))) > MAX_STEPS:
+            raise InputError(f"settings: {self.epochs} epochs of {steps} steps are more than the {MAX_STEPS} steps "
                              f"a report replays; check epochs and batch_size")
         lr = np.broadcast_to(np.asarray(self.lr, dtype=np.float64), (self.epochs,))
         return np.repeat(lr, steps)
@@ -191,15 +200,19 @@ def pem_report(eta, features, labels, counts, settings: PemSettings, *, trace: d
         out["decomposition"] = {"non_stationarity": refs["vs_equilibrium"]["centered_rmse"],
                                 "non_collapse": prior_match(eq.eta, reference=predicted).centered_rmse}
         sp = class_spread(h, y, C, bias=settings.bias)
-        stats = spread_statistics(sp)
-        out.update(spread=None, two_statistic=None, two_statistics={"mean_norm_sq": stats[0], "spread_ratio": stats[1]})
-        spread = _spread_references(sp, counts, learned, settings, stats)
+        g, beta = norm_statistics(norm_sq, counts) if np.all(norm_sq > 0) else (None, None)
+        out.update(spread=None, two_statistic=None, two_statistics={"norm_sq_geomean": g, "norm_count_exponent": beta,
+                                                                    "spread_ratio": spread_statistics(sp)[1]})
+        if g is not None:
+            two = _two_statistic(counts, norms_from_statistics(g, beta, counts), settings)
+            out["two_statistic"] = two.tolist()
+            refs["vs_two_statistic"] = prior_match(learned, reference=two).as_dict()
+        spread = _spread_references(sp, counts, learned, settings)
         if spread is not None:
-            spread, two, implied = spread
-            out.update(spread=spread.tolist(), two_statistic=two.tolist(), implied_log_prior=implied.tolist())
+            spread, implied = spread
+            out.update(spread=spread.tolist(), implied_log_prior=implied.tolist())
             refs["implied_vs_log_counts"] = prior_match(implied, counts).as_dict()
             refs["vs_spread"] = prior_match(learned, reference=spread).as_dict()
-            refs["vs_two_statistic"] = prior_match(learned, reference=two).as_dict()
             out["decomposition"].update(spread=prior_match(spread, reference=predicted).centered_rmse,
                                         rest=prior_match(eq.eta, reference=spread).centered_rmse)
     if eta_eval is not None:
@@ -212,20 +225,31 @@ def pem_report(eta, features, labels, counts, settings: PemSettings, *, trace: d
     return out
 
 
-def _spread_references(sp, counts, learned, settings: PemSettings, stats):
-    """(spread-aware optimum, two-statistic prediction, spread-aware implied log-prior), or None where the problem is
-    degenerate (a weight decay at the float range's ends, a fixed point that does not exist): no reference then."""
-    C, lam, kw = counts.size, settings.weight_decay, {"loss": settings.loss, "reduction": settings.reduction, "weight": settings.alpha}
+def _spread_references(sp, counts, learned, settings: PemSettings):
+    """(spread-aware optimum, spread-aware implied log-prior), or None where the problem is degenerate (a weight decay
+    at the float range's ends, a fixed point that does not exist): no reference then."""
+    lam, kw = settings.weight_decay, {"loss": settings.loss, "reduction": settings.reduction, "weight": settings.alpha}
     try:
         with np.errstate(all="ignore"):  # a non-finite intermediate ends in NoRoot or InputError below, not in a warning
             spread = spread_logit(sp, counts, lam, **kw)
-            two = spread_logit(along_mean(stats[0], stats[1], C, bias=settings.bias), counts, lam, **kw)
             implied = spread_inverse(sp, learned, lam, loss=settings.loss, weight=settings.alpha)
     except (NoRoot, InputError):
         return None
-    if not (np.all(np.isfinite(spread)) and np.all(np.isfinite(two)) and np.all(np.isfinite(implied))):
+    if not (np.all(np.isfinite(spread)) and np.all(np.isfinite(implied))):
         return None
-    return spread, two, implied
+    return spread, implied
+
+
+def _two_statistic(counts, norms, settings: PemSettings) -> np.ndarray:
+    """The prediction from counts, the recipe and two feature scalars (docs/theory.md, section 7): Proposition 1 at the
+    norms ``norms_from_statistics`` implies, after the run's own steps when its schedule is known (heavy-ball from zero,
+    expected batch shares), else at equilibrium."""
+    if settings.lr is None:
+        return predicted_priors(counts, settings.weight_decay, norms, settings.reduction, settings.loss, bias=settings.bias,
+                                weight=settings.alpha)
+    return finite_time_logit(counts, settings.weight_decay, settings.lr, feature_norm_sq=norms, momentum=settings.momentum,
+                             alpha=settings.alpha, batch_size=settings.batch_size, epochs=settings.epochs, loss=settings.loss,
+                             reduction=settings.reduction, bias=settings.bias, steps=settings.steps)[-1]
 
 
 def _finite_time(counts, norm_sq, mu, settings: PemSettings, trace):
@@ -243,7 +267,7 @@ def _finite_time(counts, norm_sq, mu, settings: PemSettings, trace):
         return None
     curve = finite_time_logit(counts, settings.weight_decay, settings.lr, feature_norm_sq=norm_sq, momentum=settings.momentum,
                               alpha=settings.alpha, batch_size=settings.batch_size, epochs=settings.epochs, loss=settings.loss,
-                              reduction=settings.reduction, bias=settings.bias)
+                              reduction=settings.reduction, bias=settings.bias, steps=settings.steps)
     return curve[-1], "mean-field"
 
 

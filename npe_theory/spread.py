@@ -94,15 +94,10 @@ def class_spread(features, labels, num_classes: int, *, bias: bool = True, rank_
     return ClassSpread(eig, proj, null, along, norm_sq)
 
 
-def two_statistics(features, labels, num_classes: int) -> tuple[float, float]:
-    """(mean over classes of ||mu_c||^2, mean over classes of Var(h . mu_c / ||mu_c|| | c) / ||mu_c||^2): the two
-    scalars ``along_mean`` predicts from. The first sets the scale of Proposition 1's x_c; the second, the squared
-    coefficient of variation of the features along their class mean, sets how far the spread moves the optimum."""
-    return spread_statistics(class_spread(features, labels, num_classes))
-
-
 def spread_statistics(spread: ClassSpread) -> tuple[float, float]:
-    """``two_statistics`` of an existing ``class_spread`` result (no second SVD per class)."""
+    """(mean over classes of ||mu_c||^2, mean over classes of Var(h . mu_c / ||mu_c|| | c) / ||mu_c||^2) of a
+    ``class_spread`` result: the scale of Proposition 1's x_c, and the squared coefficient of variation of the features
+    along their class mean (how far the spread moves the optimum; ``along_mean`` builds the model from the two)."""
     norm_sq = spread.norm_sq
     ok = norm_sq > 0
     return float(norm_sq.mean()), float(np.mean(spread.along[ok] / norm_sq[ok])) if ok.any() else 0.0

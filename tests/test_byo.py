@@ -176,3 +176,30 @@ def test_bad_numpy_pairs(tmp_path):
     np.save(tmp_path / "y.npy", np.array([0.0, 1, 1, 0, 0]))
     with pytest.raises(ValueError, match="^data_dir: y.npy must be integer"):
         build("npy", 1.0, "natural", data_dir=str(tmp_path))
+
+
+def test_digits28_is_the_digits_set_resized_and_placed():
+    """digits28 against torch's own bilinear resize (an independent implementation) and the documented placement."""
+    import torch.nn.functional as F
+
+    from npe_train.data.longtail import DIGITS28_SEED, _digits, _digits28
+
+    x, y = _digits28()
+    x8, y8 = _digits()
+    assert x.shape == (len(x8), 1, 28, 28) and np.array_equal(y, y8)
+    ref = F.interpolate(torch.from_numpy(x8.reshape(-1, 1, 8, 8)), size=(20, 20), mode="bilinear", align_corners=False).numpy()
+    offsets = np.random.default_rng(DIGITS28_SEED).integers(0, 9, size=(len(x8), 2))
+    for i in (0, 7, len(x8) - 1):
+        dy, dx = offsets[i]
+        np.testing.assert_allclose(x[i, 0, dy : dy + 20, dx : dx + 20], ref[i, 0], atol=1e-6)
+        assert x[i].sum() == pytest.approx(ref[i].sum(), rel=1e-5)  # nothing outside the placed digit
+
+
+def test_cnn2d_takes_28_to_32_pixel_images_and_refuses_others():
+    from npe_train.models.classifiers import build_model
+
+    for size in (28, 32):
+        logits, heads, h = build_model("cnn2d", (1, size, size), 10)(torch.randn(3, 1, size, size))
+        assert logits.shape == (3, 10) and heads.shape == (1, 3, 10) and h.shape == (3, 64)
+    with pytest.raises(ValueError, match="^model: cnn2d"):
+        build_model("cnn2d", (1, 40), 10)

@@ -158,3 +158,24 @@ def test_average_ranks_equal_scipy_rankdata(values):
     from npe_theory.priors import average_ranks
 
     np.testing.assert_array_equal(average_ranks(np.array(values)), rankdata(values) if values else np.zeros(0))
+
+
+@given(st.lists(st.integers(1, 10**6), min_size=2, max_size=30), st.floats(1e-3, 1e4), st.floats(-1.5, 1.5), st.integers(0, 2**16))
+@example([5, 5], 1.0, 0.3, 0)  # equal counts: no exponent to fit (0)
+def test_norm_statistics_are_a_log_log_least_squares_fit_and_round_trip(counts, g, beta, seed):
+    """(g, beta) against numpy.polyfit of ln ||mu_c||^2 on ln N_c; norms made exactly from (g, beta) give them back."""
+    from npe_theory.priors import norm_statistics, norms_from_statistics
+
+    c = np.asarray(counts, float)
+    norms = norms_from_statistics(g, beta, c)
+    lc = np.log(c)
+    if np.ptp(lc) > 1e-9:
+        got_g, got_beta = norm_statistics(norms, c)
+        assert got_beta == pytest.approx(beta, rel=1e-9, abs=1e-9) and got_g == pytest.approx(g, rel=1e-9)
+        noisy = norms * np.exp(np.random.default_rng(seed).normal(0, 0.3, size=len(c)))
+        slope, intercept = np.polyfit(lc - lc.mean(), np.log(noisy), 1)
+        got_g, got_beta = norm_statistics(noisy, c)
+        assert got_beta == pytest.approx(slope, rel=1e-8, abs=1e-10) and got_g == pytest.approx(np.exp(intercept), rel=1e-8)
+    else:
+        assert norm_statistics(norms, c)[1] == 0.0
+        np.testing.assert_allclose(norms, g)

@@ -231,3 +231,27 @@ def test_regime_runs_feed_figures_7_and_8(tmp_path):
     for draw in (fig_regime_gap, fig_regime_slope):
         png = draw(tmp_path / "f.png", rows)
         assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
+
+
+def test_two_statistic_prediction_follows_the_runs_own_schedule(run):
+    """The prediction before training, recomputed by hand: heavy-ball from zero on the expected batch shares, with the
+    run's per-epoch rates (warmup 1/2, then 1, 1, x0.2), ceil(N / 48) steps, momentum 0.5, alpha 0.5, weight decay 3e-3 on
+    weight and bias, logistic loss, and each class's norm from the fit ln ||mu_c||^2 = ln g + beta (ln N_c - mean)."""
+    cfg, res = run
+    pem = res["pem"]
+    counts = np.asarray(res["counts"], float)
+    norms = np.asarray(pem["mean_norm_sq"])
+    lc = np.log(counts) - np.log(counts).mean()
+    beta, ln_g = np.polyfit(lc, np.log(norms), 1)
+    assert pem["two_statistics"]["norm_count_exponent"] == pytest.approx(beta, rel=1e-9, abs=1e-12)
+    fitted = np.exp(ln_g + beta * lc)
+    lrs, steps, lam, mom = [0.05, 0.1, 0.1, 0.02, 0.02], math.ceil(counts.sum() / 48), 3e-3, 0.5
+    pi = counts / counts.sum()
+    x, w, b, vw, vb = np.sqrt(fitted), np.zeros(len(counts)), np.zeros(len(counts)), None, None
+    for lr in lrs:  # one scalar weight per class along its (fixed) mean: the network-free model of section 5
+        for _ in range(steps):
+            push = -0.5 * pi / (1.0 + np.exp(w * x + b))  # alpha pi_c l'(eta) for the logistic one-way loss
+            gw, gb = push * x + lam * w, push + lam * b
+            vw, vb = (gw, gb) if vw is None else (mom * vw + gw, mom * vb + gb)
+            w, b = w - lr * vw, b - lr * vb
+    np.testing.assert_allclose(pem["two_statistic"], w * x + b, rtol=1e-9, atol=1e-12)

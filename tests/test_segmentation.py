@@ -184,7 +184,7 @@ def test_dense_step_losses_by_hand():
 
 
 def test_dense_epoch_plan_counts_pixels():
-    y = np.full((5, 4, 4), 0)
+    y = np.full((6, 4, 4), 0)  # 6 images at batch 2 (5 would leave a last step of one image, which is dropped)
     y[:, 0, 0] = 1
     y[2, 1, 1] = 2
     y[3, 3, 3] = IGNORE

@@ -11,7 +11,7 @@ from scipy.special import log_expit
 from npe_theory.equilibrium import pem_equilibrium
 from npe_theory.priors import predicted_priors
 from npe_theory.report import PemSettings, pem_report
-from npe_theory.spread import along_mean, class_spread, spread_logit, two_statistics
+from npe_theory.spread import along_mean, class_spread, spread_logit, spread_statistics
 
 counts_st = st.lists(st.integers(1, 5000), min_size=2, max_size=6)
 
@@ -123,12 +123,12 @@ def test_report_wires_each_class_own_moments():
     assert rep["decomposition"]["rest"] < 0.05 and rep["prior_match"]["vs_spread"]["centered_rmse"] > 0
 
 
-def test_two_statistics_are_the_documented_averages():
+def test_spread_statistics_are_the_documented_averages():
     rng = np.random.default_rng(0)
     h = np.concatenate([np.array([3.0, 4.0]) + rng.normal(size=(500, 2)) * [1.0, 0.0],
                         np.array([0.0, 2.0]) + rng.normal(size=(500, 2)) * [0.0, 0.5]])
     y = np.repeat([0, 1], 500)
-    norm_sq, ratio = two_statistics(h, y, 2)
+    norm_sq, ratio = spread_statistics(class_spread(h, y, 2))
     mu = [h[y == c].mean(0) for c in range(2)]
     along = [np.var(h[y == c] @ (m / np.linalg.norm(m))) for c, m in enumerate(mu)]
     assert norm_sq == pytest.approx(np.mean([m @ m for m in mu]))

@@ -28,10 +28,13 @@ class PemRecipe:
     alpha: float
     loss: str = "logistic"
 
-    def settings(self, lam_s: float) -> PemSettings:
-        """The prior report's settings after a felt decay of ``lam_s``: batch-mean loss, decayed bias, weight alpha."""
+    def settings(self, trace: dict) -> PemSettings:
+        """The prior report's settings after the epochs in ``trace``: batch-mean loss, decayed bias, weight alpha, and the
+        schedule the steps took (each epoch's rate and number of steps; lambda_s from them, ``felt_decay``)."""
+        steps = [len(f) for f in trace["fractions"]]
+        schedule = {"lr": [float(v) for v in trace["lrs"]], "epochs": len(steps), "steps": steps} if steps else {}
         return PemSettings(weight_decay=self.weight_decay, alpha=self.alpha, loss=self.loss, reduction="mean", bias=True,
-                           momentum=self.momentum, lambda_s=lam_s)
+                           momentum=self.momentum, lambda_s=felt_decay(trace, self.weight_decay, self.momentum), **schedule)
 
 
 def new_trace(model) -> dict:

@@ -20,7 +20,7 @@ from npe_theory._validate import positive_int
 from .pem import PriorEstimator
 from npe_theory.errors import InputError
 
-MODELS = ("mlp", "cnn1d", "resnet32")
+MODELS = ("mlp", "cnn1d", "cnn2d", "resnet32")
 TORCHVISION_PREFIX = "torchvision:"
 TIMM_PREFIX = "timm:"
 
@@ -51,6 +51,25 @@ class CNN1D(nn.Module):
             nn.AdaptiveAvgPool1d(1), nn.Flatten(),
         )
         self.out_features = width
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class CNN2D(nn.Module):
+    """A small 2-D CNN for 28x28 to 32x32 images: three 3x3 conv + BatchNorm stages (16, 32, 64 channels), the first two
+    followed by 2x2 max pooling, then global average pooling to 64-d features. About 2 M multiply-adds per 28x28 image,
+    so an epoch of 2,000 images takes seconds on a laptop CPU."""
+
+    def __init__(self, in_channels: int = 1, width: int = 16):
+        super().__init__()
+
+        def stage(cin, cout):
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+        self.net = nn.Sequential(*stage(in_channels, width), nn.MaxPool2d(2), *stage(width, 2 * width), nn.MaxPool2d(2),
+                                 *stage(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.out_features = 4 * width
 
     def forward(self, x):
         return self.net(x)
@@ -234,6 +253,10 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, num_p
         if len(input_shape) != 2:
             raise InputError(f"model: cnn1d needs (channels, length) inputs, got {input_shape}")
         backbone = CNN1D(input_shape[0])
+    elif name == "cnn2d":
+        if len(input_shape) != 3:
+            raise InputError(f"model: cnn2d needs (channels, height, width) images, got inputs of shape {input_shape}")
+        backbone = CNN2D(input_shape[0])
     elif name == "resnet32":
         if len(input_shape) != 3:
             raise InputError(f"model: resnet32 needs (channels, height, width) inputs, got {input_shape}")

@@ -141,20 +141,24 @@ def _check_trace(trace, epochs: int, num_classes: int, num_samples: int, damaged
             raise damaged(f"trace.{name}", f"are not {epochs} finite arrays over {num_classes} classes")
     weight, bias = trace["init_weight"], trace["init_bias"]
     if weight is not None and not (isinstance(weight, np.ndarray) and weight.ndim == 3 and weight.shape[1] == num_classes
-                                   and isinstance(bias, np.ndarray) and bias.shape == weight.shape[:2]):
+                                   and isinstance(bias, np.ndarray) and bias.shape == weight.shape[:2]
+                                   and weight.dtype.kind == bias.dtype.kind == "f" and np.all(np.isfinite(weight)) and np.all(np.isfinite(bias))):
         raise damaged("trace.init_weight", "does not match the PEM")
     if weight is not None and any(m.shape[1] != weight.shape[2] for m in means):
         raise damaged("trace.means", "do not have the PEM's feature width")
     replay = trace["replay"]
+    if weight is not None and replay is None:
+        raise damaged("trace.replay", "is missing for a linear PEM that has trained")
     if replay is not None and not (weight is not None and isinstance(replay, dict) and all(
             isinstance(replay.get(k), np.ndarray) and replay[k].shape == shape and replay[k].dtype.kind == "f" and np.all(np.isfinite(replay[k]))
             for k, shape in (("weight", weight.shape), ("bias", bias.shape), ("velocity_weight", weight.shape), ("velocity_bias", bias.shape)))):
         raise damaged("trace.replay", "is not the PEM's replayed heads and momentum buffers")
     stream = trace["stream"]
-    if stream is not None and not (isinstance(stream, dict) and isinstance(stream.get("counts"), np.ndarray)
-                                   and stream["counts"].shape == (num_classes,)):
+    if not (isinstance(stream, dict) and isinstance(stream.get("counts"), np.ndarray) and stream["counts"].shape == (num_classes,)
+            and stream["counts"].dtype.kind in "fiu" and np.all(np.isfinite(stream["counts"])) and np.all(stream["counts"] >= 0)):
         raise damaged("trace.stream", "is not this run's class counts")
     index = None if stream is None else stream.get("index")
     if index is not None and not (isinstance(index, np.ndarray) and index.ndim == 1 and index.dtype.kind in "iu"
-                                  and (index.size == 0 or (index.min() >= 0 and index.max() < num_samples))):
-        raise damaged("trace.stream.index", f"is not a list of training samples in [0, {num_samples})")
+                                  and (index.size == 0 or (index.min() >= 0 and index.max() < num_samples))
+                                  and np.unique(index).size == index.size):  # a draw without replacement
+        raise damaged("trace.stream.index", f"is not a list of distinct training samples in [0, {num_samples})")

@@ -33,7 +33,7 @@ COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-auto
 MAX_COUNT = 10**7  # epochs, batch size, heads, ...: bounded work, a clear error above
 MAX_N_MAX = 10**5  # head-class count: 20x the largest of the long-tailed benchmarks (Places-LT: 4,980)
 MAX_IMAGE_SIZE = 4096  # resized images are held in memory
-DEFAULT_MODEL = {"synthetic": "mlp", "digits": "mlp", "mnist1d": "cnn1d", "cifar10": "resnet32", "cifar100": "resnet32", "folder": "resnet32", "npy": "mlp",
+DEFAULT_MODEL = {"synthetic": "mlp", "digits": "mlp", "digits28": "cnn2d", "mnist1d": "cnn1d", "cifar10": "resnet32", "cifar100": "resnet32", "folder": "resnet32", "npy": "mlp",
                  "shapes": "fcn", "stare": "fcn", "ade20k": "fcn"}
 ALL_DATASETS = DATASETS + SEG_DATASETS
 

@@ -68,9 +68,51 @@ def read_results(run) -> RunResults:
         raise InputError(f"RUN_DIR: {path} is not a finished run's results (missing {', '.join(missing)})")
     if not isinstance(raw["pem"], dict) or "prior_match" not in raw["pem"] or not isinstance(raw["accuracy"], dict):
         raise InputError(f"RUN_DIR: {path} has no prior report or accuracy table")
+    _check_fields(raw, path)
     config_path = path.with_name("config.json")
     if config_path.is_file():
         config = read_json(config_path, "RUN_DIR")
         if config != raw["config"]:
             raise InputError(f"RUN_DIR: {path.parent} mixes two runs (results.json and config.json have other settings)")
     return RunResults(path, raw["config"], raw["counts"], raw["accuracy"], raw["pem"], raw)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+def _check_fields(raw: dict, path: Path) -> None:
+    """Every field a reader formats has the type it needs: one line naming the file and the field, never a traceback."""
+    def bad(field: str, want: str):
+        raise InputError(f"RUN_DIR: {path}: {field} is not {want} (the file was changed or damaged)")
+
+    cfg, pem = raw["config"], raw["pem"]
+    if not isinstance(cfg, dict):
+        bad("config", "an object of settings")
+    for key, want, ok in (("dataset", "a name", lambda v: isinstance(v, str)), ("method", "a name", lambda v: isinstance(v, str)),
+                          ("imbalance", "a number", _number), ("seed", "an integer", lambda v: isinstance(v, int) and not isinstance(v, bool))):
+        if not ok(cfg.get(key)):
+            bad(f"config.{key}", want)
+    if not isinstance(raw["epochs"], int) or isinstance(raw["epochs"], bool) or raw["epochs"] < 1:
+        bad("epochs", "a positive integer")
+    counts = raw["counts"]
+    if not isinstance(counts, list) or len(counts) < 2 or not all(_number(c) and c > 0 for c in counts):
+        bad("counts", "a list of positive class counts")
+    for rule, table in raw["accuracy"].items():
+        if not isinstance(table, dict) or not all(v is None or _number(v) or (isinstance(v, list) and all(x is None or _number(x) for x in v))
+                                                  for v in table.values()):
+            bad(f"accuracy.{rule}", "a table of accuracies")
+    calibration = raw.get("calibration", {})
+    if not isinstance(calibration, dict) or not all(isinstance(v, dict) and _number(v.get("ece")) for v in calibration.values()):
+        bad("calibration", "a table of ECE values")
+    for key in ("lambda_s", "nc1"):
+        if pem.get(key) is not None and not _number(pem[key]):
+            bad(f"pem.{key}", "a number")
+    if pem.get("regime") is not None and not isinstance(pem["regime"], str):
+        bad("pem.regime", "a name")
+    matches = pem["prior_match"]
+    if not isinstance(matches, dict) or not isinstance(matches.get("vs_log_counts"), dict):
+        bad("pem.prior_match", "a table of references with vs_log_counts")
+    for ref, m in matches.items():
+        if not isinstance(m, dict) or not _number(m.get("centered_rmse")) or not (m.get("slope") is None or _number(m["slope"])):
+            bad(f"pem.prior_match.{ref}", "a match with a numeric centered_rmse and slope")

@@ -13,7 +13,7 @@ import numpy as np
 from npe_theory.priors import implied_log_prior
 from npe_theory.report import pem_report
 
-from ..methods.trace import PemRecipe, felt_decay, replay_inputs
+from ..methods.trace import PemRecipe, replay_inputs
 from .rules import GROUPS
 
 
@@ -42,11 +42,17 @@ def conditional_slopes(eta_matrix, counts) -> dict:
 
 
 def prior_report(eta, features, labels, counts, recipe: PemRecipe, trace: dict, linear: bool, eta_eval=None) -> tuple[dict, np.ndarray | None]:
-    """(the prior report of the run's PEM, the log-prior Proposition 1 implies from it, None for an MLP PEM).
+    """(the prior report of the run's PEM, the log-prior its learned outputs imply, None for an MLP PEM).
 
-    The report's settings are ``recipe`` at the decay felt so far, lambda_s = weight_decay * sum_t lr_t / (1 - momentum).
+    The report's settings are ``recipe`` with the schedule the trace's steps took (lambda_s = weight_decay * sum_t lr_t
+    / (1 - momentum)). The implied log-prior inverts the spread-aware model (``npe_theory.spread.spread_inverse``), or
+    Proposition 1 where that model has no fixed point.
     """
-    lam_s = felt_decay(trace, recipe.weight_decay, recipe.momentum)
-    pem = pem_report(eta, features, labels, counts, recipe.settings(lam_s), trace=replay_inputs(trace), eta_eval=eta_eval, linear=linear)
-    implied = implied_log_prior(pem["learned"], recipe.weight_decay, pem["mean_norm_sq"], recipe.loss, True, recipe.alpha) if linear else None
+    pem = pem_report(eta, features, labels, counts, recipe.settings(trace), trace=replay_inputs(trace), eta_eval=eta_eval, linear=linear)
+    if not linear:
+        implied = None
+    elif pem.get("implied_log_prior") is not None:  # the spread-aware inverse: what the PEM learns on spread features
+        implied = np.asarray(pem["implied_log_prior"])
+    else:  # the spread model has no fixed point here: Proposition 1's inverse (collapse assumed)
+        implied = implied_log_prior(pem["learned"], recipe.weight_decay, pem["mean_norm_sq"], recipe.loss, True, recipe.alpha)
     return pem, implied
