@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from npe_theory.dynamics import finite_time_logit, heavy_ball_pem
+from npe_theory.dynamics import finite_time_logit
 from npe_theory.priors import count_profile, predicted_priors
 from npe_train.loop.build import pem_recipe
 from npe_train.tasks.adaptation import TRACK_TOLERANCE, _lag, model_trajectory

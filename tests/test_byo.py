@@ -10,7 +10,6 @@ from torch import nn
 
 from npe_train.run.config import make_config
 from npe_train.data.longtail import build
-from npe_train.data.files import write_fake_cifar
 from npe_train.models.classifiers import attach_pem, from_torchvision, strip_head
 from npe_train.loop.train import train
 

@@ -173,7 +173,7 @@ def _plain_training(tmp_path):
     np.save(folder / "features.npy", dump["features"].numpy())
     np.save(folder / "labels.npy", y)
     (folder / "settings.toml").write_text("weight_decay = 2e-3\nalpha = 1.0\nloss = 'logistic'\nreduction = 'mean'\nbias = true\n"
-                                          f"momentum = 0.9\nlr = 0.05\nbatch_size = 32\nepochs = 20\n")
+                                          "momentum = 0.9\nlr = 0.05\nbatch_size = 32\nepochs = 20\n")
     return folder, backbone, classifier, pem, X, Y, counts
 
 

@@ -15,7 +15,7 @@ from npe_train.device.distributed import Dist
 from npe_train.loop.build import build_mixing, build_objective, build_task
 from npe_train.loop.step import epoch_plan, train_step
 from npe_train.loop.train import train
-from npe_train.methods.unimix import draw_partners, mix_batch, mixing_factor, partner_probabilities
+from npe_train.methods.unimix import draw_partners, mixing_factor, partner_probabilities
 
 
 @given(st.lists(st.integers(0, 4), min_size=1, max_size=40), st.lists(st.integers(1, 10**7), min_size=5, max_size=5),
