@@ -157,9 +157,10 @@ def _figures_with_regimes(draw):
         from npe_theory.io import write_json
 
         if args.retrain_regimes:
-            from .experiments.regimes import GRID, regime_runs
+            from .experiments.regimes import GRID, SETS, regime_runs
 
-            path = write_json(Path(args.out) / "regime_runs.json", {"grid": [list(g) for g in GRID], "runs": regime_runs()})
+            path = write_json(Path(args.out) / "regime_runs.json", {"grid": [list(g) for g in GRID], "sets": list(SETS),
+                                                                    "runs": regime_runs()})
             print(f"wrote {path}")
         if args.retrain_segmentation:
             from .experiments.segmentation import segmentation_runs

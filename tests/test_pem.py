@@ -141,3 +141,35 @@ def test_dense_heads_equal_the_heads_applied_pixel_by_pixel(hidden):
     dense = pem.heads_output(h)
     flat = pem.heads_output(h.permute(0, 2, 3, 1).reshape(-1, 6))  # (K, B*H*W, C)
     torch.testing.assert_close(dense, flat.reshape(3, 2, 5, 7, 4).permute(0, 1, 4, 2, 3), rtol=1e-5, atol=1e-6)
+
+
+def test_pem_param_groups_decay_the_pem_whatever_the_rest_does():
+    """A Hugging Face Trainer-style grouping (no decay on biases) leaves the PEM bias undecayed: check_pem_decay names it.
+    pem_param_groups decays the PEM's weight and bias at its own rate; one SGD step confirms it parameter by parameter."""
+    import warnings
+
+    from npe_train import check_pem_decay, pem_param_groups
+    from npe_train.models.classifiers import attach_pem
+
+    torch.manual_seed(0)
+    net = attach_pem(torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU()), num_classes=3, feature_dim=6, num_pems=2)
+    hf_style = [{"params": [p for n, p in net.named_parameters() if not n.endswith("bias")], "weight_decay": 0.01},
+                {"params": [p for n, p in net.named_parameters() if n.endswith("bias")], "weight_decay": 0.0}]
+    with pytest.warns(UserWarning, match="^optimizer: no weight decay on PEM parameter"):
+        missing = check_pem_decay(torch.optim.SGD(hf_style, lr=0.1), net)
+    assert missing == ["pem.heads.0.bias", "pem.heads.1.bias"]
+    groups = pem_param_groups(net, 5e-3, other_weight_decay=0.0)
+    opt = torch.optim.SGD(groups, lr=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_pem_decay(opt, net) == []
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()  # zero loss gradients: only weight decay moves a parameter, p <- p (1 - lr wd)
+    for n, p in net.named_parameters():
+        factor = 1 - 0.5 * 5e-3 if n.startswith("pem.") else 1.0
+        torch.testing.assert_close(p.detach(), before[n] * factor, rtol=1e-6, atol=0)
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
+    with pytest.raises(ValueError, match="^model"):
+        pem_param_groups(torch.nn.Linear(2, 2), 1e-3)

@@ -218,15 +218,20 @@ def test_npe_report_bad_input_one_line_exit_2(tmp_path, breakage, word):
 
 
 def test_regime_runs_feed_figures_7_and_8(tmp_path):
+    """Each run's weight decay is set so that it feels the grid's lambda*s (recomputed by hand: cosine rates, ceil(N / 64)
+    steps, momentum 0.9), on every set asked for; both figures draw them."""
     from npe_theory.figures import fig_regime_gap, fig_regime_slope
     from npe_train.experiments.regimes import regime_runs
 
-    rows = regime_runs(grid=((5e-3, 2), (5e-2, 3)), progress=False, dataset="synthetic", imbalance=10, n_max=60)
+    grid = ((0.05, 2), (2.0, 3))
+    rows = regime_runs(grid=grid, sets=("synthetic", "digits"), progress=False, imbalance=10, n_max=60)
+    assert [r["dataset"] for r in rows] == ["synthetic"] * 2 + ["digits"] * 2
     n = 60 + 46 + 35 + 27 + 21 + 16 + 12 + 10 + 7 + 6  # count_profile("exp", 10, 60, 10)
     steps = math.ceil(n / 64)
     cosine = {2: [0.05, 0.025], 3: [0.05, 0.0375, 0.0125]}
-    for row, (wd, epochs) in zip(rows, ((5e-3, 2), (5e-2, 3))):
-        assert row["lambda_s"] == pytest.approx(wd * steps * sum(cosine[epochs]) / 0.1)
+    for row, (target, epochs) in zip(rows, grid * 2):
+        assert row["lambda_s"] == pytest.approx(row["weight_decay"] * steps * sum(cosine[epochs]) / 0.1, rel=1e-12)
+        assert row["lambda_s"] == pytest.approx(target, rel=1e-9)
         assert {"rmse_vs_finite_time", "rmse_vs_equilibrium", "slope_learned", "slope_closed_form"} <= row.keys()
     for draw in (fig_regime_gap, fig_regime_slope):
         png = draw(tmp_path / "f.png", rows)

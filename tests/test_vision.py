@@ -110,3 +110,21 @@ def test_npe_train_with_a_timm_backbone(tmp_path):
     assert res["config"]["model"] == "timm:resnet18" and np.all(np.isfinite(res["pem"]["learned"]))
     with pytest.raises(ValueError, match="^model: timm has no model"):
         timm_backbone("no_such_net")
+
+
+@needs_timm
+def test_timm_optimizer_factory_exempts_the_pem_bias_unless_given_pem_param_groups():
+    """timm's create_optimizer_v2, given a model, puts biases in a no-decay group (the PEM's too); given
+    pem_param_groups it keeps the PEM's decay."""
+    import warnings
+
+    from timm.optim import create_optimizer_v2
+
+    from npe_train import check_pem_decay, pem_param_groups
+
+    net = attach_pem(timm_backbone("resnet18"), 5, 512)
+    with pytest.warns(UserWarning, match="pem.heads.0.bias"):
+        assert check_pem_decay(create_optimizer_v2(net, "sgd", lr=0.1, weight_decay=5e-3), net) == ["pem.heads.0.bias"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_pem_decay(create_optimizer_v2(pem_param_groups(net, 5e-3), "sgd", lr=0.1, weight_decay=5e-3), net) == []

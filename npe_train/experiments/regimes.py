@@ -1,8 +1,10 @@
-"""The runs behind figures F7 and F8: the default job over weight decay and epochs, one point per run.
+"""The runs behind figures F7 and F8: four data sets over the weight decay felt and the length, one point per run.
 
-``regime_runs`` trains the grid (MNIST-1D-LT, imbalance 100, 1D CNN; about 3 minutes on 2 CPU
-cores) and returns one summary per run; ``npe figures --retrain-regimes`` writes them to
-``figures/regime_runs.json`` and redraws F7 and F8 from it (docs/regimes.md).
+``regime_runs`` trains the grid on each set with its default network (synthetic and digits: MLP;
+MNIST-1D: 1-D CNN; digits28: 2-D CNN; imbalance 100; about 8 minutes on 2 CPU cores), the weight
+decay set from each set's own steps so that the PEM feels the grid's lambda*s, and returns one
+summary per run; ``npe figures --retrain-regimes`` writes them to ``figures/regime_runs.json``
+and redraws F7 and F8 from it (docs/regimes.md).
 Imports: ``npe_theory`` and ``runs.py``.
 """
 from __future__ import annotations
@@ -11,15 +13,17 @@ from npe_theory.priors import prior_match
 
 from .runs import train_summaries
 
-#: (weight decay, epochs): lambda*s from about 0.05 to 3 with everything else the default job's
-GRID = ((5e-4, 20), (5e-4, 60), (1e-3, 60), (5e-4, 150), (5e-3, 20), (2e-3, 60), (1e-3, 150), (2e-3, 120), (5e-3, 60), (1e-2, 60))
+#: (lambda*s, epochs): from the transient to equilibrium, short and long runs, everything else each set's default
+GRID = ((0.05, 20), (0.15, 60), (0.4, 60), (0.4, 150), (1.0, 60), (2.5, 60))
+SETS = ("synthetic", "digits", "mnist1d", "digits28")
 REFERENCES = ("vs_log_counts", "vs_closed_form", "vs_equilibrium", "vs_finite_time")
 
 
 def summarize_run(results: dict) -> dict:
     """What F7 and F8 plot from one run: lambda*s, each reference's centered RMSE, the learned and the theory's slope on ln N_c."""
     pem, cfg = results["pem"], results["config"]
-    return {"weight_decay": cfg["weight_decay"], "epochs": cfg["epochs"], "seed": cfg["seed"], "lambda_s": pem["lambda_s"],
+    return {"dataset": cfg["dataset"], "weight_decay": cfg["weight_decay"], "epochs": cfg["epochs"], "seed": cfg["seed"],
+            "lambda_s": pem["lambda_s"],
             "regime": pem["regime"], **{f"rmse_{k}": pem["prior_match"][k]["centered_rmse"] for k in REFERENCES},
             "slope_learned": pem["prior_match"]["vs_log_counts"]["slope"],
             "slope_closed_form": prior_match(pem["predicted"], results["counts"]).slope,
@@ -27,7 +31,8 @@ def summarize_run(results: dict) -> dict:
             "accuracy": {rule: v["overall"] for rule, v in results["accuracy"].items()}}
 
 
-def regime_runs(grid=GRID, seed: int = 0, progress: bool = True, **overrides) -> list[dict]:
-    """Train the default job once per (weight decay, epochs) of ``grid`` (``overrides`` change other settings)."""
-    return train_summaries([({**overrides, "weight_decay": wd, "epochs": epochs, "eval_every": epochs, "seed": seed}, summarize_run)
-                            for wd, epochs in grid], "regime runs", progress)
+def regime_runs(grid=GRID, sets=SETS, seed: int = 0, progress: bool = True, **overrides) -> list[dict]:
+    """Train each set of ``sets`` once per (lambda*s, epochs) of ``grid`` (``overrides`` change other settings)."""
+    return train_summaries([({**overrides, "dataset": ds, "imbalance": overrides.get("imbalance", 100), "target_lambda_s": target,
+                              "epochs": epochs, "eval_every": epochs, "seed": seed}, summarize_run)
+                            for ds in sets for target, epochs in grid], "regime runs", progress)

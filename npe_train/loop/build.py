@@ -150,3 +150,4 @@ def build_optimizer(cfg: TrainConfig, model):
     """SGD with momentum and weight decay on every parameter (the PEM's included), and its per-epoch schedule."""
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(cfg, e))
+

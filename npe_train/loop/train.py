@@ -34,6 +34,7 @@ from npe_theory.io import write_json
 from ..data.pipeline import DevicePipeline, LoaderPipeline, preparer
 from ..device.distributed import init_distributed
 from ..methods.trace import epoch_replay, felt_decay, record_epoch
+from ..models.pem import check_pem_decay
 from ..run.checkpoint import CHECKPOINT, save_checkpoint
 from ..run.config import TrainConfig
 from ..run.metrics import epoch_record, write_metrics
@@ -93,6 +94,7 @@ def _train(cfg: TrainConfig, data, model, task, stream, rank_info, device, resum
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt, sched = build_optimizer(cfg, model)
+    check_pem_decay(opt, model)  # the report assumes it; a custom optimizer builder must keep it
     recipe = pem_recipe(cfg)  # how the PEM trains: its replay advances with it (methods/trace.py)
     objective, mixing = build_objective(cfg), build_mixing(cfg)
     gen = torch.Generator().manual_seed(cfg.seed)  # the same on every rank: one permutation, sharded

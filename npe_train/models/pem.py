@@ -5,6 +5,8 @@ output is ``p = -eta``. Its loss lives in ``methods/pem_loss.py``. Imports: torc
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -81,3 +83,35 @@ class PriorEstimator(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.heads_output(features).mean(0)
+
+
+def pem_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """{name: parameter} of every ``PriorEstimator`` inside ``model`` (its weights and biases)."""
+    return {f"{prefix}.{name}" if prefix else name: p for prefix, m in model.named_modules() if isinstance(m, PriorEstimator)
+            for name, p in m.named_parameters()}
+
+
+def pem_param_groups(model: nn.Module, weight_decay: float, other_weight_decay: float | None = None) -> list[dict]:
+    """Optimizer parameter groups: every PEM weight and bias at ``weight_decay``; the rest of ``model`` at
+    ``other_weight_decay`` (default the same). The prior report assumes the PEM's bias is decayed like its weights
+    (docs/theory.md, section 2); optimizer factories that exempt biases from decay (Hugging Face Trainer, timm's
+    ``create_optimizer_v2`` given a model) break that unless given these groups."""
+    wd = as_float_scalar("weight_decay", weight_decay, nonnegative=True)
+    other = wd if other_weight_decay is None else as_float_scalar("other_weight_decay", other_weight_decay, nonnegative=True)
+    pem = pem_parameters(model)
+    if not pem:
+        raise InputError("model: holds no PriorEstimator (attach one with npe_train.models.classifiers.attach_pem)")
+    mine = {id(p) for p in pem.values()}
+    return [{"params": [p for p in model.parameters() if id(p) not in mine], "weight_decay": other},
+            {"params": list(pem.values()), "weight_decay": wd}]
+
+
+def check_pem_decay(optimizer: torch.optim.Optimizer, model: nn.Module) -> list[str]:
+    """Names of the PEM parameters that ``optimizer`` leaves without weight decay (a group with weight_decay 0, or not in
+    any group), with a warning naming them: the report's closed form, equilibrium and replay assume a decayed PEM."""
+    decay = {id(p): g.get("weight_decay", 0.0) for g in optimizer.param_groups for p in g["params"]}
+    missing = [name for name, p in pem_parameters(model).items() if not decay.get(id(p), 0.0) > 0]
+    if missing:
+        warnings.warn(f"optimizer: no weight decay on PEM parameter(s) {', '.join(missing)}; the prior report assumes the PEM's "
+                      f"weights and bias are decayed (use npe_train.models.pem.pem_param_groups)", stacklevel=2)
+    return missing
