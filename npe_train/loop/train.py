@@ -37,7 +37,7 @@ from ..methods.trace import epoch_replay, felt_decay, record_epoch
 from ..models.pem import check_pem_decay
 from ..run.checkpoint import CHECKPOINT, save_checkpoint
 from ..run.config import TrainConfig
-from ..run.metrics import epoch_record, write_metrics
+from ..run.metrics import TensorBoardLog, epoch_record, write_metrics
 from ..run.results import SCHEMA, environment
 from ..run.runfolder import claim, open_run
 from ..tasks.base import Held
@@ -82,6 +82,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, task=No
     _seed_all(cfg.seed)  # after the data: building it (or not, when cached) must not move the model's initialization
     model = build_network(cfg, data).to(device)
     task = build_task(cfg) if task is None else task
+    if cfg.tensorboard:
+        TensorBoardLog.writer_class()  # a missing package is said before the run folder exists
     with claim(Path(cfg.out), rank_info.main):
         return _train(cfg, data, model, task, stream, rank_info, device, resume, progress)
 
@@ -107,6 +109,7 @@ def _train(cfg: TrainConfig, data, model, task, stream, rank_info, device, resum
     net = _wrap(model, cfg.compile, rank_info, device)
     cudagraphs = device.type == "cuda" and cfg.compile in ("reduce-overhead", "max-autotune")  # each step marked as a new one
 
+    board = TensorBoardLog(cfg.tensorboard) if cfg.tensorboard and rank_info.main else None
     t0, report = time.perf_counter(), None
     bar = tqdm(range(start, cfg.epochs), desc=run_label(cfg), disable=not (progress and rank_info.main),
                initial=start, total=cfg.epochs)
@@ -134,7 +137,11 @@ def _train(cfg: TrainConfig, data, model, task, stream, rank_info, device, resum
         if rank_info.main:
             save_checkpoint(out / CHECKPOINT, epoch, cfg, model, opt, sched, gen, trace, metrics)
             write_metrics(out, metrics)
+            if board is not None:
+                board.write(line)
     bar.close()
+    if board is not None:
+        board.close()
     if report is None:  # resumed a finished run
         report = task.evaluate(model, held, trace, stream.now(cfg.epochs - 1, trace))
     if not rank_info.main:

@@ -29,7 +29,7 @@ from .config import TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 3  # 1: pickled NumPy arrays and dicts (needed the unrestricted unpickler); 2: no replay state; neither is read any more
-PLACE_ONLY = ("out",)  # settings that say where a run lives, not what it is
+PLACE_ONLY = ("out", "tensorboard")  # settings that say where a run (or its log) lives, not what it is
 
 
 def _tensors(value):

@@ -96,6 +96,8 @@ class TrainConfig:
     workers: int = setting(4, "DataLoader worker processes (loader pipeline)")
     eval_every: int = setting(1, "evaluate every this many epochs (the last epoch always)")
     out: str | None = setting(None, "run folder (default runs/<dataset>-<method>-ir<imbalance>-seed<seed>)")
+    tensorboard: str | None = setting(None, "also write the per-epoch scalars of metrics.jsonl to this TensorBoard log folder "
+                                            "(needs the tensorboard package)", metavar="DIR")
 
     def resolved(self) -> "TrainConfig":
         """Fill the None defaults that depend on other fields, and check every value."""
@@ -190,7 +192,7 @@ class TrainConfig:
             parse_schedule(self.shift, self.epochs)
             if self.profile not in ("exp", "step"):
                 bad("shift", f"a shifting stream starts from the exp or step profile, not {self.profile}")
-        for name in ("data_dir", "weights", "out", "device"):
+        for name in ("data_dir", "weights", "out", "device", "tensorboard"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 bad(name, f"expected a path or name (a string), got {getattr(self, name)!r}")
 

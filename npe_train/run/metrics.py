@@ -1,10 +1,13 @@
-"""metrics.jsonl: one line per epoch, what it used and measured (docs/report.md). Imports: ``npe_theory.io`` only."""
+"""metrics.jsonl: one line per epoch, what it used and measured (docs/report.md), and its TensorBoard copy.
+Imports: ``npe_theory`` only (torch's tensorboard writer lazily)."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
+from npe_theory.errors import InputError
 from npe_theory.io import atomic_write
 
 METRICS = "metrics.jsonl"
@@ -29,3 +32,35 @@ def epoch_record(epoch: int, lr: float, losses, lam_s: float, t0: float, report:
 def write_metrics(out: Path, metrics: list[dict]) -> None:
     """metrics.jsonl, rewritten whole and atomically from the lines the checkpoint holds: never torn, never short."""
     atomic_write(out / METRICS, lambda tmp: tmp.write_text("".join(json.dumps(line) + "\n" for line in metrics)))
+
+
+class TensorBoardLog:
+    """The numeric scalars of each metrics.jsonl line (losses, lr, lambda_s, accuracy per rule, prior RMSEs, NC1), written
+    through ``torch.utils.tensorboard`` at step = epoch; lists (per-class values) stay in metrics.jsonl only."""
+
+    def __init__(self, folder: str):
+        self.writer = self.writer_class()(log_dir=folder)
+
+    @staticmethod
+    def writer_class():
+        """torch's SummaryWriter, or a one-line InputError when the tensorboard package it needs is missing."""
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise InputError("tensorboard: the tensorboard package is not installed (pip install tensorboard)") from None
+        return SummaryWriter
+
+    def write(self, line: dict) -> None:
+        def scalars(prefix: str, value):
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    yield from scalars(f"{prefix}/{k}" if prefix else k, v)
+            elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                yield prefix, value
+
+        for tag, value in scalars("", {k: v for k, v in line.items() if k != "epoch"}):
+            self.writer.add_scalar(tag, value, global_step=line["epoch"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
