@@ -227,7 +227,7 @@ def plot_eta_matrix(path, pem: dict) -> Path:
     return save_figure(fig, path, dpi=110)
 
 
-COMMITTED = Path(__file__).resolve().parents[1] / "figures"  # the run summaries behind F7/F8, F10 and F11
+COMMITTED = "runs"  # package data of npe_theory: the committed run summaries behind F7/F8, F10 and F11
 
 
 def run_summaries(path, name: str, runs=None) -> list[dict]:
@@ -236,8 +236,10 @@ def run_summaries(path, name: str, runs=None) -> list[dict]:
 
     if runs is not None:
         return runs
+    from importlib.resources import files
+
     source = Path(path).with_name(name)
-    return json.loads((source if source.is_file() else COMMITTED / name).read_text())["runs"]
+    return json.loads((source if source.is_file() else files("npe_theory") / COMMITTED / name).read_text())["runs"]
 
 
 RMSE_STYLE = {"vs_log_counts": ("o", "tab:gray", "ln N_c"), "vs_closed_form": ("s", "tab:blue", "closed form (Prop. 1)"),

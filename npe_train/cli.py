@@ -165,7 +165,7 @@ def _figures_with_regimes(draw):
         if args.retrain_segmentation:
             from .experiments.segmentation import segmentation_runs
 
-            path = write_json(Path(args.out) / "segmentation_runs.json", {"config": "configs/shapes_seg.toml", "runs": segmentation_runs()})
+            path = write_json(Path(args.out) / "segmentation_runs.json", {"config": "shapes_seg", "runs": segmentation_runs()})
             print(f"wrote {path}")
         if args.retrain_adaptation:
             from .experiments.adaptation import GRID as SHIFTS, adaptation_runs
@@ -190,14 +190,16 @@ def register(sub, helps: dict[str, str]) -> None:
         fig.set_defaults(func=_figures_with_regimes(fig.get_default("func")))
 
     p = sub.add_parser("train", help=helps["train"])
-    p.add_argument("--config", metavar="FILE.toml", help="settings file (flags given here override it)")
+    p.add_argument("--config", metavar="FILE.toml|RECIPE", help="settings file, or the name of a shipped recipe such as "
+                   "mnist1d_lt_equilibrium or cifar100_lt (flags given here override it)")
     p.set_defaults(config_fields=add_config_flags(p))
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sweep", help=helps["sweep"])
-    p.add_argument("--config", metavar="FILE.toml", help="settings file (flags given here override it)")
+    p.add_argument("--config", metavar="FILE.toml|RECIPE", help="settings file, or the name of a shipped recipe such as "
+                   "mnist1d_lt_equilibrium or cifar100_lt (flags given here override it)")
     p.set_defaults(config_fields=add_config_flags(p, exclude=SWEEP_SETS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=["npe", "ce"], help="from npe, ce, la_loss")

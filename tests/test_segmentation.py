@@ -238,6 +238,7 @@ def test_f11_runs_follow_the_segmentation_main_job(tmp_path):
 
     small = dict(n_max=60, imbalance=20, epochs=2)
     rows = segmentation_runs(methods=("ce",), seeds=(1,), progress=False, **small)
-    job = Path(__file__).resolve().parents[1] / SEG_CONFIG
+    job = Path(__file__).resolve().parents[1] / "configs" / "shapes_seg.toml"  # the checkout's path to the shipped recipe
+    assert SEG_CONFIG == "shapes_seg"
     direct = summarize_segmentation(train(make_config(str(job), **small, method="ce", seed=1, out=str(tmp_path / "d")), progress=False))
     assert rows == [direct] and rows[0]["alpha"] == 0.1

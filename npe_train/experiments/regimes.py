@@ -3,7 +3,7 @@
 ``regime_runs`` trains the grid on each set with its default network (synthetic and digits: MLP;
 MNIST-1D: 1-D CNN; digits28: 2-D CNN; imbalance 100; about 8 minutes on 2 CPU cores), the weight
 decay set from each set's own steps so that the PEM feels the grid's lambda*s, and returns one
-summary per run; ``npe figures --retrain-regimes`` writes them to ``figures/regime_runs.json``
+summary per run; ``npe figures --retrain-regimes`` writes them to ``npe_theory/runs/regime_runs.json``
 and redraws F7 and F8 from it (docs/regimes.md).
 Imports: ``npe_theory`` and ``runs.py``.
 """

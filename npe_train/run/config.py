@@ -46,7 +46,7 @@ def setting(default, help: str, **flag):
 
 @dataclass
 class TrainConfig:
-    """Defaults: the CPU main job (MNIST-1D-LT, imbalance 100). configs/*.toml hold other recipes."""
+    """Defaults: the CPU main job (MNIST-1D-LT, imbalance 100). The shipped recipes (``shipped_recipes``) hold others."""
 
     dataset: str = setting("mnist1d", f"{' | '.join(DATASETS)}; segmentation: {' | '.join(SEG_DATASETS)}; folder, npy, stare and ade20k "
                                       f"read --data-dir")
@@ -234,9 +234,32 @@ def add_config_flags(parser: argparse.ArgumentParser, exclude=()) -> list[str]:
     return names
 
 
+RECIPES = "recipes"  # package data of npe_train: the shipped recipes (configs/ in a checkout links to it)
+
+
+def shipped_recipes() -> dict[str, Path]:
+    """{name: file} of the recipes that ship with the package (``mnist1d_lt_equilibrium``, ``cifar100_lt``, ...)."""
+    from importlib.resources import files
+
+    folder = Path(str(files("npe_train") / RECIPES))
+    return {p.stem: p for p in sorted(folder.glob("*.toml"))}
+
+
+def recipe_path(file) -> Path:
+    """The settings file ``file`` when it exists; else the shipped recipe of that name (with or without ``.toml`` and a
+    folder, so ``configs/cifar100_lt.toml`` works outside a checkout too)."""
+    path = Path(file)
+    if path.is_file():
+        return path
+    shipped = shipped_recipes()
+    if path.stem in shipped and (path.suffix in ("", ".toml")):
+        return shipped[path.stem]
+    raise InputError(f"config: {file} is neither a file nor a shipped recipe ({', '.join(shipped)})")
+
+
 def load_toml(path) -> dict:
-    """Config keys from a TOML file (flat, or under a [train] table); unknown keys are an error."""
-    path = Path(path)
+    """Config keys from a TOML file or shipped recipe name (flat, or under a [train] table); unknown keys are an error."""
+    path = recipe_path(path)
     raw = read_toml_table(path, "config", "train")
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(raw) - known)
