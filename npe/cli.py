@@ -55,7 +55,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 TRAIN_COMMANDS = {"train": "train a network with PEMs on long-tailed data and report its learned priors",
                   "sweep": "run seeds x methods x imbalances and write one mean/std table (CSV and Markdown)",
-                  "compare": "print finished runs side by side"}  # npe_train.cli registers them with these lines
+                  "compare": "print finished runs side by side",
+                  "eval": "score a finished run on another test set or another test label distribution"}  # npe_train.cli registers them
 
 
 def _terminate(signum, frame):

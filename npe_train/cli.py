@@ -150,6 +150,17 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from .experiments.evaluate import evaluate_finished
+
+    out, path = evaluate_finished(args.run, args.data_dir, args.test_profile)
+    print(f"{'rule':<24}{'mean per class':>16}{'sample accuracy':>17}   (test counts {out['test_counts']})")
+    for rule, acc in out["accuracy"].items():
+        print(f"{RULE_NAMES.get(rule, rule):<24}{100 * acc['overall']:>15.1f}%{100 * out['sample_accuracy'][rule]:>16.1f}%")
+    print(f"wrote {path}")
+    return 0
+
+
 def _figures_with_regimes(draw):
     """``npe figures --retrain-regimes / --retrain-segmentation / --retrain-adaptation``: train the runs of F7/F8, F11
     or F10 first and write their summaries beside the figures."""
@@ -177,7 +188,7 @@ def _figures_with_regimes(draw):
 
 
 def register(sub, helps: dict[str, str]) -> None:
-    """Add ``train``, ``sweep`` and ``compare`` to ``sub`` with the one-line ``helps`` of ``npe.cli`` (which lists them
+    """Add ``train``, ``sweep``, ``compare`` and ``eval`` to ``sub`` with the one-line ``helps`` of ``npe.cli`` (which lists them
     without importing this module), and the ``--retrain-*`` flags to ``figures``."""
     fig = sub.choices.get("figures")
     if fig is not None:  # the theory package draws F7 and F8 from run summaries; this package can retrain them
@@ -212,3 +223,10 @@ def register(sub, helps: dict[str, str]) -> None:
     p = sub.add_parser("compare", help=helps["compare"])
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("eval", help=helps["eval"])
+    p.add_argument("run", metavar="RUN_DIR", help="a finished run folder (results.json and checkpoint.pt)")
+    p.add_argument("--data-dir", help="read the test set from this folder instead (same kind of data as the run's)")
+    p.add_argument("--test-profile", metavar="exp:R|reversed:R", help="subsample the test set: head classes (exp) or tail "
+                   "classes (reversed) most frequent, imbalance R")
+    p.set_defaults(func=cmd_eval)

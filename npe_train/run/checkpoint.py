@@ -71,12 +71,8 @@ def identity(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in PLACE_ONLY}
 
 
-def load_checkpoint(path: Path, cfg: TrainConfig, model, opt, sched, gen, device, num_classes: int,
-                    num_samples: int) -> tuple[int, dict, list[dict]]:
-    """Restore everything ``save_checkpoint`` wrote; returns (the next epoch, the PEM trace, the metrics lines so far)."""
-    def damaged(field: str, why: str):
-        return InputError(f"checkpoint: {path}: {field} {why}; delete the file to start the run over")
-
+def _read(path: Path, cfg: TrainConfig, device, damaged) -> dict:
+    """The checkpoint's dict, its format and settings checked (tensors and plain values only: weights_only)."""
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError, KeyError,
@@ -91,6 +87,33 @@ def load_checkpoint(path: Path, cfg: TrainConfig, model, opt, sched, gen, device
     if identity(saved) != identity(asdict(cfg)):
         changed = sorted(k for k in identity(asdict(cfg)) if saved.get(k) != asdict(cfg)[k])
         raise InputError(f"resume: the run in {path.parent} was made with other settings ({', '.join(changed) or 'unknown keys'})")
+    return ckpt
+
+
+def read_finished(path: Path, cfg: TrainConfig, model, device, num_classes: int, num_samples: int) -> dict:
+    """A finished run's network into ``model`` and its PEM trace (``npe eval``); the checkpoint checked as on resume."""
+    def damaged(field: str, why: str):
+        return InputError(f"checkpoint: {path}: {field} {why}")
+
+    ckpt = _read(path, cfg, device, damaged)
+    if ckpt.get("epoch") != cfg.epochs - 1:
+        raise damaged("epoch", f"is {ckpt.get('epoch')!r}: the run has not finished its {cfg.epochs} epochs")
+    trace = _arrays(ckpt.get("trace"))
+    _check_trace(trace, cfg.epochs, num_classes, num_samples, damaged)
+    try:
+        model.load_state_dict(ckpt.get("model"))
+    except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise damaged("model", f"does not fit this run's network ({type(exc).__name__})") from None
+    return trace
+
+
+def load_checkpoint(path: Path, cfg: TrainConfig, model, opt, sched, gen, device, num_classes: int,
+                    num_samples: int) -> tuple[int, dict, list[dict]]:
+    """Restore everything ``save_checkpoint`` wrote; returns (the next epoch, the PEM trace, the metrics lines so far)."""
+    def damaged(field: str, why: str):
+        return InputError(f"checkpoint: {path}: {field} {why}; delete the file to start the run over")
+
+    ckpt = _read(path, cfg, device, damaged)
     epoch = ckpt.get("epoch")
     if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch < cfg.epochs:
         raise damaged("epoch", f"is {epoch!r}, expected an integer in [0, {cfg.epochs})")
