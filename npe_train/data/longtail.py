@@ -7,7 +7,8 @@ digits as 28x28 images at random positions, for 2-D CNNs),
 and a user's own data: ``folder`` (an image folder, one sub-folder per class) and ``npy``
 (``X.npy`` and ``y.npy``). Every source returns float32 arrays (CIFAR: uint8 pixels); the
 long-tailed subset takes the first N_c samples of each class after a seeded shuffle, or keeps
-the data's own counts (profile ``natural``). Imports: ``npe_theory`` and ``files.py`` only.
+the data's own counts (profile ``natural``); ``list`` (``relative/path label`` split files, images left on disk).
+Imports: ``npe_theory``, ``files.py`` and ``image_list.py`` only.
 """
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from npe_theory.io import atomic_write
 from npe_theory.priors import count_profile
 
 from .files import DataError, load_cifar, load_image_folder, load_npy
+from .image_list import load_image_lists
 
-DATASETS = ("synthetic", "mnist1d", "digits", "digits28", "cifar10", "cifar100", "folder", "npy")
+DATASETS = ("synthetic", "mnist1d", "digits", "digits28", "cifar10", "cifar100", "folder", "npy", "list")
 PROFILES = ("exp", "step", "natural")
 
 
@@ -43,7 +45,7 @@ class LongTailData:
         # Canonical strides whatever the source: torch keeps a view's strides (even on size-1 axes), and
         # its kernels may then take another path and round differently, so the same data must look the same.
         for key in ("x_train", "y_train", "x_test", "y_test", "x_val", "y_val"):
-            if getattr(self, key) is not None:
+            if isinstance(getattr(self, key), np.ndarray):  # image lists stay on disk (image_list.OnDisk)
                 setattr(self, key, np.array(getattr(self, key), copy=True, order="C"))
 
     @property
@@ -171,8 +173,9 @@ def long_tail_index(y, counts: np.ndarray, rng) -> np.ndarray:
 
 def build(dataset: str, imbalance: float, profile: str = "exp", n_max: int | None = None, seed: int = 0,
           data_dir: str | None = None, num_classes: int | None = None, image_size: int | None = None,
-          test_fraction: float = 0.2) -> LongTailData:
-    """The long-tailed training set and balanced test set of ``dataset``."""
+          test_fraction: float = 0.2, lists: dict | None = None) -> LongTailData:
+    """The long-tailed training set and balanced test set of ``dataset``; ``lists``: the ``train``, ``test`` and
+    (optional) ``val`` list files of the ``list`` data set."""
     if dataset not in DATASETS:
         raise DataError(f"dataset: unknown {dataset!r}; choose from {', '.join(DATASETS)}")
     if profile not in PROFILES:
@@ -196,6 +199,12 @@ def build(dataset: str, imbalance: float, profile: str = "exp", n_max: int | Non
         if data_dir is None:
             raise DataError(f"data_dir: {dataset} is read from a local folder; pass --data-dir (nothing is downloaded)")
         x, y, xt, yt = load_cifar(data_dir, C)
+    elif dataset == "list":
+        if data_dir is None or not lists or lists.get("train") is None or lists.get("test") is None:
+            raise DataError("data_dir, train_list, test_list: the list data set reads --train-list and --test-list under --data-dir")
+        x, y, xt, yt, xv, yv, names = load_image_lists(data_dir, lists["train"], lists["test"], lists.get("val"), image_size or 32, seed)
+        C = len(names)
+        n_max = n_max or int(np.bincount(y, minlength=C).max())
     else:
         if data_dir is None:
             raise DataError(f"data_dir: {dataset} is read from a local folder; pass --data-dir")
@@ -214,6 +223,8 @@ def build(dataset: str, imbalance: float, profile: str = "exp", n_max: int | Non
     used = long_tail_index(y, counts, rng)
     if dataset == "synthetic":
         val, source = (xv, yv), "generated"
+    elif dataset == "list" and xv is not None:
+        val, source = (xv, yv), "the validation list"
     else:
         keep = unused_balanced(y, used, C, seed)
         val, source = ((None, None), None) if keep is None else ((x[keep], y[keep]), "unused training samples")

@@ -16,12 +16,12 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from npe_theory.errors import InputError
 from npe_theory.io import write_json
 from npe_theory.priors import count_profile
 
+from ..data.image_list import on_device
 from ..data.pipeline import preparer
 from ..device.distributed import Dist, pick_device
 from ..loop.build import build_data, build_network, build_schedule, build_task, dense
@@ -70,8 +70,7 @@ def evaluate_finished(run, data_dir: str | None = None, test_profile: str | None
     if test_profile is not None:
         keep = profile_index(data.y_test, data.num_classes, test_profile, cfg.seed)
         data = replace(data, x_test=data.x_test[keep], y_test=data.y_test[keep])
-    held = Held(data, torch.as_tensor(data.x_train, device=device), torch.as_tensor(data.x_test, device=device),
-                preparer(data.x_train.dtype, device), Dist())
+    held = Held(data, on_device(data.x_train, device), on_device(data.x_test, device), preparer(data.x_train.dtype, device), Dist())
     report = build_task(used).evaluate(model.eval(), held, trace, stream.now(cfg.epochs - 1, trace))
     tested = np.bincount(data.y_test, minlength=data.num_classes)
     sample = {rule: float(np.dot(v["per_class"], tested) / tested.sum()) for rule, v in report["accuracy"].items()}

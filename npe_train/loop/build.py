@@ -46,7 +46,8 @@ def build_data(cfg: TrainConfig):
     if dense(cfg):
         return build_segmentation(cfg.dataset, cfg.seed, cfg.data_dir, cfg.image_size, cfg.imbalance, cfg.n_max)
     return build(cfg.dataset, 1.0 if cfg.shift else cfg.imbalance, cfg.profile, cfg.n_max, cfg.seed, cfg.data_dir,
-                 image_size=cfg.image_size, test_fraction=cfg.test_fraction)
+                 image_size=cfg.image_size, test_fraction=cfg.test_fraction,
+                 lists={"train": cfg.train_list, "test": cfg.test_list, "val": cfg.val_list})
 
 
 def build_network(cfg: TrainConfig, data):

@@ -31,6 +31,7 @@ import torch
 
 from npe_theory.io import write_json
 
+from ..data.image_list import on_device
 from ..data.pipeline import DevicePipeline, LoaderPipeline, preparer
 from ..device.distributed import init_distributed
 from ..methods.trace import epoch_replay, felt_decay, record_epoch
@@ -100,8 +101,8 @@ def _train(cfg: TrainConfig, data, model, task, stream, rank_info, device, resum
     recipe = pem_recipe(cfg)  # how the PEM trains: its replay advances with it (methods/trace.py)
     objective, mixing = build_objective(cfg), build_mixing(cfg)
     gen = torch.Generator().manual_seed(cfg.seed)  # the same on every rank: one permutation, sharded
-    x_train = torch.as_tensor(data.x_train, device=device)
-    held = Held(data, x_train, torch.as_tensor(data.x_test, device=device), preparer(data.x_train.dtype, device), rank_info)
+    x_train = on_device(data.x_train, device)
+    held = Held(data, x_train, on_device(data.x_test, device), preparer(data.x_train.dtype, device), rank_info)
     feed = (DevicePipeline(x_train, torch.as_tensor(data.y_train, device=device), channels_last) if cfg.pipeline == "device"
             else LoaderPipeline(data.x_train, data.y_train, device, channels_last, cfg.workers))
     use_amp = cfg.amp if cfg.amp is not None else device.type == "cuda"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..data.image_list import batch, on_device
 from ..data.pipeline import augment, draw_augmentation
 from ..device.distributed import gather_rows
 from ..methods.trace import PemRecipe
@@ -23,11 +24,11 @@ def predict(model, x: torch.Tensor, batch_size: int, prepare, train_mode: bool =
     Eval mode by default; ``train_mode``: batch statistics, running statistics left as they were (``forward_mode``),
     and a last batch of one sample joins the one before; ``augment_draws`` (n, 3) crop and flip the inputs as in training.
     """
-    outs = [[], [], []]
+    outs, device = [[], [], []], next(model.parameters()).device
     bounds = train_mode_batches(len(x), batch_size) if train_mode else [(i, i + batch_size) for i in range(0, len(x), batch_size)]
     with forward_mode(model, train_mode):
         for i, j in bounds:
-            xb = x[i:j]
+            xb = batch(x[i:j], device)
             if augment_draws is not None:
                 xb = augment(xb, augment_draws[i:j].to(x.device))
             logits, heads, h = model(prepare(xb))
@@ -126,7 +127,7 @@ def advise(model, held: Held, report: dict, batch_size: int, tau: float, tau_gri
     if data.x_val is None:
         return {"validation": None, "why": "no validation set: some class has fewer than 5 training samples the long-tailed "
                                             "subset leaves unused (a smaller --n-max leaves some)"}
-    logits, eta, _ = predict(model, torch.as_tensor(data.x_val, device=held.x_train.device), max(batch_size, 256), held.prepare)
+    logits, eta, _ = predict(model, on_device(data.x_val, held.x_train.device), max(batch_size, 256), held.prepare)
     priors = report["priors"]
     implied = None if priors["implied"] is None else np.asarray(priors["implied"])
     val = accuracy_report(logits, eta, data.y_val, np.asarray(priors["counts"]), tau, sorted({*tau_grid, tau}), implied,
