@@ -2,6 +2,7 @@
 sizes, read from disk batch by batch through the DataLoader pipeline with workers."""
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from npe.cli import main
@@ -74,3 +75,38 @@ def test_bad_list_lines_are_one_line_errors(tree, tmp_path, capsys, line, word):
                  "--epochs", "1", "--image-size", "8", "--workers", "0", "--quiet", "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and word in err, err
+
+
+class Pairs(torch.utils.data.Dataset):
+    """A user's own Dataset of (input, label) pairs, without a targets attribute (labels are read item by item)."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return torch.as_tensor(self.x[i]), int(self.y[i])
+
+
+def test_train_takes_a_users_torch_datasets_and_matches_the_same_arrays_from_files(tmp_path):
+    """The same samples as torch Datasets (read as needed) and as X.npy / y.npy files (in memory) train the same run."""
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(4), [40, 20, 10, 6])
+    x = (rng.normal(size=(len(y), 12)) + y[:, None]).astype(np.float32)
+    yt = np.repeat(np.arange(4), 8)
+    xt = (rng.normal(size=(len(yt), 12)) + yt[:, None]).astype(np.float32)
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    for name, arr in (("X", x), ("y", y), ("X_test", xt), ("y_test", yt)):
+        np.save(folder / f"{name}.npy", arr)
+    common = dict(epochs=2, batch_size=16, workers=0, pipeline="loader", seed=1)
+    from_files = train(make_config(dataset="npy", data_dir=str(folder), out=str(tmp_path / "a"), **common), progress=False)
+    from_sets = train(make_config(dataset="torch", out=str(tmp_path / "b"), **common), progress=False,
+                      datasets=(Pairs(x, y), Pairs(xt, yt)))
+    assert from_sets["counts"] == from_files["counts"] == [40, 20, 10, 6]
+    assert from_sets["accuracy"] == from_files["accuracy"]
+    assert from_sets["pem"]["learned"] == from_files["pem"]["learned"]
+    with pytest.raises(ValueError, match="^datasets"):
+        train(make_config(dataset="torch", out=str(tmp_path / "c"), **common), progress=False)

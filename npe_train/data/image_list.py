@@ -1,11 +1,13 @@
-"""Image lists: ``relative/path label`` lines (ImageNet-LT, Places-LT, iNaturalist splits), read from disk as needed.
+"""Inputs read as needed: image lists (``relative/path label`` lines: ImageNet-LT, Places-LT, iNaturalist splits) and
+a user's own torch Datasets.
 
 ``load_image_lists(root, train_list, test_list, val_list, size)`` returns ``OnDisk`` image sets: an
 image is read (header-bounded, resized to size x size, normalized by per-channel statistics of a
 sample of the training list) only when a batch asks for it, so a set larger than memory trains
 through the DataLoader pipeline with worker processes. Indexing an ``OnDisk`` with an int gives one
 image; with a slice or an index array, another ``OnDisk`` (nothing is read); ``load()`` reads its
-images into one float32 tensor (one batch at a time). Imports: NumPy, torch, ``files.py``.
+images into one float32 tensor (one batch at a time). ``InDataset`` does the same for the samples of a
+user's ``torch.utils.data.Dataset`` (``from_datasets``). Imports: NumPy, torch, ``files.py``.
 """
 from __future__ import annotations
 
@@ -23,16 +25,28 @@ MAX_LIST_BYTES = 4 << 30
 STATS_SAMPLE = 512  # images whose pixels set the per-channel mean and std
 
 
-class OnDisk:
+class Lazy:
+    """Inputs read on demand: ``x[int]`` one sample (float32 NumPy), ``x[slice or index array]`` another ``Lazy`` (nothing
+    read), ``load()`` all of its samples as one tensor."""
+
+    dtype = np.dtype(np.float32)
+    device = torch.device("cpu")
+
+    def load(self) -> torch.Tensor:
+        """Every sample of this set as one float32 tensor."""
+        out = np.empty(self.shape, dtype=np.float32)
+        for i in range(len(self)):
+            out[i] = self[i]
+        return torch.from_numpy(out)
+
+
+class OnDisk(Lazy):
     """Images named by paths under ``root``, read on demand as float32 (3, size, size), normalized by ``mean``, ``std``."""
 
     def __init__(self, root: Path, paths: np.ndarray, size: int, mean=None, std=None):
         self.root, self.paths, self.size = Path(root), paths, int(size)
         self.mean = np.zeros((3, 1, 1), np.float32) if mean is None else mean
         self.std = np.ones((3, 1, 1), np.float32) if std is None else std
-
-    dtype = np.dtype(np.float32)
-    device = torch.device("cpu")
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -49,22 +63,82 @@ class OnDisk:
             key = key.cpu().numpy()
         return OnDisk(self.root, self.paths[key], self.size, self.mean, self.std)
 
-    def load(self) -> torch.Tensor:
-        """Every image of this set as one (n, 3, size, size) float32 tensor."""
-        out = np.empty(self.shape, dtype=np.float32)
-        for i in range(len(self)):
-            out[i] = self[i]
-        return torch.from_numpy(out)
+
+class InDataset(Lazy):
+    """Samples ``index`` of a user's ``torch.utils.data.Dataset`` whose items are ``(input, label)``; inputs as float32."""
+
+    def __init__(self, dataset, index: np.ndarray, sample_shape: tuple[int, ...]):
+        self.dataset, self.index, self.sample_shape = dataset, index, sample_shape
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.index), *self.sample_shape)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            x = np.asarray(self.dataset[int(self.index[key])][0], dtype=np.float32)
+            if x.shape != self.sample_shape:
+                raise DataError(f"datasets: sample {int(self.index[key])} has shape {x.shape}, the first had {self.sample_shape}")
+            return x
+        if isinstance(key, torch.Tensor):
+            key = key.cpu().numpy()
+        return InDataset(self.dataset, self.index[key], self.sample_shape)
 
 
-def on_device(x, device) -> "torch.Tensor | OnDisk":
-    """A NumPy array as a tensor on ``device``; an ``OnDisk`` set stays on disk (its batches are read as needed)."""
-    return x if isinstance(x, OnDisk) else torch.as_tensor(x, device=device)
+MAX_SAMPLES = 100_000_000
+
+
+def _labels(dataset, what: str) -> np.ndarray:
+    """Every sample's label: the Dataset's ``targets`` when it has them (torchvision's sets do), else read item by item."""
+    try:
+        n = len(dataset)
+    except TypeError:
+        raise DataError(f"{what}: expected a map-style torch Dataset (with __len__ and __getitem__)") from None
+    if not 0 < n <= MAX_SAMPLES:
+        raise DataError(f"{what}: expected 1 to {MAX_SAMPLES} samples, got {n}")
+    raw = getattr(dataset, "targets", None)
+    labels = [raw[i] for i in range(n)] if raw is not None and len(raw) == n else [dataset[i][1] for i in range(n)]
+    out = np.asarray([int(v) if isinstance(v, (int, np.integer)) or (isinstance(v, torch.Tensor) and v.numel() == 1
+                      and not v.is_floating_point()) else -1 for v in labels], dtype=np.int64)
+    if out.min() < 0 or out.max() >= MAX_CLASSES:
+        raise DataError(f"{what}: every label must be an integer class id in [0, {MAX_CLASSES})")
+    return out
+
+
+def from_datasets(train_set, test_set, val_set=None):
+    """(x_train, y_train, x_test, y_test, x_val, y_val, class names) from a user's torch Datasets of ``(input, label)``
+    items; inputs are read (as float32) only when a batch needs them."""
+    sets, labels = [], []
+    for what, ds in (("datasets[0] (training)", train_set), ("datasets[1] (test)", test_set), ("datasets[2] (validation)", val_set)):
+        if ds is None:
+            sets.append(None), labels.append(None)
+            continue
+        y = _labels(ds, what)
+        first = np.asarray(ds[0][0], dtype=np.float32)
+        sets.append(InDataset(ds, np.arange(len(y)), first.shape))
+        labels.append(y)
+    C = int(labels[0].max()) + 1
+    if np.any(np.bincount(labels[0], minlength=C) == 0):
+        raise DataError(f"datasets: every class 0 .. {C - 1} needs a training sample")
+    for y, what in ((labels[1], "test"), (labels[2], "validation")):
+        if y is not None and y.max() >= C:
+            raise DataError(f"datasets: the {what} set has label {int(y.max())}, beyond the training classes 0 .. {C - 1}")
+    if any(s is not None and s.sample_shape != sets[0].sample_shape for s in sets[1:]):
+        raise DataError("datasets: the test (or validation) samples do not have the training samples' shape")
+    return sets[0], labels[0], sets[1], labels[1], sets[2], labels[2], [str(c) for c in range(C)]
+
+
+def on_device(x, device) -> "torch.Tensor | Lazy":
+    """A NumPy array as a tensor on ``device``; inputs read as needed stay where they are (batches are read later)."""
+    return x if isinstance(x, Lazy) else torch.as_tensor(x, device=device)
 
 
 def batch(x, device) -> torch.Tensor:
-    """A batch of inputs on ``device``: a tensor as it is, an ``OnDisk`` slice read from disk."""
-    return x.load().to(device) if isinstance(x, OnDisk) else x
+    """A batch of inputs on ``device``: a tensor as it is, a ``Lazy`` slice read now."""
+    return x.load().to(device) if isinstance(x, Lazy) else x
 
 
 def read_list(root: Path, list_file, what: str) -> tuple[np.ndarray, np.ndarray]:

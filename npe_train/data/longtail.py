@@ -22,9 +22,9 @@ from npe_theory.io import atomic_write
 from npe_theory.priors import count_profile
 
 from .files import DataError, load_cifar, load_image_folder, load_npy
-from .image_list import load_image_lists
+from .image_list import from_datasets, load_image_lists
 
-DATASETS = ("synthetic", "mnist1d", "digits", "digits28", "cifar10", "cifar100", "folder", "npy", "list")
+DATASETS = ("synthetic", "mnist1d", "digits", "digits28", "cifar10", "cifar100", "folder", "npy", "list", "torch")
 PROFILES = ("exp", "step", "natural")
 
 
@@ -173,9 +173,10 @@ def long_tail_index(y, counts: np.ndarray, rng) -> np.ndarray:
 
 def build(dataset: str, imbalance: float, profile: str = "exp", n_max: int | None = None, seed: int = 0,
           data_dir: str | None = None, num_classes: int | None = None, image_size: int | None = None,
-          test_fraction: float = 0.2, lists: dict | None = None) -> LongTailData:
+          test_fraction: float = 0.2, lists: dict | None = None, datasets=None) -> LongTailData:
     """The long-tailed training set and balanced test set of ``dataset``; ``lists``: the ``train``, ``test`` and
-    (optional) ``val`` list files of the ``list`` data set."""
+    (optional) ``val`` list files of the ``list`` data set; ``datasets``: the (train, test[, validation]) torch
+    Datasets of the ``torch`` data set."""
     if dataset not in DATASETS:
         raise DataError(f"dataset: unknown {dataset!r}; choose from {', '.join(DATASETS)}")
     if profile not in PROFILES:
@@ -199,6 +200,12 @@ def build(dataset: str, imbalance: float, profile: str = "exp", n_max: int | Non
         if data_dir is None:
             raise DataError(f"data_dir: {dataset} is read from a local folder; pass --data-dir (nothing is downloaded)")
         x, y, xt, yt = load_cifar(data_dir, C)
+    elif dataset == "torch":
+        if datasets is None or not 2 <= len(datasets) <= 3:
+            raise DataError("datasets: the torch data set takes train(cfg, datasets=(train, test[, validation])) in Python")
+        x, y, xt, yt, xv, yv, names = from_datasets(*datasets)
+        C = len(names)
+        n_max = n_max or int(np.bincount(y, minlength=C).max())
     elif dataset == "list":
         if data_dir is None or not lists or lists.get("train") is None or lists.get("test") is None:
             raise DataError("data_dir, train_list, test_list: the list data set reads --train-list and --test-list under --data-dir")
@@ -223,8 +230,8 @@ def build(dataset: str, imbalance: float, profile: str = "exp", n_max: int | Non
     used = long_tail_index(y, counts, rng)
     if dataset == "synthetic":
         val, source = (xv, yv), "generated"
-    elif dataset == "list" and xv is not None:
-        val, source = (xv, yv), "the validation list"
+    elif dataset in ("list", "torch") and xv is not None:
+        val, source = (xv, yv), "the validation list" if dataset == "list" else "the validation Dataset"
     else:
         keep = unused_balanced(y, used, C, seed)
         val, source = ((None, None), None) if keep is None else ((x[keep], y[keep]), "unused training samples")

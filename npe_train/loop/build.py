@@ -41,13 +41,14 @@ def dense(cfg: TrainConfig) -> bool:
     return cfg.dataset in SEG_DATASETS
 
 
-def build_data(cfg: TrainConfig):
-    """The training and test sets; a shifting stream's training set is a pool of n_max samples of every class (imbalance 1)."""
+def build_data(cfg: TrainConfig, datasets=None):
+    """The training and test sets; a shifting stream's training set is a pool of n_max samples of every class (imbalance 1).
+    ``datasets``: a user's (train, test[, validation]) torch Datasets for the ``torch`` data set."""
     if dense(cfg):
         return build_segmentation(cfg.dataset, cfg.seed, cfg.data_dir, cfg.image_size, cfg.imbalance, cfg.n_max)
     return build(cfg.dataset, 1.0 if cfg.shift else cfg.imbalance, cfg.profile, cfg.n_max, cfg.seed, cfg.data_dir,
                  image_size=cfg.image_size, test_fraction=cfg.test_fraction,
-                 lists={"train": cfg.train_list, "test": cfg.test_list, "val": cfg.val_list})
+                 lists={"train": cfg.train_list, "test": cfg.test_list, "val": cfg.val_list}, datasets=datasets)
 
 
 def build_network(cfg: TrainConfig, data):

@@ -68,17 +68,19 @@ def _wrap(model, compile_mode: str, rank_info, device):
     return net
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, task=None) -> dict:
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, task=None, datasets=None) -> dict:
     """Train, evaluate every ``eval_every`` epochs, and write the run folder; returns results.json's content.
 
-    ``task``: a task object (``tasks/base.py``) to use instead of the one the data set implies. The
+    ``task``: a task object (``tasks/base.py``) to use instead of the one the data set implies.
+    ``datasets``: your own ``(train, test)`` or ``(train, test, validation)`` torch Datasets of
+    ``(input, label)`` items, with ``dataset="torch"`` (samples are read as batches need them). The
     folder belongs to this run while it trains (``runfolder.claim``). Under torchrun, ranks other
     than 0 return ``{"rank": r}``.
     """
     cfg = cfg.resolved()
     rank_info, device = init_distributed(cfg.device, cfg.batch_size)
     # the data, its stream and the network first: one that cannot be built leaves no run folder behind
-    data = build_data(cfg)
+    data = build_data(cfg, datasets)
     cfg, stream = build_schedule(cfg, data, rank_info.world)  # the weight decay of --target-lambda-s needs the steps
     _seed_all(cfg.seed)  # after the data: building it (or not, when cached) must not move the model's initialization
     model = build_network(cfg, data).to(device)

@@ -33,7 +33,7 @@ COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-auto
 MAX_COUNT = 10**7  # epochs, batch size, heads, ...: bounded work, a clear error above
 MAX_N_MAX = 10**5  # head-class count: 20x the largest of the long-tailed benchmarks (Places-LT: 4,980)
 MAX_IMAGE_SIZE = 4096  # resized images are held in memory
-DEFAULT_MODEL = {"synthetic": "mlp", "digits": "mlp", "digits28": "cnn2d", "list": "resnet32", "mnist1d": "cnn1d", "cifar10": "resnet32", "cifar100": "resnet32", "folder": "resnet32", "npy": "mlp",
+DEFAULT_MODEL = {"synthetic": "mlp", "digits": "mlp", "digits28": "cnn2d", "list": "resnet32", "torch": "mlp", "mnist1d": "cnn1d", "cifar10": "resnet32", "cifar100": "resnet32", "folder": "resnet32", "npy": "mlp",
                  "shapes": "fcn", "stare": "fcn", "ade20k": "fcn"}
 ALL_DATASETS = DATASETS + SEG_DATASETS
 
@@ -112,10 +112,10 @@ class TrainConfig:
         if cfg.model is None and cfg.dataset in DEFAULT_MODEL:
             cfg.model = DEFAULT_MODEL[cfg.dataset]
         if cfg.profile is None:
-            cfg.profile = "natural" if cfg.dataset in ("folder", "npy", "list", *SEG_DATASETS) else "exp"
-        if cfg.dataset == "list":
+            cfg.profile = "natural" if cfg.dataset in ("folder", "npy", "list", "torch", *SEG_DATASETS) else "exp"
+        if cfg.dataset in ("list", "torch"):
             cfg.pipeline = "loader"  # the images stay on disk: batches are read by DataLoader workers
-            cfg.image_size = cfg.image_size or 32
+            cfg.image_size = cfg.image_size or (32 if cfg.dataset == "list" else None)
         if cfg.pem_detach is None:
             cfg.pem_detach = cfg.method != "npe"
         if cfg.augment is None:
@@ -151,10 +151,10 @@ class TrainConfig:
             bad("shift", f"a shifting class stream is defined for classification, not segmentation ({self.dataset})")
         if dense and self.profile != "natural":
             bad("profile", f"segmentation keeps the data's own pixel counts (natural), not {self.profile}")
-        if self.profile == "natural" and self.dataset not in ("folder", "npy", "list", *SEG_DATASETS):
-            bad("profile", f"natural (the data's own counts) needs dataset folder, npy or list, not {self.dataset}")
-        if self.dataset == "list" and self.pipeline != "loader":
-            bad("pipeline", "the list data set reads its images from disk: use the loader pipeline")
+        if self.profile == "natural" and self.dataset not in ("folder", "npy", "list", "torch", *SEG_DATASETS):
+            bad("profile", f"natural (the data's own counts) needs dataset folder, npy, list or torch, not {self.dataset}")
+        if self.dataset in ("list", "torch") and self.pipeline != "loader":
+            bad("pipeline", f"the {self.dataset} data set reads its samples as needed: use the loader pipeline")
         if self.dataset != "list" and any(getattr(self, n) is not None for n in ("train_list", "test_list", "val_list")):
             bad("train_list", f"split lists are read by the list data set (--dataset list), not {self.dataset}")
         for name in ("imbalance", "lr", "alpha", "gamma", "weight_decay", "momentum", "tau", "test_fraction", "mix_a", "mix_tau"):
