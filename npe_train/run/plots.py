@@ -72,14 +72,18 @@ def _curves(path, metrics) -> Path:
         ax.set_xlabel("epoch")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    # legends beside the panels, not over the curves
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
+    fig.tight_layout()
     return save_figure(fig, path, dpi=110)
 
 
 def _groups(path, results) -> Path:
     groups = [g for g in REPORT_GROUPS if results["accuracy"]["argmax"][g] is not None]
     rules = [r for r in RULES if r in results["accuracy"]]
-    fig, ax = plt.subplots(figsize=(7.5, 4))
+    fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.8 / len(rules)
     for i, rule in enumerate(rules):
         vals = [results["accuracy"][rule][g] for g in groups]
@@ -88,8 +92,9 @@ def _groups(path, results) -> Path:
     ax.set_xticks(np.arange(len(groups)), groups)
     ax.set_ylabel("mean per-class accuracy")
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the bars, not on them
     ax.set_title(f"accuracy by class group (tau = {results['config']['tau']:g})")
+    fig.tight_layout()
     return save_figure(fig, path, dpi=120)
 
 
