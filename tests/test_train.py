@@ -1,4 +1,5 @@
 """The training core and the npe train / compare commands, end to end on tiny runs."""
+import os
 import json
 import subprocess
 import sys
@@ -287,3 +288,25 @@ def test_no_step_and_no_training_mode_batch_holds_a_single_sample(n, batch, worl
     spans = train_mode_batches(n, batch)
     assert spans[0][0] == 0 and spans[-1][1] == n and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
     assert all(j - i > 1 for i, j in spans) or n == 1
+
+
+def test_threads_setting_and_default(tmp_path, monkeypatch):
+    """--threads sets torch's and BLAS's threads for the run; without it, OMP_NUM_THREADS, else the usable cores shared
+    among local ranks (at most 8). The count used is recorded in results.json."""
+    from threadpoolctl import threadpool_info
+
+    from npe_train.device.distributed import cpu_threads
+
+    before = torch.get_num_threads()
+    try:
+        res = train(make_config(dataset="synthetic", imbalance=10, n_max=40, epochs=1, threads=1, out=str(tmp_path / "r")), progress=False)
+        assert res["environment"]["threads"] == 1 and torch.get_num_threads() == 1
+        assert all(p["num_threads"] == 1 for p in threadpool_info())
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+        cores = len(os.sched_getaffinity(0))
+        assert cpu_threads(None) == max(1, min(8, cores // 2))
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        assert cpu_threads(None) == 3 and torch.get_num_threads() == 3
+    finally:
+        cpu_threads(before)

@@ -1,5 +1,5 @@
-"""The device a run uses, where a process stands in a torchrun launch, and gathering arrays across ranks (one process:
-a no-op). Imports: torch and ``npe_theory`` only.
+"""The device a run uses, its CPU threads, where a process stands in a torchrun launch, and gathering arrays across
+ranks (one process: a no-op). Imports: torch, threadpoolctl and ``npe_theory`` only.
 """
 from __future__ import annotations
 
@@ -53,6 +53,28 @@ def init_distributed(device_name: str, batch_size: int) -> tuple[Dist, torch.dev
     if batch_size % world:
         raise InputError(f"batch_size: {batch_size} does not split over {world} processes")
     return Dist(dist.get_rank(), world), device
+
+
+MAX_DEFAULT_THREADS = 8  # beyond this, small models gain little and a shared machine loses more
+
+
+def cpu_threads(threads: int | None) -> int:
+    """Set the CPU threads of torch and of NumPy's BLAS and return their number: ``threads`` when given; else
+    OMP_NUM_THREADS when set; else the cores this process may run on, shared among the ranks of this machine
+    (LOCAL_WORLD_SIZE), at most 8. Two threads per core spin-wait on each other (docs/reliability.md)."""
+    if threads is None:
+        env = os.environ.get("OMP_NUM_THREADS", "")
+        if env.isdigit() and int(env) > 0:
+            threads = int(env)
+        else:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+            threads = max(1, min(MAX_DEFAULT_THREADS, cores // max(local, 1)))
+    torch.set_num_threads(threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)  # NumPy / SciPy BLAS of the prior report, for the rest of the process
+    return threads
 
 
 def gather_rows(parts: tuple[np.ndarray, ...], rank_info: Dist) -> tuple[np.ndarray, ...]:

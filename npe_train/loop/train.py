@@ -33,7 +33,7 @@ from npe_theory.io import write_json
 
 from ..data.image_list import on_device
 from ..data.pipeline import DevicePipeline, LoaderPipeline, preparer
-from ..device.distributed import init_distributed
+from ..device.distributed import cpu_threads, init_distributed
 from ..methods.trace import epoch_replay, felt_decay, record_epoch
 from ..models.pem import check_pem_decay
 from ..run.checkpoint import CHECKPOINT, save_checkpoint
@@ -78,6 +78,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, task=No
     than 0 return ``{"rank": r}``.
     """
     cfg = cfg.resolved()
+    cpu_threads(cfg.threads)
     rank_info, device = init_distributed(cfg.device, cfg.batch_size)
     # the data, its stream and the network first: one that cannot be built leaves no run folder behind
     data = build_data(cfg, datasets)

@@ -94,6 +94,8 @@ class TrainConfig:
                            metavar="MODE")
     pipeline: str = setting("device", f"{' | '.join(PIPELINES)}: data set on the device, or a standard DataLoader")
     workers: int = setting(4, "DataLoader worker processes (loader pipeline)")
+    threads: int | None = setting(None, "CPU threads for torch and BLAS (default: OMP_NUM_THREADS if set, else the cores "
+                                        "this process may use, shared among local ranks, at most 8)")
     eval_every: int = setting(1, "evaluate every this many epochs (the last epoch always)")
     out: str | None = setting(None, "run folder (default runs/<dataset>-<method>-ir<imbalance>-seed<seed>)")
     train_list: str | None = setting(None, "list data set: the training split, one 'relative/path label' line per image "
@@ -175,7 +177,7 @@ class TrainConfig:
             bad("test_fraction", f"expected a number in (0, 1), got {self.test_fraction!r}")
         for name in ("epochs", "batch_size", "num_pems", "eval_every"):
             setattr(self, name, positive_int(name, getattr(self, name), maximum=MAX_COUNT))  # a NumPy integer becomes a plain int (JSON)
-        for name, most in (("n_max", MAX_N_MAX), ("pem_hidden", 1 << 16), ("image_size", MAX_IMAGE_SIZE), ("mix_until", MAX_COUNT)):
+        for name, most in (("n_max", MAX_N_MAX), ("threads", 1024), ("pem_hidden", 1 << 16), ("image_size", MAX_IMAGE_SIZE), ("mix_until", MAX_COUNT)):
             if getattr(self, name) is not None:
                 setattr(self, name, positive_int(name, getattr(self, name), maximum=most))
         for name in ("amp", "augment", "pem_detach"):
