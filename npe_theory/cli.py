@@ -4,6 +4,9 @@
 """
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
 import numpy as np
 
 from .io import check_writable, write_csv, write_json
@@ -23,29 +26,85 @@ def cmd_check(args) -> int:
     return 1 if failed else 0
 
 
+#: what ``npe train`` trains a PEM with (``--like-train``): one-way logistic loss averaged over the batch, a decayed bias
+TRAINER = {"loss": "logistic", "reduction": "mean", "bias": True, "weight": 1.0}
+PLAIN = {"loss": "exp", "reduction": "sum", "bias": False, "weight": 1.0}
+
+
+def _from_run(path) -> dict:
+    """counts, weight decay, alpha, loss, per-class norms and learned outputs of a finished run's results.json."""
+    from .errors import InputError
+    from .io import read_json
+
+    folder = Path(path)
+    file = folder / "results.json" if folder.is_dir() else folder
+    raw = read_json(file, "--from")
+
+    def field(get, what):
+        try:
+            return get(raw)
+        except (KeyError, TypeError, IndexError):
+            raise InputError(f"--from: {file} has no {what} (not a finished run of npe train)") from None
+
+    run = {"counts": field(lambda r: np.asarray(r["counts"], dtype=float), "counts"),
+           "lam": field(lambda r: float(r["config"]["weight_decay"]), "config.weight_decay"),
+           "weight": field(lambda r: float(r["config"]["alpha"]), "config.alpha"),
+           "loss": field(lambda r: str(r["config"]["pem_loss"]), "config.pem_loss"),
+           "norm_sq": field(lambda r: np.asarray(r["pem"]["mean_norm_sq"], dtype=float), "pem.mean_norm_sq"),
+           "learned": field(lambda r: np.asarray(r["pem"]["learned"], dtype=float), "pem.learned")}
+    C = run["counts"].size
+    if C < 2 or any(run[k].shape != (C,) for k in ("norm_sq", "learned")) or not np.all(np.isfinite(run["norm_sq"])):
+        raise InputError(f"--from: {file}: counts, pem.mean_norm_sq and pem.learned must hold one finite value per class")
+    return run
+
+
 def cmd_priors(args) -> int:
     from .priors import count_profile, predicted_priors, prior_match, saturation
 
     if args.csv is not None:
         check_writable("--csv", args.csv)
-    counts = count_profile(args.profile, args.classes, args.max, args.imbalance)
-    opts = dict(feature_norm_sq=args.norm_sq, reduction=args.reduction, bias=args.bias, weight=args.weight)
-    x = saturation(counts, args.lam, **opts)
-    eta = predicted_priors(counts, args.lam, loss=args.loss, **opts)
+    run = _from_run(args.from_run) if args.from_run else None
+    base = TRAINER if (args.like_train or run is not None) else PLAIN
+    opts = {k: getattr(args, k) if getattr(args, k) is not None else base[k] for k in ("loss", "reduction", "bias", "weight")}
+    if run is not None:  # the run's own settings and measured norms, unless a flag says otherwise
+        counts, lam = run["counts"], args.lam if args.lam is not None else run["lam"]
+        opts["weight"] = args.weight if args.weight is not None else run["weight"]
+        opts["loss"] = args.loss if args.loss is not None else run["loss"]
+        norm_sq = run["norm_sq"] if args.norm_sq is None else args.norm_sq
+        source = f"run {args.from_run}: {counts.size} classes, {int(counts.sum()):,} samples, its per-class ||mu_c||^2"
+    else:
+        if args.lam is None:
+            from .errors import InputError
+
+            raise InputError("--lam: the PEM's weight decay is needed (or --from RUN to take a run's)")
+        counts, lam, norm_sq = count_profile(args.profile, args.classes, args.max, args.imbalance), args.lam, args.norm_sq or 1.0
+        source = f"{args.profile} profile: {args.classes} classes, n_max {args.max}, imbalance {args.imbalance:g}, {int(counts.sum()):,} samples"
+    loss = opts.pop("loss")
+    x = saturation(counts, lam, feature_norm_sq=norm_sq, **opts)
+    eta = predicted_priors(counts, lam, feature_norm_sq=norm_sq, loss=loss, **opts)
     log_n = np.log(counts)
     m = prior_match(eta, counts)
     deviation = eta - log_n - m.offset
-    rows = [dict(zip(("class", "count", "log_count", "x", "predicted", "deviation"), (c, int(n), float(ln), float(xc), float(e), float(d))))
+    rows = [dict(zip(("class", "count", "log_count", "x", "predicted", "deviation"), (c, int(n) if float(n).is_integer() else float(n), float(ln), float(xc), float(e), float(d))))
             for c, (n, ln, xc, e, d) in enumerate(zip(counts, log_n, x, eta, deviation))]
-    print(f"{args.profile} profile: {args.classes} classes, n_max {args.max}, imbalance {args.imbalance:g}, {int(counts.sum()):,} samples")
-    print(f"loss {args.loss}, lam {args.lam:g}, reduction {args.reduction}, ||mu||^2 {args.norm_sq:g}, bias {'decayed' if args.bias else 'none'}, weight {args.weight:g}")
-    print(f"{'class':>5} {'N_c':>7} {'ln N_c':>8} {'x_c':>11} {'eta_c':>9} {'dev':>8}")
+    if run is not None:
+        for r, learned in zip(rows, run["learned"]):
+            r["learned"] = float(learned)
+    print(source)
+    norm_text = "per class" if np.ndim(norm_sq) else f"{norm_sq:g}"
+    print(f"loss {loss}, lam {lam:g}, reduction {opts['reduction']}, ||mu||^2 {norm_text}, bias {'decayed' if opts['bias'] else 'none'}, "
+          f"weight {opts['weight']:g}" + ("  (as npe train trains it)" if loss == "logistic" and opts["reduction"] == "mean"
+                                           and opts["bias"] else ""))
+    print(f"{'class':>5} {'N_c':>9} {'ln N_c':>8} {'x_c':>11} {'eta_c':>9} {'dev':>8}" + (f" {'learned':>9}" if run is not None else ""))
     for r in rows:
-        print(f"{r['class']:>5} {r['count']:>7} {r['log_count']:>8.4f} {r['x']:>11.4g} {r['predicted']:>9.4f} {r['deviation']:>+8.4f}")
+        print(f"{r['class']:>5} {r['count']:>9g} {r['log_count']:>8.4f} {r['x']:>11.4g} {r['predicted']:>9.4f} {r['deviation']:>+8.4f}"
+              + (f" {r['learned']:>9.4f}" if run is not None else ""))
     print(f"x_c range {x.min():.3g} .. {x.max():.3g}")
     print(f"prior match vs ln N_c: slope {m.slope:.3f}, max deviation from best offset {m.max_deviation:.3f} nats, "
           f"centered RMSE {m.centered_rmse:.3f}, offset {m.offset:.3f}, R^2 {m.r2:.4f}, KL {m.kl:.4f}, TV {m.tv:.4f}"
           if m.slope is not None else "prior match vs ln N_c: counts are all equal, slope undefined")
+    if run is not None:
+        print(f"the run's learned outputs vs this prediction: centered RMSE {prior_match(run['learned'], reference=eta).centered_rmse:.3f} nats")
     if args.csv:
         print(f"wrote {write_csv(args.csv, rows)}")
     return 0
@@ -104,12 +163,18 @@ def register(sub) -> None:
 
     p = sub.add_parser("priors", help="predicted PEM outputs for a count profile, and how they match ln N_c")
     _profile_args(p, 100, 500)
-    p.add_argument("--lam", type=float, required=True, help="weight decay on the PEM")
-    p.add_argument("--reduction", choices=("sum", "mean"), default="sum", help="PEM loss summed, or averaged as in a batch (default sum)")
-    p.add_argument("--norm-sq", type=float, default=1.0, help="squared class-mean feature norm ||mu_c||^2 (default 1)")
-    p.add_argument("--loss", choices=("exp", "logistic"), default="exp", help="exp (Proposition 1) or logistic (default exp)")
-    p.add_argument("--bias", action="store_true", help="the PEM has a bias decayed with the same lam (adds 1 to ||mu||^2)")
-    p.add_argument("--weight", type=float, default=1.0, help="PEM loss weight alpha (default 1)")
+    p.add_argument("--lam", type=float, help="weight decay on the PEM (required without --from)")
+    p.add_argument("--from", dest="from_run", metavar="RUN", help="predict for a finished run: its counts, weight decay, alpha, loss "
+                   "and per-class ||mu_c||^2, with the trainer's batch-mean loss and decayed bias; prints its learned outputs beside")
+    p.add_argument("--like-train", action="store_true", help="the trainer's settings: logistic loss, batch mean, decayed bias, "
+                   "alpha 1 (default: exp loss, sum, no bias, the setting of Proposition 1)")
+    p.add_argument("--reduction", choices=("sum", "mean"), help="PEM loss summed, or averaged as in a batch (default sum; mean with "
+                   "--like-train or --from)")
+    p.add_argument("--norm-sq", type=float, help="squared class-mean feature norm ||mu_c||^2 (default 1; --from: the run's, per class)")
+    p.add_argument("--loss", choices=("exp", "logistic"), help="exp (Proposition 1) or logistic (default exp; logistic with --like-train)")
+    p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
+                   help="the PEM has a bias decayed with the same lam (adds 1 to ||mu||^2; default no, yes with --like-train or --from)")
+    p.add_argument("--weight", type=float, help="PEM loss weight alpha (default 1; --from: the run's)")
     p.add_argument("--csv", metavar="PATH", help="also write the per-class table as CSV")
     p.set_defaults(func=cmd_priors)
 

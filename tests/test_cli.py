@@ -91,3 +91,37 @@ def test_figures_command(tmp_path, monkeypatch):
     assert pngs == sorted(figs.FIGURES)
     for p in tmp_path.glob("*.png"):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
+
+
+def test_priors_from_a_run_agrees_with_the_runs_own_report(tmp_path):
+    """npe priors --from RUN predicts with the trainer's loss, batch-mean reduction, decayed bias, alpha and the run's
+    per-class norms: the same numbers as the run's own report (pem.predicted), and its learned outputs beside them."""
+    import csv
+    import json
+
+    from npe_train.loop.train import train
+    from npe_train.run.config import make_config
+
+    res = train(make_config(dataset="synthetic", imbalance=10, n_max=60, epochs=2, alpha=0.5, weight_decay=2e-3, out=str(tmp_path / "r")),
+                progress=False)
+    out = run("priors", "--from", str(tmp_path / "r"), "--csv", str(tmp_path / "p.csv"))
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    np.testing.assert_allclose([float(r["predicted"]) for r in rows], res["pem"]["predicted"], rtol=1e-12)
+    np.testing.assert_allclose([float(r["learned"]) for r in rows], res["pem"]["learned"], rtol=1e-12)
+    assert "as npe train trains it" in out.stdout
+    (tmp_path / "bad.json").write_text(json.dumps({"counts": [1, 2]}))
+    bad = run("priors", "--from", str(tmp_path / "bad.json"))
+    assert bad.returncode == 2 and "--from" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_priors_like_train_uses_the_trainers_settings(tmp_path):
+    import csv
+
+    from npe_theory.priors import count_profile, predicted_priors
+
+    out = run("priors", "--lam", "5e-3", "--like-train", "--classes", "5", "--max", "200", "--imbalance", "20", "--csv", str(tmp_path / "p.csv"))
+    assert out.returncode == 0, out.stderr
+    want = predicted_priors(count_profile("exp", 5, 200, 20.0), 5e-3, 1.0, "mean", "logistic", bias=True, weight=1.0)
+    np.testing.assert_allclose([float(r["predicted"]) for r in csv.DictReader(open(tmp_path / "p.csv"))], want, rtol=1e-12)
+    assert run("priors", "--classes", "5").returncode == 2  # no --lam and no run: refused
