@@ -99,8 +99,9 @@ def _check_fields(raw: dict, path: Path) -> None:
     if not isinstance(counts, list) or len(counts) < 2 or not all(_number(c) and c > 0 for c in counts):
         bad("counts", "a list of positive class counts")
     for rule, table in raw["accuracy"].items():
-        if not isinstance(table, dict) or not all(v is None or _number(v) or (isinstance(v, list) and all(x is None or _number(x) for x in v))
-                                                  for v in table.values()):
+        if not isinstance(table, dict) or not all(
+                (isinstance(v, list) and all(x is None or _number(x) for x in v)) if k == "per_class" else (v is None or _number(v))
+                for k, v in table.items()):
             bad(f"accuracy.{rule}", "a table of accuracies")
     calibration = raw.get("calibration", {})
     if not isinstance(calibration, dict) or not all(isinstance(v, dict) and _number(v.get("ece")) for v in calibration.values()):
@@ -108,7 +109,7 @@ def _check_fields(raw: dict, path: Path) -> None:
     for key in ("lambda_s", "nc1"):
         if pem.get(key) is not None and not _number(pem[key]):
             bad(f"pem.{key}", "a number")
-    if pem.get("regime") is not None and not isinstance(pem["regime"], str):
+    if "regime" in pem and not isinstance(pem["regime"], str):
         bad("pem.regime", "a name")
     matches = pem["prior_match"]
     if not isinstance(matches, dict) or not isinstance(matches.get("vs_log_counts"), dict):

@@ -24,7 +24,8 @@ def predict(model, x: torch.Tensor, batch_size: int, prepare, train_mode: bool =
     Eval mode by default; ``train_mode``: batch statistics, running statistics left as they were (``forward_mode``),
     and a last batch of one sample joins the one before; ``augment_draws`` (n, 3) crop and flip the inputs as in training.
     """
-    outs, device = [[], [], []], next(model.parameters()).device
+    outs = [[], [], []]
+    device = next((p.device for p in model.parameters()), x.device)  # where a batch read from disk must go
     bounds = train_mode_batches(len(x), batch_size) if train_mode else [(i, i + batch_size) for i in range(0, len(x), batch_size)]
     with forward_mode(model, train_mode):
         for i, j in bounds:
