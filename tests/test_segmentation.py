@@ -208,7 +208,7 @@ def test_shapes_run_end_to_end(tmp_path):
     # the report's closed form, recomputed from the report's own norms and the pixel counts
     from npe_theory.priors import predicted_priors
 
-    np.testing.assert_allclose(pem["predicted"], predicted_priors(np.array(res["counts"]), cfg.weight_decay, np.array(pem["mean_norm_sq"]),
+    np.testing.assert_allclose(pem["predicted"], predicted_priors(np.array(res["counts"]), res["config"]["weight_decay"], np.array(pem["mean_norm_sq"]),
                                                                  "mean", "logistic", bias=True, weight=0.1), rtol=1e-10)
     for name in ("iou_by_frequency.png", "pem_map.png", "pem_vs_log_counts.png"):
         assert (tmp_path / "run" / name).stat().st_size > 5000

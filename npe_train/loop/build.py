@@ -113,10 +113,9 @@ def planned_steps(stream, batch_size: int, world: int, epochs: int) -> list[int]
 def build_schedule(cfg: TrainConfig, data, world: int = 1):
     """(cfg, stream): the class stream, and the config with the weight decay ``--target-lambda-s`` asks for (the stream
     is made again only then, since a shifting stream's adaptation report reads the weight decay)."""
-    stream = build_stream(cfg, data)
     if cfg.target_lambda_s is None:
-        return cfg, stream
-    cfg = with_target_lambda_s(cfg, stream, world)
+        return cfg, build_stream(cfg, data)
+    cfg = with_target_lambda_s(cfg, build_stream(replace(cfg, weight_decay=cfg.weight_decay or 1.0), data), world)
     return cfg, build_stream(cfg, data)
 
 
