@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+from PIL import Image
 import pytest
 import torch
 from torch import nn
@@ -202,3 +203,30 @@ def test_cnn2d_takes_28_to_32_pixel_images_and_refuses_others():
         assert logits.shape == (3, 10) and heads.shape == (1, 3, 10) and h.shape == (3, 64)
     with pytest.raises(ValueError, match="^model: cnn2d"):
         build_model("cnn2d", (1, 40), 10)
+
+
+def test_user_data_brings_its_own_validation_split(tmp_path):
+    """A val/ folder beside train/ and test/, or X_val.npy / y_val.npy beside X.npy: the advice's validation set, normalized
+    like the training images; classes that differ from the training ones are refused."""
+    _write_folder(tmp_path / "imgs" / "train", [12, 6, 3])
+    _write_folder(tmp_path / "imgs" / "test", [2, 2, 2], seed=1)
+    _write_folder(tmp_path / "imgs" / "val", [3, 3, 3], seed=2)
+    data = build("folder", 1.0, "natural", data_dir=str(tmp_path / "imgs"))
+    assert data.val_source == "the val/ folder" and np.bincount(data.y_val).tolist() == [3, 3, 3]
+    raw = np.stack([np.asarray(Image.open(p).convert("RGB"), np.float32).transpose(2, 0, 1) / 255
+                    for p in sorted((tmp_path / "imgs" / "train").rglob("*.png"))])
+    mean, std = raw.mean(axis=(0, 2, 3), keepdims=True), raw.std(axis=(0, 2, 3), keepdims=True) + 1e-6
+    first = sorted((tmp_path / "imgs" / "val" / "class_a").glob("*.png"))[0]
+    np.testing.assert_allclose(data.x_val[0], ((np.asarray(Image.open(first).convert("RGB"), np.float32).transpose(2, 0, 1) / 255
+                                                - mean) / std)[0], rtol=1e-5, atol=1e-5)
+    _write_folder(tmp_path / "imgs" / "val" / "extra", [1], seed=3)
+    with pytest.raises(ValueError, match="^data_dir: val/ classes"):
+        build("folder", 1.0, "natural", data_dir=str(tmp_path / "imgs"))
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    y = np.repeat(np.arange(3), [20, 10, 5])
+    for name, arr in (("X", rng.normal(size=(35, 4))), ("y", y), ("X_val", rng.normal(size=(9, 4))), ("y_val", np.repeat(np.arange(3), 3))):
+        np.save(folder / f"{name}.npy", arr)
+    data = build("npy", 1.0, "natural", data_dir=str(folder))
+    assert data.val_source == "X_val.npy and y_val.npy" and data.x_val.shape == (9, 4)

@@ -145,10 +145,12 @@ def _read_images(folders: list[Path], image_size: int | None, where: str):
 
 
 def load_image_folder(root, image_size: int | None = None):
-    """An image folder: ``root/train/<class>/*`` and ``root/test/<class>/*``, or ``root/<class>/*`` (no test split).
+    """An image folder: ``root/train/<class>/*`` and ``root/test/<class>/*`` (and ``root/val/<class>/*``, a validation
+    split, when present), or ``root/<class>/*`` (no test split).
 
     Returns float32 (N, 3, H, W) images normalized by the training set's per-channel mean and std,
-    int64 labels (classes in sorted folder order), the test pair or (None, None), and the class names.
+    int64 labels (classes in sorted folder order), the test pair and the validation pair (each (None, None) when
+    absent), and the class names.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -167,16 +169,23 @@ def load_image_folder(root, image_size: int | None = None):
         xt, yt = _read_images(_class_folders(root / "test"), image_size or x.shape[-1], "test")
         if xt.shape[1:] != x.shape[1:]:
             raise DataError(f"data_dir: test images are {xt.shape[1:]}, training images {x.shape[1:]}; pass --image-size")
+    xv = yv = None
+    if train_dir != root and (root / "val").is_dir():
+        if [f.name for f in _class_folders(root / "val")] != names:
+            raise DataError(f"data_dir: val/ classes differ from train/ classes {names}")
+        xv, yv = _read_images(_class_folders(root / "val"), image_size or x.shape[-1], "val")
+        if xv.shape[1:] != x.shape[1:]:
+            raise DataError(f"data_dir: val images are {xv.shape[1:]}, training images {x.shape[1:]}; pass --image-size")
     x = x.astype(np.float32) / 255.0
     mean, std = x.mean(axis=(0, 2, 3), keepdims=True), x.std(axis=(0, 2, 3), keepdims=True) + 1e-6
     x = (x - mean) / std
-    if xt is not None:
-        xt = (xt.astype(np.float32) / 255.0 - mean) / std
-    return x, y, xt, yt, names
+    scale = lambda a: None if a is None else (a.astype(np.float32) / 255.0 - mean) / std  # noqa: E731
+    return x, y, scale(xt), yt, scale(xv), yv, names
 
 
 def load_npy(root):
-    """``root/X.npy`` and ``root/y.npy`` (integer labels 0..C-1), and ``X_test.npy`` / ``y_test.npy`` when present."""
+    """``root/X.npy`` and ``root/y.npy`` (integer labels 0..C-1), and ``X_test.npy`` / ``y_test.npy`` and the
+    validation pair ``X_val.npy`` / ``y_val.npy`` when present: (x, y, x_test, y_test, x_val, y_val, class names)."""
     root = Path(root).expanduser()
 
     def read(name, required=True):
@@ -186,9 +195,12 @@ def load_npy(root):
             raise DataError(f"{exc} (expected X.npy and y.npy, optionally X_test.npy and y_test.npy)") from None
 
     x, y, xt, yt = read("X.npy"), read("y.npy"), read("X_test.npy", False), read("y_test.npy", False)
-    if (xt is None) != (yt is None):
-        raise DataError(f"data_dir: give both X_test.npy and y_test.npy, or neither ({root})")
-    pairs = [("X.npy", "y.npy", x, y)] + ([("X_test.npy", "y_test.npy", xt, yt)] if xt is not None else [])
+    xv, yv = read("X_val.npy", False), read("y_val.npy", False)
+    for a, b, name in ((xt, yt, "test"), (xv, yv, "val")):
+        if (a is None) != (b is None):
+            raise DataError(f"data_dir: give both X_{name}.npy and y_{name}.npy, or neither ({root})")
+    pairs = [("X.npy", "y.npy", x, y)] + ([("X_test.npy", "y_test.npy", xt, yt)] if xt is not None else []) \
+        + ([("X_val.npy", "y_val.npy", xv, yv)] if xv is not None else [])
     for xn, yn, xa, ya in pairs:
         if not (np.issubdtype(xa.dtype, np.number) and not np.issubdtype(xa.dtype, np.complexfloating)) or xa.ndim < 2:
             raise DataError(f"data_dir: {xn} must hold real numbers, shape (N, features...), got {xa.dtype} {xa.shape}")
@@ -208,10 +220,14 @@ def load_npy(root):
     missing = np.flatnonzero(np.bincount(y, minlength=C) == 0)
     if missing.size:
         raise DataError(f"data_dir: class {int(missing[0])} has no sample in y.npy (labels must be 0..C-1, every class present)")
-    if xt is not None and xt.shape[1:] != x.shape[1:]:
-        raise DataError(f"data_dir: X_test.npy rows are {xt.shape[1:]}, X.npy rows {x.shape[1:]}")
+    for name, a, b in (("X_test.npy", xt, yt), ("X_val.npy", xv, yv)):
+        if a is not None and a.shape[1:] != x.shape[1:]:
+            raise DataError(f"data_dir: {name} rows are {a.shape[1:]}, X.npy rows {x.shape[1:]}")
+        if b is not None and len(b) and b.max() >= C:
+            raise DataError(f"data_dir: {name.replace('X', 'y')} has label {int(b.max())}, beyond the classes of y.npy (0..{C - 1})")
     to = lambda a: None if a is None else np.asarray(a, dtype=np.float32)  # noqa: E731
-    return to(x), y.astype(np.int64), to(xt), None if yt is None else yt.astype(np.int64), [str(c) for c in range(C)]
+    labels = lambda a: None if a is None else a.astype(np.int64)  # noqa: E731
+    return to(x), y.astype(np.int64), to(xt), labels(yt), to(xv), labels(yv), [str(c) for c in range(C)]
 
 def write_fake_cifar(root, num_classes: int = 10, train_per_class: int = 20, test_per_class: int = 5, seed: int = 0) -> Path:
     """A tiny CIFAR-format folder (random images) for tests and speed runs: same layout, same dtypes."""

@@ -215,7 +215,7 @@ def build(dataset: str, imbalance: float, profile: str = "exp", n_max: int | Non
     else:
         if data_dir is None:
             raise DataError(f"data_dir: {dataset} is read from a local folder; pass --data-dir")
-        x, y, xt, yt, names = (load_image_folder(data_dir, image_size) if dataset == "folder" else load_npy(data_dir))
+        x, y, xt, yt, xv, yv, names = (load_image_folder(data_dir, image_size) if dataset == "folder" else load_npy(data_dir))
         C = len(names)
         if xt is None:
             per_class = np.bincount(y, minlength=C)
@@ -230,8 +230,9 @@ def build(dataset: str, imbalance: float, profile: str = "exp", n_max: int | Non
     used = long_tail_index(y, counts, rng)
     if dataset == "synthetic":
         val, source = (xv, yv), "generated"
-    elif dataset in ("list", "torch") and xv is not None:
-        val, source = (xv, yv), "the validation list" if dataset == "list" else "the validation Dataset"
+    elif dataset in ("list", "torch", "folder", "npy") and xv is not None:
+        val, source = (xv, yv), {"list": "the validation list", "torch": "the validation Dataset", "folder": "the val/ folder",
+                                 "npy": "X_val.npy and y_val.npy"}[dataset]
     else:
         keep = unused_balanced(y, used, C, seed)
         val, source = ((None, None), None) if keep is None else ((x[keep], y[keep]), "unused training samples")

@@ -49,7 +49,9 @@ def run_grid(runs: list[TrainConfig], gpus: list[str] | None = None, progress: b
     """Run every config not finished yet; returns the results of all of them, in grid order."""
     todo = [c for c in runs if not (Path(c.out) / "results.json").is_file()]
     for c in runs:  # a finished run is reused only if it is the run this grid asks for
-        if c not in todo and read_results(c.out).config != asdict(c):
+        derived = {"weight_decay"} if c.weight_decay is None else set()  # set from lambda*s when the run starts
+        asked, done = asdict(c), read_results(c.out).config if c not in todo else None
+        if done is not None and {k: v for k, v in done.items() if k not in derived} != {k: v for k, v in asked.items() if k not in derived}:
             raise InputError(f"sweep: {c.out} holds a finished run with other settings; remove it or choose another --out")
     if not gpus:
         from ..loop.train import train
