@@ -1,8 +1,10 @@
 """What the references of the prior report cost inside a training run, measured side by side.
 
 Runs the default job (MNIST-1D-LT, 60 epochs, evaluation every epoch) once with timers around
-the exact equilibrium (``pem_equilibrium``), the finite-time replay (``heavy_ball_pem``) and the
-trace bookkeeping, and prints each one's seconds and share of the run's wall time.
+the exact equilibrium (``pem_equilibrium``), the finite-time replay (``replay_steps``, run as the
+steps go, and ``step_rows``, the rows it takes from each step), the spread-aware references, the
+two-statistic prediction (``finite_time_logit``) and the trace bookkeeping, and prints each one's
+seconds and share of the run's wall time.
 
     python benchmarks/report_overhead.py [--epochs 60] [--eval-every 1]
 """
@@ -15,6 +17,8 @@ from collections import defaultdict
 
 import npe_theory.report as report
 import npe_train.loop.train as train_mod
+import npe_train.methods.feature_sample as feature_sample
+import npe_train.methods.trace as trace_mod
 from npe_train.run.config import make_config
 
 
@@ -39,7 +43,9 @@ def main() -> None:
     args = ap.parse_args()
     totals = defaultdict(float)
     timed(report, "pem_equilibrium", totals)
-    timed(report, "heavy_ball_pem", totals)
+    timed(trace_mod, "replay_steps", totals)
+    timed(feature_sample, "step_rows", totals)
+    timed(report, "finite_time_logit", totals)
     for name in ("class_spread", "spread_logit", "spread_inverse", "spread_statistics"):  # the spread-aware references
         timed(report, name, totals)
     timed(train_mod, "epoch_plan", totals)  # includes each step's class shares for the trace
@@ -51,10 +57,10 @@ def main() -> None:
     print(f"default job, {args.epochs} epochs, evaluation every {args.eval_every}: {wall:.1f} s wall")
     for name, sec in totals.items():
         print(f"  {name:<16} {sec:7.2f} s  {100 * sec / wall:5.1f}% of the run")
-    both = totals["pem_equilibrium"] + totals["heavy_ball_pem"]
-    spread = sum(totals[k] for k in ("class_spread", "spread_logit", "spread_inverse", "spread_statistics"))
+    both = totals["pem_equilibrium"] + totals["replay_steps"] + totals["step_rows"]
+    spread = sum(totals[k] for k in ("class_spread", "spread_logit", "spread_inverse", "spread_statistics", "finite_time_logit"))
     print(f"  equilibrium + replay together: {100 * both / (wall - both - spread):.1f}% added to the run without them")
-    print(f"  spread-aware references (reference, two-statistic, inverse): {100 * spread / (wall - both - spread):.1f}% added")
+    print(f"  spread-aware references and the two-statistic prediction: {100 * spread / (wall - both - spread):.1f}% added")
     print(f"  all references: {100 * (both + spread) / (wall - both - spread):.1f}% added")
 
 

@@ -95,9 +95,10 @@ def epoch_plan(gen: torch.Generator, y_train: np.ndarray, task, mixing, batch_si
 
 def run_epoch(net, opt, feed, plan: EpochPlan, task, mixing, objective: Objective, batch_size: int, rank_info: Dist, log_prior,
               use_amp: bool, cudagraphs: bool, num_classes: int, replay=None):
-    """SGD over one epoch; returns (mean loss, ce, pem) and the class-mean features the steps produced (C, D).
+    """SGD over one epoch; returns (mean loss, ce, pem).
 
-    ``replay`` (or None): advanced with a few of each step's feature rows per class (this rank's rows).
+    ``replay`` (or None, for a PEM that is not linear): advanced with a few of each step's feature rows per class (this
+    rank's rows; ``methods/feature_sample.py``).
 
     A step that overflows outright (a learning rate beyond float32) counts as a diverged epoch: infinite losses.
     """
@@ -107,35 +108,26 @@ def run_epoch(net, opt, feed, plan: EpochPlan, task, mixing, objective: Objectiv
     except RuntimeError as exc:
         if "overflow" not in str(exc):
             raise
-        return [math.inf] * 3, None
+        return [math.inf] * 3
 
 
 def _epoch(net, opt, feed, plan, task, mixing, objective, batch_size, rank_info, log_prior, use_amp, cudagraphs, num_classes, replay):
     device = log_prior.device
-    sums = torch.zeros(3, device=device)  # loss, ce, pem (sample-weighted): read once per epoch
-    feat_sums, feat_counts, sample = None, torch.zeros(num_classes, device=device, dtype=torch.float64), None
+    sums, sample = torch.zeros(3, device=device), None  # loss, ce, pem (sample-weighted): read once per epoch
     for x, pairs in mixing.batches(feed, plan, batch_size // rank_info.world):
         if cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
         terms = task.loss_terms(pairs)
         step, h = train_step(net, opt, x, terms, objective, log_prior, use_amp)
         sums += step * len(terms[0][0])
-        if feat_sums is None:
-            feat_sums = torch.zeros(num_classes, h.shape[1], device=device, dtype=torch.float64)
-            sample = StepRows(num_classes, h.shape[1]) if replay is not None else None
-        # each label's class mean, weighted by its share of the sample's loss
-        h, weighted = task.feature_terms(h, terms)
-        for t, w in weighted:
-            feat_sums.index_add_(0, t, h.double() * w.double()[:, None])
-            feat_counts.index_add_(0, t, w.double())
-        if sample is not None:
-            sample.add(h, weighted)
+        if replay is not None:
+            if sample is None:
+                sample = StepRows(num_classes, h.shape[1])
+            sample.add(*task.feature_terms(h, terms))  # each row counts toward each of its labels by the label's weight
             if sample.full():
                 replay.advance(sample.flush())
     if sample is not None:
         replay.advance(sample.flush())
     if rank_info.world > 1:
-        for t in (sums, feat_sums, feat_counts):
-            dist.all_reduce(t)
-    losses = (sums / (len(plan.shard) * rank_info.world)).tolist()
-    return losses, (feat_sums / feat_counts.clamp_min(1e-12)[:, None]).cpu().numpy()
+        dist.all_reduce(sums)
+    return (sums / (len(plan.shard) * rank_info.world)).tolist()

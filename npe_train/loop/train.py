@@ -124,13 +124,13 @@ def _train(cfg: TrainConfig, data, model, task, stream, rank_info, device, resum
         log_prior = torch.as_tensor(np.log(now / now.sum()), dtype=torch.float32, device=device)  # la_loss adjusts by the current prior
         plan = epoch_plan(gen, data.y_train, task, mixing, cfg.batch_size, cfg.augment, rank_info, data.num_classes, epoch, now, subset)
         lr = opt.param_groups[0]["lr"]  # the rate this epoch uses (the scheduler steps after it)
-        losses, means = run_epoch(net, opt, feed, plan, task, mixing, objective, cfg.batch_size, rank_info, log_prior, use_amp,
+        losses = run_epoch(net, opt, feed, plan, task, mixing, objective, cfg.batch_size, rank_info, log_prior, use_amp,
                                   cudagraphs, data.num_classes, epoch_replay(trace, recipe, lr, plan.fractions))
         sched.step()
         if not all(math.isfinite(v) for v in losses):
             raise TrainingDiverged(f"loss became {losses[0]} in epoch {epoch + 1}; the last good checkpoint "
                                    f"({'epoch ' + str(epoch) if epoch > 0 else 'none yet'}) is kept in {out}")
-        record_epoch(trace, lr, plan.fractions, means)
+        record_epoch(trace, lr, plan.fractions)
         trace["stream"] = {"index": subset, "counts": plan.counts}  # what the report reads the PEM against
         evaluated = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
         report = task.evaluate(model, held, trace, stream.now(epoch, trace)) if evaluated else None

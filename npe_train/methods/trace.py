@@ -1,11 +1,10 @@
 """The PEM's trace: what the prior report needs to replay the optimizer on the PEM alone (docs/regimes.md).
 
-Per epoch the training loop appends the learning rate it used, every step's class shares of the
-loss, and the class-mean features its steps produced; the PEM's initial weights are kept from the
-start. The replay itself advances with the training, on each step's own feature rows (a few per class,
-``methods/feature_sample.py``), and only its state (heads and momentum buffers) is kept: linear
-in epochs, and no feature history beyond the per-epoch class means. The trace travels in
-the checkpoint, so a resumed run continues its replay where it stopped.
+Per epoch the training loop appends the learning rate it used and every step's class shares of the
+loss; the PEM's initial weights are kept from the start. The replay itself advances with the
+training, on each step's own feature rows (a few per class, ``methods/feature_sample.py``), and only
+its state (heads and momentum buffers) is kept: linear in epochs, and no feature history. The trace
+travels in the checkpoint, so a resumed run continues its replay where it stopped.
 ``PemRecipe`` holds the settings the PEM trained with. Imports: NumPy and ``npe_theory`` only.
 """
 from __future__ import annotations
@@ -39,7 +38,7 @@ class PemRecipe:
 
 def new_trace(model) -> dict:
     """The PEM heads' initial weights (K, C, D) and biases (K, C); per-epoch lists the training loop fills."""
-    trace = {"lrs": [], "fractions": [], "means": [], "init_weight": None, "init_bias": None, "replay": None,
+    trace = {"lrs": [], "fractions": [], "init_weight": None, "init_bias": None, "replay": None,
              "stream": None}  # the last epoch's samples (a shifting stream) and effective counts, for the report
     if model.pem is not None and model.pem.is_linear:
         trace["init_weight"] = np.stack([h.weight.detach().double().cpu().numpy() for h in model.pem.heads])
@@ -47,11 +46,10 @@ def new_trace(model) -> dict:
     return trace
 
 
-def record_epoch(trace: dict, lr: float, fractions: np.ndarray, means: np.ndarray) -> None:
-    """Append one epoch: the rate its steps used, each step's class shares (steps, C), the class-mean features (C, D)."""
+def record_epoch(trace: dict, lr: float, fractions: np.ndarray) -> None:
+    """Append one epoch: the rate its steps used and each step's class shares (steps, C)."""
     trace["lrs"].append(lr)
     trace["fractions"].append(fractions)
-    trace["means"].append(means)
 
 
 class EpochReplay:
@@ -79,16 +77,10 @@ def epoch_replay(trace: dict, recipe: PemRecipe, lr: float, fractions: np.ndarra
 
 
 def replay_inputs(trace: dict) -> dict | None:
-    """The trace as ``npe_theory.report.pem_report`` reads it: the replayed heads when the loop advanced them, else the
-    arrays of the class-mean replay; None for a non-linear PEM."""
-    if trace["init_weight"] is None or not trace["lrs"]:
+    """The replayed heads as ``npe_theory.report.pem_report`` reads them; None for a non-linear PEM or before a step."""
+    if trace["replay"] is None:
         return None
-    if trace.get("replay") is not None:
-        return {"replayed": {"weight": trace["replay"]["weight"], "bias": trace["replay"]["bias"]}}
-    steps = [len(f) for f in trace["fractions"]]
-    return {"init_weight": trace["init_weight"], "init_bias": trace["init_bias"], "means": np.stack(trace["means"]),
-            "lrs": np.concatenate([np.full(n, lr) for lr, n in zip(trace["lrs"], steps)]), "fractions": np.concatenate(trace["fractions"]),
-            "epoch_of_step": np.repeat(np.arange(len(steps)), steps)}
+    return {"replayed": {"weight": trace["replay"]["weight"], "bias": trace["replay"]["bias"]}}
 
 
 def felt_decay(trace: dict, weight_decay: float, momentum: float) -> float:

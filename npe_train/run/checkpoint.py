@@ -148,27 +148,23 @@ def _json_field(ckpt: dict, field: str, kind: type, damaged):
 
 
 def _check_trace(trace, epochs: int, num_classes: int, num_samples: int, damaged) -> None:
-    """The trace's shape: one learning rate, one (steps, C) block of class shares and one (C, D) block of class means
-    per epoch; initial PEM weights (K, C, D) or None, and the replay's heads and momentum buffers of the same shapes;
+    """The trace's shape: one learning rate and one (steps, C) block of class shares per epoch; initial PEM weights (K, C, D) or None, and the replay's heads and momentum buffers of the same shapes;
     the last epoch's samples as indices into the training set."""
-    if not isinstance(trace, dict) or not {"lrs", "fractions", "means", "init_weight", "init_bias", "replay", "stream"} <= set(trace):
+    if not isinstance(trace, dict) or not {"lrs", "fractions", "init_weight", "init_bias", "replay", "stream"} <= set(trace):
         raise damaged("trace", "is missing or incomplete")
-    lrs, fractions, means = trace["lrs"], trace["fractions"], trace["means"]
+    lrs, fractions = trace["lrs"], trace["fractions"]
     if not (isinstance(lrs, list) and len(lrs) == epochs
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in lrs)):
         raise damaged("trace.lrs", f"are not {epochs} finite learning rates")
-    for name, blocks, ndim in (("fractions", fractions, 2), ("means", means, 2)):
-        if not (isinstance(blocks, list) and len(blocks) == epochs and all(
-                isinstance(b, np.ndarray) and b.ndim == ndim and b.shape[-2 if name == "means" else 1] == num_classes
-                and b.dtype.kind == "f" and np.all(np.isfinite(b)) for b in blocks)):
-            raise damaged(f"trace.{name}", f"are not {epochs} finite arrays over {num_classes} classes")
+    if not (isinstance(fractions, list) and len(fractions) == epochs and all(
+            isinstance(b, np.ndarray) and b.ndim == 2 and b.shape[1] == num_classes and b.dtype.kind == "f" and np.all(np.isfinite(b))
+            for b in fractions)):
+        raise damaged("trace.fractions", f"are not {epochs} finite arrays over {num_classes} classes")
     weight, bias = trace["init_weight"], trace["init_bias"]
     if weight is not None and not (isinstance(weight, np.ndarray) and weight.ndim == 3 and weight.shape[1] == num_classes
                                    and isinstance(bias, np.ndarray) and bias.shape == weight.shape[:2]
                                    and weight.dtype.kind == bias.dtype.kind == "f" and np.all(np.isfinite(weight)) and np.all(np.isfinite(bias))):
         raise damaged("trace.init_weight", "does not match the PEM")
-    if weight is not None and any(m.shape[1] != weight.shape[2] for m in means):
-        raise damaged("trace.means", "do not have the PEM's feature width")
     replay = trace["replay"]
     if weight is not None and replay is None:
         raise damaged("trace.replay", "is missing for a linear PEM that has trained")
