@@ -1,6 +1,7 @@
 """The training core and the npe train / compare commands, end to end on tiny runs."""
 import os
 import json
+import math
 import subprocess
 import sys
 
@@ -310,3 +311,18 @@ def test_threads_setting_and_default(tmp_path, monkeypatch):
         assert cpu_threads(None) == 3 and torch.get_num_threads() == 3
     finally:
         cpu_threads(before)
+
+
+def test_default_weight_decay_reaches_the_target_and_warns_when_absurd(tmp_path):
+    """Without --weight-decay the run feels lambda*s = 1.5 (recomputed from its own trace); a schedule whose learning
+    rates sum to almost nothing would need an absurd weight decay, and says so."""
+    from npe_train.loop.build import build_data, build_schedule
+
+    res = train(make_config(dataset="synthetic", imbalance=10, n_max=60, epochs=3, out=str(tmp_path / "r")), progress=False)
+    lines = [json.loads(line) for line in open(tmp_path / "r" / "metrics.jsonl")]
+    steps = math.ceil(sum(res["counts"]) / 64)
+    felt = res["config"]["weight_decay"] * steps * sum(line["lr"] for line in lines) / (1 - 0.9)
+    assert res["config"]["target_lambda_s"] == 1.5 and felt == pytest.approx(1.5, rel=1e-9) and res["pem"]["lambda_s"] == pytest.approx(1.5)
+    cfg = make_config(dataset="synthetic", lr=1e-6, epochs=2, out=str(tmp_path / "s"))
+    with pytest.warns(UserWarning, match="^weight_decay: lambda\\*s = 1.5 with this schedule needs weight decay"):
+        build_schedule(cfg, build_data(cfg))

@@ -58,7 +58,7 @@ def test_npe_train_with_a_torchvision_backbone_local_weights_and_a_last_batch_of
     reference = torchvision.models.resnet18(weights=None)
     torch.save(reference.state_dict(), tmp_path / "r18.pt")
     cfg = make_config(dataset="cifar10", model="torchvision:resnet18", weights=str(tmp_path / "r18.pt"), n_max=6, imbalance=3, epochs=1,
-                      batch_size=16, lr=1e-9, data_dir=str(tmp_path / "data"), out=str(tmp_path / "run"))
+                      batch_size=16, lr=1e-9, weight_decay=5e-3, data_dir=str(tmp_path / "data"), out=str(tmp_path / "run"))
     res = train(cfg, progress=False)
     n = sum(res["counts"])
     assert n % 16 == 1, n  # the case under test

@@ -8,6 +8,7 @@ optimizer and its schedule. Below these, functions take explicit values. Imports
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -119,13 +120,21 @@ def build_schedule(cfg: TrainConfig, data, world: int = 1):
     return cfg, build_stream(cfg, data)
 
 
+MAX_SENSIBLE_DECAY = 0.1  # a weight decay above this shrinks every weight by more than lr/10 a step
+
+
 def with_target_lambda_s(cfg: TrainConfig, stream, world: int = 1) -> TrainConfig:
     """``cfg`` with the weight decay that gives lambda*s = ``target_lambda_s`` (unchanged when none is set): lambda*s is
     linear in the weight decay for a fixed schedule."""
     if cfg.target_lambda_s is None:
         return cfg
     per_unit = planned_lambda_s(replace(cfg, weight_decay=1.0), planned_steps(stream, cfg.batch_size, world, cfg.epochs))
-    return replace(cfg, weight_decay=float(cfg.target_lambda_s / per_unit))
+    wd = float(cfg.target_lambda_s / per_unit)
+    if wd > MAX_SENSIBLE_DECAY:  # the schedule's learning rates sum to little: the decay, not the loss, would drive training
+        warnings.warn(f"weight_decay: lambda*s = {cfg.target_lambda_s:g} with this schedule needs weight decay {wd:.3g} (the learning "
+                      f"rates sum to {per_unit * (1 - cfg.momentum):.3g} over the run); give --weight-decay, more epochs or a larger "
+                      f"--lr", stacklevel=2)
+    return replace(cfg, weight_decay=wd)
 
 
 def reach_equilibrium(cfg: TrainConfig, steps_taken: list[int], lam_s: float, target: float = EQUILIBRIUM_LAMBDA_S) -> dict | None:
