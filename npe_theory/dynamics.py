@@ -55,24 +55,17 @@ def loss_slope(eta: np.ndarray, loss: str) -> np.ndarray:
 
 
 def heavy_ball_pem(means, fractions, lrs, lam, *, momentum: float = 0.9, alpha: float = 1.0, loss: str = "logistic",
-                   bias: bool = True, epoch_of_step=None, init_weight=None, init_bias=None, sample_weight=None,
-                   state: dict | None = None) -> dict:
-    """Replay SGD with momentum and weight decay on a linear PEM driven by class features.
+                   bias: bool = True, epoch_of_step=None, init_weight=None, init_bias=None) -> dict:
+    """Replay SGD with momentum and weight decay on a linear PEM driven by class-mean features.
 
-    means: (E, C, D) class-mean features per epoch, or (C, D) for all steps; or (E, C, S, D) a sample of
-    S feature rows per class and epoch, weighted by ``sample_weight`` (E, C, S) (default equal; a
-    weight of 0 marks an empty slot). With a sample, class c's gradient at step t is
-    ``alpha f_tc sum_i omega_i l'(w_c . h_i + b_c) [h_i, 1] / sum_i omega_i``: the class expectation
-    of the per-sample gradient, which the class-mean form ``l'(w_c . m_c + b_c) [m_c, 1]``
-    underestimates for a convex loss when the class's features are spread (docs/theory.md, section 5).
+    means: (E, C, D) class-mean features per epoch, or (C, D) for all steps.
     fractions: (T, C) each class's share of step t's loss, or (C,) for every step.
     lrs: (T,) the learning rate of every step. epoch_of_step: (T,) epoch index of each step
     into ``means`` (default: all steps in epoch 0). init_weight: (K, C, D), init_bias (K, C):
-    the K heads' starting values (default one head at zero). ``state``: a previous call's result,
-    to continue it (heads and momentum buffers; init_weight and init_bias are then ignored).
-    Returns ``{"weight", "bias", "velocity_weight", "velocity_bias", "eta_per_epoch"}``: final
-    parameters, momentum buffers and, after each epoch, the head-averaged ``w_c . m_c + b_c`` with
-    that epoch's (sample-weighted) class means, shape (E, C).
+    the K heads' starting values (default one head at zero). Returns ``{"weight", "bias",
+    "eta_per_epoch"}``: final parameters and, after each epoch, the head-averaged
+    ``w_c . m_c + b_c`` with that epoch's means, shape (E, C). With spread features the class-mean
+    gradient underestimates the push of a convex loss; ``replay_steps`` takes the steps' own rows.
     """
     choice("loss", loss, LOSSES)
     lrs = as_float_array("lrs", lrs, nonnegative=True)
@@ -81,8 +74,12 @@ def heavy_ball_pem(means, fractions, lrs, lam, *, momentum: float = 0.9, alpha: 
     if lrs.size > MAX_STEPS:
         raise InputError(f"lrs: {lrs.size} steps exceed the limit of {MAX_STEPS}")
     T = lrs.size
-    feats, omega = _class_samples(means, sample_weight)
-    E, C, _, D = feats.shape
+    means = as_float_array("means", means)
+    if means.ndim == 2:
+        means = means[None]
+    if means.ndim != 3:
+        raise InputError(f"means: expected (C, D) or (E, C, D), got shape {means.shape}")
+    E, C, D = means.shape
     fractions = as_float_array("fractions", fractions, nonnegative=True)
     if fractions.shape not in ((C,), (T, C)):
         raise InputError(f"fractions: expected ({C},) or ({T}, {C}), got {fractions.shape}")
@@ -94,68 +91,37 @@ def heavy_ball_pem(means, fractions, lrs, lam, *, momentum: float = 0.9, alpha: 
     lam = as_float_scalar("lam", lam, nonnegative=True)
     momentum = momentum_value(momentum)
     alpha = as_float_scalar("alpha", alpha, positive=True)
-    if state is not None:
-        init_weight, init_bias = state["weight"], state["bias"]
     w = np.zeros((1, C, D)) if init_weight is None else as_float_array("init_weight", init_weight).copy()
     b = np.zeros(w.shape[:2]) if init_bias is None else as_float_array("init_bias", init_bias).copy()
     if w.ndim != 3 or w.shape[1:] != (C, D) or b.shape != w.shape[:2]:
         raise InputError(f"init_weight, init_bias: expected (K, {C}, {D}) and (K, {C}), got {w.shape} and {b.shape}")
-    velocity = None
-    if state is not None and state.get("velocity_weight") is not None:
-        velocity = [as_float_array("state", state["velocity_weight"]).copy(), as_float_array("state", state["velocity_bias"]).copy()]
-        if velocity[0].shape != w.shape or velocity[1].shape != b.shape:
-            raise InputError(f"state: momentum buffers of shape {velocity[0].shape}, {velocity[1].shape} for heads {w.shape}")
     if not bias:
         b[:] = 0.0
     out = np.full((E, C), np.nan)
     with np.errstate(all="ignore"):  # a diverging replay is reported below, not warned about per step
-        velocity = _replay(w, b, velocity, feats, omega, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, out)
+        _replay(w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, out)
     if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
         raise InputError("lrs: the replayed steps diverged (the PEM's parameters overflowed); "
                          "these learning rates are too large for this loss scale")
-    return {"weight": w, "bias": b, "velocity_weight": velocity[0], "velocity_bias": velocity[1], "eta_per_epoch": out}
+    return {"weight": w, "bias": b, "eta_per_epoch": out}
 
 
-def _class_samples(means, sample_weight) -> tuple[np.ndarray, np.ndarray]:
-    """(features (E, C, S, D), normalized weights (E, C, S) summing to 1 per class, or 0 for a class with no row)."""
-    feats = as_float_array("means", means)
-    if feats.ndim == 2:
-        feats = feats[None]
-    if feats.ndim == 3:
-        feats = feats[:, :, None, :]
-    if feats.ndim != 4:
-        raise InputError(f"means: expected (C, D), (E, C, D) or a sample (E, C, S, D), got shape {feats.shape}")
-    if sample_weight is None:
-        omega = np.ones(feats.shape[:3])
-    else:
-        omega = as_float_array("sample_weight", sample_weight, nonnegative=True)
-        if omega.shape != feats.shape[:3]:
-            raise InputError(f"sample_weight: expected shape {feats.shape[:3]} (one per sample row), got {omega.shape}")
-    total = omega.sum(-1, keepdims=True)
-    return feats, np.divide(omega, total, out=np.zeros_like(omega), where=total > 0)
-
-
-def _replay(w, b, velocity, feats, omega, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, out):
-    """The steps of ``heavy_ball_pem``, updating w, b in place; returns the momentum buffers [vw, vb]."""
-    T = lrs.size
+def _replay(w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, out) -> None:
+    """The steps of ``heavy_ball_pem``, updating w, b in place."""
+    T, velocity = lrs.size, None
     for t in range(T):
-        x, om = feats[epoch_of_step[t]], omega[epoch_of_step[t]]  # (C, S, D), (C, S)
-        eta = np.einsum("kcd,csd->kcs", w, x) + b[..., None]
-        push = loss_slope(eta, loss) * om  # (K, C, S): each row's l', weighted
-        share = alpha * fractions[t]
-        velocity = _heavy_ball(w, b, velocity, share[:, None] * np.einsum("kcs,csd->kcd", push, x), share * push.sum(-1),
-                               lrs[t], lam, momentum, bias)
+        m = means[epoch_of_step[t]]
+        push = alpha * fractions[t] * loss_slope(np.einsum("kcd,cd->kc", w, m) + b, loss)  # (K, C)
+        velocity = _heavy_ball(w, b, velocity, push[..., None] * m, push, lrs[t], lam, momentum, bias)
         if t + 1 == T or epoch_of_step[t + 1] != epoch_of_step[t]:
-            m = np.einsum("cs,csd->cd", om, x)
             out[epoch_of_step[t]] = (np.einsum("kcd,cd->kc", w, m) + b).mean(0)
-    return velocity if velocity is not None else [None, None]
 
 
 def _heavy_ball(w, b, velocity, gw_loss, gb_loss, lr, lam, momentum, bias):
     """One step of torch.optim.SGD with momentum and weight decay on (w, b), in place; returns the buffers [vw, vb]."""
     gw = gw_loss + lam * w
     gb = gb_loss + lam * b if bias else np.zeros_like(b)
-    if velocity is None or velocity[0] is None or momentum == 0:
+    if velocity is None or momentum == 0:
         velocity = [gw, gb]
     else:
         velocity = [momentum * velocity[0] + gw, momentum * velocity[1] + gb]

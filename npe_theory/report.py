@@ -240,35 +240,40 @@ def _spread_references(sp, counts, learned, settings: PemSettings):
     return spread, implied
 
 
-def _two_statistic(counts, norms, settings: PemSettings) -> np.ndarray:
-    """The prediction from counts, the recipe and two feature scalars (docs/theory.md, section 7): Proposition 1 at the
-    norms ``norms_from_statistics`` implies, after the run's own steps when its schedule is known (heavy-ball from zero,
-    expected batch shares), else at equilibrium."""
-    if settings.lr is None:
-        return predicted_priors(counts, settings.weight_decay, norms, settings.reduction, settings.loss, bias=settings.bias,
-                                weight=settings.alpha)
+def _mean_field(counts, norms, settings: PemSettings) -> np.ndarray:
+    """The network-free model at the end of the run's own schedule: heavy-ball from zero, expected batch shares, class c's
+    features a fixed vector of squared norm ``norms[c]`` (``dynamics.finite_time_logit``)."""
     return finite_time_logit(counts, settings.weight_decay, settings.lr, feature_norm_sq=norms, momentum=settings.momentum,
                              alpha=settings.alpha, batch_size=settings.batch_size, epochs=settings.epochs, loss=settings.loss,
                              reduction=settings.reduction, bias=settings.bias, steps=settings.steps)[-1]
 
 
+def _two_statistic(counts, norms, settings: PemSettings) -> np.ndarray:
+    """The prediction from counts, the recipe and two feature scalars (docs/theory.md, section 7): Proposition 1 at the
+    norms ``norms_from_statistics`` implies, after the run's own steps when its schedule is known, else at equilibrium."""
+    if settings.lr is None:
+        return predicted_priors(counts, settings.weight_decay, norms, settings.reduction, settings.loss, bias=settings.bias,
+                                weight=settings.alpha)
+    return _mean_field(counts, norms, settings)
+
+
+def _heads_at(run: dict, mu: np.ndarray) -> np.ndarray:
+    """w_c . mu_c + b_c averaged over heads: a linear PEM's learned output is exactly this at the class means."""
+    return np.einsum("kcd,cd->kc", run["weight"], mu).mean(0) + run["bias"].mean(0)
+
+
 def _finite_time(counts, norm_sq, mu, settings: PemSettings, trace):
     """(per-class finite-time prediction, model name), or None when neither a trace nor a schedule is known."""
-    if trace is not None and "replayed" in trace:  # the loop already ran the replay on sampled features
-        run = trace["replayed"]
-        return np.einsum("kcd,cd->kc", run["weight"], mu).mean(0) + run["bias"].mean(0), "sampled replay"
+    if trace is not None and "replayed" in trace:  # the loop already ran the replay on each step's own rows
+        return _heads_at(trace["replayed"], mu), "sampled replay"
     if trace is not None:
         run = heavy_ball_pem(trace["means"], trace["fractions"], trace["lrs"], settings.weight_decay, momentum=settings.momentum,
                              alpha=settings.alpha, loss=settings.loss, bias=settings.bias, epoch_of_step=trace["epoch_of_step"],
                              init_weight=trace["init_weight"], init_bias=trace["init_bias"])
-        # the learned output is w_c . mean(h | c) + b_c exactly (linear PEM): evaluate the replay the same way
-        return np.einsum("kcd,cd->kc", run["weight"], mu).mean(0) + run["bias"].mean(0), "replay"
+        return _heads_at(run, mu), "replay"
     if settings.lr is None:
         return None
-    curve = finite_time_logit(counts, settings.weight_decay, settings.lr, feature_norm_sq=norm_sq, momentum=settings.momentum,
-                              alpha=settings.alpha, batch_size=settings.batch_size, epochs=settings.epochs, loss=settings.loss,
-                              reduction=settings.reduction, bias=settings.bias, steps=settings.steps)
-    return curve[-1], "mean-field"
+    return _mean_field(counts, norm_sq, settings), "mean-field"
 
 
 def summary_lines(pem: dict) -> list[str]:

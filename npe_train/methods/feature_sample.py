@@ -33,11 +33,10 @@ def step_rows(h: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, size:
     order = torch.argsort(labels * (2 * _NO_KEY) + key)
     sorted_labels = labels[order]
     rank = torch.arange(n, device=h.device) - torch.searchsorted(sorted_labels, sorted_labels)
-    keep = (rank < size) & (key[order] < _NO_KEY)
-    pick = order[torch.argsort((~keep).to(torch.int8), stable=True)[: min(n, num_classes * size)]]
-    kept = torch.zeros(n, dtype=torch.bool, device=h.device)
-    kept[order] = keep
-    return h[pick], labels[pick], torch.where(kept[pick], weight[pick], torch.zeros_like(weight[pick]))
+    keep = (rank < size) & (key[order] < _NO_KEY)  # in sorted order
+    first = torch.argsort((~keep).to(torch.int8), stable=True)[: min(n, num_classes * size)]  # the kept ones first
+    pick = order[first]
+    return h[pick], labels[pick], torch.where(keep[first], weight[pick], torch.zeros_like(weight[pick]))
 
 
 class StepRows:
@@ -59,8 +58,8 @@ class StepRows:
         return self.step - self.start >= FLUSH
 
     def flush(self):
-        """The steps added since the last flush: (first step, rows (n, D), labels (n,), weights (n,), step of each row
-        (n,), counted from the first), NumPy float64 rows and weights; None when there is none."""
+        """The steps added since the last flush: (first step, number of steps, (rows (n, D), labels (n,), weights (n,),
+        step of each row (n,) counted from the first)), NumPy, rows and weights float64; None when there is none."""
         if self.step == self.start:
             return None
         held, self.held, first, self.start = self.held, [], self.start, self.step
