@@ -42,20 +42,23 @@ def _row(claim: str, checked_range: str, errors, tolerance: float) -> CheckRow:
     return CheckRow(claim, checked_range, worst, tolerance, bool(np.isfinite(worst) and worst <= tolerance))
 
 
+_FLOAT_ENDS = np.array([np.finfo(np.float64).tiny, np.finfo(np.float64).max])
+
+
 def _w_accuracy() -> list[CheckRow]:
-    xs = np.logspace(-300, 300, 241)
+    xs = np.concatenate([np.logspace(-300, 300, 241), _FLOAT_ENDS])
     w = lambert_w(xs)
     # Below L ~ -708, e^L and W(e^L) ~ e^L leave the normal float64 range; above, no limit.
-    logs = np.concatenate([-np.logspace(np.log10(700), 0, 20), np.linspace(-5, 5, 21), np.logspace(0.5, 300, 120)])
+    logs = np.concatenate([-np.logspace(np.log10(708), 0, 20), np.linspace(-5, 5, 21), np.logspace(0.5, 300, 120)])
     wl = lambert_w_of_exp(logs)
     exact_l = [mp_lambert_w_of_exp(v) for v in logs]
     with mpmath.workdps(DIGITS):
         residual = [abs(mpmath.mpf(a) * mpmath.exp(mpmath.mpf(a)) / mpmath.mpf(x) - 1) / (1 + a) for a, x in zip(w, xs)]
     return [
-        _row("W(x) = mpmath lambertw (relative)", "x in [1e-300, 1e300]", [relative_error(a, mp_lambert_w(x)) for a, x in zip(w, xs)], 1e-14),
+        _row("W(x) = mpmath lambertw (relative)", "x in [tiny, max float]", [relative_error(a, mp_lambert_w(x)) for a, x in zip(w, xs)], 1e-15),
         _row("W(x) = 0 exactly at x = 0", "x = 0", [abs(float(lambert_w(0.0)))], 0.0),
-        _row("W(e^L) = mpmath (relative)", "L in [-700, 1e300]", [relative_error(a, e) for a, e in zip(wl, exact_l)], 1e-14),
-        _row("w e^w = x (relative residual / (1 + w))", "x in [1e-300, 1e300]", [float(r) for r in residual], 1e-14),
+        _row("W(e^L) = mpmath (relative)", "L in [-708, 1e300]", [relative_error(a, e) for a, e in zip(wl, exact_l)], 1e-15),
+        _row("w e^w = x (relative residual / (1 + w))", "x in [tiny, max float]", [float(r) for r in residual], 1e-15),
     ]
 
 
@@ -73,7 +76,7 @@ def _minimizer_rows() -> list[CheckRow]:
                 tail = 1 / (1 + mpmath.exp(E))  # 1 - sigmoid, not formed as a difference
                 pull, curv = (X * mpmath.exp(-E), X * mpmath.exp(-E)) if loss == "exp" else (X * tail, X * tail * (1 - tail))
                 stat.append(float(abs((E - pull) / (1 + curv)) / E))
-        rows.append(_row(f"J'(eta*) = 0, {loss}: |J'/J''| / eta*", "x in [1e-300, 1e300]", stat, 1e-14 if loss == "exp" else 1e-12))
+        rows.append(_row(f"J'(eta*) = 0, {loss}: |J'/J''| / eta*", "x in [1e-300, 1e300]", stat, 1e-15))
         xs = np.logspace(-6, 12, 61)
         eta = optimal_logit(xs, 1.0, loss)
         brute = []
@@ -155,9 +158,14 @@ def _log_prior_rows() -> list[CheckRow]:
 
 
 def _logistic_rows() -> list[CheckRow]:
-    logs = np.concatenate([np.linspace(np.log(1e-300), np.log(1e300), 201), np.logspace(3, 300, 30)])
+    # ln x over the whole float range, with its ends, and far beyond (the root is then W(e^L))
+    logs = np.concatenate([np.linspace(np.log(_FLOAT_ENDS[0]), np.log(_FLOAT_ENDS[1]), 201), np.logspace(3, 300, 30)])
     eta = optimal_logit_of_log(logs, "logistic")
     exact = [mp_logistic_root_of_log(L) for L in logs]
+    xs = np.concatenate([np.exp(np.linspace(-700, 700, 141)), _FLOAT_ENDS])
+    eta_x = optimal_logit(xs, 1.0, "logistic")
+    with mpmath.workdps(DIGITS):
+        exact_x = [mp_logistic_root_of_log(mpmath.log(mpmath.mpf(x))) for x in xs]
     # The bracket in exact arithmetic: W(x - W(x)) < eta_L < W(x), with 50 digits, for ln x in [-690, 40]
     # (beyond that the lower gap, W'(x) (W - eta_L) ~ ln x / x^2 relative, is below 50 digits).
     bl = np.linspace(np.log(1e-300), 40, 120)
@@ -177,7 +185,8 @@ def _logistic_rows() -> list[CheckRow]:
         exact_lo = [mpmath.re(mpmath.lambertw(mpmath.mpf(x) - mpmath.lambertw(mpmath.mpf(x)))) for x in xs]
     float_bracket = [max(relative_error(a, e), relative_error(b, mp_lambert_w(x))) for a, b, e, x in zip(lo, hi, exact_lo, xs)]
     return [
-        _row("logistic root = mpmath findroot (relative)", "ln x in [-690, 1e300]", [relative_error(a, e) for a, e in zip(eta, exact)], 1e-12),
+        _row("logistic root of L = mpmath findroot (relative)", "ln x in [ln tiny, 1e300]", [relative_error(a, e) for a, e in zip(eta, exact)], 1e-15),
+        _row("logistic root of x = mpmath findroot (relative)", "ln x in [-700, 700], tiny, max float", [relative_error(a, e) for a, e in zip(eta_x, exact_x)], 1e-15),
         _row("W(x - W(x)) < eta_L < W(x) (count of violations)", "ln x in [-690, 40], 50 digits", [violations], 0.0),
         _row("(W(x) - eta_L) / (ln x / x) <= 1", "ln x in [1, 40], 50 digits", gap_ratio, 1.0),
         _row("logistic_bracket = mpmath (relative)", "x in [1e-12, 1e12]", float_bracket, 1e-14),

@@ -23,6 +23,22 @@ from .errors import InputError
 # Above this, exp(L) would overflow float64: W(e^L) is then computed from L alone.
 _LOG_MAX = 700.0
 
+#: Points per pass of the elementwise kernels. One pass over a whole array streams each of the
+#: kernel's dozen temporaries through main memory; in blocks of this size they stay in the CPU
+#: cache, which makes the kernels 2-3x faster with bit-identical results (benchmarks/theory_speed.py).
+BLOCK = 8192
+
+
+def blockwise(kernel, x: np.ndarray) -> np.ndarray:
+    """``kernel`` (elementwise, float64 in and out) applied to ``x`` block by block: same values, less memory traffic."""
+    flat = x.reshape(-1)
+    if flat.size <= BLOCK:
+        return kernel(flat).reshape(x.shape)
+    out = np.empty_like(flat)
+    for start in range(0, flat.size, BLOCK):
+        out[start : start + BLOCK] = kernel(flat[start : start + BLOCK])
+    return out.reshape(x.shape)
+
 
 def _winitzki(l: np.ndarray) -> np.ndarray:
     """Start value from l = ln(1 + x): relative error < 2e-2 for all x >= 0."""
@@ -70,10 +86,12 @@ def lambert_w(x):
     ``W(0) = 0`` exactly. Vectorized, float64, relative error below 1e-15.
     """
     x = as_float_array("x", x, nonnegative=True)
-    out = np.zeros_like(x)
     pos = x > 0
     with np.errstate(all="ignore"):
-        out[pos] = _lambert_w_positive(x[pos])
+        if pos.all():
+            return scalar_or_array(blockwise(_lambert_w_positive, x))
+        out = np.zeros_like(x)
+        out[pos] = blockwise(_lambert_w_positive, x[pos])
     return scalar_or_array(out)
 
 
@@ -83,14 +101,14 @@ def lambert_w_of_exp(log_x):
     Satisfies ``w + ln w = L``; ``W(e^L) ~ L - ln L`` as L grows.
     """
     log_x = as_float_array("log_x", log_x)
-    out = np.empty_like(log_x)
-    big = log_x > _LOG_MAX
     with np.errstate(all="ignore"):
-        small_x = np.exp(log_x[~big])
-        w_small = np.zeros_like(small_x)
-        pos = small_x > 0  # e^L underflows to 0 below L ~ -745, where W = e^L = 0 too.
-        w_small[pos] = _lambert_w_positive(small_x[pos])
-        out[~big] = w_small
+        x = np.exp(np.minimum(log_x, _LOG_MAX))
+        pos = (x > 0) & (log_x <= _LOG_MAX)  # e^L underflows to 0 below L ~ -745, where W = e^L = 0 too.
+        if pos.all():
+            return scalar_or_array(blockwise(_lambert_w_positive, x))
+        out = np.zeros_like(log_x)
+        out[pos] = blockwise(_lambert_w_positive, x[pos])
+        big = log_x > _LOG_MAX
         out[big] = _lambert_w_from_log(log_x[big])
     return scalar_or_array(out)
 
