@@ -9,7 +9,10 @@ samples, so the training objective splits into one convex problem per class (doc
 expected gradient of an epoch of batch means) or 1 for a summed one. Damped Newton in float64
 solves each to a reported gradient norm; unlike Proposition 1 nothing here assumes collapse.
 Newton starts from Proposition 1's answer, exact under collapse: ``theta_c = eta*_c x_bar_c / ||x_bar_c||^2``
-with ``x_bar_c`` the class mean of ``x_i``, so a few steps correct for the spread of the features.
+with ``x_bar_c`` the class mean of ``x_i``, so a few steps correct for the spread of the features; or,
+given ``start``, from a previous solution (a report every epoch: the features moved a little), whichever
+has the lower objective. It stops where float64 stops helping: the Newton decrement ``g . H^-1 g``, twice
+the decrease a full step would bring, below ``_RESOLUTION * |F|``, after that last full step.
 """
 from __future__ import annotations
 
@@ -20,8 +23,12 @@ from scipy.special import expit
 
 from ._validate import as_float_scalar, LOSSES, REDUCTIONS, as_float_array, choice, positive_int
 from .dynamics import loss_slope
-from .optimum import optimal_logit, pem_loss
+from .optimum import optimal_logit
 from .errors import InputError
+
+
+# Relative size of an objective decrease float64 still resolves (a few ulps of F): below it, Newton has nothing left to give.
+_RESOLUTION = 8 * np.finfo(np.float64).eps
 
 
 @dataclass(frozen=True)
@@ -41,10 +48,13 @@ def _curvature(z: np.ndarray, loss: str) -> np.ndarray:
 
 
 def pem_equilibrium(features, labels, num_classes: int, lam: float, *, alpha: float = 1.0, loss: str = "logistic",
-                    reduction: str = "mean", bias: bool = True, tol: float = 1e-12, max_iter: int = 100) -> Equilibrium:
+                    reduction: str = "mean", bias: bool = True, tol: float = 1e-12, max_iter: int = 100,
+                    start: Equilibrium | None = None) -> Equilibrium:
     """argmin over (W, b) of ``alpha * kappa * sum_i l(w_{y_i} . h_i + b_{y_i}) + lam/2 (||W||^2 + ||b||^2)``.
 
-    Stops each class when its gradient norm is below ``tol`` times the gradient norm at zero.
+    Stops each class when its gradient norm is below ``tol`` times the gradient norm at zero, or when a Newton step
+    would lower the objective by less than float64 resolves. ``start``: an earlier solution of the same shape to
+    start from (used per class where it beats Proposition 1's start).
     """
     choice("loss", loss, LOSSES)
     choice("reduction", reduction, REDUCTIONS)
@@ -59,44 +69,61 @@ def pem_equilibrium(features, labels, num_classes: int, lam: float, *, alpha: fl
     if y.dtype.kind not in "iu" or (y.size and (y.min() < 0 or y.max() >= C)):
         raise InputError(f"labels: expected integer class ids in [0, {C})")
     kappa = 1.0 / len(h) if reduction == "mean" else 1.0
+    if start is not None and (np.shape(start.weight) != (C, h.shape[1]) or np.shape(start.bias) != (C,)):
+        raise InputError(f"start: expected weights ({C}, {h.shape[1]}) and biases ({C},), got {np.shape(start.weight)} and "
+                         f"{np.shape(start.bias)}")
     with np.errstate(all="ignore"):  # extreme scales: overflowing trials are rejected by the line search
-        return _solve(h, y, C, lam, alpha, kappa, loss, bias, tol, max_iter)
+        return _solve(h, y, C, lam, alpha, kappa, loss, bias, tol, max_iter, start)
 
 
-def _solve(h, y, C, lam, alpha, kappa, loss, bias, tol, max_iter) -> Equilibrium:
+def _solve(h, y, C, lam, alpha, kappa, loss, bias, tol, max_iter, start) -> Equilibrium:
     D = h.shape[1] + int(bias)
     theta = np.zeros((C, D))
     worst, steps = 0.0, 0
+    order = np.argsort(y, kind="stable")  # the samples split by class once
+    edges = np.searchsorted(y[order], np.arange(C + 1))
+    rows = np.hstack([h[order], np.ones((len(h), 1))]) if bias else h[order]
+    weight = alpha * kappa
+
+    def value(x, t):
+        return weight * float(np.sum(_loss(x @ t, loss))) + 0.5 * lam * float(t @ t)
+
     for c in range(C):
-        x = h[y == c]
-        if bias:
-            x = np.hstack([x, np.ones((len(x), 1))])
+        x = rows[edges[c] : edges[c + 1]]
         if len(x) == 0:
             raise InputError(f"labels: class {c} has no sample")
-
-        def value(t):
-            return alpha * kappa * float(np.sum(pem_loss(x @ t, loss))) + 0.5 * lam * float(t @ t)
-
         centre = x.mean(0)
         size_sq = float(centre @ centre)
-        t = centre * float(optimal_logit(alpha * kappa * len(x), lam, loss, size_sq)) / size_sq if size_sq > 0 else theta[c]
-        g0 = float(np.linalg.norm(alpha * kappa * (x.T @ loss_slope(np.zeros(len(x)), loss))))  # the gradient at zero sets the scale
+        t = centre * float(optimal_logit(weight * len(x), lam, loss, size_sq)) / size_sq if size_sq > 0 else theta[c]
+        if start is not None:
+            warm = np.append(start.weight[c], start.bias[c]) if bias else np.asarray(start.weight[c], dtype=np.float64)
+            if value(x, warm) < value(x, t):
+                t = warm
+        g0 = float(np.linalg.norm(weight * (x.T @ loss_slope(np.zeros(len(x)), loss))))  # the gradient at zero sets the scale
+        settled = False
         for it in range(max_iter + 1):
             z = x @ t
-            g = alpha * kappa * (x.T @ loss_slope(z, loss)) + lam * t
+            g = weight * (x.T @ loss_slope(z, loss)) + lam * t
             gn = float(np.linalg.norm(g))
-            if gn <= tol * max(g0, 1e-300) or it == max_iter:
+            if settled or gn <= tol * max(g0, 1e-300) or it == max_iter:
                 break
-            hess = alpha * kappa * (x.T * _curvature(z, loss)) @ x + lam * np.eye(D)
+            hess = weight * (x.T * _curvature(z, loss)) @ x + lam * np.eye(D)
             try:
                 step = np.linalg.solve(hess, g)
             except np.linalg.LinAlgError:  # curvature below float64 resolution (a vanishing lam): stop here
                 break
-            f0, size, trial = value(t), 1.0, None
+            f0, decrement = weight * float(np.sum(_loss(z, loss))) + 0.5 * lam * float(t @ t), float(g @ step)
+            if decrement <= _RESOLUTION * abs(f0):  # converged as far as float64 sees: one last full step, then stop
+                settled = True
+                f1 = value(x, t - step)
+                if np.isfinite(f1) and f1 <= f0 * (1 + _RESOLUTION):
+                    t = t - step
+                continue
+            size, trial = 1.0, None
             while size > 1e-12:  # Armijo backtracking; an overflowing trial counts as no descent
                 candidate = t - size * step
-                f1 = value(candidate)
-                if np.isfinite(f1) and f1 <= f0 - 1e-4 * size * float(g @ step):
+                f1 = value(x, candidate)
+                if np.isfinite(f1) and f1 <= f0 - 1e-4 * size * decrement:
                     trial = candidate
                     break
                 size *= 0.5
@@ -106,5 +133,12 @@ def _solve(h, y, C, lam, alpha, kappa, loss, bias, tol, max_iter) -> Equilibrium
         theta[c] = t
         worst, steps = max(worst, gn), max(steps, it)
     w, b = (theta[:, :-1], theta[:, -1]) if bias else (theta, np.zeros(C))
-    mean_h = np.stack([h[y == c].mean(0) for c in range(C)])
+    sums = np.add.reduceat(h[order], edges[:-1], axis=0)  # every class has a sample (checked above)
+    mean_h = sums / np.diff(edges)[:, None]
     return Equilibrium(w, b, np.einsum("cd,cd->c", w, mean_h) + b, worst, steps)
+
+
+def _loss(z: np.ndarray, loss: str) -> np.ndarray:
+    """l(z) without the public function's argument checks (this runs inside the solver's inner loop)."""
+    with np.errstate(over="ignore"):
+        return np.logaddexp(0.0, -z) if loss == "logistic" else np.exp(-z)

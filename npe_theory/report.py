@@ -163,8 +163,11 @@ def check_inputs(eta, features, labels, counts) -> tuple[np.ndarray, np.ndarray,
     return _outputs("eta", eta, n, C), h, y.astype(np.int64), counts
 
 
+REFERENCES = ("all", "core")
+
+
 def pem_report(eta, features, labels, counts, settings: PemSettings, *, trace: dict | None = None, eta_eval=None,
-               linear: bool = True) -> dict:
+               linear: bool = True, references: str = "all", warm: dict | None = None) -> dict:
     """The prior report of a PEM. eta: (N, C) PEM outputs (the prior signal, growing with ln N_c) on the
     training samples, features: (N, D) the features the PEM read, labels: (N,), counts: (C,) training counts.
 
@@ -173,7 +176,12 @@ def pem_report(eta, features, labels, counts, settings: PemSettings, *, trace: d
     (K, C), ``lrs`` (T,), ``fractions`` (T, C), ``epoch_of_step`` (T,), ``means`` (E, C, D)).
     ``eta_eval``: the same samples' outputs in another mode (eval-mode BatchNorm), reported beside.
     ``linear``: the PEM is one linear layer (the closed form, the equilibrium and the replay need it).
+    ``references``: "all", or "core" for the per-epoch report: without the spread-aware reference and inverse (class
+    SVDs and fixed points) and the two-statistic prediction (a prediction of the end of training, whose cost grows with
+    the epochs run). ``warm``: a dict kept between calls on one run; the exact equilibrium starts from the
+    last one found there and leaves its own (the answer is the same within the solver's tolerance, found sooner).
     """
+    choice("references", references, REFERENCES)
     eta, h, y, counts = check_inputs(eta, features, labels, counts)
     C = counts.size
     lam = settings.weight_decay
@@ -190,7 +198,13 @@ def pem_report(eta, features, labels, counts, settings: PemSettings, *, trace: d
            "closed_form_applies": bool(linear), "lambda_s": lam_s, "regime": name, "regime_note": note,
            "equilibrium": None, "equilibrium_grad_norm": None, "finite_time": None, "finite_time_model": None}
     if linear:
-        eq = pem_equilibrium(h, y, C, lam, alpha=settings.alpha, loss=settings.loss, reduction=settings.reduction, bias=settings.bias)
+        start = None if warm is None else warm.get("equilibrium")
+        if start is not None and start.weight.shape != (C, h.shape[1]):
+            start = None
+        eq = pem_equilibrium(h, y, C, lam, alpha=settings.alpha, loss=settings.loss, reduction=settings.reduction, bias=settings.bias,
+                             start=start)
+        if warm is not None:
+            warm["equilibrium"] = eq
         out.update(equilibrium=eq.eta.tolist(), equilibrium_grad_norm=eq.grad_norm)
         refs["vs_equilibrium"] = prior_match(learned, reference=eq.eta).as_dict()
         finite = _finite_time(counts, norm_sq, mu, settings, trace)
@@ -199,15 +213,16 @@ def pem_report(eta, features, labels, counts, settings: PemSettings, *, trace: d
             refs["vs_finite_time"] = prior_match(learned, reference=finite[0]).as_dict()
         out["decomposition"] = {"non_stationarity": refs["vs_equilibrium"]["centered_rmse"],
                                 "non_collapse": prior_match(eq.eta, reference=predicted).centered_rmse}
-        sp = class_spread(h, y, C, bias=settings.bias)
         g, beta = norm_statistics(norm_sq, counts) if np.all(norm_sq > 0) else (None, None)
-        out.update(spread=None, two_statistic=None, two_statistics={"norm_sq_geomean": g, "norm_count_exponent": beta,
-                                                                    "spread_ratio": spread_statistics(sp)[1]})
-        if g is not None:
+        out.update(spread=None, two_statistic=None, two_statistics={"norm_sq_geomean": g, "norm_count_exponent": beta})
+        if g is not None and references == "all":  # it replays the whole schedule: at every epoch, quadratic in epochs
             two = _two_statistic(counts, norms_from_statistics(g, beta, counts), settings)
             out["two_statistic"] = two.tolist()
             refs["vs_two_statistic"] = prior_match(learned, reference=two).as_dict()
-        spread = _spread_references(sp, counts, learned, settings)
+        sp = class_spread(h, y, C, bias=settings.bias) if references == "all" else None
+        if sp is not None:
+            out["two_statistics"]["spread_ratio"] = spread_statistics(sp)[1]
+        spread = None if sp is None else _spread_references(sp, counts, learned, settings)
         if spread is not None:
             spread, implied = spread
             out.update(spread=spread.tolist(), implied_log_prior=implied.tolist())

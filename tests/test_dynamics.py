@@ -179,3 +179,26 @@ def test_replay_on_rows_reduces_to_the_class_mean_replay_when_a_class_is_one_poi
     ref = heavy_ball_pem(means, fractions, lrs, 1e-2)
     np.testing.assert_allclose(run["weight"], ref["weight"], rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(run["bias"], ref["bias"], rtol=1e-12, atol=1e-14)
+
+
+def test_equilibrium_warm_start_and_float64_stop():
+    """Started from an earlier solution on moved features, Newton lands where a cold start does; and it stops once a full
+    step gains less than float64 resolves, instead of running to max_iter after a gradient tolerance float64 cannot meet
+    (tol = 0 here: the old stopping rule took all 100 iterations)."""
+    rng = np.random.default_rng(5)
+    C, D = 6, 16
+    y = np.repeat(np.arange(C), [400, 150, 60, 20, 8, 3])
+    mu = np.abs(rng.normal(size=(C, D))) * 6
+    h = np.maximum(mu[y] + 2.0 * rng.normal(size=(len(y), D)), 0)
+    lam = 0.2
+    cold = pem_equilibrium(h, y, C, lam)
+    moved = h * (1 + 0.02 * rng.normal(size=h.shape))
+    again = pem_equilibrium(moved, y, C, lam)
+    warm = pem_equilibrium(moved, y, C, lam, start=cold)
+    np.testing.assert_allclose(warm.eta, again.eta, atol=1e-9)
+    assert warm.iterations <= again.iterations
+    strict = pem_equilibrium(h, y, C, lam, tol=0.0, max_iter=100)
+    assert strict.iterations < 15
+    np.testing.assert_allclose(strict.eta, cold.eta, atol=1e-9)
+    with pytest.raises(ValueError, match="^start"):
+        pem_equilibrium(h[:, :4], y, C, lam, start=cold)

@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from ..data.pipeline import draw_augmentation
 from ..device.distributed import Dist
-from ..methods.feature_sample import StepRows
+from ..methods.feature_sample import EpochOutputs, StepRows
 from ..methods.objective import Objective
 
 
@@ -94,24 +94,25 @@ def epoch_plan(gen: torch.Generator, y_train: np.ndarray, task, mixing, batch_si
 
 
 def run_epoch(net, opt, feed, plan: EpochPlan, task, mixing, objective: Objective, batch_size: int, rank_info: Dist, log_prior,
-              use_amp: bool, cudagraphs: bool, num_classes: int, replay=None):
+              use_amp: bool, cudagraphs: bool, num_classes: int, replay=None, outputs: EpochOutputs | None = None):
     """SGD over one epoch; returns (mean loss, ce, pem).
 
     ``replay`` (or None, for a PEM that is not linear): advanced with a few of each step's feature rows per class (this
-    rank's rows; ``methods/feature_sample.py``).
+    rank's rows; ``methods/feature_sample.py``). ``outputs``: collects every step's features and labels (this rank's).
 
     A step that overflows outright (a learning rate beyond float32) counts as a diverged epoch: infinite losses.
     """
     try:
         return _epoch(net, opt, feed, plan, task, mixing, objective, batch_size, rank_info, log_prior, use_amp, cudagraphs, num_classes,
-                      replay)
+                      replay, outputs)
     except RuntimeError as exc:
         if "overflow" not in str(exc):
             raise
         return [math.inf] * 3
 
 
-def _epoch(net, opt, feed, plan, task, mixing, objective, batch_size, rank_info, log_prior, use_amp, cudagraphs, num_classes, replay):
+def _epoch(net, opt, feed, plan, task, mixing, objective, batch_size, rank_info, log_prior, use_amp, cudagraphs, num_classes, replay,
+           outputs):
     device = log_prior.device
     sums, sample = torch.zeros(3, device=device), None  # loss, ce, pem (sample-weighted): read once per epoch
     for x, pairs in mixing.batches(feed, plan, batch_size // rank_info.world):
@@ -120,6 +121,8 @@ def _epoch(net, opt, feed, plan, task, mixing, objective, batch_size, rank_info,
         terms = task.loss_terms(pairs)
         step, h = train_step(net, opt, x, terms, objective, log_prior, use_amp)
         sums += step * len(terms[0][0])
+        if outputs is not None:
+            outputs.add(h, terms)
         if replay is not None:
             if sample is None:
                 sample = StepRows(num_classes, h.shape[1])

@@ -34,11 +34,12 @@ from npe_theory.io import write_json
 from ..data.image_list import on_device
 from ..data.pipeline import DevicePipeline, LoaderPipeline, preparer
 from ..device.distributed import cpu_threads, init_distributed
+from ..methods.feature_sample import EpochOutputs
 from ..methods.trace import epoch_replay, felt_decay, record_epoch
 from ..models.pem import check_pem_decay
 from ..run.checkpoint import CHECKPOINT, save_checkpoint
 from ..run.config import TrainConfig
-from ..run.metrics import TensorBoardLog, epoch_record, write_metrics
+from ..run.metrics import TensorBoardLog, epoch_record, json_lines, write_metrics
 from ..run.results import SCHEMA, environment
 from ..run.runfolder import claim, open_run
 from ..tasks.base import Held
@@ -69,7 +70,8 @@ def _wrap(model, compile_mode: str, rank_info, device):
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, task=None, datasets=None) -> dict:
-    """Train, evaluate every ``eval_every`` epochs, and write the run folder; returns results.json's content.
+    """Train, report on the PEM every epoch, evaluate on the test set every ``eval_every`` epochs (0: the last only), and
+    write the run folder; returns results.json's content.
 
     ``task``: a task object (``tasks/base.py``) to use instead of the one the data set implies.
     ``datasets``: your own ``(train, test)`` or ``(train, test, validation)`` torch Datasets of
@@ -114,7 +116,9 @@ def _train(cfg: TrainConfig, data, model, task, stream, rank_info, device, resum
     cudagraphs = device.type == "cuda" and cfg.compile in ("reduce-overhead", "max-autotune")  # each step marked as a new one
 
     board = TensorBoardLog(cfg.tensorboard) if cfg.tensorboard and rank_info.main else None
-    t0, report = time.perf_counter(), None
+    step_report = getattr(task, "step_report", None)  # optional: a task may report only at its evaluations
+    width = getattr(model, "feature_dim", None) if step_report is not None else None
+    t0, report, written = time.perf_counter(), None, []  # written: metrics.jsonl's lines as JSON, each serialized once
     bar = tqdm(range(start, cfg.epochs), desc=run_label(cfg), disable=not (progress and rank_info.main),
                initial=start, total=cfg.epochs)
     for epoch in bar:
@@ -124,23 +128,28 @@ def _train(cfg: TrainConfig, data, model, task, stream, rank_info, device, resum
         log_prior = torch.as_tensor(np.log(now / now.sum()), dtype=torch.float32, device=device)  # la_loss adjusts by the current prior
         plan = epoch_plan(gen, data.y_train, task, mixing, cfg.batch_size, cfg.augment, rank_info, data.num_classes, epoch, now, subset)
         lr = opt.param_groups[0]["lr"]  # the rate this epoch uses (the scheduler steps after it)
+        evaluated = (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0) or epoch + 1 == cfg.epochs
+        outputs = None if evaluated or width is None else EpochOutputs(len(plan.shard), width)
         losses = run_epoch(net, opt, feed, plan, task, mixing, objective, cfg.batch_size, rank_info, log_prior, use_amp,
-                                  cudagraphs, data.num_classes, epoch_replay(trace, recipe, lr, plan.fractions))
+                           cudagraphs, data.num_classes, epoch_replay(trace, recipe, lr, plan.fractions), outputs)
         sched.step()
         if not all(math.isfinite(v) for v in losses):
             raise TrainingDiverged(f"loss became {losses[0]} in epoch {epoch + 1}; the last good checkpoint "
                                    f"({'epoch ' + str(epoch) if epoch > 0 else 'none yet'}) is kept in {out}")
         record_epoch(trace, lr, plan.fractions)
         trace["stream"] = {"index": subset, "counts": plan.counts}  # what the report reads the PEM against
-        evaluated = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
-        report = task.evaluate(model, held, trace, stream.now(epoch, trace)) if evaluated else None
+        if evaluated:
+            report = task.evaluate(model, held, trace, stream.now(epoch, trace))
+        else:  # the prior report from the outputs the steps computed: no forward pass (a task without it reports at evaluations)
+            report = step_report(model, held, trace, stream.now(epoch, trace), outputs) if outputs is not None else None
         line = epoch_record(epoch, lr, losses, felt_decay(trace, cfg.weight_decay, cfg.momentum), t0, report, plan.counts)
         if report is not None:
-            bar.set_postfix(loss=f"{losses[0]:.3f}", npe_la_acc=f"{line['accuracy']['npe_la']:.3f}", regime=line["regime"])
+            shown = {"npe_la_acc": f"{line['accuracy']['npe_la']:.3f}"} if "accuracy" in line else {}
+            bar.set_postfix(loss=f"{losses[0]:.3f}", **shown, regime=line["regime"])
         metrics.append(line)
         if rank_info.main:
-            save_checkpoint(out / CHECKPOINT, epoch, cfg, model, opt, sched, gen, trace, metrics)
-            write_metrics(out, metrics)
+            save_checkpoint(out / CHECKPOINT, epoch, cfg, model, opt, sched, gen, trace, metrics, json_lines(metrics, written))
+            write_metrics(out, metrics, written)
             if board is not None:
                 board.write(line)
     bar.close()

@@ -67,3 +67,33 @@ class StepRows:
         out = [torch.cat([part[i] for part in held]) for i in (1, 2, 3)]
         return first, self.step - first, (out[0].double().cpu().numpy(), out[1].cpu().numpy(), out[2].double().cpu().numpy(),
                                           steps.cpu().numpy())
+
+
+OUTPUT_BUDGET = 2**25  # feature values (rows x D) an epoch may keep on the device: 128 MB in float32
+
+
+class EpochOutputs:
+    """Every step's feature rows and labels, in step order, for the prior report of an epoch without another forward pass.
+
+    The PEM trained on exactly these features (training-mode BatchNorm, the epoch's crops and flips, the backbone as it was
+    at each step). Kept only while each row has one label of weight one (no mixing, no dense maps) and the epoch fits
+    ``OUTPUT_BUDGET``; ``result()`` is None otherwise.
+    """
+
+    def __init__(self, rows: int, width: int):
+        self.valid = rows * width <= OUTPUT_BUDGET
+        self.parts: list[tuple] = []
+
+    def add(self, h: torch.Tensor, terms: list) -> None:
+        if not self.valid:
+            return
+        if len(terms) != 1 or terms[0][1] is not None or h.ndim != 2:  # mixed labels or dense maps: no one row per label
+            self.valid, self.parts = False, []
+            return
+        self.parts.append((h, terms[0][0]))
+
+    def result(self):
+        """(features (n, D), labels (n,)) as device tensors, or None."""
+        if not (self.valid and self.parts):
+            return None
+        return torch.cat([p[0] for p in self.parts]), torch.cat([p[1] for p in self.parts])

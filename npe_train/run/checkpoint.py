@@ -54,13 +54,15 @@ def _arrays(value):
     return value
 
 
-def save_checkpoint(path: Path, epoch: int, cfg: TrainConfig, model, opt, sched, gen, trace: dict, metrics: list[dict]) -> None:
+def save_checkpoint(path: Path, epoch: int, cfg: TrainConfig, model, opt, sched, gen, trace: dict, metrics: list[dict],
+                    written: list[str] | None = None) -> None:
     """Write the run's state after ``epoch``. Serialized in memory first, so a full disk surfaces as an
     OSError (ENOSPC) from the write itself; ``atomic_write`` then removes the partial file and keeps the
-    last good checkpoint."""
+    last good checkpoint. ``written``: every line of ``metrics`` already as JSON (``metrics.write_metrics``)."""
+    lines = json.dumps(metrics) if written is None or len(written) != len(metrics) else "[" + ",".join(w.rstrip("\n") for w in written) + "]"
     state = {"format": FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch,
-             "config": json.dumps(asdict(cfg)), "metrics": json.dumps(metrics), "trace": _tensors(trace)}
+             "config": json.dumps(asdict(cfg)), "metrics": lines, "trace": _tensors(trace)}
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))

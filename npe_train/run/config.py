@@ -16,7 +16,6 @@ from pathlib import Path
 
 from npe_theory._validate import nonnegative_int, positive_int
 from npe_theory.io import read_toml_table
-
 from npe_theory.errors import InputError
 
 from ..data.longtail import DATASETS, PROFILES
@@ -100,7 +99,7 @@ class TrainConfig:
     workers: int = setting(4, "DataLoader worker processes (loader pipeline)")
     threads: int | None = setting(None, "CPU threads for torch and BLAS (default: OMP_NUM_THREADS if set, else the cores "
                                         "this process may use, shared among local ranks, at most 8)")
-    eval_every: int = setting(1, "evaluate every this many epochs (the last epoch always)")
+    eval_every: int | None = setting(None, "test-set evaluation every N epochs, 0: the last only (default 0, 1 with --shift)")
     out: str | None = setting(None, "run folder (default runs/<dataset>-<method>-ir<imbalance>-seed<seed>)")
     train_list: str | None = setting(None, "list data set: the training split, one 'relative/path label' line per image "
                                            "(paths under --data-dir)", metavar="FILE")
@@ -115,6 +114,7 @@ class TrainConfig:
         cfg = TrainConfig(**asdict(self))
         if cfg.alpha is None:
             cfg.alpha = 0.1 if cfg.dataset in SEG_DATASETS else 1.0
+        cfg.eval_every = (1 if cfg.shift else 0) if cfg.eval_every is None else cfg.eval_every  # a stream: accuracy after shifts
         if cfg.weight_decay is None and cfg.target_lambda_s is None:
             cfg.target_lambda_s = DEFAULT_LAMBDA_S  # the weight decay follows from the data set's steps (loop/build.py)
         if cfg.model is None and cfg.dataset in DEFAULT_MODEL:
@@ -184,7 +184,7 @@ class TrainConfig:
             bad("momentum", f"expected a number in [0, 1), got {self.momentum!r}")
         if not 0 < self.test_fraction < 1:
             bad("test_fraction", f"expected a number in (0, 1), got {self.test_fraction!r}")
-        for name in ("epochs", "batch_size", "num_pems", "eval_every"):
+        for name in ("epochs", "batch_size", "num_pems"):
             setattr(self, name, positive_int(name, getattr(self, name), maximum=MAX_COUNT))  # a NumPy integer becomes a plain int (JSON)
         for name, most in (("n_max", MAX_N_MAX), ("threads", 1024), ("pem_hidden", 1 << 16), ("image_size", MAX_IMAGE_SIZE), ("mix_until", MAX_COUNT)):
             if getattr(self, name) is not None:
@@ -194,8 +194,8 @@ class TrainConfig:
                 bad(name, f"expected true or false, got {getattr(self, name)!r}")
         if self.augment and not self.dataset.startswith("cifar"):
             bad("augment", f"crop + flip needs images (cifar10, cifar100), not {self.dataset}")
-        self.workers = nonnegative_int("workers", self.workers, maximum=1024)
-        self.warmup_epochs = nonnegative_int("warmup_epochs", self.warmup_epochs)
+        for name, most in (("workers", 1024), ("warmup_epochs", None), ("eval_every", MAX_COUNT)):
+            setattr(self, name, nonnegative_int(name, getattr(self, name), maximum=most))
         self.seed = nonnegative_int("seed", self.seed, maximum=2**63 - 1)
         if self.target_lambda_s is not None and (isinstance(self.target_lambda_s, bool) or not isinstance(self.target_lambda_s, (int, float))
                                                  or not _finite(self.target_lambda_s) or not 0 < self.target_lambda_s <= 1e3):

@@ -3,7 +3,7 @@ training set (docs/metrics.md). Imports: torch, ``data/``, ``device/``, ``method
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ def predict(model, x: torch.Tensor, batch_size: int, prepare, train_mode: bool =
 
 
 def evaluate_run(model, held: Held, trace: dict, now: Now, recipe: PemRecipe, batch_size: int, seed: int, augmented: bool,
-                 tau: float, tau_grid) -> dict:
+                 tau: float, tau_grid, warm: dict | None = None) -> dict:
     """Accuracy per rule on the balanced test set (eval mode), and the prior report on the training set.
 
     The report reads the training-mode outputs and features (what the PEM trained on), in shuffled
@@ -72,7 +72,8 @@ def evaluate_run(model, held: Held, trace: dict, now: Now, recipe: PemRecipe, ba
     eta_tr, feats_tr = eta_tr[back], feats_tr[back]
     counts = np.asarray(now.counts)
     pem, implied = prior_report(eta_tr, feats_tr, y_train, counts if now.report_counts is None else now.report_counts, recipe,
-                                trace, model.pem.is_linear, eta_eval)
+                                trace, model.pem.is_linear, eta_eval, warm=warm)
+    pem["features_from"] = "a training-mode pass after the epoch"
     marginal = eta_eval.mean(0)  # E_x[eta(x)] over the training set, eval mode as at test time
     pem["conditional_slopes"] = conditional_slopes(pem["eta_matrix"], counts if now.report_counts is None else now.report_counts)
     report = accuracy_report(logits, eta, data.y_test, counts, tau, tau_grid, implied, now.stale_counts, marginal)
@@ -80,10 +81,32 @@ def evaluate_run(model, held: Held, trace: dict, now: Now, recipe: PemRecipe, ba
                                                     "marginal": marginal.tolist()}}
 
 
+def step_report(model, held: Held, trace: dict, now: Now, outputs, recipe: PemRecipe, warm: dict | None = None) -> dict | None:
+    """The prior report of one epoch on the feature rows its own steps computed (``EpochOutputs``), read by the PEM as it
+    is at the epoch's end, as the replay and the equilibrium are (no backbone pass); every reference but the spread-aware
+    ones (``references="core"``). None when the rows were not kept (mixing, dense maps, too large) or some class has none
+    (its only sample fell out of the epoch)."""
+    got = None if outputs is None else outputs.result()
+    if got is None or model.pem is None:
+        return None
+    h, labels = got
+    with torch.no_grad():
+        eta = model.pem.heads_output(h).mean(0)
+    eta, h, y = gather_rows((eta.double().cpu().numpy(), h.double().cpu().numpy(), labels.to(torch.int64).cpu().numpy()),
+                            held.rank_info)
+    counts = np.asarray(now.counts if now.report_counts is None else now.report_counts)
+    if y.size == 0 or y.max() >= len(counts) or np.bincount(y, minlength=len(counts)).min() == 0:
+        return None
+    pem, _ = prior_report(eta, h, y, counts, recipe, trace, model.pem.is_linear, references="core", warm=warm)
+    pem["features_from"] = "the epoch's training steps"
+    return {"pem": pem}
+
+
 @dataclass
 class Classification:
     """One label per sample (``tasks/base.py`` says what a task supplies). ``batch_size``, ``seed`` and ``augmented``
-    shape the report's training-mode pass; ``tau`` and ``tau_grid`` the rules' strength and the recorded sweep."""
+    shape the report's training-mode pass; ``tau`` and ``tau_grid`` the rules' strength and the recorded sweep.
+    ``warm``: the exact equilibrium's last solution, from which the next report starts."""
 
     recipe: PemRecipe
     batch_size: int
@@ -91,6 +114,7 @@ class Classification:
     tau: float
     tau_grid: list
     augmented: bool = False
+    warm: dict = field(default_factory=dict, repr=False, compare=False)
 
     def rows(self, labels: np.ndarray, num_classes: int, partner: np.ndarray | None = None, weight: np.ndarray | None = None):
         """One loss term per sample, split ``weight`` to its own label and ``1 - weight`` to its partner's."""
@@ -110,7 +134,11 @@ class Classification:
         return h, [(t, torch.ones(len(t), device=h.device) if w is None else w) for t, w in terms]
 
     def evaluate(self, model, held: Held, trace: dict, now: Now) -> dict:
-        return evaluate_run(model, held, trace, now, self.recipe, self.batch_size, self.seed, self.augmented, self.tau, self.tau_grid)
+        return evaluate_run(model, held, trace, now, self.recipe, self.batch_size, self.seed, self.augmented, self.tau, self.tau_grid,
+                            self.warm)
+
+    def step_report(self, model, held: Held, trace: dict, now: Now, outputs) -> dict | None:
+        return step_report(model, held, trace, now, outputs, self.recipe, self.warm)
 
     def figures(self, out, model, held: Held) -> list:
         return []

@@ -41,14 +41,16 @@ def conditional_slopes(eta_matrix, counts) -> dict:
             **{g: float(per_row[rule(np.asarray(counts))].mean()) if rule(np.asarray(counts)).any() else None for g, rule in GROUPS.items()}}
 
 
-def prior_report(eta, features, labels, counts, recipe: PemRecipe, trace: dict, linear: bool, eta_eval=None) -> tuple[dict, np.ndarray | None]:
+def prior_report(eta, features, labels, counts, recipe: PemRecipe, trace: dict, linear: bool, eta_eval=None, references: str = "all",
+                 warm: dict | None = None) -> tuple[dict, np.ndarray | None]:
     """(the prior report of the run's PEM, the log-prior its learned outputs imply, None for an MLP PEM).
 
     The report's settings are ``recipe`` with the schedule the trace's steps took (lambda_s = weight_decay * sum_t lr_t
     / (1 - momentum)). The implied log-prior inverts the spread-aware model (``npe_theory.spread.spread_inverse``), or
-    Proposition 1 where that model has no fixed point.
+    Proposition 1 where that model has no fixed point. ``references`` and ``warm``: as ``npe_theory.report.pem_report``.
     """
-    pem = pem_report(eta, features, labels, counts, recipe.settings(trace), trace=replay_inputs(trace), eta_eval=eta_eval, linear=linear)
+    pem = pem_report(eta, features, labels, counts, recipe.settings(trace), trace=replay_inputs(trace), eta_eval=eta_eval, linear=linear,
+                     references=references, warm=warm)
     if not linear:
         implied = None
     elif pem.get("implied_log_prior") is not None:  # the spread-aware inverse: what the PEM learns on spread features

@@ -1,0 +1,132 @@
+"""What `npe train` costs beside a plain PyTorch loop on the same model, data and schedule, measured side by side.
+
+    OMP_NUM_THREADS=1 python benchmarks/loop_overhead.py [--epochs 200] [--repeats 2] [--eval-every 0]
+
+Both train the main job's network (MNIST-1D-LT, the 1-D CNN with its PEM, CE + alpha * the one-way loss) with the same
+SGD, weight decay and learning-rate schedule for ``--epochs`` epochs. The plain loop shuffles, steps and evaluates the
+test set once, at the end. ``npe train`` runs with its defaults: the prior report every epoch (from the steps' own
+feature rows), the replay advancing with the steps, a checkpoint and a metrics line every epoch, the test-set evaluation
+at the end (``--eval-every``), results.json and the figures. Prints the CPU-time ratio (target: at most 1.3x at 200
+epochs), the breakdown of `npe train`'s time, the growth exponent of the replay's and the per-epoch report's cost in
+the epochs (cumulative cost at E against E/2: 1 is linear), and the machine's load. Best of ``--repeats``, alternating.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+import npe_train.loop.train as train_mod
+import npe_train.methods.trace as trace_mod
+import npe_train.run.plots as plots
+import npe_train.tasks.classification as classification
+from npe_train.loop.build import build_data, build_network, build_objective, build_optimizer, build_schedule
+from npe_train.run.config import make_config
+
+
+def plain_loop(cfg) -> float:
+    """CPU seconds of a textbook loop: shuffle, step, schedule; the test set once at the end. Returns its accuracy too."""
+    cfg = cfg.resolved()
+    data = build_data(cfg)
+    cfg, _ = build_schedule(cfg, data, 1)  # the weight decay npe train's default (lambda*s = 1.5) picks
+    torch.manual_seed(cfg.seed)
+    model = build_network(cfg, data)
+    opt, sched = build_optimizer(cfg, model)
+    objective = build_objective(cfg)
+    x, y = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
+    log_prior = torch.zeros(data.num_classes)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    for _ in range(cfg.epochs):
+        model.train()
+        perm = torch.randperm(len(y), generator=gen)
+        for i in range(0, len(y), cfg.batch_size):
+            idx = perm[i : i + cfg.batch_size]
+            if len(idx) < 2:
+                continue
+            logits, heads, _ = model(x[idx])
+            loss = objective(logits, heads, [(y[idx], None)], log_prior)[0]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        sched.step()
+    model.eval()
+    with torch.no_grad():
+        logits, _, _ = model(torch.as_tensor(data.x_test))
+    return float((logits.argmax(1).numpy() == data.y_test).mean())
+
+
+def timed(module, name, totals, history=None):
+    real = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        t = time.process_time()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            totals[name] += time.process_time() - t
+            if history is not None:  # cumulative costs at each epoch's end (the replay's epoch ends with its last flush)
+                history.append((totals["replay_steps"], totals["step_report"]))
+
+    setattr(module, name, wrapper)
+
+
+def exponent(cumulative: list[float]) -> float:
+    """log2 of the cumulative cost after all epochs over that after half of them: 1 for linear growth, 2 for quadratic."""
+    half, full = cumulative[len(cumulative) // 2 - 1], cumulative[-1]
+    return float(np.log2(full / half)) if half > 0 else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--eval-every", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    totals, history = defaultdict(float), []
+    for module, name in ((train_mod, "run_epoch"), (classification, "evaluate_run"), (trace_mod, "replay_steps"),
+                         (train_mod, "save_checkpoint"), (train_mod, "write_metrics"), (plots, "plot_run")):
+        timed(module, name, totals)
+    timed(classification, "step_report", totals, history)
+    best = {"npe train": np.inf, "plain loop": np.inf}
+    kept = {}
+    for _ in range(args.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = make_config(epochs=args.epochs, eval_every=args.eval_every, seed=args.seed, out=tmp)
+            totals.clear()
+            history.clear()
+            t = time.process_time()
+            res = train_mod.train(cfg, progress=False)
+            spent = time.process_time() - t
+            if spent < best["npe train"]:
+                best["npe train"], kept = spent, dict(totals, npe_la=res["accuracy"]["npe_la"]["overall"],
+                                                      argmax=res["accuracy"]["argmax"]["overall"],
+                                                      growth=[exponent([h[i] for h in history]) for i in (0, 1)] if len(history) > 1 else None)
+        t = time.process_time()
+        acc = plain_loop(make_config(epochs=args.epochs, seed=args.seed))
+        best["plain loop"] = min(best["plain loop"], time.process_time() - t)
+    ratio = best["npe train"] / best["plain loop"]
+    print(f"main job, {args.epochs} epochs, best of {args.repeats}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores, "
+          f"torch threads {torch.get_num_threads()}")
+    print(f"  plain loop        {best['plain loop']:7.1f} CPU s   (argmax test accuracy {acc:.3f})")
+    print(f"  npe train         {best['npe train']:7.1f} CPU s   (argmax {kept['argmax']:.3f}, NPE-LA {kept['npe_la']:.3f})")
+    print(f"  ratio             {ratio:7.2f}x   (target <= 1.3x)")
+    labels = {"run_epoch": "training steps (replay and feature rows included)", "step_report": "prior report every epoch",
+              "evaluate_run": "test-set evaluation with its full report", "save_checkpoint": "checkpoints",
+              "write_metrics": "metrics.jsonl", "plot_run": "figures"}
+    for name, label in labels.items():
+        print(f"    {label:<52} {kept.get(name, 0.0):7.2f} CPU s  {100 * kept.get(name, 0.0) / best['npe train']:5.1f}%")
+    rest = best["npe train"] - sum(kept.get(n, 0.0) for n in labels)
+    print(f"    {'the rest (start-up, data, results.json)':<52} {rest:7.2f} CPU s  {100 * rest / best['npe train']:5.1f}%")
+    print(f"    of the training steps, the replay itself {kept.get('replay_steps', 0.0):.2f} CPU s")
+    if kept["growth"] is not None:
+        print(f"  cost growth in epochs (1 = linear): replay {kept['growth'][0]:.2f}, per-epoch report {kept['growth'][1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
