@@ -114,7 +114,7 @@ def cmd_figures(args) -> int:
     from .figures import make_figures
 
     check_writable("--out", args.out, folder=True)
-    for path in make_figures(args.out, progress=True):
+    for path in make_figures(args.out, progress=True, only=None if args.only is None else args.only.split(",")):
         print(path)
     return 0
 
@@ -128,7 +128,7 @@ def cmd_ufm(args) -> int:
     counts = count_profile(args.profile, args.classes, args.max, args.imbalance)
     r = simulate_ufm(counts, dim=args.dim, lam_features=args.lam_features, lam_classifier=args.lam_classifier, lam_pem=args.lam_pem,
                      loss=args.loss, nonlinearity=args.nonlinearity, reduction=args.reduction, seed=args.seed, tol=args.tol,
-                     max_iter=args.max_iter, classifier_bias=args.classifier_bias, progress=True)
+                     max_iter=args.max_iter, classifier_bias=args.classifier_bias, progress=True, features=args.features)
     print(f"{r.message} after {r.iterations} iterations, {r.seconds:.1f} s; projected gradient {r.grad_norm:.2e}")
     print(f"NC1 {r.nc1:.2e}, largest off-diagonal cosine of class means {r.max_offdiag_cosine:.2e}")
     print(f"{'class':>5} {'N_c':>6} {'||mu||^2':>9} {'learned':>10} {'predicted':>10}")
@@ -180,6 +180,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("figures", help="regenerate the figures F1-F11 (PNG)")
     p.add_argument("--out", default="figures", help="output folder (default figures/)")
+    p.add_argument("--only", metavar="F7,F11", help="draw only these figures (comma-separated labels)")
     p.set_defaults(func=cmd_figures)
 
     p = sub.add_parser("ufm", help="train the unconstrained feature model with a PEM and compare with Proposition 1")
@@ -196,5 +197,8 @@ def register(sub) -> None:
     p.add_argument("--max-iter", type=int, default=20000)
     p.add_argument("--no-classifier-bias", dest="classifier_bias", action="store_false",
                    help="fix the classifier bias at 0 (the bias-free model of seed 003's analysis)")
+    p.add_argument("--features", choices=("samples", "classes"), default="samples",
+                   help="one free feature per sample (collapse measured) or per class, counted N_c times (the same "
+                        "stationary points, fast at hundreds of classes; NC1 is 0 by construction)")
     p.add_argument("--json", metavar="PATH", help="write the full result, config and history as JSON")
     p.set_defaults(func=cmd_ufm)

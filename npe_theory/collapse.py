@@ -7,11 +7,11 @@ from .errors import InputError
 
 def class_means(features: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """mu_c = mean of the features of class c, shape (C, D)."""
-    sums = np.zeros((num_classes, features.shape[1]))
-    np.add.at(sums, labels, features)
     counts = np.bincount(labels, minlength=num_classes)
     if np.any(counts == 0):
         raise InputError(f"labels: class {int(np.argmin(counts))} has no sample")
+    # sums over each class's rows, sorted by class (np.add.at, one scattered add per element, is ~10x slower)
+    sums = np.add.reduceat(features[np.argsort(labels, kind="stable")], np.cumsum(counts) - counts, axis=0)
     return sums / counts[:, None]
 
 
@@ -57,11 +57,14 @@ def classifier_alignment(weights, means, counts) -> dict:
     W, M = np.asarray(weights, dtype=np.float64), np.asarray(means, dtype=np.float64)
     counts = np.asarray(counts, dtype=np.float64)
     C = len(M)
-    centering = np.eye(C) - 1.0 / C
-    # column k of the design: vec(P e_k mu_k^T), the contribution of a_k to every row of the fit
-    design = np.stack([np.outer(centering[:, k], M[k]).ravel() for k in range(C)], axis=1)
-    scale = np.linalg.lstsq(design, W.ravel(), rcond=None)[0]
-    fit = (design @ scale).reshape(W.shape)
+    # The fit a -> P diag(a) M, P = I - 11^T / C, is linear in a; its normal equations are C x C:
+    # (P o M M^T) a = r, r_k = (w_k - mean_j w_j) . mu_k (o: elementwise), since column k of the
+    # (C d) x C design holds P e_k mu_k^T and those columns' dot products are P_kl (mu_k . mu_l).
+    # Solved in that form, the design (1 GB at C = 1000, d = 128) is never built.
+    gram = (np.eye(C) - 1.0 / C) * (M @ M.T)
+    rhs = np.sum((W - W.mean(0)) * M, axis=1)
+    scale = np.linalg.lstsq(gram, rhs, rcond=None)[0]
+    fit = scale[:, None] * M - (scale @ M) / C
     centred = M - counts @ M / counts.sum()
     nc3_scale = np.sum(W * centred, axis=1) / np.maximum(np.sum(centred * centred, axis=1), 1e-300)
     out = {"scale": scale.tolist(), "cosine": _cosines(W, fit).tolist(), "nc3_scale": nc3_scale.tolist(),

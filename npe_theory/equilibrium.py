@@ -10,9 +10,9 @@ expected gradient of an epoch of batch means) or 1 for a summed one. Damped Newt
 solves each to a reported gradient norm; unlike Proposition 1 nothing here assumes collapse.
 Newton starts from Proposition 1's answer, exact under collapse: ``theta_c = eta*_c x_bar_c / ||x_bar_c||^2``
 with ``x_bar_c`` the class mean of ``x_i``, so a few steps correct for the spread of the features; or,
-given ``start``, from a previous solution (a report every epoch: the features moved a little), whichever
-has the lower objective. It stops where float64 stops helping: the Newton decrement ``g . H^-1 g``, twice
-the decrease a full step would bring, below ``_RESOLUTION * |F|``, after that last full step.
+given ``start``, from a previous solution (a report every epoch: the features moved a little). It
+stops where float64 stops helping: the Newton decrement ``g . H^-1 g``, twice the decrease a full
+step would bring, below ``_RESOLUTION * |F|``, after that last full step.
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def pem_equilibrium(features, labels, num_classes: int, lam: float, *, alpha: fl
 
     Stops each class when its gradient norm is below ``tol`` times the gradient norm at zero, or when a Newton step
     would lower the objective by less than float64 resolves. ``start``: an earlier solution of the same shape to
-    start from (used per class where it beats Proposition 1's start).
+    start from instead of Proposition 1's answer.
     """
     choice("loss", loss, LOSSES)
     choice("reduction", reduction, REDUCTIONS)
@@ -92,13 +92,12 @@ def _solve(h, y, C, lam, alpha, kappa, loss, bias, tol, max_iter, start) -> Equi
         x = rows[edges[c] : edges[c + 1]]
         if len(x) == 0:
             raise InputError(f"labels: class {c} has no sample")
-        centre = x.mean(0)
-        size_sq = float(centre @ centre)
-        t = centre * float(optimal_logit(weight * len(x), lam, loss, size_sq)) / size_sq if size_sq > 0 else theta[c]
-        if start is not None:
-            warm = np.append(start.weight[c], start.bias[c]) if bias else np.asarray(start.weight[c], dtype=np.float64)
-            if value(x, warm) < value(x, t):
-                t = warm
+        if start is not None:  # the features moved little since: Newton is already in its quadratic basin there
+            t = np.append(start.weight[c], start.bias[c]) if bias else np.array(start.weight[c], dtype=np.float64)
+        else:
+            centre = x.mean(0)
+            size_sq = float(centre @ centre)
+            t = centre * float(optimal_logit(weight * len(x), lam, loss, size_sq)) / size_sq if size_sq > 0 else theta[c]
         g0 = float(np.linalg.norm(weight * (x.T @ loss_slope(np.zeros(len(x)), loss))))  # the gradient at zero sets the scale
         settled = False
         for it in range(max_iter + 1):

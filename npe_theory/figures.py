@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .errors import InputError  # noqa: E402
 from .lambertw import asymptotic_logit_of_log, lambert_w  # noqa: E402
 from .optimum import logistic_bracket, objective, optimal_logit  # noqa: E402
 from .priors import count_profile, predicted_priors, prior_match  # noqa: E402
@@ -450,8 +451,16 @@ FIGURES = {
 }
 
 
-def make_figures(out_dir="figures", progress: bool = False) -> list[Path]:
+def make_figures(out_dir="figures", progress: bool = False, only=None) -> list[Path]:
+    """Draw the figures into ``out_dir``; ``only``: their labels ("F1" ... "F11"), default all."""
     from tqdm.auto import tqdm
 
+    chosen = FIGURES
+    if only is not None:
+        labels = {name.split("_")[0]: name for name in FIGURES}
+        unknown = sorted(set(only) - set(labels))
+        if unknown:
+            raise InputError(f"only: no figure {', '.join(unknown)} (there are {', '.join(labels)})")
+        chosen = {labels[k]: FIGURES[labels[k]] for k in labels if k in set(only)}
     out = Path(out_dir)
-    return [draw(out / name) for name, draw in tqdm(FIGURES.items(), desc="figures", disable=not progress)]
+    return [draw(out / name) for name, draw in tqdm(chosen.items(), desc="figures", disable=not progress)]

@@ -11,6 +11,15 @@ collapse (figures/README.md, F6).
         + lam_W/2 (||W||^2 + ||b||^2) + lam_P/2 (||V||^2 + [||c||^2])
 
 with s = 1/n ("mean") or 1 ("sum").
+
+``features="classes"`` solves the same problem restricted to collapsed features, one vector per class
+counted N_c times. That loses no stationary point: given (W, b, V, c), a sample's terms are strictly
+convex in its h_i (lam_H > 0) over the convex set h_i >= 0, and all class-c samples share them, so at
+every stationary point they sit at the same h_c (docs/theory.md, section 6). Its variables are
+C (3d + 2) rather than n d + C (2d + 2), and they are scaled by sqrt(s N_c), which evens out the
+curvature the counts put on each class's feature (L-BFGS converges in hundreds of iterations, not
+thousands). NC1 is then zero by construction; the per-sample model is the one that shows collapse
+happen.
 """
 from __future__ import annotations
 
@@ -19,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import expit, log_softmax, softmax
+from scipy.special import expit, log_softmax
 from threadpoolctl import threadpool_limits
 
 from ._validate import LOSSES, REDUCTIONS, as_float_scalar, choice, nonnegative_int, positive_int
@@ -29,7 +38,14 @@ from .priors import _counts, predicted_priors
 from .errors import InputError
 
 NONLINEARITIES = ("relu", "none")
+FEATURE_MODELS = ("samples", "classes")
 MAXCOR = 10
+
+
+def _kept(iteration: int) -> bool:
+    """History is recorded at iterations 1-99, then every 10th to 999, every 100th to 9,999, ...: a few hundred records
+    however long the run (each costs an NC1, O(n d^2), more than an iteration of the per-sample model)."""
+    return iteration % max(1, 10 ** (len(str(iteration)) - 2)) == 0
 
 
 @dataclass
@@ -52,6 +68,8 @@ class UFMResult:
     class_mean_vectors: np.ndarray = None  # mu_c, (C, d)
     classifier: np.ndarray = None  # classifier rows w_c, (C, d)
     classifier_bias_values: np.ndarray = None  # b, (C,)
+    pem_weight: np.ndarray = None  # PEM rows v_c, (C, d)
+    pem_bias: np.ndarray = None  # PEM biases c_c, (C,); zeros without a bias
     geometry: dict = field(default_factory=dict)  # seed 003's claims measured: collapse.classifier_alignment + norm exponent
     history: list[dict] = field(default_factory=list)
 
@@ -82,6 +100,7 @@ class _Problem:
         self.loss, self.scale, self.bias, self.weight = loss, scale, bias, weight
         self.sizes = [self.n * dim, num_classes * dim, num_classes, num_classes * dim, num_classes]
         self.rows = np.arange(self.n)
+        self.starts = np.searchsorted(labels, np.arange(num_classes))
         self._last = (None, None, None)  # (theta, f, g) of the last evaluation, reused by the callback
 
     def evaluate(self, theta):
@@ -101,25 +120,61 @@ class _Problem:
     def __call__(self, theta):
         H, W, b, V, c = self.unpack(theta)
         s = self.scale
-        logits = H @ W.T + b
-        ce = -log_softmax(logits, axis=1)[self.rows, self.y].sum()
-        g_logits = softmax(logits, axis=1)
+        log_p = log_softmax(H @ W.T + b, axis=1)
+        ce = -log_p[self.rows, self.y].sum()
+        g_logits = np.exp(log_p, out=log_p)  # the softmax, in place of its log: one (n, C) array, not three
         g_logits[self.rows, self.y] -= 1.0
-        eta_y = self.pem_outputs(H, V, c)[self.rows, self.y]
-        pem = pem_loss(eta_y, self.loss)
-        d_eta = -pem if self.loss == "exp" else -expit(-eta_y)  # l'(eta): -e^-eta, or -sigmoid(-eta)
-        g_eta = np.zeros((self.n, self.C))
-        g_eta[self.rows, self.y] = self.weight * d_eta
         g_logits *= s
-        g_eta *= s
+        # the PEM loss touches only each sample's own class: eta_i = v_{y_i} . h_i + c_{y_i}, no (n, C) array
+        eta_y = np.einsum("nd,nd->n", H, V[self.y]) + (c[self.y] if self.bias else 0.0)
+        pem = pem_loss(eta_y, self.loss)
+        coef = s * self.weight * (-pem if self.loss == "exp" else -expit(-eta_y))  # s * weight * l'(eta)
         f = s * (ce + self.weight * pem.sum() + 0.5 * self.lam_h * np.sum(H * H))
         f += 0.5 * self.lam_w * (np.sum(W * W) + b @ b) + 0.5 * self.lam_p * (np.sum(V * V) + (c @ c if self.bias else 0.0))
-        gH = g_logits @ W + g_eta @ V + s * self.lam_h * H
+        gH = g_logits @ W + coef[:, None] * V[self.y] + s * self.lam_h * H
         gW = g_logits.T @ H + self.lam_w * W
         gb = g_logits.sum(0) + self.lam_w * b if self.classifier_bias else np.zeros_like(b)  # b stays at its initial 0
-        gV = g_eta.T @ H + self.lam_p * V
-        gc = g_eta.sum(0) + self.lam_p * c if self.bias else np.zeros_like(c)
+        gV = self.per_class(coef[:, None] * H) + self.lam_p * V
+        gc = self.per_class(coef) + self.lam_p * c if self.bias else np.zeros_like(c)
         return f, np.concatenate([gH.ravel(), gW.ravel(), gb, gV.ravel(), gc])
+
+    def per_class(self, rows):
+        """Sums of ``rows`` over each class's samples (labels sorted by class, every class present)."""
+        return np.add.reduceat(rows, self.starts, axis=0)
+
+
+class _ClassProblem(_Problem):
+    """The UFM on collapsed features: one h_c per class, counted N_c times, stored as u_c = sqrt(s N_c) h_c."""
+
+    def __init__(self, counts, dim, lams, loss, scale, bias, weight, classifier_bias=True):
+        C = len(counts)
+        super().__init__(np.arange(C), C, dim, lams, loss, scale, bias, weight, classifier_bias)
+        self.mass = scale * np.asarray(counts, dtype=np.float64)  # s N_c: class c's weight in F
+        self.root = np.sqrt(self.mass)[:, None]
+        self.sizes = [C * dim, C * dim, C, C * dim, C]
+
+    def features(self, theta):
+        return self.unpack(theta)[0] / self.root
+
+    def __call__(self, theta):
+        U, W, b, V, c = self.unpack(theta)
+        H, m = U / self.root, self.mass
+        log_p = log_softmax(H @ W.T + b, axis=1)
+        ce = -(m * np.diag(log_p)).sum()
+        g_logits = np.exp(log_p)
+        g_logits[self.rows, self.rows] -= 1.0
+        g_logits *= m[:, None]
+        eta = np.einsum("cd,cd->c", H, V) + (c if self.bias else 0.0)
+        pem = pem_loss(eta, self.loss)
+        coef = m * self.weight * (-pem if self.loss == "exp" else -expit(-eta))
+        f = ce + self.weight * (m * pem).sum() + 0.5 * self.lam_h * (m * np.sum(H * H, axis=1)).sum()
+        f += 0.5 * self.lam_w * (np.sum(W * W) + b @ b) + 0.5 * self.lam_p * (np.sum(V * V) + (c @ c if self.bias else 0.0))
+        gH = g_logits @ W + coef[:, None] * V + self.lam_h * m[:, None] * H
+        gW = g_logits.T @ H + self.lam_w * W
+        gb = g_logits.sum(0) + self.lam_w * b if self.classifier_bias else np.zeros_like(b)
+        gV = coef[:, None] * H + self.lam_p * V
+        gc = coef + self.lam_p * c if self.bias else np.zeros_like(c)
+        return f, np.concatenate([(gH / self.root).ravel(), gW.ravel(), gb, gV.ravel(), gc])
 
 
 MAX_LAM = 1e6
@@ -141,20 +196,26 @@ def simulate_ufm(
     weight: float = 1.0,
     classifier_bias: bool = True,
     progress: bool = False,
+    features: str = "samples",
 ) -> UFMResult:
     """Train the UFM to a stationary point and compare the learned PEM outputs with Proposition 1.
 
     Defaults are the run of figure F6 (figures/README.md). ``tol`` bounds the projected gradient
-    (L-BFGS-B's pgtol); ``max_iter`` bounds the iterations.
+    (L-BFGS-B's pgtol); ``max_iter`` bounds the iterations. ``features``: "samples" (one free
+    feature per sample: collapse is measured) or "classes" (one per class, counted N_c times: the
+    same stationary points, for many classes; NC1 is 0 by construction).
     """
     counts = _counts(counts).astype(np.int64)
     choice("loss", loss, LOSSES)
     choice("nonlinearity", nonlinearity, NONLINEARITIES)
     choice("reduction", reduction, REDUCTIONS)
+    choice("features", features, FEATURE_MODELS)
     dim = positive_int("dim", dim, maximum=100_000)
     seed = nonnegative_int("seed", seed)
-    if counts.sum() * dim > 10**8:
-        raise InputError(f"counts, dim: {counts.sum()} samples x {dim} dimensions is beyond the limit of 1e8 free feature values")
+    rows = counts.sum() if features == "samples" else len(counts)  # free feature vectors
+    if rows * max(dim, len(counts)) > 10**8:  # the features and the (rows, C) logits, 800 MB each at the limit
+        raise InputError(f"counts, dim: {rows} feature vectors x {max(dim, len(counts))} (dimensions or classes) is beyond the limit "
+                         f"of 1e8 values" + ("; features='classes' keeps one vector per class" if features == "samples" else ""))
     lams = tuple(as_float_scalar(name, v, positive=True) for name, v in
                  (("lam_features", lam_features), ("lam_classifier", lam_classifier), ("lam_pem", lam_pem)))
     for name, lam in zip(("lam_features", "lam_classifier", "lam_pem"), lams):
@@ -168,23 +229,34 @@ def simulate_ufm(
             raise InputError(f"{name}: expected true or false, got {flag!r}")
     config = dict(counts=counts.tolist(), dim=dim, lam_features=lams[0], lam_classifier=lams[1], lam_pem=lams[2], loss=loss,
                   nonlinearity=nonlinearity, reduction=reduction, seed=seed, tol=tol, max_iter=max_iter, bias=bias, weight=float(weight),
-                  classifier_bias=bool(classifier_bias))
+                  classifier_bias=bool(classifier_bias), features=features)
 
     C = len(counts)
-    labels = np.repeat(np.arange(C), counts)
+    scale = 1.0 / counts.sum() if reduction == "mean" else 1.0
+    if features == "samples":
+        labels = np.repeat(np.arange(C), counts)
+        problem = _Problem(labels, C, dim, lams, loss, scale, bias, float(weight), bool(classifier_bias))
+    else:
+        labels = np.arange(C)
+        problem = _ClassProblem(counts, dim, lams, loss, scale, bias, float(weight), bool(classifier_bias))
     n = len(labels)
-    problem = _Problem(labels, C, dim, lams, loss, 1.0 / n if reduction == "mean" else 1.0, bias, float(weight), bool(classifier_bias))
     rng = np.random.default_rng(seed)
     H0 = rng.normal(0.0, 1.0, (n, dim))
     if nonlinearity == "relu":
         H0 = np.abs(H0)
+    if features == "classes":
+        H0 = H0 * problem.root  # stored scaled
     theta0 = np.concatenate([H0.ravel(), 0.1 * rng.normal(size=C * dim), np.zeros(C), 0.1 * rng.normal(size=C * dim), np.zeros(C)])
     bounds = None
     if nonlinearity == "relu":
         bounds = [(0.0, None)] * (n * dim) + [(None, None)] * (len(theta0) - n * dim)
 
+    def feats(theta):
+        return problem.features(theta) if features == "classes" else problem.unpack(theta)[0]
+
     def measure(theta):
-        H, W, b, V, c = problem.unpack(theta)
+        _, W, b, V, c = problem.unpack(theta)
+        H = feats(theta)
         mu = class_means(H, labels, C)
         norm_sq = np.sum(mu * mu, axis=1)
         eta = problem.pem_outputs(H, V, c)
@@ -206,13 +278,19 @@ def simulate_ufm(
 
     bar = tqdm(total=max_iter, desc="UFM (L-BFGS-B)", disable=not progress, leave=False)
 
-    def callback(intermediate_result):
-        theta = intermediate_result.x
+    def record(theta, iteration):
         f, g = problem.evaluate(theta)
-        H = problem.unpack(theta)[0]
         _, _, _, learned, predicted = measure(theta)
-        history.append(dict(iteration=len(history) + 1, objective=float(f), grad_norm=projected_grad_norm(theta, g),
-                            nc1=nc1(H, labels, C), mismatch=float(np.max(np.abs(learned - predicted)))))
+        history.append(dict(iteration=iteration, objective=float(f), grad_norm=projected_grad_norm(theta, g),
+                            nc1=nc1(feats(theta), labels, C), mismatch=float(np.max(np.abs(learned - predicted)))))
+
+    iterations = 0
+
+    def callback(intermediate_result):
+        nonlocal iterations
+        iterations += 1
+        if _kept(iterations):
+            record(intermediate_result.x, iterations)
         bar.update(1)
 
     start = time.perf_counter()
@@ -222,8 +300,11 @@ def simulate_ufm(
                        options=dict(maxiter=max_iter, maxfun=4 * max_iter, gtol=tol, ftol=0.0, maxcor=MAXCOR))
     seconds = time.perf_counter() - start
     bar.close()
+    if iterations and (not history or history[-1]["iteration"] != iterations):
+        record(res.x, iterations)  # the last iteration is always in the history
     f, g = problem.evaluate(res.x)
-    H, W, b = problem.unpack(res.x)[:3]
+    _, W, b, V, c = problem.unpack(res.x)
+    H = feats(res.x)
     mu, norm_sq, eta_matrix, learned, predicted = measure(res.x)
     geometry = classifier_alignment(W, mu, counts)
     geometry["norm_sq_exponent"] = loglog_slope(norm_sq, counts) if np.ptp(counts) > 0 and np.all(norm_sq > 0) else None
@@ -231,5 +312,5 @@ def simulate_ufm(
         counts=counts, eta_learned=learned, eta_predicted=predicted, mean_norm_sq=norm_sq, eta_matrix=eta_matrix,
         cosines=cosine_matrix(mu), nc1=nc1(H, labels, C), grad_norm=projected_grad_norm(res.x, g), objective=float(f),
         iterations=int(res.nit), seconds=seconds, message=str(res.message), config=config, geometry=geometry, history=history,
-        class_mean_vectors=mu, classifier=W, classifier_bias_values=b,
+        class_mean_vectors=mu, classifier=W, classifier_bias_values=b, pem_weight=V, pem_bias=c if bias else np.zeros(C),
     )

@@ -1,6 +1,10 @@
 import os
 
-from hypothesis import HealthCheck, settings
+# The suite runs one worker per core (pyproject.toml: -n auto); a second torch or BLAS thread per worker would only
+# spin-wait on a core another worker holds. Set before torch is imported here, inherited by every subprocess a test starts.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 # CI: derandomized and bounded, no deadline (mpmath references vary in cost). Dev: more examples.
 settings.register_profile("ci", derandomize=True, max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

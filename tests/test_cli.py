@@ -74,7 +74,12 @@ def test_ufm_command_writes_json(tmp_path):
     assert out.returncode == 0, out.stderr
     data = json.loads(path.read_text())
     assert data["mismatch"] < 1e-4 and data["config"]["counts"] == [40, 18, 8, 4]
-    assert len(data["history"]) == data["iterations"]
+    assert data["history"][-1]["iteration"] == data["iterations"]
+    out = run("ufm", "--classes", "4", "--max", "40", "--imbalance", "10", "--features", "classes", "--json", str(path))
+    assert out.returncode == 0, out.stderr
+    collapsed = json.loads(path.read_text())
+    assert collapsed["config"]["features"] == "classes" and collapsed["nc1"] == 0.0
+    np.testing.assert_allclose(collapsed["eta_learned"], data["eta_learned"], atol=1e-5)
 
 
 def test_figures_command(tmp_path, monkeypatch):
@@ -91,6 +96,10 @@ def test_figures_command(tmp_path, monkeypatch):
     assert pngs == sorted(figs.FIGURES)
     for p in tmp_path.glob("*.png"):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
+    assert main(["figures", "--only", "F4,F1", "--out", str(tmp_path / "two")]) == 0
+    assert sorted(p.name for p in (tmp_path / "two").glob("*.png")) == ["F1_objective.png", "F4_logistic.png"]
+    out = run("figures", "--only", "F12", "--out", str(tmp_path / "none"))
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "F12" in out.stderr
 
 
 def test_priors_from_a_run_agrees_with_the_runs_own_report(tmp_path):

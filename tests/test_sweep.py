@@ -51,23 +51,32 @@ def test_parallel_path_matches_sequential(tmp_path):
         assert par["accuracy"] == r["accuracy"]
 
 
-def test_benchmarks_run(tmp_path):
-    """The benchmark scripts stay runnable (tiny sizes; their numbers are for people, not asserted)."""
+BENCHMARKS = {  # script: (tiny arguments, a word its output must hold); their numbers are for people, not asserted
+    "train_speed.py": (["--steps", "2", "--repeats", "1", "--images", "256", "--batch-size", "16", "--workers", "0"], "PEM overhead"),
+    "theory_speed.py": (["--points", "1000", "--repeats", "1"], "x scipy"),
+    "seg_pem_overhead.py": (["--steps", "2", "--repeats", "1", "--batch-size", "4", "--device", "cpu"], "PEM overhead"),
+    "loop_overhead.py": (["--epochs", "2", "--repeats", "1"], "ratio"),
+    "ufm_speed.py": (["--reference-classes", "3", "--classes", "12", "--dim", "8"], "12 classes"),
+}
+
+
+@pytest.mark.parametrize("script", sorted(BENCHMARKS))
+def test_benchmark_runs(script):
+    """Each benchmark script stays runnable at tiny sizes."""
     bench = Path(__file__).resolve().parent.parent / "benchmarks"
-    out = subprocess.run([sys.executable, str(bench / "train_speed.py"), "--steps", "2", "--repeats", "1", "--images", "256",
-                          "--batch-size", "16", "--workers", "0"], capture_output=True, text=True, timeout=600)
+    args, word = BENCHMARKS[script]
+    out = subprocess.run([sys.executable, str(bench / script), *args], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "PEM overhead" in out.stdout and "images/s" in out.stdout
+    assert word in out.stdout
+
+
+def test_cifar_timing_benchmark_runs(tmp_path):
+    """cifar_lt_time.py at tiny size: same seed and draws on one device, so its two pipelines train the same network."""
+    bench = Path(__file__).resolve().parent.parent / "benchmarks"
     out = subprocess.run([sys.executable, str(bench / "cifar_lt_time.py"), "--epochs", "1", "--per-class", "4", "--imbalance", "4",
                           "--variants", "eager", "standard", "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "time")],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads((tmp_path / "time" / "summary.json").read_text())
     assert set(summary["runs"]) == {"eager", "standard"} and summary["random_data"] is True
-    # same seed and draws on one device: the two pipelines train the same network
     assert summary["runs"]["eager"]["accuracy_npe_la"] == summary["runs"]["standard"]["accuracy_npe_la"]
-    out = subprocess.run([sys.executable, str(bench / "theory_speed.py"), "--points", "1000", "--repeats", "1"], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0 and "x scipy" in out.stdout
-    out = subprocess.run([sys.executable, str(bench / "seg_pem_overhead.py"), "--steps", "2", "--repeats", "1", "--batch-size", "4",
-                          "--device", "cpu"], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0 and "PEM overhead" in out.stdout, out.stderr[-2000:]

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from npe_theory.collapse import cosine_matrix, nc1
 from npe_theory.priors import count_profile
-from npe_theory.ufm import _Problem, simulate_ufm
+from npe_theory.ufm import _ClassProblem, _kept, _Problem, simulate_ufm
 
 
 @pytest.mark.parametrize("loss", ["exp", "logistic"])
@@ -23,17 +23,66 @@ def test_gradient_matches_finite_differences(loss, scale):
 
 
 @pytest.mark.parametrize("loss", ["exp", "logistic"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_class_model_gradient_and_value_are_the_per_sample_ones(loss, bias):
+    """The collapsed model at u_c = sqrt(s N_c) h_c: its value is the per-sample objective with every class-c sample at
+    h_c, its gradient matches finite differences in u, and its (W, b, V, c) gradient equals the per-sample one."""
+    rng = np.random.default_rng(1)
+    counts, d, lams, scale = np.array([3, 2, 1, 1]), 3, (0.3, 0.2, 0.1), 1 / 7
+    cls = _ClassProblem(counts, d, lams, loss, scale, bias, 0.7)
+    theta = rng.normal(size=sum(cls.sizes))
+    f, g = cls(theta)
+    h = 1e-6
+    fd = np.array([(cls(theta + h * e)[0] - cls(theta - h * e)[0]) / (2 * h) for e in np.eye(len(theta))])
+    np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-8)
+    labels = np.repeat(np.arange(4), counts)
+    full = _Problem(labels, 4, d, lams, loss, scale, bias, 0.7)
+    H = cls.features(theta)
+    f_full, g_full = full(np.concatenate([H[labels].ravel(), theta[4 * d:]]))
+    assert f_full == pytest.approx(f, rel=1e-12)
+    np.testing.assert_allclose(g_full[len(labels) * d:], g[4 * d:], rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("loss", ["exp", "logistic"])
+def test_class_model_finds_the_per_sample_stationary_point(loss):
+    """Figure F6's run both ways: the same learned outputs, norms and objective; and the collapsed solution, every sample
+    set to its class's vector, is a stationary point of the per-sample problem (its projected gradient vanishes)."""
+    counts = count_profile("exp", 10, 500, 100)
+    a = simulate_ufm(counts, loss=loss)
+    b = simulate_ufm(counts, loss=loss, features="classes")
+    assert b.nc1 == 0.0 and b.mismatch <= 1e-6 and a.mismatch <= 1e-6
+    np.testing.assert_allclose(b.eta_learned, a.eta_learned, atol=1e-5)
+    np.testing.assert_allclose(b.mean_norm_sq, a.mean_norm_sq, rtol=1e-5)
+    assert b.objective == pytest.approx(a.objective, rel=1e-10)
+    labels = np.repeat(np.arange(10), counts)
+    full = _Problem(labels, 10, 16, (5e-4,) * 3, loss, 1 / counts.sum(), True, 1.0)
+    mu, W, bias = b.class_mean_vectors, b.classifier, b.classifier_bias_values
+    pem_v, pem_c = b.pem_weight, b.pem_bias
+    _, g = full(np.concatenate([mu[labels].ravel(), W.ravel(), bias, pem_v.ravel(), pem_c]))
+    gH = g[: len(labels) * 16].reshape(-1, 16)
+    gH[(mu[labels] <= 0) & (gH > 0)] = 0.0  # at the ReLU bound a gradient pointing out does not count
+    assert np.linalg.norm(gH) <= 1e-8 and np.linalg.norm(g[len(labels) * 16:]) <= 1e-8
+
+
+def test_history_is_thinned_but_keeps_the_last_iteration():
+    assert [i for i in range(1, 2500) if _kept(i)][97:103] == [98, 99, 100, 110, 120, 130]
+    assert sum(_kept(i) for i in range(1, 10**4)) == 99 + 90 + 90
+    r = simulate_ufm(count_profile("exp", 4, 50, 10), max_iter=150)
+    its = [h["iteration"] for h in r.history]
+    assert its == [i for i in range(1, r.iterations + 1) if _kept(i) or i == r.iterations]
+
+
+@pytest.mark.parametrize("loss", ["exp", "logistic"])
 def test_acceptance_prediction_matches_learned(loss):
-    """Issue 3 acceptance: 10 classes, imbalance 100; learned within 1e-4 of predicted, NC1 <= 1e-3, <= 60 s."""
+    """Issue 3 acceptance: 10 classes, imbalance 100; learned within 1e-4 of predicted, NC1 <= 1e-3 (its time: benchmarks)."""
     r = simulate_ufm(count_profile("exp", 10, 500, 100), loss=loss, nonlinearity="relu")
     assert r.mismatch <= 1e-4
     assert r.nc1 <= 1e-3
-    assert r.seconds <= 60
     # seed 003: orthogonal class means of count-dependent lengths (ReLU features)
     assert r.max_offdiag_cosine <= 1e-6
     assert r.mean_norm_sq[-1] > 3 * r.mean_norm_sq[0]
     assert np.all(np.diff(r.eta_learned) < 0)  # monotone in the count
-    assert len(r.history) == r.iterations and r.history[-1]["mismatch"] == pytest.approx(r.mismatch, rel=1e-6, abs=1e-12)
+    assert r.history[-1]["iteration"] == r.iterations and r.history[-1]["mismatch"] == pytest.approx(r.mismatch, rel=1e-6, abs=1e-12)
     # off-diagonal PEM outputs vanish for orthogonal means (feature conditioning, docs/theory.md, section 2), up to the bias
     off = r.eta_matrix - np.diag(np.diag(r.eta_matrix))
     assert np.max(np.abs(off - off.sum(0) / (len(off) - 1) * (1 - np.eye(len(off))))) < 1e-4
