@@ -20,6 +20,7 @@ def brute_force(labels, weight, size):
 @given(st.integers(1, 60), st.integers(1, 5), st.integers(1, 7), st.integers(0, 2**16))
 @example(1, 1, 1, 0)
 @example(40, 2, 1, 3)  # every class over its quota
+@example(5, 3, 7, 1)  # fewer rows than one class may keep: the fast path returns them all
 def test_step_rows_keeps_the_rows_a_brute_force_choice_keeps(n, C, size, seed):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, C, size=n)

@@ -450,7 +450,7 @@ def test_every_field_compare_reads_is_checked(field, finished, tmp_path, capsys)
             assert "Traceback" not in captured.err and captured.out.strip(), (field, value)
 
 
-TRACE_FIELDS = [("lrs",), ("fractions",), ("fractions", 0), ("init_weight",), ("init_bias",), ("replay",),
+TRACE_FIELDS = [("lrs",), ("fractions",), ("fractions", "steps"), ("fractions", "shares"), ("init_weight",), ("init_bias",), ("replay",),
                 ("replay", "weight"), ("replay", "velocity_bias"), ("stream",), ("stream", "counts"), ("stream", "index")]
 HOSTILE_TENSORS = [lambda v: None, lambda v: "x", lambda v: 3.5, lambda v: [], lambda v: {},
                    lambda v: torch.full_like(v, float("nan")) if isinstance(v, torch.Tensor) and v.is_floating_point() else torch.tensor([float("nan")]),
@@ -484,7 +484,7 @@ def killed_checkpoint(tmp_path_factory):
 
 @pytest.mark.parametrize("field", TRACE_FIELDS, ids=[".".join(map(str, f)) for f in TRACE_FIELDS])
 def test_every_trace_field_of_a_checkpoint_is_checked(field, killed_checkpoint, tmp_path, capsys):
-    """11 trace fields x 8 hostile values (88 cases): --resume refuses with one line naming the checkpoint (exit 2);
+    """12 trace fields x 8 hostile values (96 cases): --resume refuses with one line naming the checkpoint (exit 2);
     never a traceback, an internal error, or a run that goes on with a damaged trace (NaN initial PEM weights and NaN
     stream counts went on before this test)."""
     for i, make in enumerate(HOSTILE_TENSORS):
@@ -502,3 +502,18 @@ def test_every_trace_field_of_a_checkpoint_is_checked(field, killed_checkpoint, 
             assert code == 0, err
             continue
         assert code == 2 and len(err.strip().splitlines()) == 1 and "checkpoint" in err, (field, i, err)
+
+
+def test_a_format_3_checkpoint_still_resumes(killed_checkpoint, tmp_path):
+    """Format 3 kept one class-share tensor per epoch; format 4 packs them. A run checkpointed by the earlier version
+    resumes to the same result as the uninterrupted run."""
+    run = tmp_path / "old"
+    shutil.copytree(killed_checkpoint, run)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    packed = state["trace"]["fractions"]
+    state["trace"]["fractions"] = list(torch.split(packed["shares"], packed["steps"]))
+    state["format"] = 3
+    torch.save(state, run / "checkpoint.pt")
+    resumed = train(tiny(run), resume=True, progress=False)
+    full = train(tiny(tmp_path / "full"), progress=False)
+    assert resumed["accuracy"] == full["accuracy"] and resumed["pem"]["equilibrium"] == full["pem"]["equilibrium"]

@@ -25,8 +25,11 @@ def rows_per_class(num_classes: int, width: int) -> int:
 
 def step_rows(h: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, size: int, num_classes: int):
     """(rows (m, D), labels (m,), weights (m,)), m = min(n, C * size): each class's ``size`` rows of smallest hash key
-    ``((j mod 2^31) * 2654435761) mod 2^32`` among those with a positive weight; the slots left over have weight 0."""
+    ``((j mod 2^31) * 2654435761) mod 2^32`` among those with a positive weight; the slots left over have weight 0.
+    A batch of at most ``size`` rows comes back whole, in its own order."""
     n = len(labels)
+    if n <= size:  # no class can have more than size rows: every row is kept, in batch order (a dozen small ops saved per step)
+        return h, labels.to(torch.int64), weight
     j = torch.arange(n, device=h.device, dtype=torch.int64)
     key = torch.where(weight > 0, (j * _MIX) % _NO_KEY, torch.full_like(j, _NO_KEY))
     labels = labels.to(torch.int64)
