@@ -27,6 +27,7 @@ import npe_train.run.plots as plots
 import npe_train.tasks.classification as classification
 from npe_train.loop.build import build_data, build_network, build_objective, build_optimizer, build_schedule
 from npe_train.run.config import make_config
+from timing import timed  # benchmarks/timing.py
 
 
 def plain_loop(cfg) -> float:
@@ -60,21 +61,6 @@ def plain_loop(cfg) -> float:
     return float((logits.argmax(1).numpy() == data.y_test).mean())
 
 
-def timed(module, name, totals, history=None):
-    real = getattr(module, name)
-
-    def wrapper(*args, **kwargs):
-        t = time.process_time()
-        try:
-            return real(*args, **kwargs)
-        finally:
-            totals[name] += time.process_time() - t
-            if history is not None:  # cumulative costs at each epoch's end (the replay's epoch ends with its last flush)
-                history.append((totals["replay_steps"], totals["step_report"]))
-
-    setattr(module, name, wrapper)
-
-
 def exponent(cumulative: list[float]) -> float:
     """log2 of the cumulative cost after all epochs over that after half of them: 1 for linear growth, 2 for quadratic."""
     half, full = cumulative[len(cumulative) // 2 - 1], cumulative[-1]
@@ -92,7 +78,8 @@ def main() -> None:
     for module, name in ((train_mod, "run_epoch"), (classification, "evaluate_run"), (trace_mod, "replay_steps"),
                          (train_mod, "save_checkpoint"), (train_mod, "write_metrics"), (plots, "plot_run")):
         timed(module, name, totals)
-    timed(classification, "step_report", totals, history)
+    # cumulative costs at each epoch's end (the replay's epoch ends with its last flush, before the report)
+    timed(classification, "step_report", totals, after=lambda: history.append((totals["replay_steps"], totals["step_report"])))
     best = {"npe train": np.inf, "plain loop": np.inf}
     kept = {}
     for _ in range(args.repeats):

@@ -20,19 +20,7 @@ import npe_train.loop.train as train_mod
 import npe_train.methods.feature_sample as feature_sample
 import npe_train.methods.trace as trace_mod
 from npe_train.run.config import make_config
-
-
-def timed(module, name, totals):
-    real = getattr(module, name)
-
-    def wrapper(*args, **kwargs):
-        t = time.perf_counter()
-        try:
-            return real(*args, **kwargs)
-        finally:
-            totals[name] += time.perf_counter() - t
-
-    setattr(module, name, wrapper)
+from timing import timed  # benchmarks/timing.py
 
 
 def main() -> None:
@@ -42,13 +30,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     totals = defaultdict(float)
-    timed(report, "pem_equilibrium", totals)
-    timed(trace_mod, "replay_steps", totals)
-    timed(feature_sample, "step_rows", totals)
-    timed(report, "finite_time_logit", totals)
+    timed(report, "pem_equilibrium", totals, time.perf_counter)
+    timed(trace_mod, "replay_steps", totals, time.perf_counter)
+    timed(feature_sample, "step_rows", totals, time.perf_counter)
+    timed(report, "finite_time_logit", totals, time.perf_counter)
     for name in ("class_spread", "spread_logit", "spread_inverse", "spread_statistics"):  # the spread-aware references
-        timed(report, name, totals)
-    timed(train_mod, "epoch_plan", totals)  # includes each step's class shares for the trace
+        timed(report, name, totals, time.perf_counter)
+    timed(train_mod, "epoch_plan", totals, time.perf_counter)  # includes each step's class shares for the trace
     with tempfile.TemporaryDirectory() as tmp:
         cfg = make_config(epochs=args.epochs, eval_every=args.eval_every, seed=args.seed, out=tmp)
         t = time.perf_counter()
