@@ -1,6 +1,6 @@
 """What a task is: the parts of training and evaluation that differ between, say, classification and dense prediction.
 
-The training loop (``loop/``) holds no task branch; it asks a task object six things:
+The training loop (``loop/``) holds no task branch; it asks a task object six things, and a seventh if it has it:
 
 - ``rows(labels, num_classes, partner=None, weight=None)``: per position of an epoch, the loss weight of each class
   (``(n, C)``) and the number of loss terms (``(n,)``), from which the PEM's trace takes every
@@ -12,7 +12,10 @@ The training loop (``loop/``) holds no task branch; it asks a task object six th
   of the trace are summed from;
 - ``evaluate(model, held, trace, now)``: results.json's ``accuracy`` (and more) and ``pem``;
 - ``figures(out, model, held)``: the task's own PNGs beside the run's common ones;
-- ``advise(model, held, report)``: results.json's ``advice`` from data the test set is not (docs/metrics.md).
+- ``advise(model, held, report)``: results.json's ``advice`` from data the test set is not (docs/metrics.md);
+- optionally ``step_report(model, held, trace, now, outputs)``: the prior report of an epoch that is not evaluated,
+  from the feature rows its steps computed (``methods/feature_sample.EpochOutputs``), or None; a task without it
+  reports only at its evaluations.
 
 ``Held`` is what every evaluation reads, made once per run; ``Now`` is the class stream at the
 evaluated epoch. Imports: torch, ``data/`` and ``device/``.

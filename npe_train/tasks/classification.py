@@ -39,7 +39,7 @@ def predict(model, x: torch.Tensor, batch_size: int, prepare, train_mode: bool =
 
 
 def evaluate_run(model, held: Held, trace: dict, now: Now, recipe: PemRecipe, batch_size: int, seed: int, augmented: bool,
-                 tau: float, tau_grid, warm: dict | None = None) -> dict:
+                 tau: float, tau_grid) -> dict:
     """Accuracy per rule on the balanced test set (eval mode), and the prior report on the training set.
 
     The report reads the training-mode outputs and features (what the PEM trained on), in shuffled
@@ -72,7 +72,7 @@ def evaluate_run(model, held: Held, trace: dict, now: Now, recipe: PemRecipe, ba
     eta_tr, feats_tr = eta_tr[back], feats_tr[back]
     counts = np.asarray(now.counts)
     pem, implied = prior_report(eta_tr, feats_tr, y_train, counts if now.report_counts is None else now.report_counts, recipe,
-                                trace, model.pem.is_linear, eta_eval, warm=warm)
+                                trace, model.pem.is_linear, eta_eval)
     pem["features_from"] = "a training-mode pass after the epoch"
     marginal = eta_eval.mean(0)  # E_x[eta(x)] over the training set, eval mode as at test time
     pem["conditional_slopes"] = conditional_slopes(pem["eta_matrix"], counts if now.report_counts is None else now.report_counts)
