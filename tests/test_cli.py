@@ -82,6 +82,7 @@ def test_ufm_command_writes_json(tmp_path):
     np.testing.assert_allclose(collapsed["eta_learned"], data["eta_learned"], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_figures_command(tmp_path, monkeypatch):
     """Every PNG is drawn (the UFM runs of F6 and F9 swapped for small ones to keep this quick)."""
     import npe_theory.figures as figs

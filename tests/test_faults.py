@@ -85,6 +85,7 @@ def test_deleted_or_torn_metrics_are_restored_from_the_checkpoint(tmp_path, kill
     assert [x["epoch"] for x in lines] == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_two_runs_into_one_folder(tmp_path):
     """The second run is refused while the first lives; SIGKILL on the first leaves no stuck lock."""
     out = tmp_path / "shared"

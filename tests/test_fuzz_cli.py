@@ -94,6 +94,7 @@ def test_theory_commands(capsys, places, command, data):
     run(capsys, [command, *base, flag, value], flag, value)
 
 
+@pytest.mark.slow
 @settings(max_examples=50, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from(TRAIN_FLAGS), st.data())
 @example("--config", None)
@@ -103,6 +104,7 @@ def test_train(capsys, places, flag, data):
     run(capsys, ["train", *TRAIN_BASE, *out, flag, value], flag, value)
 
 
+@pytest.mark.slow
 @settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from(["report", "compare", "sweep", "figures", "check", "nonsense"]), st.data())
 def test_other_commands(capsys, places, command, data):

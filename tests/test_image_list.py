@@ -90,6 +90,7 @@ class Pairs(torch.utils.data.Dataset):
         return torch.as_tensor(self.x[i]), int(self.y[i])
 
 
+@pytest.mark.slow
 def test_train_takes_a_users_torch_datasets_and_matches_the_same_arrays_from_files(tmp_path):
     """The same samples as torch Datasets (read as needed) and as X.npy / y.npy files (in memory) train the same run."""
     rng = np.random.default_rng(3)

@@ -65,6 +65,7 @@ def test_loader_pipeline_trains_the_same_network(tmp_path):
     assert fast["accuracy"] == standard["accuracy"] and fast["pem"]["learned"] == standard["pem"]["learned"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="inductor on CPU needs a C++ compiler")
 def test_compiled_run_matches_eager(tmp_path):
     """torch.compile (inductor, with the smaller last batch) reorders float arithmetic, nothing more."""

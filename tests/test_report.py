@@ -217,6 +217,7 @@ def test_npe_report_bad_input_one_line_exit_2(tmp_path, breakage, word):
     assert len(out.stderr.strip().splitlines()) == 1 and word in out.stderr
 
 
+@pytest.mark.slow
 def test_regime_runs_feed_figures_7_and_8(tmp_path):
     """Each run's weight decay is set so that it feels the grid's lambda*s (recomputed by hand: cosine rates, ceil(N / 64)
     steps, momentum 0.9), on every set asked for; both figures draw them."""
@@ -260,3 +261,26 @@ def test_two_statistic_prediction_follows_the_runs_own_schedule(run):
             vw, vb = (gw, gb) if vw is None else (mom * vw + gw, mom * vb + gb)
             w, b = w - lr * vw, b - lr * vb
     np.testing.assert_allclose(pem["two_statistic"], w * x + b, rtol=1e-9, atol=1e-12)
+
+
+def test_a_pem_past_the_clock_but_far_from_its_equilibrium_is_reported_as_lagging():
+    """lambda*s >= 1 says equilibrium; a measured gap above EQUILIBRIUM_GAP to the exact optimum of the same features
+    adds a lag note (the per-pixel PEMs of the segmentation main job sit 0.12 from it at lambda*s = 1)."""
+    from npe_theory.equilibrium import pem_equilibrium
+    from npe_theory.report import EQUILIBRIUM_GAP
+
+    rng = np.random.default_rng(3)
+    counts = np.array([300, 120, 50, 20, 8])
+    y = np.repeat(np.arange(5), counts)
+    h = np.abs(rng.normal(size=(5, 6)))[y] * 3 + 0.3 * rng.normal(size=(len(y), 6))
+    settings = PemSettings(weight_decay=1e-2, lambda_s=2.0)
+    eq = pem_equilibrium(h, y, 5, 1e-2)
+    at_optimum = h @ eq.weight.T + eq.bias  # every head's output at the optimum: learned = equilibrium
+    on = pem_report(at_optimum, h, y, counts, settings)
+    assert on["regime"] == "equilibrium" and on["lagging"] is False and "lags" not in on["regime_note"]
+    offsets = np.array([0.0, 0.3, -0.3, 0.3, -0.3])  # centered RMSE about 0.26 from the optimum
+    behind = pem_report(at_optimum + offsets, h, y, counts, settings)
+    gap = behind["prior_match"]["vs_equilibrium"]["centered_rmse"]
+    assert gap > EQUILIBRIUM_GAP and behind["lagging"] is True and f"{gap:.2f} nats" in behind["regime_note"]
+    early = pem_report(at_optimum + offsets, h, y, counts, PemSettings(weight_decay=1e-2, lambda_s=0.5))
+    assert early["regime"] == "transient" and early["lagging"] is False

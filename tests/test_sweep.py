@@ -12,6 +12,7 @@ from npe_train.run.config import make_config
 from npe_train.experiments.sweep import grid, run_grid, summarize, write_tables
 
 
+@pytest.mark.slow
 def test_grid_sweep_table(tmp_path):
     base = make_config(dataset="synthetic", epochs=2, imbalance=10)
     runs = grid(base, seeds=[0, 1], methods=["npe", "ce"], imbalances=[10], out=tmp_path)
@@ -37,6 +38,7 @@ def test_grid_sweep_table(tmp_path):
     assert stamp == [(tmp_path / r.out / "results.json").stat().st_mtime_ns for r in runs]
 
 
+@pytest.mark.slow
 def test_parallel_path_matches_sequential(tmp_path):
     """--gpus launches one subprocess per slot (CUDA_VISIBLE_DEVICES set); on CPU the runs are deterministic."""
     out = subprocess.run([sys.executable, "-m", "npe", "sweep", "--dataset", "synthetic", "--epochs", "2", "--seeds", "0", "1",
@@ -60,6 +62,7 @@ BENCHMARKS = {  # script: (tiny arguments, a word its output must hold); their n
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(BENCHMARKS))
 def test_benchmark_runs(script):
     """Each benchmark script stays runnable at tiny sizes."""
@@ -70,6 +73,7 @@ def test_benchmark_runs(script):
     assert word in out.stdout
 
 
+@pytest.mark.slow
 def test_cifar_timing_benchmark_runs(tmp_path):
     """cifar_lt_time.py at tiny size: same seed and draws on one device, so its two pipelines train the same network."""
     bench = Path(__file__).resolve().parent.parent / "benchmarks"

@@ -145,6 +145,7 @@ def npe(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "npe", *args], capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_cli_train_and_compare(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('[train]\ndataset = "synthetic"\nepochs = 2\nimbalance = 10\n')
@@ -176,6 +177,7 @@ def test_cli_errors_are_one_line(args, word):
     assert len(out.stderr.strip().splitlines()) == 1 and word in out.stderr
 
 
+@pytest.mark.slow
 def test_cli_malformed_config(tmp_path):
     for text in ('epochs = "ten"\n', "epochz = 3\n", "epochs = [\n"):
         cfg = tmp_path / "bad.toml"
@@ -184,6 +186,7 @@ def test_cli_malformed_config(tmp_path):
         assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one(tmp_path):
     """DDP on CPU (gloo, 2 processes): interleaved shards of one permutation make the global batch the
     single-process batch, so an MLP (no batch norm) trains to the same result; rank 0 alone writes."""
