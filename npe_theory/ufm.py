@@ -90,7 +90,8 @@ class UFMResult:
 
 
 class _Problem:
-    """Objective and gradient of the UFM over one flat parameter vector."""
+    """Objective and gradient of the UFM over one flat parameter vector. Row i of H enters F with weight ``scale``, or
+    ``scale[i]`` when it is an array (a row standing for several samples: ``_ClassProblem``)."""
 
     def __init__(self, labels, num_classes, dim, lams, loss, scale, bias, weight, classifier_bias=True):
         self.y, self.C, self.d = labels, num_classes, dim
@@ -102,6 +103,9 @@ class _Problem:
         self.rows = np.arange(self.n)
         self.starts = np.searchsorted(labels, np.arange(num_classes))
         self._last = (None, None, None)  # (theta, f, g) of the last evaluation, reused by the callback
+
+    def features(self, theta):
+        return self.unpack(theta)[0]
 
     def evaluate(self, theta):
         if self._last[0] is not None and np.array_equal(self._last[0], theta):
@@ -119,19 +123,19 @@ class _Problem:
 
     def __call__(self, theta):
         H, W, b, V, c = self.unpack(theta)
-        s = self.scale
+        m = np.broadcast_to(np.asarray(self.scale, dtype=np.float64), (self.n,))[:, None]  # each row's weight in F
         log_p = log_softmax(H @ W.T + b, axis=1)
-        ce = -log_p[self.rows, self.y].sum()
+        ce = -(m[:, 0] * log_p[self.rows, self.y]).sum()
         g_logits = np.exp(log_p, out=log_p)  # the softmax, in place of its log: one (n, C) array, not three
         g_logits[self.rows, self.y] -= 1.0
-        g_logits *= s
+        g_logits *= m
         # the PEM loss touches only each sample's own class: eta_i = v_{y_i} . h_i + c_{y_i}, no (n, C) array
         eta_y = np.einsum("nd,nd->n", H, V[self.y]) + (c[self.y] if self.bias else 0.0)
         pem = pem_loss(eta_y, self.loss)
-        coef = s * self.weight * (-pem if self.loss == "exp" else -expit(-eta_y))  # s * weight * l'(eta)
-        f = s * (ce + self.weight * pem.sum() + 0.5 * self.lam_h * np.sum(H * H))
+        coef = m[:, 0] * self.weight * (-pem if self.loss == "exp" else -expit(-eta_y))  # m_i * weight * l'(eta_i)
+        f = float(m[:, 0] @ (self.weight * pem + 0.5 * self.lam_h * np.sum(H * H, axis=1))) + ce
         f += 0.5 * self.lam_w * (np.sum(W * W) + b @ b) + 0.5 * self.lam_p * (np.sum(V * V) + (c @ c if self.bias else 0.0))
-        gH = g_logits @ W + coef[:, None] * V[self.y] + s * self.lam_h * H
+        gH = g_logits @ W + coef[:, None] * V[self.y] + self.lam_h * m * H
         gW = g_logits.T @ H + self.lam_w * W
         gb = g_logits.sum(0) + self.lam_w * b if self.classifier_bias else np.zeros_like(b)  # b stays at its initial 0
         gV = self.per_class(coef[:, None] * H) + self.lam_p * V
@@ -144,37 +148,22 @@ class _Problem:
 
 
 class _ClassProblem(_Problem):
-    """The UFM on collapsed features: one h_c per class, counted N_c times, stored as u_c = sqrt(s N_c) h_c."""
+    """The UFM on collapsed features: one row h_c per class weighing s N_c, stored as u_c = sqrt(s N_c) h_c."""
 
     def __init__(self, counts, dim, lams, loss, scale, bias, weight, classifier_bias=True):
-        C = len(counts)
-        super().__init__(np.arange(C), C, dim, lams, loss, scale, bias, weight, classifier_bias)
-        self.mass = scale * np.asarray(counts, dtype=np.float64)  # s N_c: class c's weight in F
-        self.root = np.sqrt(self.mass)[:, None]
-        self.sizes = [C * dim, C * dim, C, C * dim, C]
+        mass = scale * np.asarray(counts, dtype=np.float64)  # s N_c: class c's weight in F
+        super().__init__(np.arange(len(counts)), len(counts), dim, lams, loss, mass, bias, weight, classifier_bias)
+        self.root = np.sqrt(mass)[:, None]
 
     def features(self, theta):
         return self.unpack(theta)[0] / self.root
 
     def __call__(self, theta):
-        U, W, b, V, c = self.unpack(theta)
-        H, m = U / self.root, self.mass
-        log_p = log_softmax(H @ W.T + b, axis=1)
-        ce = -(m * np.diag(log_p)).sum()
-        g_logits = np.exp(log_p)
-        g_logits[self.rows, self.rows] -= 1.0
-        g_logits *= m[:, None]
-        eta = np.einsum("cd,cd->c", H, V) + (c if self.bias else 0.0)
-        pem = pem_loss(eta, self.loss)
-        coef = m * self.weight * (-pem if self.loss == "exp" else -expit(-eta))
-        f = ce + self.weight * (m * pem).sum() + 0.5 * self.lam_h * (m * np.sum(H * H, axis=1)).sum()
-        f += 0.5 * self.lam_w * (np.sum(W * W) + b @ b) + 0.5 * self.lam_p * (np.sum(V * V) + (c @ c if self.bias else 0.0))
-        gH = g_logits @ W + coef[:, None] * V + self.lam_h * m[:, None] * H
-        gW = g_logits.T @ H + self.lam_w * W
-        gb = g_logits.sum(0) + self.lam_w * b if self.classifier_bias else np.zeros_like(b)
-        gV = coef[:, None] * H + self.lam_p * V
-        gc = coef + self.lam_p * c if self.bias else np.zeros_like(c)
-        return f, np.concatenate([(gH / self.root).ravel(), gW.ravel(), gb, gV.ravel(), gc])
+        k = self.n * self.d
+        unscaled = np.concatenate([self.features(theta).ravel(), theta[k:]])
+        f, g = super().__call__(unscaled)
+        g[:k] = (g[:k].reshape(self.n, self.d) / self.root).ravel()  # d/du = d/dh / sqrt(s N_c)
+        return f, g
 
 
 MAX_LAM = 1e6
@@ -251,9 +240,7 @@ def simulate_ufm(
     if nonlinearity == "relu":
         bounds = [(0.0, None)] * (n * dim) + [(None, None)] * (len(theta0) - n * dim)
 
-    def feats(theta):
-        return problem.features(theta) if features == "classes" else problem.unpack(theta)[0]
-
+    feats = problem.features
     def measure(theta):
         _, W, b, V, c = problem.unpack(theta)
         H = feats(theta)
