@@ -80,19 +80,23 @@ def _lambert_w_from_log(log_x: np.ndarray) -> np.ndarray:
     return w
 
 
+def _lambert_w_nonnegative(x: np.ndarray) -> np.ndarray:
+    """W(x) for finite x >= 0, W(0) = 0 exactly; block by block where x > 0."""
+    pos = x > 0
+    with np.errstate(all="ignore"):
+        if pos.all():
+            return blockwise(_lambert_w_positive, x)
+        out = np.zeros_like(x)
+        out[pos] = blockwise(_lambert_w_positive, x[pos])
+    return out
+
+
 def lambert_w(x):
     """Principal branch ``W(x)`` for real ``x >= 0``: the solution of ``w e^w = x``.
 
     ``W(0) = 0`` exactly. Vectorized, float64, relative error below 1e-15.
     """
-    x = as_float_array("x", x, nonnegative=True)
-    pos = x > 0
-    with np.errstate(all="ignore"):
-        if pos.all():
-            return scalar_or_array(blockwise(_lambert_w_positive, x))
-        out = np.zeros_like(x)
-        out[pos] = blockwise(_lambert_w_positive, x[pos])
-    return scalar_or_array(out)
+    return scalar_or_array(_lambert_w_nonnegative(as_float_array("x", x, nonnegative=True)))
 
 
 def lambert_w_of_exp(log_x):
@@ -101,15 +105,12 @@ def lambert_w_of_exp(log_x):
     Satisfies ``w + ln w = L``; ``W(e^L) ~ L - ln L`` as L grows.
     """
     log_x = as_float_array("log_x", log_x)
-    with np.errstate(all="ignore"):
-        x = np.exp(np.minimum(log_x, _LOG_MAX))
-        pos = (x > 0) & (log_x <= _LOG_MAX)  # e^L underflows to 0 below L ~ -745, where W = e^L = 0 too.
-        if pos.all():
-            return scalar_or_array(blockwise(_lambert_w_positive, x))
-        out = np.zeros_like(log_x)
-        out[pos] = blockwise(_lambert_w_positive, x[pos])
-        big = log_x > _LOG_MAX
-        out[big] = _lambert_w_from_log(log_x[big])
+    with np.errstate(under="ignore"):  # e^L underflows to 0 below L ~ -745, where W = e^L = 0 too
+        out = _lambert_w_nonnegative(np.exp(np.minimum(log_x, _LOG_MAX)))
+    big = log_x > _LOG_MAX
+    if big.any():
+        with np.errstate(all="ignore"):
+            out[big] = _lambert_w_from_log(log_x[big])
     return scalar_or_array(out)
 
 
