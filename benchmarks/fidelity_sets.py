@@ -8,6 +8,7 @@ set's own steps per epoch and schedule so that lambda*s = 1.5. Prints one line p
 
     python benchmarks/fidelity_sets.py --out results/fidelity/runs.csv     # about 15 minutes on 2 cores
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,9 +20,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from npe_theory.io import write_csv  # noqa: E402
-from npe_train.run.config import make_config  # noqa: E402
 from npe_train.experiments.runs import train_summaries  # noqa: E402
 from npe_train.loop.build import build_data, build_stream, with_target_lambda_s  # noqa: E402
+from npe_train.run.config import make_config  # noqa: E402
 
 SETS = ("synthetic", "digits", "mnist1d", "digits28")
 REFS = ("vs_closed_form", "vs_equilibrium", "vs_spread", "vs_two_statistic", "vs_finite_time")
@@ -38,13 +39,24 @@ def weight_decay_for(dataset: str, imbalance: float, seed: int, target: float = 
 def summarize(results: dict) -> dict:
     pem, cfg = results["pem"], results["config"]
     m = pem["prior_match"]
-    row = {"dataset": cfg["dataset"], "model": cfg["model"], "imbalance": cfg["imbalance"], "seed": cfg["seed"],
-           "weight_decay": cfg["weight_decay"], "lambda_s": pem["lambda_s"], "regime": pem["regime"], "nc1": pem["nc1"],
-           **pem["two_statistics"]}
+    row = {
+        "dataset": cfg["dataset"],
+        "model": cfg["model"],
+        "imbalance": cfg["imbalance"],
+        "seed": cfg["seed"],
+        "weight_decay": cfg["weight_decay"],
+        "lambda_s": pem["lambda_s"],
+        "regime": pem["regime"],
+        "nc1": pem["nc1"],
+        **pem["two_statistics"],
+    }
     row.update({k: (m[k]["centered_rmse"] if k in m else None) for k in REFS})
     row["slope_learned"] = m["vs_log_counts"]["slope"]
     row["slope_implied"] = m["implied_vs_log_counts"]["slope"] if "implied_vs_log_counts" in m else None
-    row["acc_argmax"], row["acc_npe_la"] = results["accuracy"]["argmax"]["overall"], results["accuracy"]["npe_la"]["overall"]
+    row["acc_argmax"], row["acc_npe_la"] = (
+        results["accuracy"]["argmax"]["overall"],
+        results["accuracy"]["npe_la"]["overall"],
+    )
     return row
 
 
@@ -64,12 +76,19 @@ def main() -> None:
                 runs.append(({**base, "weight_decay": weight_decay_for(ds, imb, seed)}, summarize))
     rows = []
     for settings, fn in runs:  # one at a time, so a long grid keeps what it already measured
-        row = train_summaries([(settings, fn)], f"{settings['dataset']} ir{settings['imbalance']:g} wd {settings['weight_decay']:.2g}")[0]
+        row = train_summaries(
+            [(settings, fn)],
+            f"{settings['dataset']} ir{settings['imbalance']:g} wd {settings['weight_decay']:.2g}",
+        )[0]
         row["recipe"] = "transient" if settings["weight_decay"] == 5e-4 else "equilibrium"
         rows.append(row)
         print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
         write_csv(args.out, rows)
-    print(f"\n{'set':<10}{'ir':>5} {'recipe':<12}{'lambda*s':>9}" + "".join(f"{k[3:]:>16}" for k in REFS) + f"{'slope':>8}{'implied':>9}")
+    print(
+        f"\n{'set':<10}{'ir':>5} {'recipe':<12}{'lambda*s':>9}"
+        + "".join(f"{k[3:]:>16}" for k in REFS)
+        + f"{'slope':>8}{'implied':>9}"
+    )
     keys = sorted({(r["dataset"], r["imbalance"], r["recipe"]) for r in rows})
     for ds, imb, recipe in keys:
         sel = [r for r in rows if (r["dataset"], r["imbalance"], r["recipe"]) == (ds, imb, recipe)]
@@ -78,8 +97,11 @@ def main() -> None:
             v = np.array([r[k] for r in sel if r[k] is not None], float)
             return f"{v.mean():.3f}+-{v.std():.3f}" if v.size else "-"
 
-        print(f"{ds:<10}{imb:>5g} {recipe:<12}{ms('lambda_s'):>9}" + "".join(f"{ms(k):>16}" for k in REFS)
-              + f"{ms('slope_learned'):>14}{ms('slope_implied'):>14}")
+        print(
+            f"{ds:<10}{imb:>5g} {recipe:<12}{ms('lambda_s'):>9}"
+            + "".join(f"{ms(k):>16}" for k in REFS)
+            + f"{ms('slope_learned'):>14}{ms('slope_implied'):>14}"
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ input is classified (clear error or right value / raw traceback / silent wrong v
 unclear or multi-line error) instead of failing the test, and prints the table per area.
 Entry points that an older checkout does not have are skipped there.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,9 @@ SUITES = ("fuzzing.py", "test_fuzz_api.py", "test_fuzz_cli.py", "conftest.py")
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repo", default=str(HERE), help="checkout whose packages are exercised (default: this one)")
+    ap.add_argument(
+        "--repo", default=str(HERE), help="checkout whose packages are exercised (default: this one)"
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tests = Path(tmp) / "tests"
@@ -34,14 +37,43 @@ def main() -> None:
         for name in SUITES:
             shutil.copy(HERE / "tests" / name, tests / name)
         tally = Path(tmp) / "tally.jsonl"
-        env = {**os.environ, "NPE_FUZZ_TALLY": str(tally), "CI": "true", "PYTHONPATH": f"{args.repo}{os.pathsep}{tests}"}
-        subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", tmp, "-c", os.devnull, str(tests),
-                        "-W", "error::RuntimeWarning"], env=env, cwd=tmp, check=False)
+        env = {
+            **os.environ,
+            "NPE_FUZZ_TALLY": str(tally),
+            "CI": "true",
+            "PYTHONPATH": f"{args.repo}{os.pathsep}{tests}",
+        }
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "--rootdir",
+                tmp,
+                "-c",
+                os.devnull,
+                str(tests),
+                "-W",
+                "error::RuntimeWarning",
+            ],
+            env=env,
+            cwd=tmp,
+            check=False,
+        )
         rows = [json.loads(line) for line in tally.read_text().splitlines()] if tally.exists() else []
     table = collections.defaultdict(collections.Counter)
     for r in rows:
         table[r["kind"]][r["outcome"]] += 1
-    outcomes = ["clear error or right value", "raw traceback", "silent wrong value", "hang", "unclear or multi-line error"]
+    outcomes = [
+        "clear error or right value",
+        "raw traceback",
+        "silent wrong value",
+        "hang",
+        "unclear or multi-line error",
+    ]
     print(f"\n{'area':<6} {'tried':>6} " + " ".join(f"{o:>28}" for o in outcomes))
     for kind, counts in sorted(table.items()):
         print(f"{kind:<6} {sum(counts.values()):>6} " + " ".join(f"{counts[o]:>28}" for o in outcomes))

@@ -10,6 +10,7 @@ at the end (``--eval-every``), results.json and the figures. Prints the CPU-time
 epochs), the breakdown of `npe train`'s time, the growth exponent of the replay's and the per-epoch report's cost in
 the epochs (cumulative cost at E against E/2: 1 is linear), and the machine's load. Best of ``--repeats``, alternating.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,6 +21,7 @@ from collections import defaultdict
 
 import numpy as np
 import torch
+from timing import timed  # benchmarks/timing.py
 
 import npe_train.loop.train as train_mod
 import npe_train.methods.trace as trace_mod
@@ -27,7 +29,6 @@ import npe_train.run.plots as plots
 import npe_train.tasks.classification as classification
 from npe_train.loop.build import build_data, build_network, build_objective, build_optimizer, build_schedule
 from npe_train.run.config import make_config
-from timing import timed  # benchmarks/timing.py
 
 
 def plain_loop(cfg) -> float:
@@ -38,9 +39,9 @@ def plain_loop(cfg) -> float:
     torch.manual_seed(cfg.seed)
     model = build_network(cfg, data)
     opt, sched = build_optimizer(cfg, model)
-    objective = build_objective(cfg)
+    objective = build_objective(cfg, data.counts)
     x, y = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
-    log_prior = torch.zeros(data.num_classes)
+    state = objective.at_epoch(0, data.counts, "cpu")
     gen = torch.Generator().manual_seed(cfg.seed)
     for _ in range(cfg.epochs):
         model.train()
@@ -50,7 +51,7 @@ def plain_loop(cfg) -> float:
             if len(idx) < 2:
                 continue
             logits, heads, _ = model(x[idx])
-            loss = objective(logits, heads, [(y[idx], None)], log_prior)[0]
+            loss = objective(logits, heads, [(y[idx], None)], state)[0]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -75,11 +76,22 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     totals, history = defaultdict(float), []
-    for module, name in ((train_mod, "run_epoch"), (classification, "evaluate_run"), (trace_mod, "replay_steps"),
-                         (train_mod, "save_checkpoint"), (train_mod, "write_metrics"), (plots, "plot_run")):
+    for module, name in (
+        (train_mod, "run_epoch"),
+        (classification, "evaluate_run"),
+        (trace_mod, "replay_steps"),
+        (train_mod, "save_checkpoint"),
+        (train_mod, "write_metrics"),
+        (plots, "plot_run"),
+    ):
         timed(module, name, totals)
     # cumulative costs at each epoch's end (the replay's epoch ends with its last flush, before the report)
-    timed(classification, "step_report", totals, after=lambda: history.append((totals["replay_steps"], totals["step_report"])))
+    timed(
+        classification,
+        "step_report",
+        totals,
+        after=lambda: history.append((totals["replay_steps"], totals["step_report"])),
+    )
     best = {"npe train": np.inf, "plain loop": np.inf}
     kept = {}
     for _ in range(args.repeats):
@@ -91,28 +103,52 @@ def main() -> None:
             res = train_mod.train(cfg, progress=False)
             spent = time.process_time() - t
             if spent < best["npe train"]:
-                best["npe train"], kept = spent, dict(totals, npe_la=res["accuracy"]["npe_la"]["overall"],
-                                                      argmax=res["accuracy"]["argmax"]["overall"],
-                                                      growth=[exponent([h[i] for h in history]) for i in (0, 1)] if len(history) > 1 else None)
+                best["npe train"], kept = (
+                    spent,
+                    dict(
+                        totals,
+                        npe_la=res["accuracy"]["npe_la"]["overall"],
+                        argmax=res["accuracy"]["argmax"]["overall"],
+                        growth=[exponent([h[i] for h in history]) for i in (0, 1)]
+                        if len(history) > 1
+                        else None,
+                    ),
+                )
         t = time.process_time()
         acc = plain_loop(make_config(epochs=args.epochs, seed=args.seed))
         best["plain loop"] = min(best["plain loop"], time.process_time() - t)
     ratio = best["npe train"] / best["plain loop"]
-    print(f"main job, {args.epochs} epochs, best of {args.repeats}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"main job, {args.epochs} epochs, best of {args.repeats}; load average {os.getloadavg()[0]:.2f} "
+        f"on {os.cpu_count()} cores, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print(f"  plain loop        {best['plain loop']:7.1f} CPU s   (argmax test accuracy {acc:.3f})")
-    print(f"  npe train         {best['npe train']:7.1f} CPU s   (argmax {kept['argmax']:.3f}, NPE-LA {kept['npe_la']:.3f})")
+    print(
+        f"  npe train         {best['npe train']:7.1f} CPU s   (argmax {kept['argmax']:.3f}, NPE-LA {kept['npe_la']:.3f})"
+    )
     print(f"  ratio             {ratio:7.2f}x   (target <= 1.3x)")
-    labels = {"run_epoch": "training steps (replay and feature rows included)", "step_report": "prior report every epoch",
-              "evaluate_run": "test-set evaluation with its full report", "save_checkpoint": "checkpoints",
-              "write_metrics": "metrics.jsonl", "plot_run": "figures"}
+    labels = {
+        "run_epoch": "training steps (replay and feature rows included)",
+        "step_report": "prior report every epoch",
+        "evaluate_run": "test-set evaluation with its full report",
+        "save_checkpoint": "checkpoints",
+        "write_metrics": "metrics.jsonl",
+        "plot_run": "figures",
+    }
     for name, label in labels.items():
-        print(f"    {label:<52} {kept.get(name, 0.0):7.2f} CPU s  {100 * kept.get(name, 0.0) / best['npe train']:5.1f}%")
+        print(
+            f"    {label:<52} {kept.get(name, 0.0):7.2f} CPU s  {100 * kept.get(name, 0.0) / best['npe train']:5.1f}%"
+        )
     rest = best["npe train"] - sum(kept.get(n, 0.0) for n in labels)
-    print(f"    {'the rest (start-up, data, results.json)':<52} {rest:7.2f} CPU s  {100 * rest / best['npe train']:5.1f}%")
+    print(
+        f"    {'the rest (start-up, data, results.json)':<52} {rest:7.2f} CPU s  {100 * rest / best['npe train']:5.1f}%"
+    )
     print(f"    of the training steps, the replay itself {kept.get('replay_steps', 0.0):.2f} CPU s")
     if kept["growth"] is not None:
-        print(f"  cost growth in epochs (1 = linear): replay {kept['growth'][0]:.2f}, per-epoch report {kept['growth'][1]:.2f}")
+        print(
+            f"  cost growth in epochs (1 = linear): replay {kept['growth'][0]:.2f}, per-epoch report {kept['growth'][1]:.2f}"
+        )
 
 
 if __name__ == "__main__":

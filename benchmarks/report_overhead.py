@@ -8,6 +8,7 @@ seconds and share of the run's wall time.
 
     python benchmarks/report_overhead.py [--epochs 60] [--eval-every 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,12 +16,13 @@ import tempfile
 import time
 from collections import defaultdict
 
+from timing import timed  # benchmarks/timing.py
+
 import npe_theory.report as report
 import npe_train.loop.train as train_mod
 import npe_train.methods.feature_sample as feature_sample
 import npe_train.methods.trace as trace_mod
 from npe_train.run.config import make_config
-from timing import timed  # benchmarks/timing.py
 
 
 def main() -> None:
@@ -34,9 +36,16 @@ def main() -> None:
     timed(trace_mod, "replay_steps", totals, time.perf_counter)
     timed(feature_sample, "step_rows", totals, time.perf_counter)
     timed(report, "finite_time_logit", totals, time.perf_counter)
-    for name in ("class_spread", "spread_logit", "spread_inverse", "spread_statistics"):  # the spread-aware references
+    for name in (
+        "class_spread",
+        "spread_logit",
+        "spread_inverse",
+        "spread_statistics",
+    ):  # the spread-aware references
         timed(report, name, totals, time.perf_counter)
-    timed(train_mod, "epoch_plan", totals, time.perf_counter)  # includes each step's class shares for the trace
+    timed(
+        train_mod, "epoch_plan", totals, time.perf_counter
+    )  # includes each step's class shares for the trace
     with tempfile.TemporaryDirectory() as tmp:
         cfg = make_config(epochs=args.epochs, eval_every=args.eval_every, seed=args.seed, out=tmp)
         t = time.perf_counter()
@@ -46,9 +55,16 @@ def main() -> None:
     for name, sec in totals.items():
         print(f"  {name:<16} {sec:7.2f} s  {100 * sec / wall:5.1f}% of the run")
     both = totals["pem_equilibrium"] + totals["replay_steps"] + totals["step_rows"]
-    spread = sum(totals[k] for k in ("class_spread", "spread_logit", "spread_inverse", "spread_statistics", "finite_time_logit"))
-    print(f"  equilibrium + replay together: {100 * both / (wall - both - spread):.1f}% added to the run without them")
-    print(f"  spread-aware references and the two-statistic prediction: {100 * spread / (wall - both - spread):.1f}% added")
+    spread = sum(
+        totals[k]
+        for k in ("class_spread", "spread_logit", "spread_inverse", "spread_statistics", "finite_time_logit")
+    )
+    print(
+        f"  equilibrium + replay together: {100 * both / (wall - both - spread):.1f}% added to the run without them"
+    )
+    print(
+        f"  spread-aware references and the two-statistic prediction: {100 * spread / (wall - both - spread):.1f}% added"
+    )
     print(f"  all references: {100 * (both + spread) / (wall - both - spread):.1f}% added")
 
 

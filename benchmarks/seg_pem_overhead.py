@@ -6,19 +6,19 @@ The segmentation main job's network (``fcn`` on 32x32 ``shapes`` images, 9 class
 CE + alpha * the per-pixel one-way loss, against the same network without a PEM trained with CE
 alone; the two alternate, repeat by repeat, and the best repeat of each counts (target: at most 5%).
 """
+
 from __future__ import annotations
 
 import argparse
 import time
 
-import numpy as np
 import torch
 
-from npe_train.run.config import make_config
 from npe_train.data.segmentation import generate_shapes
-from npe_train.models.dense import build_seg_model
 from npe_train.loop.build import build_objective
 from npe_train.loop.step import train_step
+from npe_train.models.dense import build_seg_model
+from npe_train.run.config import make_config
 
 
 def main() -> None:
@@ -33,7 +33,8 @@ def main() -> None:
     x = torch.as_tensor(data.x_train, device=device).float() / 255.0
     y = torch.as_tensor(data.y_train, device=device)
     cfg = make_config(dataset="shapes", batch_size=args.batch_size)
-    log_prior = torch.as_tensor(np.log(data.counts / data.counts.sum()), dtype=torch.float32, device=device)
+    objective = build_objective(cfg, data.counts)
+    state = objective.at_epoch(0, data.counts, device)
 
     def make(num_pems):
         torch.manual_seed(0)
@@ -45,20 +46,33 @@ def main() -> None:
     for _ in range(args.repeats):
         for name, (model, opt) in nets.items():
             model.train()
-            for i in range(3):  # warm-up
-                train_step(model, opt, x[: args.batch_size], [(y[: args.batch_size], None)], build_objective(cfg), log_prior, False)
+            for _ in range(3):  # warm-up
+                train_step(
+                    model, opt, x[: args.batch_size], [(y[: args.batch_size], None)], objective, state, False
+                )
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
             for i in range(args.steps):
                 s = (i * args.batch_size) % (len(x) - args.batch_size)
-                train_step(model, opt, x[s : s + args.batch_size], [(y[s : s + args.batch_size], None)], build_objective(cfg), log_prior, False)
+                train_step(
+                    model,
+                    opt,
+                    x[s : s + args.batch_size],
+                    [(y[s : s + args.batch_size], None)],
+                    objective,
+                    state,
+                    False,
+                )
             if device.type == "cuda":
                 torch.cuda.synchronize()
             best[name] = min(best[name], (time.perf_counter() - t0) / args.steps)
     ratio = best["with PEM"] / best["without"]
-    print(f"ms/step   with PEM {1000 * best['with PEM']:.2f}   without {1000 * best['without']:.2f}   "
-          f"PEM overhead {100 * (ratio - 1):+.1f}%  (batch {args.batch_size}, {args.steps} steps x {args.repeats} repeats, {device})")
+    print(
+        f"ms/step   with PEM {1000 * best['with PEM']:.2f}   without {1000 * best['without']:.2f}   "
+        f"PEM overhead {100 * (ratio - 1):+.1f}%  (batch {args.batch_size}, {args.steps} steps x "
+        f"{args.repeats} repeats, {device})"
+    )
 
 
 if __name__ == "__main__":

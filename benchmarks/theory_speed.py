@@ -7,6 +7,7 @@ logistic <= 0.5x), the machine's load beside it, and the worst relative error of
 against mpmath at 50 digits on ln x in [-700, 700] and the ends of the float range.
 Runs interleaved so that machine load hits all three alike. Run it with OMP_NUM_THREADS=1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,9 @@ def main() -> None:
             best[name] = min(best[name], time.perf_counter() - t0)
     ref = best["scipy.special.lambertw(x).real"]
     load = os.getloadavg()[0]
-    print(f"{args.points:,} points, best of {args.repeats}; load average {load:.2f} on {os.cpu_count()} cores")
+    print(
+        f"{args.points:,} points, best of {args.repeats}; load average {load:.2f} on {os.cpu_count()} cores"
+    )
     for name, t in best.items():
         print(f"  {name:34s} {t * 1e3:8.1f} ms   {t / ref:5.2f}x scipy")
     agree = np.max(np.abs(optimal_logit(x, 1.0) / scipy.special.lambertw(x).real - 1))

@@ -1,4 +1,5 @@
 """Timers the benchmark scripts wrap around the toolkit's functions (imported by them as a sibling module)."""
+
 from __future__ import annotations
 
 import time

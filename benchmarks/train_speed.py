@@ -10,6 +10,7 @@
     pipeline alone without the network.
 Random CIFAR-shaped data (50,000 images by default on CUDA, 2,000 on CPU): speed does not depend on the pixels.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,11 +19,11 @@ import time
 import numpy as np
 import torch
 
-from npe_train.run.config import TrainConfig
-from npe_train.models.classifiers import build_model
 from npe_train.data.pipeline import DevicePipeline, LoaderPipeline, draw_augmentation
 from npe_train.loop.build import build_objective
 from npe_train.loop.step import train_step
+from npe_train.models.classifiers import build_model
+from npe_train.run.config import TrainConfig
 
 
 def _sync(device):
@@ -34,7 +35,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default 200 on CUDA, 15 on CPU)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="timed steps per measurement (default 200 on CUDA, 15 on CPU)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--images", type=int, default=None)
     parser.add_argument("--workers", type=int, default=2)
@@ -47,7 +50,8 @@ def main() -> None:
     x_np = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
     y_np = rng.integers(0, 100, n)
     cfg = TrainConfig(dataset="cifar100", method="npe").resolved()
-    log_prior = torch.full((100,), -np.log(100.0), device=device)
+    objective = build_objective(cfg, np.ones(100))
+    state = objective.at_epoch(0, np.ones(100), device)
 
     def make(num_pems):
         torch.manual_seed(0)
@@ -61,9 +65,13 @@ def main() -> None:
     def batches(feed):  # the training loop's pipelines, epoch after epoch (the last, partial batch dropped)
         while True:
             whole = n - n % args.batch_size
-            yield from feed.epoch(torch.randperm(n, generator=gen)[:whole], draw_augmentation(whole, gen), args.batch_size)
+            yield from feed.epoch(
+                torch.randperm(n, generator=gen)[:whole], draw_augmentation(whole, gen), args.batch_size
+            )
 
-    on_device = DevicePipeline(torch.as_tensor(x_np, device=device), torch.as_tensor(y_np, device=device), channels_last=cuda)
+    on_device = DevicePipeline(
+        torch.as_tensor(x_np, device=device), torch.as_tensor(y_np, device=device), channels_last=cuda
+    )
     standard = LoaderPipeline(x_np, y_np, device, channels_last=cuda, workers=args.workers)
 
     def time_steps(model, opt, batches, train=True):
@@ -72,13 +80,13 @@ def main() -> None:
         for _ in range(3):  # warm-up
             x, y = next(batches)
             if train:
-                train_step(model, opt, x, [(y, None)], build_objective(cfg), log_prior, use_amp=cuda)
+                train_step(model, opt, x, [(y, None)], objective, state, use_amp=cuda)
         _sync(device)
         t0 = time.perf_counter()
         for _ in range(steps):
             x, y = next(batches)
             if train:
-                train_step(model, opt, x, [(y, None)], build_objective(cfg), log_prior, use_amp=cuda)
+                train_step(model, opt, x, [(y, None)], objective, state, use_amp=cuda)
         _sync(device)
         return time.perf_counter() - t0
 
@@ -93,14 +101,22 @@ def main() -> None:
         best["dev_data"] = min(best["dev_data"], time_steps(None, None, dev_iter, train=False))
         best["std_data"] = min(best["std_data"], time_steps(None, None, std_iter, train=False))
     imgs = steps * args.batch_size
-    print(f"ResNet-32, CIFAR-100 shape, batch {args.batch_size}, {steps} steps, best of {args.repeats}, device {device}, "
-          f"{'bf16 autocast' if cuda else 'fp32'}, DataLoader workers {args.workers}")
-    print(f"(a) steps/s   with PEM {steps / best['pem']:9.1f}   without {steps / best['no_pem']:9.1f}   "
-          f"PEM overhead {100 * (best['pem'] / best['no_pem'] - 1):+.1f}%  (target <= 3%)")
-    print(f"(b) images/s training: device-resident {imgs / best['dev_train']:9.0f}   DataLoader {imgs / best['std_train']:9.0f}   "
-          f"ratio {best['std_train'] / best['dev_train']:.2f}x")
-    print(f"    images/s data only: device-resident {imgs / best['dev_data']:9.0f}   DataLoader {imgs / best['std_data']:9.0f}   "
-          f"ratio {best['std_data'] / best['dev_data']:.2f}x")
+    print(
+        f"ResNet-32, CIFAR-100 shape, batch {args.batch_size}, {steps} steps, best of {args.repeats}, device {device}, "
+        f"{'bf16 autocast' if cuda else 'fp32'}, DataLoader workers {args.workers}"
+    )
+    print(
+        f"(a) steps/s   with PEM {steps / best['pem']:9.1f}   without {steps / best['no_pem']:9.1f}   "
+        f"PEM overhead {100 * (best['pem'] / best['no_pem'] - 1):+.1f}%  (target <= 3%)"
+    )
+    print(
+        f"(b) images/s training: device-resident {imgs / best['dev_train']:9.0f}   DataLoader {imgs / best['std_train']:9.0f}   "
+        f"ratio {best['std_train'] / best['dev_train']:.2f}x"
+    )
+    print(
+        f"    images/s data only: device-resident {imgs / best['dev_data']:9.0f}   DataLoader {imgs / best['std_data']:9.0f}   "
+        f"ratio {best['std_data'] / best['dev_data']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

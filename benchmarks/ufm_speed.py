@@ -9,6 +9,7 @@ process of its own so that its peak resident memory is its own. For every run: C
 projected gradient norm, NC1 and the largest gap between the learned PEM outputs and Proposition 1 at the measured
 norms. Also the per-sample model's cost per objective evaluation at 100 classes, and the machine's load.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,15 @@ from npe_theory.ufm import _Problem, simulate_ufm
 def run(classes: int, dim: int, features: str, n_max: int = 500) -> dict:
     t = time.process_time()
     r = simulate_ufm(count_profile("exp", classes, n_max, 100), dim=dim, features=features, max_iter=200_000)
-    return {"seconds": time.process_time() - t, "iterations": r.iterations, "grad": r.grad_norm, "nc1": r.nc1, "gap": r.mismatch,
-            "converged": r.message.startswith("CONVERGENCE"), "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "seconds": time.process_time() - t,
+        "iterations": r.iterations,
+        "grad": r.grad_norm,
+        "nc1": r.nc1,
+        "gap": r.mismatch,
+        "converged": r.message.startswith("CONVERGENCE"),
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def per_evaluation(classes: int, dim: int, repeats: int = 5) -> float:
@@ -50,8 +58,10 @@ def isolated(fn, *args):
 
 
 def show(label: str, r: dict) -> None:
-    print(f"  {label:<34} {r['seconds']:8.1f} CPU s  {r['iterations']:6d} it  grad {r['grad']:.1e}  NC1 {r['nc1']:.1e}  "
-          f"gap {r['gap']:.1e}  {'converged' if r['converged'] else 'NOT converged'}  peak {r['peak_mb']:.0f} MB")
+    print(
+        f"  {label:<34} {r['seconds']:8.1f} CPU s  {r['iterations']:6d} it  grad {r['grad']:.1e}  NC1 {r['nc1']:.1e}  "
+        f"gap {r['gap']:.1e}  {'converged' if r['converged'] else 'NOT converged'}  peak {r['peak_mb']:.0f} MB"
+    )
 
 
 def main() -> None:
@@ -67,7 +77,9 @@ def main() -> None:
     show("one feature per sample", samples)
     show("one feature per class", classes)
     print(f"  time ratio classes / samples: {classes['seconds'] / samples['seconds']:.3f}")
-    print(f"per-sample model at 100 classes, dimension {args.dim}: {isolated(per_evaluation, 100, args.dim):.1f} ms per evaluation")
+    print(
+        f"per-sample model at 100 classes, dimension {args.dim}: {isolated(per_evaluation, 100, args.dim):.1f} ms per evaluation"
+    )
     for c in args.classes:
         show(f"{c} classes, dimension {args.dim}, per class", isolated(run, c, args.dim, "classes"))
 

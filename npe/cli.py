@@ -7,6 +7,7 @@ a path that cannot be read or written, one line and code 2 as well. Any other ex
 ours: one line saying so, exit code 1, and the traceback in a crash log (in the run folder when
 there is one). ``npe check`` exits 1 when a claim fails, ``npe train`` when a run diverges.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,11 +29,16 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The whole command line; given ``argv``, the training package (torch) is imported only when its first word is a
     command that needs it, so ``npe --help`` and the theory commands start without torch."""
-    from npe_theory import __version__
+    from npe_theory import __version__, report_cli
     from npe_theory import cli as theory_cli
-    from npe_theory import report_cli
+    from npe_theory.plugins import load_plugins
 
-    parser = _Parser(prog="npe", description="Neural Prior Estimation toolkit: theory checks, predicted priors, PEM reports, training.")
+    load_plugins()  # before the parser: a plugin's losses, data sets, models and methods are choices
+
+    parser = _Parser(
+        prog="npe",
+        description="Neural Prior Estimation toolkit: theory checks, predicted priors, PEM reports, training.",
+    )
     parser.add_argument("--version", action="version", version=f"npe {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -53,10 +59,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-TRAIN_COMMANDS = {"train": "train a network with PEMs on long-tailed data and report its learned priors",
-                  "sweep": "run seeds x methods x imbalances and write one mean/std table (CSV and Markdown)",
-                  "compare": "print finished runs side by side",
-                  "eval": "score a finished run on another test set or another test label distribution"}  # npe_train.cli registers them
+TRAIN_COMMANDS = {
+    "train": "train a network with PEMs on long-tailed data and report its learned priors",
+    "sweep": "run seeds x methods x imbalances and write one mean/std table (CSV and Markdown)",
+    "compare": "print finished runs side by side",
+    "eval": "score a finished run on another test set or another test label distribution",
+}  # npe_train.cli registers them
 
 
 def _terminate(signum, frame):
@@ -81,11 +89,13 @@ def _main(argv: list[str]) -> int:
     runfolder = sys.modules.get("npe_train.run.runfolder")
     if runfolder is not None:  # a folder held by an earlier command of this process is not this command's
         runfolder.last_claimed = None
-    parser = build_parser(argv)
     try:
+        parser = build_parser(argv)  # inside: a plugin that fails to import is one line too
         missing = parser.get_default("missing_extra")
         if missing and argv and argv[0] in TRAIN_COMMANDS:
-            raise UsageError(f"npe {argv[0]}: needs the training extra ({missing} is not installed): pip install 'npe-toolkit[train]'")
+            raise UsageError(
+                f"npe {argv[0]}: needs the training extra ({missing} is not installed): pip install 'npe-toolkit[train]'"
+            )
         args = parser.parse_args(argv)
         return int(args.func(args) or 0)
     except UsageError as exc:
@@ -97,17 +107,24 @@ def _main(argv: list[str]) -> int:
     except BrokenPipeError:  # output piped into head and the like
         sys.stderr.close()
         return 0
-    except OSError as exc:  # a path that cannot be written or read: unwritable, a folder, under a file, a full disk
+    except (
+        OSError
+    ) as exc:  # a path that cannot be written or read: unwritable, a folder, under a file, a full disk
         where = f"{exc.filename}: " if exc.filename else ""
         full = " (the disk is full)" if exc.errno == errno.ENOSPC else ""
-        print(f"npe: error: {where}{exc.strerror or _one_line(exc)}{full}", file=sys.stderr)  # our own OSErrors name the path in strerror
+        print(
+            f"npe: error: {where}{exc.strerror or _one_line(exc)}{full}", file=sys.stderr
+        )  # our own OSErrors name the path in strerror
         return 2
     except KeyboardInterrupt:  # Ctrl-C, and SIGTERM (main turns it into the same for every command)
         print("npe: interrupted" + _resume_hint(argv), file=sys.stderr)
         return 130
     except Exception as exc:  # a bug of ours: one line here, the whole traceback in a log file
         log = _crash_log()
-        print(f"npe: internal error: {type(exc).__name__}: {_one_line(exc)} (full traceback in {log})", file=sys.stderr)
+        print(
+            f"npe: internal error: {type(exc).__name__}: {_one_line(exc)} (full traceback in {log})",
+            file=sys.stderr,
+        )
         return 1
 
 

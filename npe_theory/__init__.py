@@ -4,6 +4,7 @@ The optimal output of a Prior Estimation Module under Neural Collapse is a
 Lambert-W function of the class count (exponential tail) or the root of
 ``eta (1 + e^eta) = x`` (one-way logistic loss); both grow like ``ln N_c``.
 """
+
 from .lambertw import (
     asymptotic_logit,
     asymptotic_logit_of_log,

@@ -2,6 +2,7 @@
 
 ``npe.cli`` mounts them with ``register``; they need only the base install (no torch).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .io import check_writable, write_csv, write_json
+from .losses import loss_names
 
 
 def cmd_check(args) -> int:
@@ -26,8 +28,8 @@ def cmd_check(args) -> int:
     return 1 if failed else 0
 
 
-#: what ``npe train`` trains a PEM with (``--like-train``): one-way logistic loss averaged over the batch, a decayed bias
-TRAINER = {"loss": "logistic", "reduction": "mean", "bias": True, "weight": 1.0}
+#: Proposition 1's own setting (the default of ``npe priors``): exponential tail, summed loss, no bias; ``--like-train``
+#: takes ``priors.OFFICIAL_CODE``, which is also how ``npe train`` trains a PEM
 PLAIN = {"loss": "exp", "reduction": "sum", "bias": False, "weight": 1.0}
 
 
@@ -46,16 +48,31 @@ def _from_run(path) -> dict:
         except (KeyError, TypeError, IndexError):
             raise InputError(f"--from: {file} has no {what} (not a finished run of npe train)") from None
 
-    run = {"counts": field(lambda r: np.asarray(r["counts"], dtype=float), "counts"),
-           "lam": field(lambda r: float(r["config"]["weight_decay"]), "config.weight_decay"),
-           "weight": field(lambda r: float(r["config"]["alpha"]), "config.alpha"),
-           "loss": field(lambda r: str(r["config"]["pem_loss"]), "config.pem_loss"),
-           "norm_sq": field(lambda r: np.asarray(r["pem"]["mean_norm_sq"], dtype=float), "pem.mean_norm_sq"),
-           "learned": field(lambda r: np.asarray(r["pem"]["learned"], dtype=float), "pem.learned")}
+    run = {
+        "counts": field(lambda r: np.asarray(r["counts"], dtype=float), "counts"),
+        "lam": field(lambda r: float(r["config"]["weight_decay"]), "config.weight_decay"),
+        "weight": field(lambda r: float(r["config"]["alpha"]), "config.alpha"),
+        "loss": field(lambda r: str(r["config"]["pem_loss"]), "config.pem_loss"),
+        "norm_sq": field(lambda r: np.asarray(r["pem"]["mean_norm_sq"], dtype=float), "pem.mean_norm_sq"),
+        "learned": field(lambda r: np.asarray(r["pem"]["learned"], dtype=float), "pem.learned"),
+    }
     C = run["counts"].size
-    if C < 2 or any(run[k].shape != (C,) for k in ("norm_sq", "learned")) or not np.all(np.isfinite(run["norm_sq"])):
-        raise InputError(f"--from: {file}: counts, pem.mean_norm_sq and pem.learned must hold one finite value per class")
+    if (
+        C < 2
+        or any(run[k].shape != (C,) for k in ("norm_sq", "learned"))
+        or not np.all(np.isfinite(run["norm_sq"]))
+    ):
+        raise InputError(
+            f"--from: {file}: counts, pem.mean_norm_sq and pem.learned must hold one finite value per class"
+        )
     return run
+
+
+def _as_trained(opts: dict) -> bool:
+    """The trainer's loss, reduction and bias (its weight is the run's alpha, any value)."""
+    from .priors import OFFICIAL_CODE
+
+    return all(opts[k] == v for k, v in OFFICIAL_CODE.items() if k != "weight")
 
 
 def cmd_priors(args) -> int:
@@ -64,8 +81,13 @@ def cmd_priors(args) -> int:
     if args.csv is not None:
         check_writable("--csv", args.csv)
     run = _from_run(args.from_run) if args.from_run else None
-    base = TRAINER if (args.like_train or run is not None) else PLAIN
-    opts = {k: getattr(args, k) if getattr(args, k) is not None else base[k] for k in ("loss", "reduction", "bias", "weight")}
+    from .priors import OFFICIAL_CODE
+
+    base = OFFICIAL_CODE if (args.like_train or run is not None) else PLAIN
+    opts = {
+        k: getattr(args, k) if getattr(args, k) is not None else base[k]
+        for k in ("loss", "reduction", "bias", "weight")
+    }
     if run is not None:  # the run's own settings and measured norms, unless a flag says otherwise
         counts, lam = run["counts"], args.lam if args.lam is not None else run["lam"]
         opts["weight"] = args.weight if args.weight is not None else run["weight"]
@@ -77,34 +99,63 @@ def cmd_priors(args) -> int:
             from .errors import InputError
 
             raise InputError("--lam: the PEM's weight decay is needed (or --from RUN to take a run's)")
-        counts, lam, norm_sq = count_profile(args.profile, args.classes, args.max, args.imbalance), args.lam, args.norm_sq or 1.0
-        source = f"{args.profile} profile: {args.classes} classes, n_max {args.max}, imbalance {args.imbalance:g}, {int(counts.sum()):,} samples"
+        counts, lam, norm_sq = (
+            count_profile(args.profile, args.classes, args.max, args.imbalance),
+            args.lam,
+            args.norm_sq or 1.0,
+        )
+        source = (
+            f"{args.profile} profile: {args.classes} classes, n_max {args.max}, imbalance "
+            f"{args.imbalance:g}, {int(counts.sum()):,} samples"
+        )
     loss = opts.pop("loss")
     x = saturation(counts, lam, feature_norm_sq=norm_sq, **opts)
     eta = predicted_priors(counts, lam, feature_norm_sq=norm_sq, loss=loss, **opts)
     log_n = np.log(counts)
     m = prior_match(eta, counts)
     deviation = eta - log_n - m.offset
-    rows = [dict(zip(("class", "count", "log_count", "x", "predicted", "deviation"), (c, int(n) if float(n).is_integer() else float(n), float(ln), float(xc), float(e), float(d))))
-            for c, (n, ln, xc, e, d) in enumerate(zip(counts, log_n, x, eta, deviation))]
+    rows = [
+        dict(
+            zip(
+                ("class", "count", "log_count", "x", "predicted", "deviation"),
+                (c, int(n) if float(n).is_integer() else float(n), float(ln), float(xc), float(e), float(d)),
+            )
+        )
+        for c, (n, ln, xc, e, d) in enumerate(zip(counts, log_n, x, eta, deviation))
+    ]
     if run is not None:
         for r, learned in zip(rows, run["learned"]):
             r["learned"] = float(learned)
     print(source)
     norm_text = "per class" if np.ndim(norm_sq) else f"{norm_sq:g}"
-    print(f"loss {loss}, lam {lam:g}, reduction {opts['reduction']}, ||mu||^2 {norm_text}, bias {'decayed' if opts['bias'] else 'none'}, "
-          f"weight {opts['weight']:g}" + ("  (as npe train trains it)" if loss == "logistic" and opts["reduction"] == "mean"
-                                           and opts["bias"] else ""))
-    print(f"{'class':>5} {'N_c':>9} {'ln N_c':>8} {'x_c':>11} {'eta_c':>9} {'dev':>8}" + (f" {'learned':>9}" if run is not None else ""))
+    print(
+        f"loss {loss}, lam {lam:g}, reduction {opts['reduction']}, ||mu||^2 {norm_text}, bias "
+        f"{'decayed' if opts['bias'] else 'none'}, "
+        f"weight {opts['weight']:g}"
+        + ("  (as npe train trains it)" if _as_trained({**opts, "loss": loss}) else "")
+    )
+    print(
+        f"{'class':>5} {'N_c':>9} {'ln N_c':>8} {'x_c':>11} {'eta_c':>9} {'dev':>8}"
+        + (f" {'learned':>9}" if run is not None else "")
+    )
     for r in rows:
-        print(f"{r['class']:>5} {r['count']:>9g} {r['log_count']:>8.4f} {r['x']:>11.4g} {r['predicted']:>9.4f} {r['deviation']:>+8.4f}"
-              + (f" {r['learned']:>9.4f}" if run is not None else ""))
+        print(
+            f"{r['class']:>5} {r['count']:>9g} {r['log_count']:>8.4f} {r['x']:>11.4g} "
+            f"{r['predicted']:>9.4f} {r['deviation']:>+8.4f}"
+            + (f" {r['learned']:>9.4f}" if run is not None else "")
+        )
     print(f"x_c range {x.min():.3g} .. {x.max():.3g}")
-    print(f"prior match vs ln N_c: slope {m.slope:.3f}, max deviation from best offset {m.max_deviation:.3f} nats, "
-          f"centered RMSE {m.centered_rmse:.3f}, offset {m.offset:.3f}, R^2 {m.r2:.4f}, KL {m.kl:.4f}, TV {m.tv:.4f}"
-          if m.slope is not None else "prior match vs ln N_c: counts are all equal, slope undefined")
+    print(
+        f"prior match vs ln N_c: slope {m.slope:.3f}, max deviation from best offset {m.max_deviation:.3f} nats, "
+        f"centered RMSE {m.centered_rmse:.3f}, offset {m.offset:.3f}, R^2 {m.r2:.4f}, KL {m.kl:.4f}, TV {m.tv:.4f}"
+        if m.slope is not None
+        else "prior match vs ln N_c: counts are all equal, slope undefined"
+    )
     if run is not None:
-        print(f"the run's learned outputs vs this prediction: centered RMSE {prior_match(run['learned'], reference=eta).centered_rmse:.3f} nats")
+        print(
+            f"the run's learned outputs vs this prediction: centered RMSE "
+            f"{prior_match(run['learned'], reference=eta).centered_rmse:.3f} nats"
+        )
     if args.csv:
         print(f"wrote {write_csv(args.csv, rows)}")
     return 0
@@ -114,7 +165,9 @@ def cmd_figures(args) -> int:
     from .figures import make_figures
 
     check_writable("--out", args.out, folder=True)
-    for path in make_figures(args.out, progress=True, only=None if args.only is None else args.only.split(",")):
+    for path in make_figures(
+        args.out, progress=True, only=None if args.only is None else args.only.split(",")
+    ):
         print(path)
     return 0
 
@@ -126,18 +179,35 @@ def cmd_ufm(args) -> int:
     if args.json is not None:
         check_writable("--json", args.json)
     counts = count_profile(args.profile, args.classes, args.max, args.imbalance)
-    r = simulate_ufm(counts, dim=args.dim, lam_features=args.lam_features, lam_classifier=args.lam_classifier, lam_pem=args.lam_pem,
-                     loss=args.loss, nonlinearity=args.nonlinearity, reduction=args.reduction, seed=args.seed, tol=args.tol,
-                     max_iter=args.max_iter, classifier_bias=args.classifier_bias, progress=True, features=args.features)
-    print(f"{r.message} after {r.iterations} iterations, {r.seconds:.1f} s; projected gradient {r.grad_norm:.2e}")
+    r = simulate_ufm(
+        counts,
+        dim=args.dim,
+        lam_features=args.lam_features,
+        lam_classifier=args.lam_classifier,
+        lam_pem=args.lam_pem,
+        loss=args.loss,
+        nonlinearity=args.nonlinearity,
+        reduction=args.reduction,
+        seed=args.seed,
+        tol=args.tol,
+        max_iter=args.max_iter,
+        classifier_bias=args.classifier_bias,
+        progress=True,
+        features=args.features,
+    )
+    print(
+        f"{r.message} after {r.iterations} iterations, {r.seconds:.1f} s; projected gradient {r.grad_norm:.2e}"
+    )
     print(f"NC1 {r.nc1:.2e}, largest off-diagonal cosine of class means {r.max_offdiag_cosine:.2e}")
     print(f"{'class':>5} {'N_c':>6} {'||mu||^2':>9} {'learned':>10} {'predicted':>10}")
     for c, (n, s, a, b) in enumerate(zip(r.counts, r.mean_norm_sq, r.eta_learned, r.eta_predicted)):
         print(f"{c:>5} {n:>6} {s:>9.3f} {a:>10.6f} {b:>10.6f}")
     print(f"max |learned - predicted| = {r.mismatch:.2e}")
     g = r.geometry
-    print(f"classifier rows vs scaled-then-centered class means: min cosine {min(g['cosine']):.6f}; "
-          f"vs centered means (NC3): min cosine {min(g['nc3_cosine']):.4f}")
+    print(
+        f"classifier rows vs scaled-then-centered class means: min cosine {min(g['cosine']):.6f}; "
+        f"vs centered means (NC3): min cosine {min(g['nc3_cosine']):.4f}"
+    )
     if g["scale_exponent"] is not None:
         print(f"scales a_c ~ N_c^{g['scale_exponent']:.3f}, ||mu_c||^2 ~ N_c^{g['norm_sq_exponent']:.3f}")
     if len(set(r.counts.tolist())) > 1:
@@ -164,16 +234,41 @@ def register(sub) -> None:
     p = sub.add_parser("priors", help="predicted PEM outputs for a count profile, and how they match ln N_c")
     _profile_args(p, 100, 500)
     p.add_argument("--lam", type=float, help="weight decay on the PEM (required without --from)")
-    p.add_argument("--from", dest="from_run", metavar="RUN", help="predict for a finished run: its counts, weight decay, alpha, loss "
-                   "and per-class ||mu_c||^2, with the trainer's batch-mean loss and decayed bias; prints its learned outputs beside")
-    p.add_argument("--like-train", action="store_true", help="the trainer's settings: logistic loss, batch mean, decayed bias, "
-                   "alpha 1 (default: exp loss, sum, no bias, the setting of Proposition 1)")
-    p.add_argument("--reduction", choices=("sum", "mean"), help="PEM loss summed, or averaged as in a batch (default sum; mean with "
-                   "--like-train or --from)")
-    p.add_argument("--norm-sq", type=float, help="squared class-mean feature norm ||mu_c||^2 (default 1; --from: the run's, per class)")
-    p.add_argument("--loss", choices=("exp", "logistic"), help="exp (Proposition 1) or logistic (default exp; logistic with --like-train)")
-    p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
-                   help="the PEM has a bias decayed with the same lam (adds 1 to ||mu||^2; default no, yes with --like-train or --from)")
+    p.add_argument(
+        "--from",
+        dest="from_run",
+        metavar="RUN",
+        help="predict for a finished run: its counts, weight decay, alpha, loss "
+        "and per-class ||mu_c||^2, with the trainer's batch-mean loss and decayed bias; prints its learned outputs beside",
+    )
+    p.add_argument(
+        "--like-train",
+        action="store_true",
+        help="the trainer's settings: logistic loss, batch mean, decayed bias, "
+        "alpha 1 (default: exp loss, sum, no bias, the setting of Proposition 1)",
+    )
+    p.add_argument(
+        "--reduction",
+        choices=("sum", "mean"),
+        help="PEM loss summed, or averaged as in a batch (default sum; mean with --like-train or --from)",
+    )
+    p.add_argument(
+        "--norm-sq",
+        type=float,
+        help="squared class-mean feature norm ||mu_c||^2 (default 1; --from: the run's, per class)",
+    )
+    p.add_argument(
+        "--loss",
+        choices=loss_names(),
+        help=f"one-way loss: {' | '.join(loss_names())} (default exp, Proposition 1's; "
+        "logistic with --like-train)",
+    )
+    p.add_argument(
+        "--bias",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the PEM has a bias decayed with the same lam (adds 1 to ||mu||^2; default no, yes with --like-train or --from)",
+    )
     p.add_argument("--weight", type=float, help="PEM loss weight alpha (default 1; --from: the run's)")
     p.add_argument("--csv", metavar="PATH", help="also write the per-class table as CSV")
     p.set_defaults(func=cmd_priors)
@@ -183,22 +278,37 @@ def register(sub) -> None:
     p.add_argument("--only", metavar="F7,F11", help="draw only these figures (comma-separated labels)")
     p.set_defaults(func=cmd_figures)
 
-    p = sub.add_parser("ufm", help="train the unconstrained feature model with a PEM and compare with Proposition 1")
+    p = sub.add_parser(
+        "ufm", help="train the unconstrained feature model with a PEM and compare with Proposition 1"
+    )
     _profile_args(p, 10, 500)
     p.add_argument("--dim", type=int, default=16)
     p.add_argument("--lam-features", type=float, default=5e-4)
     p.add_argument("--lam-classifier", type=float, default=5e-4)
     p.add_argument("--lam-pem", type=float, default=5e-4)
-    p.add_argument("--loss", choices=("exp", "logistic"), default="logistic")
+    p.add_argument(
+        "--loss",
+        choices=loss_names(),
+        default="logistic",
+        help=f"one-way PEM loss: {' | '.join(loss_names())} (default logistic)",
+    )
     p.add_argument("--nonlinearity", choices=("relu", "none"), default="relu")
     p.add_argument("--reduction", choices=("sum", "mean"), default="mean")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tol", type=float, default=1e-10, help="projected-gradient tolerance (default 1e-10)")
     p.add_argument("--max-iter", type=int, default=20000)
-    p.add_argument("--no-classifier-bias", dest="classifier_bias", action="store_false",
-                   help="fix the classifier bias at 0 (the bias-free model of seed 003's analysis)")
-    p.add_argument("--features", choices=("samples", "classes"), default="samples",
-                   help="one free feature per sample (collapse measured) or per class, counted N_c times (the same "
-                        "stationary points, fast at hundreds of classes; NC1 is 0 by construction)")
+    p.add_argument(
+        "--no-classifier-bias",
+        dest="classifier_bias",
+        action="store_false",
+        help="fix the classifier bias at 0 (the bias-free model of docs/theory.md, section 6)",
+    )
+    p.add_argument(
+        "--features",
+        choices=("samples", "classes"),
+        default="samples",
+        help="one free feature per sample (collapse measured) or per class, counted N_c times (the same "
+        "stationary points, fast at hundreds of classes; NC1 is 0 by construction)",
+    )
     p.add_argument("--json", metavar="PATH", help="write the full result, config and history as JSON")
     p.set_defaults(func=cmd_ufm)

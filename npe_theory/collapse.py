@@ -1,7 +1,9 @@
 """Neural Collapse diagnostics of a feature matrix (NumPy, float64)."""
+
 from __future__ import annotations
 
 import numpy as np
+
 from .errors import InputError
 
 
@@ -67,8 +69,13 @@ def classifier_alignment(weights, means, counts) -> dict:
     fit = scale[:, None] * M - (scale @ M) / C
     centred = M - counts @ M / counts.sum()
     nc3_scale = np.sum(W * centred, axis=1) / np.maximum(np.sum(centred * centred, axis=1), 1e-300)
-    out = {"scale": scale.tolist(), "cosine": _cosines(W, fit).tolist(), "nc3_scale": nc3_scale.tolist(),
-           "nc3_cosine": _cosines(W, centred).tolist(), "scale_exponent": None}
+    out = {
+        "scale": scale.tolist(),
+        "cosine": _cosines(W, fit).tolist(),
+        "nc3_scale": nc3_scale.tolist(),
+        "nc3_cosine": _cosines(W, centred).tolist(),
+        "scale_exponent": None,
+    }
     if np.all(scale > 0) and np.ptp(counts) > 0:
         out["scale_exponent"] = loglog_slope(scale, counts)
     return out

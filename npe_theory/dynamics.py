@@ -17,13 +17,14 @@ The time it takes is measured by ``lambda_s = lam * sum_t lr_t / (1 - mu)``: wit
 steady step of size lr moves a parameter like plain SGD with rate lr / (1 - mu), so lambda_s is
 the total decay a parameter has felt (docs/theory.md, section 5).
 """
+
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit
 
-from ._validate import LOSSES, REDUCTIONS, as_float_array, as_float_scalar, choice, momentum_value, positive_int
 from .errors import InputError
+from .losses import get_loss
+from .validate import REDUCTIONS, as_float_array, as_float_scalar, choice, momentum_value, positive_int
 
 MAX_STEPS = 10_000_000  # bounded work: a replay longer than this is refused
 
@@ -36,7 +37,9 @@ def lambda_s(weight_decay, lrs, momentum: float = 0.0) -> float:
     with np.errstate(over="ignore"):
         value = wd * float(np.sum(lrs)) / (1.0 - momentum)
     if not np.isfinite(value):
-        raise InputError("weight_decay, lrs: lambda*s = weight_decay * sum(lrs) / (1 - momentum) overflows the float64 range")
+        raise InputError(
+            "weight_decay, lrs: lambda*s = weight_decay * sum(lrs) / (1 - momentum) overflows the float64 range"
+        )
     return value
 
 
@@ -46,16 +49,24 @@ def steps_per_epoch(num_samples: int, batch_size: int) -> int:
 
 
 def loss_slope(eta: np.ndarray, loss: str) -> np.ndarray:
-    """l'(eta): -sigmoid(-eta) (logistic) or -exp(-eta) (exp)."""
-    choice("loss", loss, LOSSES)
-    if loss == "logistic":
-        return -expit(-eta)
-    with np.errstate(over="ignore"):
-        return -np.exp(-eta)
+    """l'(eta) of a registered loss: -sigmoid(-eta) (logistic), -exp(-eta) (exp), -2 max(0, 1 - eta) (squared_hinge)."""
+    return get_loss(loss).slope(eta)
 
 
-def heavy_ball_pem(means, fractions, lrs, lam, *, momentum: float = 0.9, alpha: float = 1.0, loss: str = "logistic",
-                   bias: bool = True, epoch_of_step=None, init_weight=None, init_bias=None) -> dict:
+def heavy_ball_pem(
+    means,
+    fractions,
+    lrs,
+    lam,
+    *,
+    momentum: float = 0.9,
+    alpha: float = 1.0,
+    loss: str = "logistic",
+    bias: bool = True,
+    epoch_of_step=None,
+    init_weight=None,
+    init_bias=None,
+) -> dict:
     """Replay SGD with momentum and weight decay on a linear PEM driven by class-mean features.
 
     means: (E, C, D) class-mean features per epoch, or (C, D) for all steps.
@@ -67,7 +78,7 @@ def heavy_ball_pem(means, fractions, lrs, lam, *, momentum: float = 0.9, alpha: 
     ``w_c . m_c + b_c`` with that epoch's means, shape (E, C). With spread features the class-mean
     gradient underestimates the push of a convex loss; ``replay_steps`` takes the steps' own rows.
     """
-    choice("loss", loss, LOSSES)
+    loss = get_loss(loss)
     lrs = as_float_array("lrs", lrs, nonnegative=True)
     if lrs.ndim != 1 or lrs.size < 1:
         raise InputError(f"lrs: expected a 1-D array of per-step learning rates, got shape {lrs.shape}")
@@ -85,8 +96,13 @@ def heavy_ball_pem(means, fractions, lrs, lam, *, momentum: float = 0.9, alpha: 
         raise InputError(f"fractions: expected ({C},) or ({T}, {C}), got {fractions.shape}")
     fractions = np.broadcast_to(fractions, (T, C))
     epoch_of_step = np.zeros(T, dtype=np.int64) if epoch_of_step is None else np.asarray(epoch_of_step)
-    if epoch_of_step.shape != (T,) or not np.issubdtype(epoch_of_step.dtype, np.integer) or epoch_of_step.min() < 0 \
-            or epoch_of_step.max() >= E or np.any(np.diff(epoch_of_step) < 0):
+    if (
+        epoch_of_step.shape != (T,)
+        or not np.issubdtype(epoch_of_step.dtype, np.integer)
+        or epoch_of_step.min() < 0
+        or epoch_of_step.max() >= E
+        or np.any(np.diff(epoch_of_step) < 0)
+    ):
         raise InputError(f"epoch_of_step: expected {T} non-decreasing epoch indices in [0, {E})")
     lam = as_float_scalar("lam", lam, nonnegative=True)
     momentum = momentum_value(momentum)
@@ -94,15 +110,19 @@ def heavy_ball_pem(means, fractions, lrs, lam, *, momentum: float = 0.9, alpha: 
     w = np.zeros((1, C, D)) if init_weight is None else as_float_array("init_weight", init_weight).copy()
     b = np.zeros(w.shape[:2]) if init_bias is None else as_float_array("init_bias", init_bias).copy()
     if w.ndim != 3 or w.shape[1:] != (C, D) or b.shape != w.shape[:2]:
-        raise InputError(f"init_weight, init_bias: expected (K, {C}, {D}) and (K, {C}), got {w.shape} and {b.shape}")
+        raise InputError(
+            f"init_weight, init_bias: expected (K, {C}, {D}) and (K, {C}), got {w.shape} and {b.shape}"
+        )
     if not bias:
         b[:] = 0.0
     out = np.full((E, C), np.nan)
     with np.errstate(all="ignore"):  # a diverging replay is reported below, not warned about per step
         _replay(w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, out)
     if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
-        raise InputError("lrs: the replayed steps diverged (the PEM's parameters overflowed); "
-                         "these learning rates are too large for this loss scale")
+        raise InputError(
+            "lrs: the replayed steps diverged (the PEM's parameters overflowed); "
+            "these learning rates are too large for this loss scale"
+        )
     return {"weight": w, "bias": b, "eta_per_epoch": out}
 
 
@@ -111,7 +131,7 @@ def _replay(w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch
     T, velocity = lrs.size, None
     for t in range(T):
         m = means[epoch_of_step[t]]
-        push = alpha * fractions[t] * loss_slope(np.einsum("kcd,cd->kc", w, m) + b, loss)  # (K, C)
+        push = alpha * fractions[t] * loss.slope(np.einsum("kcd,cd->kc", w, m) + b)  # (K, C)
         velocity = _heavy_ball(w, b, velocity, push[..., None] * m, push, lrs[t], lam, momentum, bias)
         if t + 1 == T or epoch_of_step[t + 1] != epoch_of_step[t]:
             out[epoch_of_step[t]] = (np.einsum("kcd,cd->kc", w, m) + b).mean(0)
@@ -131,8 +151,21 @@ def _heavy_ball(w, b, velocity, gw_loss, gb_loss, lr, lam, momentum, bias):
     return velocity
 
 
-def replay_steps(state: dict, rows, labels, weight, step_of_row, fractions, lrs, lam, *, momentum: float = 0.9,
-                 alpha: float = 1.0, loss: str = "logistic", bias: bool = True) -> dict:
+def replay_steps(
+    state: dict,
+    rows,
+    labels,
+    weight,
+    step_of_row,
+    fractions,
+    lrs,
+    lam,
+    *,
+    momentum: float = 0.9,
+    alpha: float = 1.0,
+    loss: str = "logistic",
+    bias: bool = True,
+) -> dict:
     """Continue a heavy-ball replay of a linear PEM over steps whose own feature rows are known.
 
     Step t saw the rows with ``step_of_row == t`` (rows (n, D), their classes ``labels`` (n,) and loss
@@ -144,7 +177,7 @@ def replay_steps(state: dict, rows, labels, weight, step_of_row, fractions, lrs,
     and, after a first call, the momentum buffers ``velocity_weight``, ``velocity_bias``. Returns the
     new state (the inputs are not modified).
     """
-    choice("loss", loss, LOSSES)
+    loss = get_loss(loss)
     w, b = as_float_array("state", state["weight"]).copy(), as_float_array("state", state["bias"]).copy()
     if w.ndim != 3 or b.shape != w.shape[:2]:
         raise InputError(f"state: expected heads (K, C, D) and biases (K, C), got {w.shape} and {b.shape}")
@@ -156,15 +189,38 @@ def replay_steps(state: dict, rows, labels, weight, step_of_row, fractions, lrs,
     labels, step_of_row = np.asarray(labels), np.asarray(step_of_row)
     omega = as_float_array("weight", weight, nonnegative=True)
     n = len(h)
-    if h.shape != (n, D) or labels.shape != (n,) or omega.shape != (n,) or step_of_row.shape != (n,) or fractions.shape != (T, C):
-        raise InputError(f"rows, labels, weight, step_of_row, fractions: expected ({n}, {D}), ({n},) x 3 and ({T}, {C}), got "
-                         f"{h.shape}, {labels.shape}, {omega.shape}, {step_of_row.shape}, {fractions.shape}")
-    if n and (labels.min() < 0 or labels.max() >= C or step_of_row.min() < 0 or step_of_row.max() >= T or np.any(np.diff(step_of_row) < 0)):
-        raise InputError(f"labels, step_of_row: expected classes in [0, {C}) and non-decreasing steps in [0, {T})")
-    lam, momentum, alpha = as_float_scalar("lam", lam, nonnegative=True), momentum_value(momentum), as_float_scalar("alpha", alpha, positive=True)
+    if (
+        h.shape != (n, D)
+        or labels.shape != (n,)
+        or omega.shape != (n,)
+        or step_of_row.shape != (n,)
+        or fractions.shape != (T, C)
+    ):
+        raise InputError(
+            f"rows, labels, weight, step_of_row, fractions: expected ({n}, {D}), ({n},) x 3 and ({T}, {C}), got "
+            f"{h.shape}, {labels.shape}, {omega.shape}, {step_of_row.shape}, {fractions.shape}"
+        )
+    if n and (
+        labels.min() < 0
+        or labels.max() >= C
+        or step_of_row.min() < 0
+        or step_of_row.max() >= T
+        or np.any(np.diff(step_of_row) < 0)
+    ):
+        raise InputError(
+            f"labels, step_of_row: expected classes in [0, {C}) and non-decreasing steps in [0, {T})"
+        )
+    lam, momentum, alpha = (
+        as_float_scalar("lam", lam, nonnegative=True),
+        momentum_value(momentum),
+        as_float_scalar("alpha", alpha, positive=True),
+    )
     velocity = None
     if state.get("velocity_weight") is not None:
-        velocity = [as_float_array("state", state["velocity_weight"]).copy(), as_float_array("state", state["velocity_bias"]).copy()]
+        velocity = [
+            as_float_array("state", state["velocity_weight"]).copy(),
+            as_float_array("state", state["velocity_bias"]).copy(),
+        ]
     if not bias:
         b[:] = 0.0
     bounds = np.searchsorted(step_of_row, np.arange(T + 1))
@@ -173,30 +229,47 @@ def replay_steps(state: dict, rows, labels, weight, step_of_row, fractions, lrs,
             part = slice(bounds[t], bounds[t + 1])
             x, y, om = h[part], labels[part], omega[part]
             total = np.bincount(y, weights=om, minlength=C)
-            coef = alpha * fractions[t][y] * np.divide(om, total[y], out=np.zeros_like(om), where=total[y] > 0)
-            push = loss_slope(np.einsum("knd,nd->kn", w[:, y], x) + b[:, y], loss) * coef  # (K, n)
+            coef = (
+                alpha * fractions[t][y] * np.divide(om, total[y], out=np.zeros_like(om), where=total[y] > 0)
+            )
+            push = loss.slope(np.einsum("knd,nd->kn", w[:, y], x) + b[:, y]) * coef  # (K, n)
             gw, gb = np.zeros_like(w), np.zeros_like(b)
             for k in range(K):
                 np.add.at(gw[k], y, push[k][:, None] * x)
                 gb[k] = np.bincount(y, weights=push[k], minlength=C)
             velocity = _heavy_ball(w, b, velocity, gw, gb, lrs[t], lam, momentum, bias)
     if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
-        raise InputError("lrs: the replayed steps diverged (the PEM's parameters overflowed); "
-                         "these learning rates are too large for this loss scale")
+        raise InputError(
+            "lrs: the replayed steps diverged (the PEM's parameters overflowed); "
+            "these learning rates are too large for this loss scale"
+        )
     out = {"weight": w, "bias": b, "velocity_weight": None, "velocity_bias": None}
     if velocity is not None:
         out.update(velocity_weight=velocity[0], velocity_bias=velocity[1])
     return out
 
 
-def finite_time_logit(counts, lam, lr, *, feature_norm_sq=1.0, momentum: float = 0.9, alpha: float = 1.0, batch_size: int | None = None,
-                      epochs: int | None = None, loss: str = "logistic", reduction: str = "mean", bias: bool = True,
-                      steps=None) -> np.ndarray:
+def finite_time_logit(
+    counts,
+    lam,
+    lr,
+    *,
+    feature_norm_sq=1.0,
+    momentum: float = 0.9,
+    alpha: float = 1.0,
+    batch_size: int | None = None,
+    epochs: int | None = None,
+    loss: str = "logistic",
+    reduction: str = "mean",
+    bias: bool = True,
+    steps=None,
+) -> np.ndarray:
     """The per-class PEM output after each epoch of heavy-ball training from zero, shape (E, C).
 
     Network-free: class c's features are a fixed vector of squared norm ``feature_norm_sq`` and its
     share of each step's loss is its expected one, pi_c ("mean", a batch-mean loss; ``ceil(N / batch_size)``
-    steps per epoch, or ``steps``: the steps each epoch took, one number or one per epoch) or N_c ("sum", a summed loss, one full-batch step per epoch). ``lr`` is one rate
+    steps per epoch, or ``steps``: the steps each epoch took, one number or one per epoch) or N_c ("sum", a
+    summed loss, one full-batch step per epoch). ``lr`` is one rate
     or the rate of each epoch. ``counts`` (C,) holds for every epoch, or (E, C) gives each epoch's
     counts (a class distribution that changes during training); ``feature_norm_sq`` likewise is
     one value, one per class (C,), or one per epoch and class (E, C). As lambda_s grows under fixed
@@ -204,7 +277,9 @@ def finite_time_logit(counts, lam, lr, *, feature_norm_sq=1.0, momentum: float =
     """
     counts = as_float_array("counts", counts, positive=True)
     if counts.ndim not in (1, 2) or counts.size == 0:
-        raise InputError(f"counts: expected class counts (C,) or per-epoch counts (E, C), got shape {counts.shape}")
+        raise InputError(
+            f"counts: expected class counts (C,) or per-epoch counts (E, C), got shape {counts.shape}"
+        )
     choice("reduction", reduction, REDUCTIONS)
     lr = as_float_array("lr", lr, nonnegative=True)
     if lr.ndim > 1:
@@ -224,8 +299,13 @@ def finite_time_logit(counts, lam, lr, *, feature_norm_sq=1.0, momentum: float =
             raise InputError(f"steps: expected whole numbers of steps per epoch, at most {MAX_STEPS} in all")
         given = given.astype(np.int64)
     if counts.ndim == 1 and given is None:  # bounded work before anything per epoch is built
-        one = steps_per_epoch(int(round(counts.sum())), batch_size if batch_size is not None else int(round(counts.sum()))) \
-            if reduction == "mean" else 1
+        one = (
+            steps_per_epoch(
+                int(round(counts.sum())), batch_size if batch_size is not None else int(round(counts.sum()))
+            )
+            if reduction == "mean"
+            else 1
+        )
         if one * epochs > MAX_STEPS:
             raise InputError(f"epochs, batch_size: {one * epochs} steps exceed the limit of {MAX_STEPS}")
     per_epoch = np.broadcast_to(counts, (epochs, C))
@@ -234,13 +314,30 @@ def finite_time_logit(counts, lam, lr, *, feature_norm_sq=1.0, momentum: float =
         raise InputError(f"feature_norm_sq: expected one value, ({C},) or ({epochs}, {C}), got {fns.shape}")
     totals = per_epoch.sum(1)
     if reduction == "mean":
-        steps = given if given is not None else \
-            np.array([steps_per_epoch(int(round(t)), batch_size if batch_size is not None else int(round(t))) for t in totals])
+        steps = (
+            given
+            if given is not None
+            else np.array(
+                [
+                    steps_per_epoch(int(round(t)), batch_size if batch_size is not None else int(round(t)))
+                    for t in totals
+                ]
+            )
+        )
         share = per_epoch / totals[:, None]
     else:
         steps, share = np.ones(epochs, dtype=np.int64), per_epoch
     if steps.sum() > MAX_STEPS:
         raise InputError(f"epochs, batch_size: {steps.sum()} steps exceed the limit of {MAX_STEPS}")
     means = np.broadcast_to(np.sqrt(np.broadcast_to(fns, (epochs, C)))[..., None], (epochs, C, 1))
-    return heavy_ball_pem(means, np.repeat(share, steps, axis=0), np.repeat(lr_epoch, steps), lam, momentum=momentum, alpha=alpha,
-                          loss=loss, bias=bias, epoch_of_step=np.repeat(np.arange(epochs), steps))["eta_per_epoch"]
+    return heavy_ball_pem(
+        means,
+        np.repeat(share, steps, axis=0),
+        np.repeat(lr_epoch, steps),
+        lam,
+        momentum=momentum,
+        alpha=alpha,
+        loss=loss,
+        bias=bias,
+        epoch_of_step=np.repeat(np.arange(epochs), steps),
+    )["eta_per_epoch"]

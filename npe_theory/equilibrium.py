@@ -14,18 +14,17 @@ given ``start``, from a previous solution (a report every epoch: the features mo
 stops where float64 stops helping: the Newton decrement ``g . H^-1 g``, twice the decrease a full
 step would bring, below ``_RESOLUTION * |F|``, after that last full step.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit
 
-from ._validate import as_float_scalar, LOSSES, REDUCTIONS, as_float_array, choice, positive_int
-from .dynamics import loss_slope
-from .optimum import optimal_logit
 from .errors import InputError
-
+from .losses import get_loss
+from .optimum import optimal_logit
+from .validate import MAX_CLASSES, REDUCTIONS, as_float_array, as_float_scalar, choice, positive_int
 
 # Relative size of an objective decrease float64 still resolves (a few ulps of F): below it, Newton has nothing left to give.
 _RESOLUTION = 8 * np.finfo(np.float64).eps
@@ -40,27 +39,31 @@ class Equilibrium:
     iterations: int  # the most Newton steps any class took
 
 
-def _curvature(z: np.ndarray, loss: str) -> np.ndarray:
-    if loss == "logistic":
-        return expit(z) * expit(-z)
-    with np.errstate(over="ignore"):
-        return np.exp(-z)
-
-
-def pem_equilibrium(features, labels, num_classes: int, lam: float, *, alpha: float = 1.0, loss: str = "logistic",
-                    reduction: str = "mean", bias: bool = True, tol: float = 1e-12, max_iter: int = 100,
-                    start: Equilibrium | None = None) -> Equilibrium:
+def pem_equilibrium(
+    features,
+    labels,
+    num_classes: int,
+    lam: float,
+    *,
+    alpha: float = 1.0,
+    loss: str = "logistic",
+    reduction: str = "mean",
+    bias: bool = True,
+    tol: float = 1e-12,
+    max_iter: int = 100,
+    start: Equilibrium | None = None,
+) -> Equilibrium:
     """argmin over (W, b) of ``alpha * kappa * sum_i l(w_{y_i} . h_i + b_{y_i}) + lam/2 (||W||^2 + ||b||^2)``.
 
     Stops each class when its gradient norm is below ``tol`` times the gradient norm at zero, or when a Newton step
     would lower the objective by less than float64 resolves. ``start``: an earlier solution of the same shape to
     start from instead of Proposition 1's answer.
     """
-    choice("loss", loss, LOSSES)
+    spec = get_loss(loss)
     choice("reduction", reduction, REDUCTIONS)
     h = as_float_array("features", features)
     y = np.asarray(labels)
-    C = positive_int("num_classes", num_classes, maximum=1_000_000)
+    C = positive_int("num_classes", num_classes, maximum=MAX_CLASSES)
     lam = as_float_scalar("lam", lam, positive=True)
     alpha = as_float_scalar("alpha", alpha, positive=True)
     max_iter = positive_int("max_iter", max_iter, maximum=10_000)
@@ -70,10 +73,12 @@ def pem_equilibrium(features, labels, num_classes: int, lam: float, *, alpha: fl
         raise InputError(f"labels: expected integer class ids in [0, {C})")
     kappa = 1.0 / len(h) if reduction == "mean" else 1.0
     if start is not None and (np.shape(start.weight) != (C, h.shape[1]) or np.shape(start.bias) != (C,)):
-        raise InputError(f"start: expected weights ({C}, {h.shape[1]}) and biases ({C},), got {np.shape(start.weight)} and "
-                         f"{np.shape(start.bias)}")
+        raise InputError(
+            f"start: expected weights ({C}, {h.shape[1]}) and biases ({C},), got {np.shape(start.weight)} and "
+            f"{np.shape(start.bias)}"
+        )
     with np.errstate(all="ignore"):  # extreme scales: overflowing trials are rejected by the line search
-        return _solve(h, y, C, lam, alpha, kappa, loss, bias, tol, max_iter, start)
+        return _solve(h, y, C, lam, alpha, kappa, spec, bias, tol, max_iter, start)
 
 
 def _solve(h, y, C, lam, alpha, kappa, loss, bias, tol, max_iter, start) -> Equilibrium:
@@ -86,33 +91,47 @@ def _solve(h, y, C, lam, alpha, kappa, loss, bias, tol, max_iter, start) -> Equi
     weight = alpha * kappa
 
     def value(x, t):
-        return weight * float(np.sum(_loss(x @ t, loss))) + 0.5 * lam * float(t @ t)
+        return weight * float(np.sum(loss.value(x @ t))) + 0.5 * lam * float(t @ t)
 
     for c in range(C):
         x = rows[edges[c] : edges[c + 1]]
         if len(x) == 0:
             raise InputError(f"labels: class {c} has no sample")
-        if start is not None:  # the features moved little since: Newton is already in its quadratic basin there
-            t = np.append(start.weight[c], start.bias[c]) if bias else np.array(start.weight[c], dtype=np.float64)
+        if (
+            start is not None
+        ):  # the features moved little since: Newton is already in its quadratic basin there
+            t = (
+                np.append(start.weight[c], start.bias[c])
+                if bias
+                else np.array(start.weight[c], dtype=np.float64)
+            )
         else:
             centre = x.mean(0)
             size_sq = float(centre @ centre)
-            t = centre * float(optimal_logit(weight * len(x), lam, loss, size_sq)) / size_sq if size_sq > 0 else theta[c]
-        g0 = float(np.linalg.norm(weight * (x.T @ loss_slope(np.zeros(len(x)), loss))))  # the gradient at zero sets the scale
+            t = (
+                centre * float(optimal_logit(weight * len(x), lam, loss, size_sq)) / size_sq
+                if size_sq > 0
+                else theta[c]
+            )
+        g0 = float(
+            np.linalg.norm(weight * (x.T @ loss.slope(np.zeros(len(x)))))
+        )  # the gradient at zero sets the scale
         settled = False
         for it in range(max_iter + 1):
             z = x @ t
-            g = weight * (x.T @ loss_slope(z, loss)) + lam * t
+            g = weight * (x.T @ loss.slope(z)) + lam * t
             gn = float(np.linalg.norm(g))
             if settled or gn <= tol * max(g0, 1e-300) or it == max_iter:
                 break
-            hess = weight * (x.T * _curvature(z, loss)) @ x + lam * np.eye(D)
+            hess = weight * (x.T * loss.curvature(z)) @ x + lam * np.eye(D)
             try:
                 step = np.linalg.solve(hess, g)
             except np.linalg.LinAlgError:  # curvature below float64 resolution (a vanishing lam): stop here
                 break
-            f0, decrement = weight * float(np.sum(_loss(z, loss))) + 0.5 * lam * float(t @ t), float(g @ step)
-            if decrement <= _RESOLUTION * abs(f0):  # converged as far as float64 sees: one last full step, then stop
+            f0, decrement = weight * float(np.sum(loss.value(z))) + 0.5 * lam * float(t @ t), float(g @ step)
+            if decrement <= _RESOLUTION * abs(
+                f0
+            ):  # converged as far as float64 sees: one last full step, then stop
                 settled = True
                 f1 = value(x, t - step)
                 if np.isfinite(f1) and f1 <= f0 * (1 + _RESOLUTION):
@@ -135,9 +154,3 @@ def _solve(h, y, C, lam, alpha, kappa, loss, bias, tol, max_iter, start) -> Equi
     sums = np.add.reduceat(h[order], edges[:-1], axis=0)  # every class has a sample (checked above)
     mean_h = sums / np.diff(edges)[:, None]
     return Equilibrium(w, b, np.einsum("cd,cd->c", w, mean_h) + b, worst, steps)
-
-
-def _loss(z: np.ndarray, loss: str) -> np.ndarray:
-    """l(z) without the public function's argument checks (this runs inside the solver's inner loop)."""
-    with np.errstate(over="ignore"):
-        return np.logaddexp(0.0, -z) if loss == "logistic" else np.exp(-z)

@@ -6,6 +6,7 @@ and only these, to a one-line message and exit code 2; any other exception is ou
 error (exit 1, traceback in a crash log). See docs/reliability.md.
 May import: nothing of the project.
 """
+
 from __future__ import annotations
 
 

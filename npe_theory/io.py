@@ -1,4 +1,5 @@
 """Writing results that a person and a program can both read."""
+
 from __future__ import annotations
 
 import csv
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
 from .errors import InputError
 
 
@@ -76,6 +78,7 @@ def write_json(path, payload, indent: int = 1) -> Path:
 
 def write_csv(path, rows: list[dict]) -> Path:
     """Rows of equal keys as CSV with a header line, written atomically."""
+
     def write(tmp: Path) -> None:
         with tmp.open("w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -150,7 +153,9 @@ def _npy_header(path: Path, label: str, limit: int):
     """(shape, dtype) from a .npy header, checked against the file's real size and ``limit`` before any allocation."""
     with path.open("rb") as fh:
         version = np.lib.format.read_magic(fh)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        read = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
         shape, _, dtype = read(fh, max_header_size=10000)
         offset = fh.tell()
     if dtype.hasobject:
@@ -160,7 +165,9 @@ def _npy_header(path: Path, label: str, limit: int):
     if claimed > limit:
         raise InputError(f"{label}: {path} claims {claimed} bytes of data, more than the {limit} allowed")
     if claimed > available:
-        raise InputError(f"{label}: {path} claims shape {shape} ({claimed} bytes) but holds {available} (a truncated or forged file)")
+        raise InputError(
+            f"{label}: {path} claims shape {shape} ({claimed} bytes) but holds {available} (a truncated or forged file)"
+        )
     return shape, dtype
 
 

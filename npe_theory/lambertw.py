@@ -9,6 +9,7 @@ Accuracy (checked against mpmath at 50 digits by ``npe check`` and the tests):
 relative error below 1e-15 for x in [1e-300, 1e300] and for ``W(e^L)`` with
 L up to 1e300.
 """
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -17,8 +18,8 @@ from math import factorial
 
 import numpy as np
 
-from ._validate import as_float_array, nonnegative_int, scalar_or_array
 from .errors import InputError
+from .validate import as_float_array, nonnegative_int, scalar_or_array
 
 # Above this, exp(L) would overflow float64: W(e^L) is then computed from L alone.
 _LOG_MAX = 700.0
@@ -171,7 +172,9 @@ def asymptotic_logit_of_log(log_x, order: int):
             tail = (tail + p) * inv
         out = l1 - l2 + tail
     if not np.all(np.isfinite(out)):
-        raise InputError("log_x: the truncated series overflows this close to ln x = 0 (it is an expansion for large x)")
+        raise InputError(
+            "log_x: the truncated series overflows this close to ln x = 0 (it is an expansion for large x)"
+        )
     return scalar_or_array(out)
 
 

@@ -4,6 +4,7 @@ docs/theory.md section 2, docs/metrics.md and docs/data.md: ``count_profile`` bu
 ``predicted_priors`` gives the optimal PEM output per class for every variant of
 the training objective, ``prior_match`` measures "log-prior up to a constant".
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -11,12 +12,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.special import log_softmax, softmax
 
-from ._validate import as_float_scalar, LOSSES, REDUCTIONS, as_float_array, choice, positive_int
-from .optimum import optimal_logit
 from .errors import InputError
+from .losses import get_loss
+from .optimum import optimal_logit
+from .validate import MAX_CLASSES, REDUCTIONS, as_float_array, as_float_scalar, choice, positive_int
 
 PROFILES = ("exp", "step")
-MAX_CLASSES = 1_000_000  # bounded work: count profiles of more classes are refused
+MAX_LOG_SATURATION = 700.0  # ln x given to outputs beyond a loss's reach (the largest prior, still finite)
 
 #: The conventions of the paper's official code (docs/theory.md, section 1): batch-mean loss, decayed PEM bias,
 #: one-way logistic loss with weight 1. ``predicted_priors(counts, lam, norms, **OFFICIAL_CODE)``.
@@ -54,7 +56,9 @@ def _counts(counts) -> np.ndarray:
     return arr
 
 
-def saturation(counts, lam, feature_norm_sq=1.0, reduction: str = "sum", bias: bool = False, weight: float = 1.0) -> np.ndarray:
+def saturation(
+    counts, lam, feature_norm_sq=1.0, reduction: str = "sum", bias: bool = False, weight: float = 1.0
+) -> np.ndarray:
     """x_c = weight * m_c * (feature_norm_sq_c + [bias]) / lam, m_c = N_c ("sum") or pi_c ("mean")."""
     n = _effective_counts(counts, reduction, weight)
     return n * _norm_term(feature_norm_sq, bias, n.shape) / as_float_scalar("lam", lam, positive=True)
@@ -72,21 +76,31 @@ def _norm_term(feature_norm_sq, bias: bool, shape) -> np.ndarray:
         raise InputError(f"bias: expected true or false, got {bias!r:.60}")
     fns = as_float_array("feature_norm_sq", feature_norm_sq, nonnegative=True)
     if fns.ndim > 1 or (fns.ndim == 1 and fns.shape != shape):
-        raise InputError(f"feature_norm_sq: expected a scalar or one value per class {shape}, got shape {fns.shape}")
+        raise InputError(
+            f"feature_norm_sq: expected a scalar or one value per class {shape}, got shape {fns.shape}"
+        )
     total = fns + (1.0 if bias else 0.0)
     if not np.all(total > 0):
         raise InputError("feature_norm_sq: must be > 0 when the PEM has no bias")
     return np.broadcast_to(total, shape)
 
 
-def predicted_priors(counts, lam, feature_norm_sq=1.0, reduction: str = "sum", loss: str = "exp", bias: bool = False, weight: float = 1.0) -> np.ndarray:
+def predicted_priors(
+    counts,
+    lam,
+    feature_norm_sq=1.0,
+    reduction: str = "sum",
+    loss: str = "exp",
+    bias: bool = False,
+    weight: float = 1.0,
+) -> np.ndarray:
     """Optimal PEM output per class under Neural Collapse (docs/theory.md, section 2).
 
-    eta_c = W(x_c) ("exp") or the root of eta (1 + e^eta) = x_c ("logistic"), with
-    x_c = weight * m_c * (||mu_c||^2 + [bias]) / lam, m_c = N_c ("sum") or N_c / N ("mean").
-    ``feature_norm_sq`` is a scalar or the measured squared class-mean norm of each class.
+    eta_c = the optimum of the loss at x_c (``optimal_logit``: W(x_c) for "exp", the root of eta (1 + e^eta) = x_c
+    for "logistic", 2 x_c / (2 x_c + 1) for "squared_hinge"), with x_c = weight * m_c * (||mu_c||^2 + [bias]) / lam,
+    m_c = N_c ("sum") or N_c / N ("mean"). ``feature_norm_sq`` is a scalar or the measured squared norm of each class.
     """
-    choice("loss", loss, LOSSES)
+    get_loss(loss)
     n = _effective_counts(counts, reduction, weight)
     return np.asarray(optimal_logit(n, lam, loss, _norm_term(feature_norm_sq, bias, n.shape)))
 
@@ -146,7 +160,9 @@ class PriorMatch:
 
 def _is_constant(v: np.ndarray) -> bool:
     """All values equal up to rounding: a spread below 16 ulps of the largest magnitude."""
-    return bool(np.ptp(v) <= 16 * np.finfo(np.float64).eps * max(float(np.max(np.abs(v))), np.finfo(np.float64).tiny))
+    return bool(
+        np.ptp(v) <= 16 * np.finfo(np.float64).eps * max(float(np.max(np.abs(v))), np.finfo(np.float64).tiny)
+    )
 
 
 def average_ranks(a: np.ndarray) -> np.ndarray:
@@ -170,11 +186,15 @@ def prior_match(estimates, counts=None, *, reference=None) -> PriorMatch:
         raise InputError("counts, reference: give exactly one of them")
     r = np.log(_counts(counts)) if counts is not None else as_float_array("reference", reference)
     if e.ndim != 1 or e.shape != r.shape:
-        raise InputError(f"estimates: expected shape {r.shape} to match {'counts' if counts is not None else 'reference'}, got {e.shape}")
+        raise InputError(
+            f"estimates: expected shape {r.shape} to match {'counts' if counts is not None else 'reference'}, got {e.shape}"
+        )
     if e.size < 2:
         raise InputError("estimates: need at least 2 classes to compare up to a constant")
     if np.max(np.abs(e)) > 1e150 or np.max(np.abs(r)) > 1e150:
-        raise InputError("estimates: values beyond 1e150 in magnitude are not log-priors (squares would overflow)")
+        raise InputError(
+            "estimates: values beyond 1e150 in magnitude are not log-priors (squares would overflow)"
+        )
     dev = e - r
     offset = float(dev.mean())
     centered = dev - offset
@@ -187,7 +207,9 @@ def prior_match(estimates, counts=None, *, reference=None) -> PriorMatch:
     with np.errstate(over="ignore", invalid="ignore"):
         slope = float(r_u @ e_u) / float(r_u @ r_u) * (e_scale / r_scale) if not r_const else None
         intercept = float(e.mean() - slope * r.mean()) if slope is not None else None
-    if slope is None or not (np.isfinite(slope) and np.isfinite(intercept)):  # beyond the float range: undefined here
+    if slope is None or not (
+        np.isfinite(slope) and np.isfinite(intercept)
+    ):  # beyond the float range: undefined here
         slope = intercept = None
     r2 = spearman = None
     if not (r_const or e_const):
@@ -213,20 +235,30 @@ def prior_match(estimates, counts=None, *, reference=None) -> PriorMatch:
     )
 
 
-def implied_log_prior(eta, lam, feature_norm_sq=1.0, loss: str = "logistic", bias: bool = True, weight: float = 1.0,
-                      floor: float = 1e-6) -> np.ndarray:
+def implied_log_prior(
+    eta,
+    lam,
+    feature_norm_sq=1.0,
+    loss: str = "logistic",
+    bias: bool = True,
+    weight: float = 1.0,
+    floor: float = 1e-6,
+) -> np.ndarray:
     """Invert the optimum: the log-share ``ln pi_c`` (up to a constant) that makes ``eta_c`` optimal.
 
-    ln x_c = ln eta + softplus(eta) (logistic root: eta (1 + e^eta) = x) or ln eta + eta (exp: eta e^eta = x),
-    and ln pi_c = ln x_c - ln(weight * (feature_norm_sq_c + [bias]) / lam) for a batch-mean loss.
-    Outputs at or below 0 have no preimage; they are raised to ``floor`` (the smallest prior).
+    ln x_c = ln eta - ln p(eta) (``OneWayLoss.log_saturation``: ln eta + softplus(eta) for the logistic root,
+    ln eta + eta for W), and ln pi_c = ln x_c - ln(weight * (feature_norm_sq_c + [bias]) / lam) for a batch-mean
+    loss. Outputs at or below 0 have no preimage; they are raised to ``floor`` (the smallest prior). Outputs a loss
+    of finite support never reaches (the squared hinge's 1 and above) get the largest share, ln x = 700.
     """
-    choice("loss", loss, LOSSES)
+    spec = get_loss(loss)
     e = as_float_array("eta", eta)
     if e.ndim != 1:
         raise InputError(f"eta: expected one output per class, got shape {e.shape}")
     lam = as_float_scalar("lam", lam, positive=True)
     weight = as_float_scalar("weight", weight, positive=True)
     e = np.maximum(e, floor)
-    log_x = np.log(e) + (np.logaddexp(0.0, e) if loss == "logistic" else e)
-    return log_x - (np.log(weight) + np.log(_norm_term(feature_norm_sq, bias, e.shape)) - np.log(lam))  # no overflow at lam 1e-300
+    log_x = np.minimum(spec.log_saturation(e), MAX_LOG_SATURATION)
+    return log_x - (
+        np.log(weight) + np.log(_norm_term(feature_norm_sq, bias, e.shape)) - np.log(lam)
+    )  # no overflow at lam 1e-300

@@ -2,6 +2,7 @@
 
 Nothing here is used by the fast float64 code; it is the independent yardstick.
 """
+
 from __future__ import annotations
 
 import mpmath
@@ -52,7 +53,10 @@ def mp_series(log_x, order: int) -> mpmath.mpf:
         l2 = mpmath.log(l1)
         total = l1 - l2
         for j, row in enumerate(debruijn_coefficients(order), start=1):
-            total += sum(mpmath.mpf(c.numerator) / c.denominator * l2**m for m, c in enumerate(row, start=1)) / l1**j
+            total += (
+                sum(mpmath.mpf(c.numerator) / c.denominator * l2**m for m, c in enumerate(row, start=1))
+                / l1**j
+            )
         return total
 
 
@@ -61,3 +65,28 @@ def relative_error(approx, exact) -> float:
     with mpmath.workdps(DIGITS):
         a = mpmath.mpf(float(approx))
         return float(abs(a) if exact == 0 else abs(a / exact - 1))
+
+
+def mp_push_curvature(loss):
+    """(p, l'') of a registered loss as mpmath functions, differentiated by sympy from its symbolic form: a reference
+    independent of the float64 code's own formulas."""
+    import sympy as sp
+
+    from .losses import get_loss
+
+    eta = sp.Symbol("eta", real=True)
+    l = get_loss(loss).symbolic(eta)
+    return sp.lambdify(eta, -sp.diff(l, eta), "mpmath"), sp.lambdify(eta, sp.diff(l, eta, 2), "mpmath")
+
+
+def mp_optimum(loss, x) -> mpmath.mpf:
+    """The root of eta = x p(eta) at DIGITS digits, by bisection of [0, x p(0)] (g = eta - x p(eta) increases from
+    g(0) < 0), p from sympy: slow and independent of every formula the float64 code uses."""
+    push, _ = mp_push_curvature(loss)
+    with mpmath.workdps(DIGITS + 10):
+        X = _mp(x)
+        lo, hi = mpmath.mpf(0), X * push(mpmath.mpf(0))
+        while hi - lo > mpmath.mpf(10) ** (-DIGITS - 5) * hi:
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if mid - X * push(mid) < 0 else (lo, mid)
+        return +(lo + hi) / 2

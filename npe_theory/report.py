@@ -2,38 +2,33 @@
 
 NumPy in, a JSON-ready dict out. Given per-sample PEM outputs, penultimate features, labels,
 the class counts and the training settings that matter, it compares the learned per-class
-output ``e_c = mean of eta_c(x) over class-c training samples`` with four references
-(docs/metrics.md):
-
-- ``vs_log_counts``: ``ln N_c`` (the log-prior up to a constant);
-- ``vs_closed_form``: Proposition 1 at the measured class-mean norms (collapse assumed);
-- ``vs_equilibrium``: the exact minimizer of the PEM's own regularized objective on these
-  features (no collapse assumed; ``equilibrium.pem_equilibrium``);
-- ``vs_finite_time``: the optimizer's heavy-ball steps replayed on the PEM alone
-  (``dynamics.heavy_ball_pem``), driven by the per-epoch class means the training loop recorded
-  (a ``trace``), or, without one, by the final measured norms and the expected batch
-  composition (``dynamics.finite_time_logit``);
-
-and says which regime the PEM is in from ``lambda_s``, the weight decay it has felt
-(docs/theory.md, section 5).
+output ``e_c = mean of eta_c(x) over class-c training samples`` with every registered reference
+(``references.py``; docs/metrics.md): ``ln N_c``, Proposition 1 at the measured class-mean norms, the
+exact minimizer of the PEM's own objective on these features, the optimizer's steps replayed, the
+spread-aware optimum and the two-statistic prediction; and says which regime the PEM is in from
+``lambda_s``, the weight decay it has felt (docs/theory.md, section 5).
+May import: numpy and the npe_theory modules below it.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from ._validate import LOSSES, REDUCTIONS, as_float_array, as_float_scalar, choice, momentum_value, positive_int
 from .collapse import class_means, nc1
-from .dynamics import finite_time_logit, heavy_ball_pem, lambda_s, steps_per_epoch
-from .equilibrium import pem_equilibrium
-from .priors import norm_statistics, norms_from_statistics, predicted_priors, prior_match
-from .spread import NoRoot, class_spread, spread_inverse, spread_logit, spread_statistics
+from .dynamics import lambda_s, steps_per_epoch
 from .errors import InputError
+from .losses import check_loss
+from .priors import norm_statistics, prior_match
+from .references import DERIVED_FIELDS, REFERENCES, ReportContext
+from .spread import spread_statistics
+from .validate import REDUCTIONS, as_float_array, as_float_scalar, choice, momentum_value, positive_int
 
 #: lambda_s at and above which a PEM is reported as at equilibrium. Near its optimum the PEM output
 #: relaxes like exp(-lambda_s (1 + eta sigmoid(eta))), never slower than exp(-lambda_s) (docs/theory.md,
-#: section 5), so at 1 even the slowest direction has shed two thirds of its transient. Measured (docs/regimes.md, figure F7): every run with
+#: section 5), so at 1 even the slowest direction has shed two thirds of its transient. Measured
+#: (docs/regimes.md, figure F7): every run with
 #: lambda_s >= 1 sat within 0.05 nats of Proposition 1 and of the exact equilibrium; runs below 0.6 were
 #: 0.15 to 0.9 nats off Proposition 1, and a short run at 0.47 still 0.25 off its own equilibrium.
 EQUILIBRIUM_LAMBDA_S = 1.0
@@ -42,9 +37,9 @@ EQUILIBRIUM_LAMBDA_S = 1.0
 EQUILIBRIUM_GAP = 0.05
 REGIME_NOTES = {
     "transient": "lambda*s = {:.3g} < {:g}: the PEM has not felt enough weight decay to reach Proposition 1's optimum; "
-                 "its outputs follow the optimizer's own dynamics (compare vs_finite_time), often steeper than ln N_c.",
+    "its outputs follow the optimizer's own dynamics (compare vs_finite_time), often steeper than ln N_c.",
     "equilibrium": "lambda*s = {:.3g} >= {:g}: the PEM sits near the optimum of its regularized objective, where "
-                   "Proposition 1 at the measured norms applies (compare vs_equilibrium and vs_closed_form).",
+    "Proposition 1 at the measured norms applies (compare vs_equilibrium and vs_closed_form).",
 }
 
 
@@ -80,7 +75,7 @@ class PemSettings:
 
         keep("weight_decay", as_float_scalar("weight_decay", self.weight_decay, positive=True))
         keep("alpha", as_float_scalar("alpha", self.alpha, positive=True))
-        choice("loss", self.loss, LOSSES)
+        check_loss(self.loss)
         choice("reduction", self.reduction, REDUCTIONS)
         if not isinstance(self.bias, (bool, np.bool_)):
             raise InputError(f"bias: expected true or false, got {self.bias!r}")
@@ -98,11 +93,19 @@ class PemSettings:
                 keep("batch_size", positive_int("batch_size", self.batch_size, maximum=10**9))
             if self.steps is not None:
                 steps = as_float_array("steps", self.steps, positive=True)
-                if steps.ndim > 1 or (steps.ndim == 1 and steps.size != self.epochs) or np.any(steps != np.round(steps)):
-                    raise InputError(f"steps: expected one whole number of steps, or one per epoch ({self.epochs})")
+                if (
+                    steps.ndim > 1
+                    or (steps.ndim == 1 and steps.size != self.epochs)
+                    or np.any(steps != np.round(steps))
+                ):
+                    raise InputError(
+                        f"steps: expected one whole number of steps, or one per epoch ({self.epochs})"
+                    )
                 keep("steps", int(steps) if steps.ndim == 0 else [int(v) for v in steps])
             if lr.ndim == 1 and lr.size != self.epochs:
-                raise InputError(f"lr: {lr.size} rates for {self.epochs} epochs (give one rate, or one per epoch)")
+                raise InputError(
+                    f"lr: {lr.size} rates for {self.epochs} epochs (give one rate, or one per epoch)"
+                )
         if self.lambda_s is None and self.lr is None:
             raise InputError("lambda_s, lr: give lambda_s, or lr with batch_size and epochs to compute it")
 
@@ -111,7 +114,9 @@ class PemSettings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
-            raise InputError(f"settings: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise InputError(
+                f"settings: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         if "weight_decay" not in raw:
             raise InputError("weight_decay: missing from the settings")
         return cls(**raw)
@@ -123,13 +128,19 @@ class PemSettings:
             return None
         steps = self.steps if self.steps is not None else steps_per_epoch(num_samples, self.batch_size)
         if np.sum(np.broadcast_to(steps, (self.epochs,))) > MAX_STEPS:
-            raise InputError(f"settings: {self.epochs} epochs of {steps} steps are more than the {MAX_STEPS} steps "
-                             f"a report replays; check epochs and batch_size")
+            raise InputError(
+                f"settings: {self.epochs} epochs of {steps} steps are more than the {MAX_STEPS} steps "
+                f"a report replays; check epochs and batch_size"
+            )
         lr = np.broadcast_to(np.asarray(self.lr, dtype=np.float64), (self.epochs,))
         return np.repeat(lr, steps)
 
     def felt(self, num_samples: int) -> float:
-        return float(self.lambda_s) if self.lambda_s is not None else lambda_s(self.weight_decay, self.step_rates(num_samples), self.momentum)
+        return (
+            float(self.lambda_s)
+            if self.lambda_s is not None
+            else lambda_s(self.weight_decay, self.step_rates(num_samples), self.momentum)
+        )
 
 
 def regime(lam_s: float) -> tuple[str, str]:
@@ -142,7 +153,9 @@ def regime(lam_s: float) -> tuple[str, str]:
 def _outputs(name: str, value, n: int, C: int) -> np.ndarray:
     arr = as_float_array(name, value)
     if arr.shape != (n, C):
-        raise InputError(f"{name}: expected shape ({n}, {C}) (one row per sample, one column per class), got {arr.shape}")
+        raise InputError(
+            f"{name}: expected shape ({n}, {C}) (one row per sample, one column per class), got {arr.shape}"
+        )
     return arr
 
 
@@ -156,7 +169,9 @@ def check_inputs(eta, features, labels, counts) -> tuple[np.ndarray, np.ndarray,
         raise InputError(f"labels: expected a 1-D array of integer class ids, got {y.dtype} {y.shape}")
     C, n = counts.size, len(y)
     if n and (y.min() < 0 or y.max() >= C):
-        raise InputError(f"labels: class ids must lie in [0, {C}) (one per count), got [{y.min()}, {y.max()}]")
+        raise InputError(
+            f"labels: class ids must lie in [0, {C}) (one per count), got [{y.min()}, {y.max()}]"
+        )
     present = np.bincount(y, minlength=C)
     if not present.all():
         raise InputError(f"labels: class {int(np.argmin(present))} has no sample")
@@ -166,165 +181,147 @@ def check_inputs(eta, features, labels, counts) -> tuple[np.ndarray, np.ndarray,
     return _outputs("eta", eta, n, C), h, y.astype(np.int64), counts
 
 
-REFERENCES = ("all", "core")
+LEVELS = ("all", "core")
 
 
-def pem_report(eta, features, labels, counts, settings: PemSettings, *, trace: dict | None = None, eta_eval=None,
-               linear: bool = True, references: str = "all", warm: dict | None = None) -> dict:
+def pem_report(
+    eta,
+    features,
+    labels,
+    counts,
+    settings: PemSettings,
+    *,
+    replayed: dict | None = None,
+    eta_eval=None,
+    linear: bool = True,
+    references: str = "all",
+    warm: dict | None = None,
+) -> dict:
     """The prior report of a PEM. eta: (N, C) PEM outputs (the prior signal, growing with ln N_c) on the
     training samples, features: (N, D) the features the PEM read, labels: (N,), counts: (C,) training counts.
 
-    ``trace``: the heads of a replay already run (``{"replayed": {"weight": (K, C, D), "bias": (K, C)}}``), or
-    the training loop's record for a class-mean replay (``init_weight`` (K, C, D), ``init_bias``
-    (K, C), ``lrs`` (T,), ``fractions`` (T, C), ``epoch_of_step`` (T,), ``means`` (E, C, D)).
+    Every registered reference (``npe_theory.references``) is computed and matched against the learned outputs.
+    ``replayed``: the heads of the optimizer replay the training loop ran (``{"weight": (K, C, D), "bias": (K, C)}``).
     ``eta_eval``: the same samples' outputs in another mode (eval-mode BatchNorm), reported beside.
     ``linear``: the PEM is one linear layer (the closed form, the equilibrium and the replay need it).
-    ``references``: "all", or "core" for the per-epoch report: without the spread-aware reference and inverse (class
-    SVDs and fixed points) and the two-statistic prediction (a prediction of the end of training, whose cost grows with
-    the epochs run). ``warm``: a dict kept between calls on one run; the exact equilibrium starts from the
-    last one found there and leaves its own (the answer is the same within the solver's tolerance, found sooner).
+    ``references``: "all", or "core" for the per-epoch report: only the references of level "core" (without the
+    spread-aware ones, whose class SVDs and fixed points cost most, and the two-statistic prediction, a prediction of
+    the end of training whose cost grows with the epochs run). ``warm``: a dict kept between calls on one run; the exact
+    equilibrium starts from the last one found there and leaves its own (the same answer within the solver's tolerance).
     """
-    choice("references", references, REFERENCES)
+    choice("references", references, LEVELS)
     eta, h, y, counts = check_inputs(eta, features, labels, counts)
-    C = counts.size
-    lam = settings.weight_decay
-    eta_matrix = class_means(eta, y, C)  # row c': E[eta | y = c']
-    learned = np.diag(eta_matrix).copy()
-    mu = class_means(h, y, C)
-    norm_sq = np.sum(mu * mu, axis=1)
-    predicted = predicted_priors(counts, lam, norm_sq, settings.reduction, settings.loss, bias=settings.bias, weight=settings.alpha)
+    ctx = ReportContext(
+        eta,
+        h,
+        y,
+        counts,
+        settings,
+        replayed,
+        bool(linear),
+        None if eta_eval is None else _outputs("eta_eval", eta_eval, len(y), counts.size),
+        references,
+        warm,
+    )
     lam_s = settings.felt(len(y))
     name, note = regime(lam_s)
-    refs = {"vs_log_counts": prior_match(learned, counts).as_dict(), "vs_closed_form": prior_match(learned, reference=predicted).as_dict()}
-    out = {"learned": learned.tolist(), "predicted": predicted.tolist(), "log_counts": np.log(counts).tolist(),
-           "mean_norm_sq": norm_sq.tolist(), "eta_matrix": eta_matrix.tolist(), "nc1": nc1(h, y, C),
-           "closed_form_applies": bool(linear), "lambda_s": lam_s, "regime": name, "regime_note": note,
-           "equilibrium": None, "equilibrium_grad_norm": None, "finite_time": None, "finite_time_model": None, "lagging": None}
+    out = {
+        "learned": ctx.learned.tolist(),
+        "log_counts": np.log(counts).tolist(),
+        "mean_norm_sq": ctx.norm_sq.tolist(),
+        "eta_matrix": class_means(eta, y, counts.size).tolist(),
+        "nc1": nc1(h, y, counts.size),
+        "closed_form_applies": bool(linear),
+        "lambda_s": lam_s,
+        "regime": name,
+        "regime_note": note,
+        "equilibrium": None,
+        "equilibrium_grad_norm": None,
+        "finite_time": None,
+        "finite_time_model": None,
+        "lagging": None,
+    }
     if linear:
-        start = None if warm is None else warm.get("equilibrium")
-        if start is not None and start.weight.shape != (C, h.shape[1]):
-            start = None
-        eq = pem_equilibrium(h, y, C, lam, alpha=settings.alpha, loss=settings.loss, reduction=settings.reduction, bias=settings.bias,
-                             start=start)
-        if warm is not None:
-            warm["equilibrium"] = eq
-        out.update(equilibrium=eq.eta.tolist(), equilibrium_grad_norm=eq.grad_norm)
-        refs["vs_equilibrium"] = prior_match(learned, reference=eq.eta).as_dict()
+        out.update(spread=None, two_statistic=None)
+    values = {"learned": ctx.learned, "log_counts": np.log(counts)}
+    makers = {
+        **{r.field: r.compute for _, r in REFERENCES.items() if r.compute is not None},
+        **DERIVED_FIELDS,
+    }
+    refs = {}
+    for key, ref in REFERENCES.items():
+        if (ref.level == "all" and references == "core") or (ref.linear and not linear):
+            continue
+        for name_ in (ref.of, ref.field):
+            if name_ not in values:
+                got = makers[name_](ctx) if name_ in makers else None
+                values[name_] = None if got is None else np.asarray(got, dtype=np.float64)
+                if values[name_] is not None:
+                    out[name_] = values[name_].tolist()
+        if values[ref.of] is not None and values[ref.field] is not None:
+            refs[key] = prior_match(values[ref.of], reference=values[ref.field]).as_dict()
+    out.update(ctx.extra)
+    if linear:
         gap = refs["vs_equilibrium"]["centered_rmse"]
         out["lagging"] = bool(name == "equilibrium" and gap > EQUILIBRIUM_GAP)
         if out["lagging"]:
-            out["regime_note"] += (f" Measured, though, it is {gap:.2f} nats from that optimum (more than {EQUILIBRIUM_GAP:g}): it "
-                                   "lags features that are still moving, as per-pixel PEMs at alpha 0.1 do (docs/regimes.md); "
-                                   "read vs_equilibrium, not vs_closed_form, as its reference.")
-        finite = _finite_time(counts, norm_sq, mu, settings, trace)
-        if finite is not None:
-            out.update(finite_time=finite[0].tolist(), finite_time_model=finite[1])
-            refs["vs_finite_time"] = prior_match(learned, reference=finite[0]).as_dict()
-        out["decomposition"] = {"non_stationarity": refs["vs_equilibrium"]["centered_rmse"],
-                                "non_collapse": prior_match(eq.eta, reference=predicted).centered_rmse}
-        g, beta = norm_statistics(norm_sq, counts) if np.all(norm_sq > 0) else (None, None)
-        out.update(spread=None, two_statistic=None, two_statistics={"norm_sq_geomean": g, "norm_count_exponent": beta})
-        if g is not None and references == "all":  # it replays the whole schedule: at every epoch, quadratic in epochs
-            two = _two_statistic(counts, norms_from_statistics(g, beta, counts), settings)
-            out["two_statistic"] = two.tolist()
-            refs["vs_two_statistic"] = prior_match(learned, reference=two).as_dict()
-        sp = class_spread(h, y, C, bias=settings.bias) if references == "all" else None
-        if sp is not None:
-            out["two_statistics"]["spread_ratio"] = spread_statistics(sp)[1]
-        spread = None if sp is None else _spread_references(sp, counts, learned, settings)
-        if spread is not None:
-            spread, implied = spread
-            out.update(spread=spread.tolist(), implied_log_prior=implied.tolist())
-            refs["implied_vs_log_counts"] = prior_match(implied, counts).as_dict()
-            refs["vs_spread"] = prior_match(learned, reference=spread).as_dict()
-            out["decomposition"].update(spread=prior_match(spread, reference=predicted).centered_rmse,
-                                        rest=prior_match(eq.eta, reference=spread).centered_rmse)
-    if eta_eval is not None:
-        e_eval = np.diag(class_means(_outputs("eta_eval", eta_eval, len(y), C), y, C)).copy()
-        out["learned_eval"] = e_eval.tolist()
-        refs["eval_vs_log_counts"] = prior_match(e_eval, counts).as_dict()
-        refs["eval_vs_closed_form"] = prior_match(e_eval, reference=predicted).as_dict()
+            out["regime_note"] += (
+                f" Measured, though, it is {gap:.2f} nats from that optimum (more than {EQUILIBRIUM_GAP:g}): "
+                "it lags features that are still moving (docs/regimes.md); read vs_equilibrium, not "
+                "vs_closed_form, as its reference."
+            )
+        eq, predicted = values["equilibrium"], values["predicted"]
+        out["decomposition"] = {
+            "non_stationarity": gap,
+            "non_collapse": prior_match(eq, reference=predicted).centered_rmse,
+        }
+        g, beta = norm_statistics(ctx.norm_sq, counts) if np.all(ctx.norm_sq > 0) else (None, None)
+        out["two_statistics"] = {"norm_sq_geomean": g, "norm_count_exponent": beta}
+        if references == "all":
+            out["two_statistics"]["spread_ratio"] = spread_statistics(ctx.spread)[1]
+        if values.get("spread") is not None:
+            out["decomposition"].update(
+                spread=prior_match(values["spread"], reference=predicted).centered_rmse,
+                rest=prior_match(eq, reference=values["spread"]).centered_rmse,
+            )
     out["prior_match"] = refs
     out["settings"] = asdict(settings)
     return out
 
 
-def _spread_references(sp, counts, learned, settings: PemSettings):
-    """(spread-aware optimum, spread-aware implied log-prior), or None where the problem is degenerate (a weight decay
-    at the float range's ends, a fixed point that does not exist): no reference then."""
-    lam, kw = settings.weight_decay, {"loss": settings.loss, "reduction": settings.reduction, "weight": settings.alpha}
-    try:
-        with np.errstate(all="ignore"):  # a non-finite intermediate ends in NoRoot or InputError below, not in a warning
-            spread = spread_logit(sp, counts, lam, **kw)
-            implied = spread_inverse(sp, learned, lam, loss=settings.loss, weight=settings.alpha)
-    except (NoRoot, InputError):
-        return None
-    if not (np.all(np.isfinite(spread)) and np.all(np.isfinite(implied))):
-        return None
-    return spread, implied
-
-
-def _mean_field(counts, norms, settings: PemSettings) -> np.ndarray:
-    """The network-free model at the end of the run's own schedule: heavy-ball from zero, expected batch shares, class c's
-    features a fixed vector of squared norm ``norms[c]`` (``dynamics.finite_time_logit``)."""
-    return finite_time_logit(counts, settings.weight_decay, settings.lr, feature_norm_sq=norms, momentum=settings.momentum,
-                             alpha=settings.alpha, batch_size=settings.batch_size, epochs=settings.epochs, loss=settings.loss,
-                             reduction=settings.reduction, bias=settings.bias, steps=settings.steps)[-1]
-
-
-def _two_statistic(counts, norms, settings: PemSettings) -> np.ndarray:
-    """The prediction from counts, the recipe and two feature scalars (docs/theory.md, section 7): Proposition 1 at the
-    norms ``norms_from_statistics`` implies, after the run's own steps when its schedule is known, else at equilibrium."""
-    if settings.lr is None:
-        return predicted_priors(counts, settings.weight_decay, norms, settings.reduction, settings.loss, bias=settings.bias,
-                                weight=settings.alpha)
-    return _mean_field(counts, norms, settings)
-
-
-def _heads_at(run: dict, mu: np.ndarray) -> np.ndarray:
-    """w_c . mu_c + b_c averaged over heads: a linear PEM's learned output is exactly this at the class means."""
-    return np.einsum("kcd,cd->kc", run["weight"], mu).mean(0) + run["bias"].mean(0)
-
-
-def _finite_time(counts, norm_sq, mu, settings: PemSettings, trace):
-    """(per-class finite-time prediction, model name), or None when neither a trace nor a schedule is known."""
-    if trace is not None and "replayed" in trace:  # the loop already ran the replay on each step's own rows
-        return _heads_at(trace["replayed"], mu), "sampled replay"
-    if trace is not None:
-        run = heavy_ball_pem(trace["means"], trace["fractions"], trace["lrs"], settings.weight_decay, momentum=settings.momentum,
-                             alpha=settings.alpha, loss=settings.loss, bias=settings.bias, epoch_of_step=trace["epoch_of_step"],
-                             init_weight=trace["init_weight"], init_bias=trace["init_bias"])
-        return _heads_at(run, mu), "replay"
-    if settings.lr is None:
-        return None
-    return _mean_field(counts, norm_sq, settings), "mean-field"
-
-
 def summary_lines(pem: dict) -> list[str]:
     """The report in a few printable lines: every reference's centered RMSE, the regime and its note."""
-    labels = {"vs_log_counts": "ln N_c", "vs_closed_form": "closed form (Prop. 1)", "vs_equilibrium": "exact equilibrium",
-              "vs_spread": "spread-aware (Gaussian classes)", "implied_vs_log_counts": "ln N_c, the implied prior (inverse)", "vs_two_statistic": "two-statistic prediction",
-              "vs_finite_time": f"finite time ({pem.get('finite_time_model')})", "eval_vs_log_counts": "ln N_c, eval-mode outputs",
-              "eval_vs_closed_form": "closed form, eval-mode outputs"}
     lines = []
-    for key, label in labels.items():
+    for key, ref in REFERENCES.items():
         m = pem["prior_match"].get(key)
         if m is None:
             continue
+        model = pem.get(f"{ref.field}_model")
+        label = ref.label + (f" ({model})" if model else "")
         slope = "-" if m["slope"] is None else f"{m['slope']:.2f}"
-        lines.append(f"  PEM vs {label:<30} centered RMSE {m['centered_rmse']:.3f}, max dev {m['max_deviation']:.3f}, slope {slope}")
+        lines.append(
+            f"  PEM vs {label:<30} centered RMSE {m['centered_rmse']:.3f}, max dev {m['max_deviation']:.3f}, slope {slope}"
+        )
     if "decomposition" in pem:
         d = pem["decomposition"]
-        lines.append(f"  gap split: non-stationarity {d['non_stationarity']:.3f} (learned vs equilibrium), "
-                     f"non-collapse {d['non_collapse']:.3f} (equilibrium vs Prop. 1), NC1 {pem['nc1']:.3g}")
+        lines.append(
+            f"  gap split: non-stationarity {d['non_stationarity']:.3f} (learned vs equilibrium), "
+            f"non-collapse {d['non_collapse']:.3f} (equilibrium vs Prop. 1), NC1 {pem['nc1']:.3g}"
+        )
         if "spread" in d:
-            lines.append(f"  non-collapse split: spread {d['spread']:.3f} (spread-aware vs Prop. 1), "
-                         f"rest {d['rest']:.3f} (equilibrium vs spread-aware)")
+            lines.append(
+                f"  non-collapse split: spread {d['spread']:.3f} (spread-aware vs Prop. 1), "
+                f"rest {d['rest']:.3f} (equilibrium vs spread-aware)"
+            )
     lines.append(f"  regime: {pem['regime']} ({pem['regime_note']})")
     slope = pem["prior_match"]["vs_log_counts"]["slope"]
-    if slope is not None and slope < 0:  # a PEM's output grows with ln N_c; falling outputs point at the other sign convention
-        lines.append(f"  warning: the learned outputs fall as the counts grow (slope {slope:.2f} on ln N_c): a likely sign error "
-                     f"(the official code's PEM output is p = -eta; npe report --sign p reads such files)")
+    if (
+        slope is not None and slope < 0
+    ):  # a PEM's output grows with ln N_c; falling outputs point at the other sign convention
+        lines.append(
+            f"  warning: the learned outputs fall as the counts grow (slope {slope:.2f} on ln N_c): a likely sign error "
+            f"(the official code's PEM output is p = -eta; npe report --sign p reads such files)"
+        )
     if not pem["closed_form_applies"]:
         lines.append("  (MLP PEM: the closed form, the equilibrium and the replay assume a linear PEM)")
     return lines

@@ -5,15 +5,16 @@ DIR holds ``eta.npy`` (N, C), or (K, N, C) for K heads, averaged), ``features.np
 settings TOML (``settings.toml`` unless ``--settings``; keys of ``PemSettings``). Writes
 ``report.json`` and the PNG figures of a run folder. NumPy only.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from .io import check_writable, read_array, read_json, read_toml_table, write_json
-from ._validate import MAX_CLASSES
 from .errors import InputError
+from .io import check_writable, read_array, read_json, read_toml_table, write_json
+from .validate import MAX_CLASSES
 
 SIGNS = ("eta", "p")
 
@@ -54,9 +55,14 @@ def load_outputs(folder, sign: str = "eta") -> tuple[np.ndarray, np.ndarray, np.
     counts_path = folder / "counts.json"
     if counts_path.is_file():
         raw = read_json(counts_path, "counts.json")
-        if (not isinstance(raw, list) or len(raw) > MAX_CLASSES
-                or not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in raw)):
-            raise InputError(f"counts.json: expected a JSON list of at most {MAX_CLASSES} class counts (numbers, not booleans)")
+        if (
+            not isinstance(raw, list)
+            or len(raw) > MAX_CLASSES
+            or not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in raw)
+        ):
+            raise InputError(
+                f"counts.json: expected a JSON list of at most {MAX_CLASSES} class counts (numbers, not booleans)"
+            )
         counts = np.asarray(raw, dtype=np.float64)
     else:
         C = eta.shape[-1]
@@ -78,7 +84,13 @@ def cmd_report(args) -> int:
     settings = load_settings(Path(args.settings) if args.settings else folder / "settings.toml")
     report = pem_report(eta, features, labels, counts, settings)
     out = Path(args.out) if args.out else folder
-    result = {"schema": "npe-report/1", "source": str(folder), "sign": args.sign, "counts": counts.tolist(), "pem": report}
+    result = {
+        "schema": "npe-report/1",
+        "source": str(folder),
+        "sign": args.sign,
+        "counts": counts.tolist(),
+        "pem": report,
+    }
     write_json(out / "report.json", result)
     plot_prior_report(out / "pem_vs_log_counts.png", report)
     plot_eta_matrix(out / "eta_matrix.png", report)
@@ -89,10 +101,26 @@ def cmd_report(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("report", help="prior report of a PEM trained anywhere: eta.npy, features.npy, labels.npy + settings.toml in DIR")
-    p.add_argument("dir", metavar="DIR", help="folder with eta.npy, features.npy, labels.npy (counts.json, settings.toml optional)")
-    p.add_argument("--settings", metavar="FILE.toml", help="training settings (default DIR/settings.toml): weight_decay, alpha, loss, "
-                   "reduction, bias, momentum, and lambda_s or lr + batch_size + epochs")
-    p.add_argument("--sign", choices=SIGNS, default="eta", help="eta: the files hold the prior signal; p: the official code's p = -eta")
+    p = sub.add_parser(
+        "report",
+        help="prior report of a PEM trained anywhere: eta.npy, features.npy, labels.npy + settings.toml in DIR",
+    )
+    p.add_argument(
+        "dir",
+        metavar="DIR",
+        help="folder with eta.npy, features.npy, labels.npy (counts.json, settings.toml optional)",
+    )
+    p.add_argument(
+        "--settings",
+        metavar="FILE.toml",
+        help="training settings (default DIR/settings.toml): weight_decay, alpha, loss, "
+        "reduction, bias, momentum, and lambda_s or lr + batch_size + epochs",
+    )
+    p.add_argument(
+        "--sign",
+        choices=SIGNS,
+        default="eta",
+        help="eta: the files hold the prior signal; p: the official code's p = -eta",
+    )
     p.add_argument("--out", metavar="DIR", help="where report.json and the figures go (default DIR)")
     p.set_defaults(func=cmd_report)

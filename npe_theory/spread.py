@@ -13,36 +13,33 @@ and by Stein's lemma, ``E[f(x) x] = E[f] m + S E[grad f]``, its stationarity con
 
 with ``t = w . x ~ N(mu, s^2)``, ``mu = p g1(r)``, ``s^2 = p^2 g2(r)``, ``g1 = m' (lam + r S)^-1 m``,
 ``g2 = m' (lam + r S)^-1 S (lam + r S)^-1 m``. For the exponential tail ``p = r = k`` and
-``k = a_c exp(-mu + s^2 / 2)``: one monotone scalar equation. For the logistic loss, ``p`` and ``r``
-are Gaussian expectations of ``sigmoid(-t)`` and ``sigmoid(t) sigmoid(-t)``; tilting by ``exp(-t)``
-writes both as ``a_c exp(-mu + s^2/2)`` times an expectation of ``sigmoid(mu - s^2 + s z)`` (or its
-square), bounded in (0, 1], computed by the trapezoid rule (exponentially convergent here; ``_tilted``). The returned value is ``mu``, the
-class-c mean of the PEM's output, the quantity a report measures. At zero spread ``g1 = ||m||^2 /
-lam``, ``g2 = 0``, and the equation is Proposition 1's: ``mu e^mu = x_c`` (exp) or the logistic root.
+``k = a_c exp(-mu + s^2 / 2)``: one monotone scalar equation. For another loss, ``p`` and ``r`` are the
+Gaussian expectations the loss object gives (``OneWayLoss.gaussian_log_moments``: the logistic loss by a
+tilted trapezoid rule, the squared hinge in closed form), a fixed point in two unknowns started from the
+exponential tail's answer. The returned value is ``mu``, the class-c mean of the PEM's output, the quantity
+a report measures. At zero spread ``g1 = ||m||^2 / lam``, ``g2 = 0``, and the equation is Proposition 1's.
 
 Only the eigenvalues of ``S`` and the projections of ``m`` on its eigenvectors enter, so each class
 is summarized by ``(eigenvalues, squared projections)`` from a thin SVD of its centered features.
 May import: numpy, scipy, the npe_theory modules below it (no torch).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import brentq, root
-from scipy.special import log_expit
 
-from ._validate import LOSSES, REDUCTIONS, as_float_array, as_float_scalar, choice, positive_int
 from .errors import InputError
 from .lambertw import lambert_w_of_exp
+from .losses import get_loss
 from .priors import _effective_counts
-
-_Z_MAX = 38.6  # exp(-z^2 / 2) below the smallest float64 beyond it
-_Z_STEP = 0.5  # trapezoid step in units of 1 / s: error ~ exp(-2 pi^2 / (s h)) = exp(-4 pi^2) ~ 1e-17 relative
+from .validate import MAX_CLASSES, REDUCTIONS, as_float_array, as_float_scalar, choice, positive_int
 
 
 class NoRoot(ArithmeticError):
-    """The logistic fixed point was not found (a degenerate problem, e.g. a weight decay near 0 with spread features)."""
+    """The fixed point was not found (a degenerate problem, e.g. a weight decay near 0 with spread features)."""
 
 
 @dataclass(frozen=True)
@@ -63,14 +60,16 @@ class ClassSpread:
         return np.array([p.sum() for p in self.proj]) + self.null
 
 
-def class_spread(features, labels, num_classes: int, *, bias: bool = True, rank_tol: float = 1e-12) -> ClassSpread:
+def class_spread(
+    features, labels, num_classes: int, *, bias: bool = True, rank_tol: float = 1e-12
+) -> ClassSpread:
     """Class means and within-class covariances (1/n_c normalization) of ``features``, as ``ClassSpread``.
 
     A thin SVD of each class's centered features: cost O(n_c D min(n_c, D)), no (D, D) matrix per class.
     """
     h = as_float_array("features", features)
     y = np.asarray(labels)
-    C = positive_int("num_classes", num_classes, maximum=1_000_000)
+    C = positive_int("num_classes", num_classes, maximum=MAX_CLASSES)
     if h.ndim != 2 or y.shape != (len(h),):
         raise InputError(f"features, labels: expected (N, D) and (N,), got {h.shape} and {y.shape}")
     if y.dtype.kind not in "iu" or (y.size and (y.min() < 0 or y.max() >= C)):
@@ -108,39 +107,22 @@ def along_mean(norm_sq, spread_ratio, num_classes: int, *, bias: bool = True) ->
     ``h . m / ||m||``), and not across it. Scalars or per-class arrays."""
     n = np.broadcast_to(as_float_array("norm_sq", norm_sq, nonnegative=True), (num_classes,))
     rho = np.broadcast_to(as_float_array("spread_ratio", spread_ratio, nonnegative=True), (num_classes,))
-    return ClassSpread([np.array([rho[c] * n[c]]) for c in range(num_classes)], [np.array([n[c]]) for c in range(num_classes)],
-                       np.full(num_classes, 1.0 if bias else 0.0))
+    return ClassSpread(
+        [np.array([rho[c] * n[c]]) for c in range(num_classes)],
+        [np.array([n[c]]) for c in range(num_classes)],
+        np.full(num_classes, 1.0 if bias else 0.0),
+    )
 
 
-def _moments(p: float, r: float, lam: float, eig: np.ndarray, proj: np.ndarray, null: float) -> tuple[float, float]:
+def _moments(
+    p: float, r: float, lam: float, eig: np.ndarray, proj: np.ndarray, null: float
+) -> tuple[float, float]:
     """(mu, s^2) of t = w . x at w = p (lam + r S)^-1 m."""
     d = lam + r * eig
     with np.errstate(over="ignore", under="ignore"):  # (eig / d) (proj / d): no d**2 to underflow at tiny lam
         g1 = float(np.sum(proj / d)) + null / lam
         g2 = float(np.sum((eig / d) * (proj / d)))
         return p * g1, p * (p * g2)
-
-
-def _tilted(mu: float, s2: float) -> tuple[float, float]:
-    """(ln E[sigmoid(mu - s^2 + s z)], ln E[sigmoid(...)^2]) over z ~ N(0, 1), by the trapezoid rule over the window
-    that holds the integrand's mass (within [-38.6, 38.6]).
-
-    sigmoid(x) has poles at x = i pi (2k + 1), a distance pi / s from the real z axis, so the trapezoid rule
-    converges like exp(-2 pi (pi / s) / h); the step h = 0.5 / s (at most 0.5) keeps that below 1e-16. Fixed
-    Gauss-Hermite rules lose accuracy as s grows (48 nodes: errors near 1e-5 at s = 2.8, enough to give the
-    spread inverse spurious roots where its equation is flat)."""
-    s = np.sqrt(s2)
-    h = _Z_STEP / max(s, 1.0)
-    # the mass lies between z = 0 (the Gaussian's peak) and z = (s^2 - mu) / s (where the sigmoid turns on); twelve
-    # units beyond either, the Gaussian factor is below e^-72 of its value there
-    turn = (s2 - mu) / s if s > 0 else 0.0
-    lo, hi = max(-_Z_MAX, min(0.0, turn) - 12.0), min(_Z_MAX, max(0.0, turn) + 12.0)
-    z = np.arange(lo, hi + h / 2, h)
-    log_w = -0.5 * z * z + np.log(h / np.sqrt(2 * np.pi))
-    one = log_expit(mu - s2 + s * z)
-    a, b = one + log_w, 2 * one + log_w
-    ma, mb = a.max(), b.max()  # log-sum-exp by hand: scipy's costs more than the sum here
-    return float(ma + np.log(np.exp(a - ma).sum())), float(mb + np.log(np.exp(b - mb).sum()))
 
 
 def _solve_exp(a: float, lam: float, eig, proj, null: float) -> float:
@@ -160,24 +142,28 @@ def _solve_exp(a: float, lam: float, eig, proj, null: float) -> float:
         else:
             lo = u
         d = lam + k * eig
-        with np.errstate(over="ignore", under="ignore"):  # k lam^2 proj / d^3, arranged so no power underflows
+        with np.errstate(
+            over="ignore", under="ignore"
+        ):  # k lam^2 proj / d^3, arranged so no power underflows
             slope = 1.0 + float(np.sum(k * (lam / d) ** 2 * (proj / d))) + k * (null / lam)
         step = u - f / slope
         u = step if lo < step < hi else 0.5 * (lo + hi)
     return u
 
 
-def _solve_logistic(a: float, lam: float, eig, proj, null: float, u0: float) -> tuple[float, float]:
-    """(ln p, ln r) of the logistic loss, from the exponential tail's answer."""
+def _solve_pair(loss, a: float, lam: float, eig, proj, null: float, u0: float) -> tuple[float, float]:
+    """(ln p, ln r) of a loss whose curvature is not its push, from the exponential tail's answer ``u0``."""
+    log_a = np.log(a)
+
     def residual(z):
         u, v = z
         with np.errstate(all="ignore"):  # a trial point far out: a large residual sends the solver back
             mu, s2 = _moments(np.exp(u), np.exp(v), lam, eig, proj, null)
             if not (np.isfinite(mu) and np.isfinite(s2)):
                 return [1e30, 1e30]
-            la, lb = _tilted(mu, s2)
-            base = np.log(a) - mu + s2 / 2
-            return [u - base - la, v - base - lb]
+            m1, m2 = loss.gaussian_log_moments(mu, s2)
+            out = [u - log_a - m1, v - log_a - m2]
+            return out if np.all(np.isfinite(out)) else [1e30, 1e30]
 
     best = None
     for start in ((u0, u0), (u0, u0 + np.log(0.25)), (u0 - 1.0, u0 - 2.0)):
@@ -192,11 +178,12 @@ def _solve_logistic(a: float, lam: float, eig, proj, null: float, u0: float) -> 
     return float(best[0][0]), float(best[0][1])
 
 
-def spread_logit(spread: ClassSpread, counts, lam, *, loss: str = "logistic", reduction: str = "mean",
-                 weight: float = 1.0) -> np.ndarray:
+def spread_logit(
+    spread: ClassSpread, counts, lam, *, loss: str = "logistic", reduction: str = "mean", weight: float = 1.0
+) -> np.ndarray:
     """E[eta_c | y = c] at the optimum of a linear PEM when class c's features are Gaussian with the given
     spread (module docstring): ``mu_c = p_c g1_c(r_c)``. Reduces to ``predicted_priors`` at zero spread."""
-    choice("loss", loss, LOSSES)
+    loss = get_loss(loss)
     choice("reduction", reduction, REDUCTIONS)
     lam = as_float_scalar("lam", lam, positive=True)
     a = _effective_counts(counts, reduction, as_float_scalar("weight", weight, positive=True))
@@ -210,30 +197,36 @@ def spread_logit(spread: ClassSpread, counts, lam, *, loss: str = "logistic", re
             continue
         u = _solve_exp(float(a[c]), lam, eig, proj, null)
         v = u
-        if loss == "logistic":
-            u, v = _solve_logistic(float(a[c]), lam, eig, proj, null, u)
+        if not loss.curvature_is_push:
+            u, v = _solve_pair(loss, float(a[c]), lam, eig, proj, null, u)
         out[c] = _moments(np.exp(u), np.exp(v), lam, eig, proj, null)[0]
     if not np.all(np.isfinite(out)):
         raise InputError(f"lam, counts: the optimum leaves the float64 range (lam = {lam!r})")
     return out
 
 
-def spread_inverse(spread: ClassSpread, eta, lam, *, loss: str = "logistic", weight: float = 1.0) -> np.ndarray:
+def spread_inverse(
+    spread: ClassSpread, eta, lam, *, loss: str = "logistic", weight: float = 1.0
+) -> np.ndarray:
     """The log class shares ``ln pi_c`` (up to a constant) that make the learned per-class outputs ``eta`` optimal
     under the spread model: ``spread_logit`` inverted class by class, the inverse the NPE-inverse rule needs when
     features spread. With the output ``mu`` given, the fixed point is one equation in one unknown: for the
-    exponential tail ``mu = k g1(k)`` (increasing in k); for the logistic loss, in ``v = ln r`` with
-    ``p = mu / g1(r)``, ``ln(r / p) = ln(E[sigmoid^2] / E[sigmoid])``. Then ``ln a_c = ln p + mu - s^2/2 + ln(p / (a_c E))``
-    as in ``spread_logit``. Outputs at or below 0 (no preimage) and outputs beyond what any share reaches
+    exponential tail ``mu = k g1(k)`` (increasing in k); for another loss, in ``v = ln r`` with
+    ``p = mu / g1(r)``, ``ln(r / p) = ln(E[l''] / E[p])``. Then ``ln a_c = ln p - ln E[p(t)]`` as in
+    ``spread_logit``. Outputs at or below 0 (no preimage) and outputs beyond what any share reaches
     (features without a spread-free direction) are clamped to shares e^-700 and e^300."""
-    choice("loss", loss, LOSSES)
+    loss = get_loss(loss)
     lam = as_float_scalar("lam", lam, positive=True)
     weight = as_float_scalar("weight", weight, positive=True)
     e = as_float_array("eta", eta)
     if e.shape != (len(spread.null),):
         raise InputError(f"eta: expected {len(spread.null)} per-class outputs, got shape {e.shape}")
-    out = np.array([_inverse_one(float(e[c]), lam, spread.eig[c], spread.proj[c], float(spread.null[c]), loss)
-                    for c in range(e.size)])
+    out = np.array(
+        [
+            _inverse_one(float(e[c]), lam, spread.eig[c], spread.proj[c], float(spread.null[c]), loss)
+            for c in range(e.size)
+        ]
+    )
     return np.clip(out, -700.0, 300.0) - np.log(weight)
 
 
@@ -251,24 +244,38 @@ def _inverse_one(mu: float, lam: float, eig, proj, null: float, loss: str) -> fl
             return 300.0  # mu beyond what the spread directions allow: no finite share
     u = lo if f(lo) >= 0 else brentq(f, lo, hi, xtol=1e-13, rtol=1e-15)  # f(lo) = 0 without spread
     p = r = np.exp(u)
-    la = 0.0
-    if loss == "logistic":
-        def g(v):
-            pv = mu / _moments(1.0, np.exp(v), lam, eig, proj, null)[0]
-            s2 = _moments(pv, np.exp(v), lam, eig, proj, null)[1]
-            ta, tb = _tilted(mu, s2)
-            return v - np.log(pv) - (tb - ta)
+    if not loss.curvature_is_push:
+        r = np.exp(_inverse_curvature(loss, mu, lam, eig, proj, null, u))
+        p = mu / _moments(1.0, r, lam, eig, proj, null)[0]
+    s2 = _moments(p, r, lam, eig, proj, null)[1]
+    return float(np.log(p) - loss.gaussian_log_moments(mu, s2)[0])
 
-        top, step = u, 1.0  # at v = u, r = p and g = -ln(E[sigmoid^2] / E[sigmoid]) >= 0
-        bottom = top - step
-        while g(bottom) > 0:
+
+def _inverse_curvature(loss, mu: float, lam: float, eig, proj, null: float, top: float) -> float:
+    """ln r at output ``mu``: the root of g(v) = v - ln p(v) - (ln E[l''] - ln E[p]) with p(v) = mu / g1(e^v), searched
+    from the exponential tail's answer ``top`` (where g = ln E[p] - ln E[l'']) toward the side g's sign points to;
+    NoRoot when there is none within 2000 of it."""
+
+    def g(v):
+        pv = mu / _moments(1.0, np.exp(v), lam, eig, proj, null)[0]
+        s2 = _moments(pv, np.exp(v), lam, eig, proj, null)[1]
+        m1, m2 = loss.gaussian_log_moments(mu, s2)
+        return v - np.log(pv) - (m2 - m1)
+
+    with np.errstate(all="ignore"):
+        g_top = g(top)
+        if g_top == 0:
+            return top
+        if not np.isfinite(g_top):
+            raise NoRoot("spread-aware inverse: the fixed point's equation is not finite at the start")
+        direction, step = (-1.0 if g_top > 0 else 1.0), 1.0
+        while True:
+            other = top + direction * step
+            g_other = g(other)
+            if np.isfinite(g_other) and np.sign(g_other) != np.sign(g_top):
+                break
             step *= 2
-            bottom = top - step
             if step > 2000:
                 raise NoRoot("spread-aware inverse: no root found")
-        v = brentq(g, bottom, top, xtol=1e-13, rtol=1e-15) if g(top) > 0 else top
-        r = np.exp(v)
-        p = mu / _moments(1.0, r, lam, eig, proj, null)[0]
-        la = _tilted(mu, _moments(p, r, lam, eig, proj, null)[1])[0]
-    s2 = _moments(p, r, lam, eig, proj, null)[1]
-    return float(np.log(p) + mu - s2 / 2 - la)
+        lo, hi = sorted((other, top))
+        return float(brentq(g, lo, hi, xtol=1e-13, rtol=1e-15))

@@ -5,9 +5,12 @@ collects them with a yes/no for every step. The series coefficients are obtained
 by iterating ``w = L1 - ln w`` on truncated power series, a route independent of
 the Stirling-number formula in ``lambertw.debruijn_coefficients``.
 """
+
 from __future__ import annotations
 
 import sympy as sp
+
+from .losses import get_loss, loss_names
 
 eta = sp.Symbol("eta", real=True)
 N = sp.Symbol("N", positive=True)
@@ -16,9 +19,8 @@ x = sp.Symbol("x", positive=True)
 
 
 def objective(loss: str = "exp") -> sp.Expr:
-    """J(eta) = N l(eta) + lam/2 eta^2 (feature norm folded into lam)."""
-    l = sp.exp(-eta) if loss == "exp" else sp.log(1 + sp.exp(-eta))
-    return N * l + lam / 2 * eta**2
+    """J(eta) = N l(eta) + lam/2 eta^2 (feature norm folded into lam), l the registered loss's sympy expression."""
+    return N * get_loss(loss).symbolic(eta) + lam / 2 * eta**2
 
 
 def second_derivative(loss: str = "exp") -> sp.Expr:
@@ -26,8 +28,30 @@ def second_derivative(loss: str = "exp") -> sp.Expr:
 
 
 def is_strictly_convex(loss: str = "exp") -> bool:
-    """J'' > 0 for every real eta, decided by sympy's assumptions (N, lam > 0)."""
-    return bool(second_derivative(loss).is_positive)
+    """J'' > 0 for every real eta, decided by sympy's assumptions (N, lam > 0); for a piecewise loss (a kink in l'),
+    on every piece: N l''(eta) + lam > 0 where l'' is the piece's expression."""
+    second = second_derivative(loss)
+    pieces = [second]
+    if second.has(sp.Piecewise):
+        pieces = [arg.expr for arg in sp.piecewise_fold(second).args]
+    return all(bool(sp.simplify(piece).is_positive) for piece in pieces)
+
+
+def closed_form_minimizer_matches(loss: str) -> bool | None:
+    """For a loss with a closed-form optimum in x = N / lam (``OneWayLoss.symbolic_optimum``): J' vanishes there, checked
+    on the piece of l that holds it; None for a loss without one."""
+    spec = get_loss(loss)
+    star = spec.symbolic_optimum(x)
+    if star is None:
+        return None
+    jp = sp.diff(objective(loss), eta)
+    if jp.has(sp.Piecewise):
+        jp = next(arg.expr for arg in sp.piecewise_fold(jp).args if bool(arg.cond.subs(eta, star).subs(x, 1)))
+    at = jp.subs(eta, star).subs(N, lam * x)
+    at = at.subs(
+        sp.exp(-sp.LambertW(x)), sp.LambertW(x) / x
+    )  # W's defining identity, W e^W = x, which simplify does not apply
+    return sp.simplify(at) == 0
 
 
 def exp_minimizer() -> sp.Expr:
@@ -98,11 +122,29 @@ def derivation_report(order: int = 6) -> list[tuple[str, bool, str]]:
     slope = log_count_slope()
     W = sp.Symbol("W", positive=True)
     by_iter, by_stirling = series_by_iteration(order), series_by_stirling(order)
-    return [
-        ("J'' > 0 (exp)", is_strictly_convex("exp"), str(second_derivative("exp"))),
-        ("J'' > 0 (logistic)", is_strictly_convex("logistic"), str(second_derivative("logistic"))),
-        ("argmin J = LambertW(N/lambda)", sp.simplify(w_star - sp.LambertW(N / lam)) == 0, str(w_star)),
-        ("logistic: eta e^eta = x - eta", logistic_stationarity_matches(), "J' (1 + e^eta) / lambda"),
-        ("d eta*/d ln N = W/(1+W)", sp.simplify(slope - W / (1 + W)) == 0, str(slope)),
-        (f"series to L1^-{order}: iteration = Stirling formula", by_iter == by_stirling, f"{len(by_iter)} coefficients"),
+    convex = [
+        (f"J'' > 0 ({name})", is_strictly_convex(name), str(second_derivative(name))) for name in loss_names()
     ]
+    closed = [
+        (
+            f"{name}: J'(eta*) = 0 at eta* = {get_loss(name).symbolic_optimum(x)}",
+            closed_form_minimizer_matches(name),
+            "J' at the closed form",
+        )
+        for name in loss_names()
+        if get_loss(name).symbolic_optimum(x) is not None
+    ]
+    return (
+        convex
+        + closed
+        + [
+            ("argmin J = LambertW(N/lambda)", sp.simplify(w_star - sp.LambertW(N / lam)) == 0, str(w_star)),
+            ("logistic: eta e^eta = x - eta", logistic_stationarity_matches(), "J' (1 + e^eta) / lambda"),
+            ("d eta*/d ln N = W/(1+W)", sp.simplify(slope - W / (1 + W)) == 0, str(slope)),
+            (
+                f"series to L1^-{order}: iteration = Stirling formula",
+                by_iter == by_stirling,
+                f"{len(by_iter)} coefficients",
+            ),
+        ]
+    )

@@ -21,21 +21,22 @@ curvature the counts put on each class's feature (L-BFGS converges in hundreds o
 thousands). NC1 is then zero by construction; the per-sample model is the one that shows collapse
 happen.
 """
+
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import expit, log_softmax
+from scipy.special import log_softmax
 from threadpoolctl import threadpool_limits
 
-from ._validate import LOSSES, REDUCTIONS, as_float_scalar, choice, nonnegative_int, positive_int
 from .collapse import class_means, classifier_alignment, cosine_matrix, loglog_slope, nc1
-from .optimum import pem_loss
-from .priors import _counts, predicted_priors
 from .errors import InputError
+from .losses import check_loss, get_loss
+from .priors import _counts, predicted_priors
+from .validate import REDUCTIONS, as_float_scalar, choice, nonnegative_int, positive_int
 
 NONLINEARITIES = ("relu", "none")
 FEATURE_MODELS = ("samples", "classes")
@@ -70,7 +71,9 @@ class UFMResult:
     classifier_bias_values: np.ndarray = None  # b, (C,)
     pem_weight: np.ndarray = None  # PEM rows v_c, (C, d)
     pem_bias: np.ndarray = None  # PEM biases c_c, (C,); zeros without a bias
-    geometry: dict = field(default_factory=dict)  # seed 003's claims measured: collapse.classifier_alignment + norm exponent
+    geometry: dict = field(
+        default_factory=dict
+    )  # docs/theory.md, section 6, measured: collapse.classifier_alignment + norm exponent
     history: list[dict] = field(default_factory=list)
 
     @property
@@ -98,7 +101,7 @@ class _Problem:
         self.classifier_bias = classifier_bias
         self.n = len(labels)
         self.lam_h, self.lam_w, self.lam_p = lams
-        self.loss, self.scale, self.bias, self.weight = loss, scale, bias, weight
+        self.loss, self.scale, self.bias, self.weight = get_loss(loss), scale, bias, weight
         self.sizes = [self.n * dim, num_classes * dim, num_classes, num_classes * dim, num_classes]
         self.rows = np.arange(self.n)
         self.starts = np.searchsorted(labels, np.arange(num_classes))
@@ -116,14 +119,22 @@ class _Problem:
 
     def unpack(self, theta):
         parts = np.split(theta, np.cumsum(self.sizes)[:-1])
-        return parts[0].reshape(self.n, self.d), parts[1].reshape(self.C, self.d), parts[2], parts[3].reshape(self.C, self.d), parts[4]
+        return (
+            parts[0].reshape(self.n, self.d),
+            parts[1].reshape(self.C, self.d),
+            parts[2],
+            parts[3].reshape(self.C, self.d),
+            parts[4],
+        )
 
     def pem_outputs(self, H, V, c):
         return H @ V.T + (c if self.bias else 0.0)
 
     def __call__(self, theta):
         H, W, b, V, c = self.unpack(theta)
-        m = np.broadcast_to(np.asarray(self.scale, dtype=np.float64), (self.n,))[:, None]  # each row's weight in F
+        m = np.broadcast_to(np.asarray(self.scale, dtype=np.float64), (self.n,))[
+            :, None
+        ]  # each row's weight in F
         log_p = log_softmax(H @ W.T + b, axis=1)
         ce = -(m[:, 0] * log_p[self.rows, self.y]).sum()
         g_logits = np.exp(log_p, out=log_p)  # the softmax, in place of its log: one (n, C) array, not three
@@ -131,13 +142,17 @@ class _Problem:
         g_logits *= m
         # the PEM loss touches only each sample's own class: eta_i = v_{y_i} . h_i + c_{y_i}, no (n, C) array
         eta_y = np.einsum("nd,nd->n", H, V[self.y]) + (c[self.y] if self.bias else 0.0)
-        pem = pem_loss(eta_y, self.loss)
-        coef = m[:, 0] * self.weight * (-pem if self.loss == "exp" else -expit(-eta_y))  # m_i * weight * l'(eta_i)
+        pem = self.loss.value(eta_y)
+        coef = m[:, 0] * self.weight * self.loss.slope(eta_y)  # m_i * weight * l'(eta_i)
         f = float(m[:, 0] @ (self.weight * pem + 0.5 * self.lam_h * np.sum(H * H, axis=1))) + ce
-        f += 0.5 * self.lam_w * (np.sum(W * W) + b @ b) + 0.5 * self.lam_p * (np.sum(V * V) + (c @ c if self.bias else 0.0))
+        f += 0.5 * self.lam_w * (np.sum(W * W) + b @ b) + 0.5 * self.lam_p * (
+            np.sum(V * V) + (c @ c if self.bias else 0.0)
+        )
         gH = g_logits @ W + coef[:, None] * V[self.y] + self.lam_h * m * H
         gW = g_logits.T @ H + self.lam_w * W
-        gb = g_logits.sum(0) + self.lam_w * b if self.classifier_bias else np.zeros_like(b)  # b stays at its initial 0
+        gb = (
+            g_logits.sum(0) + self.lam_w * b if self.classifier_bias else np.zeros_like(b)
+        )  # b stays at its initial 0
         gV = self.per_class(coef[:, None] * H) + self.lam_p * V
         gc = self.per_class(coef) + self.lam_p * c if self.bias else np.zeros_like(c)
         return f, np.concatenate([gH.ravel(), gW.ravel(), gb, gV.ravel(), gc])
@@ -152,7 +167,9 @@ class _ClassProblem(_Problem):
 
     def __init__(self, counts, dim, lams, loss, scale, bias, weight, classifier_bias=True):
         mass = scale * np.asarray(counts, dtype=np.float64)  # s N_c: class c's weight in F
-        super().__init__(np.arange(len(counts)), len(counts), dim, lams, loss, mass, bias, weight, classifier_bias)
+        super().__init__(
+            np.arange(len(counts)), len(counts), dim, lams, loss, mass, bias, weight, classifier_bias
+        )
         self.root = np.sqrt(mass)[:, None]
 
     def features(self, theta):
@@ -169,56 +186,105 @@ class _ClassProblem(_Problem):
 MAX_LAM = 1e6
 
 
-def simulate_ufm(
-    counts,
-    dim: int = 16,
-    lam_features: float = 5e-4,
-    lam_classifier: float = 5e-4,
-    lam_pem: float = 5e-4,
-    loss: str = "logistic",
-    nonlinearity: str = "relu",
-    reduction: str = "mean",
-    seed: int = 0,
-    tol: float = 1e-10,
-    max_iter: int = 20000,
-    bias: bool = True,
-    weight: float = 1.0,
-    classifier_bias: bool = True,
-    progress: bool = False,
-    features: str = "samples",
-) -> UFMResult:
+@dataclass(frozen=True)
+class UFMSettings:
+    """One UFM run (docs/theory.md, the unconstrained feature model): feature ``dim``; the weight decays of the free
+    features, the classifier and the PEM (``lam_*``); the PEM's one-way ``loss``; the ``nonlinearity`` on the features
+    (relu or none); ``reduction`` of the losses over samples (mean or sum); ``seed``; ``tol`` and ``max_iter`` of
+    L-BFGS-B; PEM and classifier ``bias``; ``weight``: the PEM loss's weight; ``features``: "samples" or "classes"."""
+
+    dim: int = 16
+    lam_features: float = 5e-4
+    lam_classifier: float = 5e-4
+    lam_pem: float = 5e-4
+    loss: str = "logistic"
+    nonlinearity: str = "relu"
+    reduction: str = "mean"
+    seed: int = 0
+    tol: float = 1e-10
+    max_iter: int = 20000
+    bias: bool = True
+    weight: float = 1.0
+    classifier_bias: bool = True
+    features: str = "samples"
+
+
+def simulate_ufm(counts, settings: UFMSettings | None = None, progress: bool = False, **changes) -> UFMResult:
     """Train the UFM to a stationary point and compare the learned PEM outputs with Proposition 1.
 
     Defaults are the run of figure F6 (figures/README.md). ``tol`` bounds the projected gradient
     (L-BFGS-B's pgtol); ``max_iter`` bounds the iterations. ``features``: "samples" (one free
     feature per sample: collapse is measured) or "classes" (one per class, counted N_c times: the
-    same stationary points, for many classes; NC1 is 0 by construction).
+    same stationary points, for many classes; NC1 is 0 by construction). ``changes``: fields of ``settings`` (default
+    ``UFMSettings()``) to change, ``simulate_ufm(counts, loss="exp")``.
     """
+    unknown = sorted(set(changes) - set(UFMSettings.__dataclass_fields__))
+    if unknown:
+        raise InputError(
+            f"{unknown[0]}: not a UFM setting; choose from {', '.join(UFMSettings.__dataclass_fields__)}"
+        )
+    st = replace(settings or UFMSettings(), **changes)
+    dim, lam_features, lam_classifier, lam_pem, loss = (
+        st.dim,
+        st.lam_features,
+        st.lam_classifier,
+        st.lam_pem,
+        st.loss,
+    )
+    nonlinearity, reduction, seed, tol, max_iter = st.nonlinearity, st.reduction, st.seed, st.tol, st.max_iter
+    bias, weight, classifier_bias, features = st.bias, st.weight, st.classifier_bias, st.features
     counts = _counts(counts).astype(np.int64)
-    choice("loss", loss, LOSSES)
+    check_loss(loss)
     choice("nonlinearity", nonlinearity, NONLINEARITIES)
     choice("reduction", reduction, REDUCTIONS)
     choice("features", features, FEATURE_MODELS)
     dim = positive_int("dim", dim, maximum=100_000)
     seed = nonnegative_int("seed", seed)
     rows = counts.sum() if features == "samples" else len(counts)  # free feature vectors
-    if rows * max(dim, len(counts)) > 10**8:  # the features and the (rows, C) logits, 800 MB each at the limit
-        raise InputError(f"counts, dim: {rows} feature vectors x {max(dim, len(counts))} (dimensions or classes) is beyond the limit "
-                         f"of 1e8 values" + ("; features='classes' keeps one vector per class" if features == "samples" else ""))
-    lams = tuple(as_float_scalar(name, v, positive=True) for name, v in
-                 (("lam_features", lam_features), ("lam_classifier", lam_classifier), ("lam_pem", lam_pem)))
+    if (
+        rows * max(dim, len(counts)) > 10**8
+    ):  # the features and the (rows, C) logits, 800 MB each at the limit
+        raise InputError(
+            f"counts, dim: {rows} feature vectors x {max(dim, len(counts))} (dimensions or classes) is beyond the limit "
+            f"of 1e8 values"
+            + ("; features='classes' keeps one vector per class" if features == "samples" else "")
+        )
+    lams = tuple(
+        as_float_scalar(name, v, positive=True)
+        for name, v in (
+            ("lam_features", lam_features),
+            ("lam_classifier", lam_classifier),
+            ("lam_pem", lam_pem),
+        )
+    )
     for name, lam in zip(("lam_features", "lam_classifier", "lam_pem"), lams):
         if lam > MAX_LAM:  # the penalty's gradient at the start, lam * w, would already leave the float range
-            raise InputError(f"{name}: {lam!r} is above {MAX_LAM:g}; a weight decay that large holds every parameter at 0")
+            raise InputError(
+                f"{name}: {lam!r} is above {MAX_LAM:g}; a weight decay that large holds every parameter at 0"
+            )
     tol = as_float_scalar("tol", tol, positive=True)
     max_iter = positive_int("max_iter", max_iter, maximum=10**7)
     weight = as_float_scalar("weight", weight, positive=True)
     for name, flag in (("bias", bias), ("classifier_bias", classifier_bias)):
         if not isinstance(flag, (bool, np.bool_)):
             raise InputError(f"{name}: expected true or false, got {flag!r}")
-    config = dict(counts=counts.tolist(), dim=dim, lam_features=lams[0], lam_classifier=lams[1], lam_pem=lams[2], loss=loss,
-                  nonlinearity=nonlinearity, reduction=reduction, seed=seed, tol=tol, max_iter=max_iter, bias=bias, weight=float(weight),
-                  classifier_bias=bool(classifier_bias), features=features)
+    config = dict(
+        counts=counts.tolist(),
+        dim=dim,
+        lam_features=lams[0],
+        lam_classifier=lams[1],
+        lam_pem=lams[2],
+        loss=loss,
+        nonlinearity=nonlinearity,
+        reduction=reduction,
+        seed=seed,
+        tol=tol,
+        max_iter=max_iter,
+        bias=bias,
+        weight=float(weight),
+        classifier_bias=bool(classifier_bias),
+        features=features,
+    )
 
     C = len(counts)
     scale = 1.0 / counts.sum() if reduction == "mean" else 1.0
@@ -235,12 +301,15 @@ def simulate_ufm(
         H0 = np.abs(H0)
     if features == "classes":
         H0 = H0 * problem.root  # stored scaled
-    theta0 = np.concatenate([H0.ravel(), 0.1 * rng.normal(size=C * dim), np.zeros(C), 0.1 * rng.normal(size=C * dim), np.zeros(C)])
+    theta0 = np.concatenate(
+        [H0.ravel(), 0.1 * rng.normal(size=C * dim), np.zeros(C), 0.1 * rng.normal(size=C * dim), np.zeros(C)]
+    )
     bounds = None
     if nonlinearity == "relu":
         bounds = [(0.0, None)] * (n * dim) + [(None, None)] * (len(theta0) - n * dim)
 
     feats = problem.features
+
     def measure(theta):
         _, W, b, V, c = problem.unpack(theta)
         H = feats(theta)
@@ -268,8 +337,15 @@ def simulate_ufm(
     def record(theta, iteration):
         f, g = problem.evaluate(theta)
         _, _, _, learned, predicted = measure(theta)
-        history.append(dict(iteration=iteration, objective=float(f), grad_norm=projected_grad_norm(theta, g),
-                            nc1=nc1(feats(theta), labels, C), mismatch=float(np.max(np.abs(learned - predicted)))))
+        history.append(
+            dict(
+                iteration=iteration,
+                objective=float(f),
+                grad_norm=projected_grad_norm(theta, g),
+                nc1=nc1(feats(theta), labels, C),
+                mismatch=float(np.max(np.abs(learned - predicted))),
+            )
+        )
 
     iterations = 0
 
@@ -283,8 +359,15 @@ def simulate_ufm(
     start = time.perf_counter()
     # One BLAS thread: the products here are small, and OpenBLAS's threads cost 4x more than they save.
     with threadpool_limits(limits=1):
-        res = minimize(problem.evaluate, theta0, jac=True, method="L-BFGS-B", bounds=bounds, callback=callback,
-                       options=dict(maxiter=max_iter, maxfun=4 * max_iter, gtol=tol, ftol=0.0, maxcor=MAXCOR))
+        res = minimize(
+            problem.evaluate,
+            theta0,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            callback=callback,
+            options=dict(maxiter=max_iter, maxfun=4 * max_iter, gtol=tol, ftol=0.0, maxcor=MAXCOR),
+        )
     seconds = time.perf_counter() - start
     bar.close()
     if iterations and (not history or history[-1]["iteration"] != iterations):
@@ -294,10 +377,28 @@ def simulate_ufm(
     H = feats(res.x)
     mu, norm_sq, eta_matrix, learned, predicted = measure(res.x)
     geometry = classifier_alignment(W, mu, counts)
-    geometry["norm_sq_exponent"] = loglog_slope(norm_sq, counts) if np.ptp(counts) > 0 and np.all(norm_sq > 0) else None
+    geometry["norm_sq_exponent"] = (
+        loglog_slope(norm_sq, counts) if np.ptp(counts) > 0 and np.all(norm_sq > 0) else None
+    )
     return UFMResult(
-        counts=counts, eta_learned=learned, eta_predicted=predicted, mean_norm_sq=norm_sq, eta_matrix=eta_matrix,
-        cosines=cosine_matrix(mu), nc1=nc1(H, labels, C), grad_norm=projected_grad_norm(res.x, g), objective=float(f),
-        iterations=int(res.nit), seconds=seconds, message=str(res.message), config=config, geometry=geometry, history=history,
-        class_mean_vectors=mu, classifier=W, classifier_bias_values=b, pem_weight=V, pem_bias=c if bias else np.zeros(C),
+        counts=counts,
+        eta_learned=learned,
+        eta_predicted=predicted,
+        mean_norm_sq=norm_sq,
+        eta_matrix=eta_matrix,
+        cosines=cosine_matrix(mu),
+        nc1=nc1(H, labels, C),
+        grad_norm=projected_grad_norm(res.x, g),
+        objective=float(f),
+        iterations=int(res.nit),
+        seconds=seconds,
+        message=str(res.message),
+        config=config,
+        geometry=geometry,
+        history=history,
+        class_mean_vectors=mu,
+        classifier=W,
+        classifier_bias_values=b,
+        pem_weight=V,
+        pem_bias=c if bias else np.zeros(C),
     )

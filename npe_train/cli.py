@@ -1,12 +1,14 @@
 """``npe train``, ``npe sweep`` and ``npe compare``. Mounted by ``npe.cli``; the flags come from ``TrainConfig``.
 The top of ``npe_train``: it may import every layer of the package.
 """
+
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
 
+from npe_theory.references import table_references
 from npe_theory.report import summary_lines
 
 from .run.config import add_config_flags
@@ -23,34 +25,58 @@ def _fmt(v, spec=".3f") -> str:
 
 def format_summary(results: dict) -> str:
     cfg = results["config"]
-    lines = [f"{cfg['dataset']}-LT ({cfg['profile']}, imbalance {cfg['imbalance']:g}), {cfg['model']}, method {cfg['method']}, "
-             f"seed {cfg['seed']}, {cfg['epochs']} epochs in {results['train_seconds']:.0f} s; mean per-class test accuracy (tau {cfg['tau']:g}):",
-             f"  {'rule':<22}" + "".join(f"{g:>9}" for g in GROUPS)]
+    lines = [
+        f"{cfg['dataset']}-LT ({cfg['profile']}, imbalance {cfg['imbalance']:g}), {cfg['model']}, method {cfg['method']}, "
+        f"seed {cfg['seed']}, {cfg['epochs']} epochs in {results['train_seconds']:.0f} s; mean per-class "
+        f"test accuracy (tau {cfg['tau']:g}):",
+        f"  {'rule':<22}" + "".join(f"{g:>9}" for g in GROUPS),
+    ]
     lines[-1] += f"{'ECE %':>9}"
     for rule, name in RULE_NAMES.items():
         if rule in results["accuracy"]:
             ece = results.get("calibration", {}).get(rule, {}).get("ece")
-            lines.append(f"  {name:<22}" + "".join(f"{_fmt(results['accuracy'][rule][g]):>9}" for g in GROUPS)
-                         + f"{_fmt(None if ece is None else 100 * ece, '.1f'):>9}")
+            lines.append(
+                f"  {name:<22}"
+                + "".join(f"{_fmt(results['accuracy'][rule][g]):>9}" for g in GROUPS)
+                + f"{_fmt(None if ece is None else 100 * ece, '.1f'):>9}"
+            )
     sizes = results.get("group_sizes")
     if sizes:  # what each column averages over; an empty group is "-"
-        lines.append(f"  {'classes / test samples':<22}" + " " * 9 + "".join(f"{str(v['classes']) + '/' + str(v['test_samples']):>9}"
-                                                                             for v in sizes.values()))
+        lines.append(
+            f"  {'classes / test samples':<22}"
+            + " " * 9
+            + "".join(f"{str(v['classes']) + '/' + str(v['test_samples']):>9}" for v in sizes.values())
+        )
     if "accuracy_by_third" in results:  # a count group is empty: thirds of the classes by count beside it
-        lines.append(f"  {'by count thirds':<22}" + " " * 9 + "".join(f"{g:>9}" for g in ("many", "medium", "few")))
+        lines.append(
+            f"  {'by count thirds':<22}" + " " * 9 + "".join(f"{g:>9}" for g in ("many", "medium", "few"))
+        )
         for rule, v in results["accuracy_by_third"].items():
             lines.append(f"  {RULE_NAMES[rule]:<22}" + " " * 9 + "".join(f"{_fmt(x):>9}" for x in v.values()))
-    if "segmentation" in results:  # per pixel: mIoU overall and by pixel-frequency third (docs/segmentation.md)
-        lines.append(f"  {'mIoU':<22}" + "".join(f"{g:>9}" for g in ("overall", "many", "medium", "few")) + f"{'pixel acc':>11}")
+    if (
+        "segmentation" in results
+    ):  # per pixel: mIoU overall and by pixel-frequency third (docs/segmentation.md)
+        lines.append(
+            f"  {'mIoU':<22}"
+            + "".join(f"{g:>9}" for g in ("overall", "many", "medium", "few"))
+            + f"{'pixel acc':>11}"
+        )
         for rule, s in results["segmentation"].items():
-            lines.append(f"  {RULE_NAMES[rule]:<22}{_fmt(s['miou']):>9}" + "".join(f"{_fmt(v['miou']):>9}" for v in s["by_frequency"].values())
-                         + f"{_fmt(s['pixel_accuracy']):>11}")
+            lines.append(
+                f"  {RULE_NAMES[rule]:<22}{_fmt(s['miou']):>9}"
+                + "".join(f"{_fmt(v['miou']):>9}" for v in s["by_frequency"].values())
+                + f"{_fmt(s['pixel_accuracy']):>11}"
+            )
     for entry in results.get("adaptation", []):  # a shifting stream (docs/adaptation.md)
-        lines.append(f"  shift at epoch {entry['epoch']} to {entry['to']}: the PEM is within {entry['tolerance']:g} nats of its new "
-                     f"equilibrium after {_fmt(entry['lag_measured'], 'd')} epochs (predicted {_fmt(entry['lag_predicted'], 'd')}; "
-                     f"- = not within the run)")
+        lines.append(
+            f"  shift at epoch {entry['epoch']} to {entry['to']}: the PEM is within {entry['tolerance']:g} nats of its new "
+            f"equilibrium after {_fmt(entry['lag_measured'], 'd')} epochs (predicted {_fmt(entry['lag_predicted'], 'd')}; "
+            f"- = not within the run)"
+        )
     lines += advice_lines(results.get("advice"))
-    lines.append("prior report (training-mode features, as the PEM trained on; NPE-LA at test time uses eval mode):")
+    lines.append(
+        "prior report (training-mode features, as the PEM trained on; NPE-LA at test time uses eval mode):"
+    )
     lines += summary_lines(results["pem"])
     lines.append(f"  run folder: {cfg['out']}")
     return "\n".join(lines)
@@ -66,17 +92,25 @@ def advice_lines(advice: dict | None) -> list[str]:
     else:
         v, best = advice["validation"], advice["best"]
         tau = "" if best["tau"] is None else f" at tau {best['tau']:g}"
-        lines.append(f"  validation set ({v['samples']} samples, {v['per_class']} per class, {v['source']}) prefers {best['name']}{tau}: "
-                     f"{_fmt(best['validation_accuracy'])} there, {_fmt(best['test_accuracy'])} on test")
+        lines.append(
+            f"  validation set ({v['samples']} samples, {v['per_class']} per class, {v['source']}) prefers {best['name']}{tau}: "
+            f"{_fmt(best['validation_accuracy'])} there, {_fmt(best['test_accuracy'])} on test"
+        )
         for other, name in (("argmax", "the network's own argmax"), ("posthoc_la", "post-hoc LA")):
             b = advice["npe_la_below"][other]
             if b["validation"] or b["test"]:
-                lines.append(f"  NPE-LA is below {name} (validation: {'yes' if b['validation'] else 'no'}, test: {'yes' if b['test'] else 'no'})")
+                lines.append(
+                    f"  NPE-LA is below {name} (validation: {'yes' if b['validation'] else 'no'}, test: "
+                    f"{'yes' if b['test'] else 'no'})"
+                )
     recipe = advice.get("recipe")
     if recipe:
         epochs = "more than 100x the epochs" if recipe["epochs"] is None else f"{recipe['epochs']} epochs"
-        lines.append(f"  transient (lambda*s = {recipe['lambda_s']:.3g}): lambda*s = {recipe['target_lambda_s']:g} needs weight decay "
-                     f"{recipe['weight_decay']:.3g} with this schedule (--target-lambda-s {recipe['target_lambda_s']:g} sets it), or {epochs}")
+        lines.append(
+            f"  transient (lambda*s = {recipe['lambda_s']:.3g}): lambda*s = {recipe['target_lambda_s']:g} needs weight decay "
+            f"{recipe['weight_decay']:.3g} with this schedule (--target-lambda-s "
+            f"{recipe['target_lambda_s']:g} sets it), or {epochs}"
+        )
     return lines
 
 
@@ -111,8 +145,11 @@ def cmd_sweep(args) -> int:
     base = make_config(args.config, **_overrides(args, args.config_fields))
     out = Path(args.out)
     runs = grid(base, args.seeds, args.methods, args.imbalances, out)
-    print(f"sweep: {len(runs)} runs ({len(set(args.methods))} methods x {len(set(args.imbalances))} imbalances x {len(set(args.seeds))} seeds) "
-          f"in {out}" + (f" over GPUs {', '.join(args.gpus)}" if args.gpus else ", one after another"))
+    print(
+        f"sweep: {len(runs)} runs ({len(set(args.methods))} methods x {len(set(args.imbalances))} "
+        f"imbalances x {len(set(args.seeds))} seeds) "
+        f"in {out}" + (f" over GPUs {', '.join(args.gpus)}" if args.gpus else ", one after another")
+    )
     table = summarize(run_grid(runs, args.gpus, progress=not args.quiet))
     csv_path, md_path = write_tables(table, out)
     print(md_path.read_text())
@@ -124,12 +161,19 @@ def cmd_compare(args) -> int:
     runs = [read_results(r) for r in args.runs]
     names = [Path(r).name for r in args.runs]
     width = max(12, *(len(n) for n in names)) + 2
-    rows = [("dataset", lambda r: r.config["dataset"]), ("method", lambda r: r.config["method"]),
-            ("imbalance", lambda r: f"{r.config['imbalance']:g}"), ("seed", lambda r: str(r.config["seed"])),
-            ("epochs", lambda r: str(r.raw["epochs"])), ("lambda*s", lambda r: _fmt(r.pem.get("lambda_s"), ".3g")),
-            ("regime", lambda r: r.pem.get("regime", "-"))]
+    rows = [
+        ("dataset", lambda r: r.config["dataset"]),
+        ("method", lambda r: r.config["method"]),
+        ("imbalance", lambda r: f"{r.config['imbalance']:g}"),
+        ("seed", lambda r: str(r.config["seed"])),
+        ("epochs", lambda r: str(r.raw["epochs"])),
+        ("lambda*s", lambda r: _fmt(r.pem.get("lambda_s"), ".3g")),
+        ("regime", lambda r: r.pem.get("regime", "-")),
+    ]
     shown = {"dataset", "method", "imbalance", "seed", "epochs", "out"}
-    for key in sorted({k for r in runs for k in r.config} - shown):  # every other setting on which the runs differ
+    for key in sorted(
+        {k for r in runs for k in r.config} - shown
+    ):  # every other setting on which the runs differ
         values = [json.dumps(r.config.get(key)) for r in runs]
         if len(set(values)) > 1:
             rows.append((key, lambda r, key=key: json.dumps(r.config.get(key))))
@@ -137,11 +181,21 @@ def cmd_compare(args) -> int:
         for g in GROUPS:
             rows.append((f"{name} {g}", lambda r, rule=rule, g=g: _fmt(r.accuracy_of(rule, g))))
     for rule, name in RULE_NAMES.items():
-        rows.append((f"{name} ECE %", lambda r, rule=rule: _fmt(100 * r.raw["calibration"][rule]["ece"], ".1f")
-                     if rule in r.raw.get("calibration", {}) else "-"))
-    for key in ("vs_log_counts", "vs_closed_form", "vs_equilibrium", "vs_finite_time"):
+        rows.append(
+            (
+                f"{name} ECE %",
+                lambda r, rule=rule: (
+                    _fmt(100 * r.raw["calibration"][rule]["ece"], ".1f")
+                    if rule in r.raw.get("calibration", {})
+                    else "-"
+                ),
+            )
+        )
+    for key in table_references():
         rows.append((f"PEM RMSE {key}", lambda r, key=key: _fmt(r.prior_rmse(key))))
-    rows.append(("PEM slope on ln N_c", lambda r: _fmt(r.pem["prior_match"]["vs_log_counts"]["slope"], ".2f")))
+    rows.append(
+        ("PEM slope on ln N_c", lambda r: _fmt(r.pem["prior_match"]["vs_log_counts"]["slope"], ".2f"))
+    )
     rows.append(("NC1", lambda r: _fmt(r.pem.get("nc1"), ".3g")))
     label_w = max(len(r[0]) for r in rows) + 2
     print(" " * label_w + "".join(f"{n:>{width}}" for n in names))
@@ -156,7 +210,9 @@ def cmd_eval(args) -> int:
     out, path = evaluate_finished(args.run, args.data_dir, args.test_profile)
     print(f"{'rule':<24}{'mean per class':>16}{'sample accuracy':>17}   (test counts {out['test_counts']})")
     for rule, acc in out["accuracy"].items():
-        print(f"{RULE_NAMES.get(rule, rule):<24}{100 * acc['overall']:>15.1f}%{100 * out['sample_accuracy'][rule]:>16.1f}%")
+        print(
+            f"{RULE_NAMES.get(rule, rule):<24}{100 * acc['overall']:>15.1f}%{100 * out['sample_accuracy'][rule]:>16.1f}%"
+        )
     print(f"wrote {path}")
     return 0
 
@@ -164,26 +220,37 @@ def cmd_eval(args) -> int:
 def _figures_with_regimes(draw):
     """``npe figures --retrain-regimes / --retrain-segmentation / --retrain-adaptation``: train the runs of F7/F8, F11
     or F10 first and write their summaries beside the figures."""
+
     def run(args) -> int:
         from npe_theory.io import write_json
 
         if args.retrain_regimes:
             from .experiments.regimes import GRID, SETS, regime_runs
 
-            path = write_json(Path(args.out) / "regime_runs.json", {"grid": [list(g) for g in GRID], "sets": list(SETS),
-                                                                    "runs": regime_runs()})
+            path = write_json(
+                Path(args.out) / "regime_runs.json",
+                {"grid": [list(g) for g in GRID], "sets": list(SETS), "runs": regime_runs()},
+            )
             print(f"wrote {path}")
         if args.retrain_segmentation:
             from .experiments.segmentation import segmentation_runs
 
-            path = write_json(Path(args.out) / "segmentation_runs.json", {"config": "shapes_seg", "runs": segmentation_runs()})
+            path = write_json(
+                Path(args.out) / "segmentation_runs.json",
+                {"config": "shapes_seg", "runs": segmentation_runs()},
+            )
             print(f"wrote {path}")
         if args.retrain_adaptation:
-            from .experiments.adaptation import GRID as SHIFTS, adaptation_runs
+            from .experiments.adaptation import GRID as SHIFTS
+            from .experiments.adaptation import adaptation_runs
 
-            path = write_json(Path(args.out) / "adaptation_runs.json", {"grid": [list(g) for g in SHIFTS], "runs": adaptation_runs()})
+            path = write_json(
+                Path(args.out) / "adaptation_runs.json",
+                {"grid": [list(g) for g in SHIFTS], "runs": adaptation_runs()},
+            )
             print(f"wrote {path}")
         return draw(args)
+
     return run
 
 
@@ -191,26 +258,48 @@ def register(sub, helps: dict[str, str]) -> None:
     """Add ``train``, ``sweep``, ``compare`` and ``eval`` to ``sub`` with the one-line ``helps`` of ``npe.cli`` (which lists them
     without importing this module), and the ``--retrain-*`` flags to ``figures``."""
     fig = sub.choices.get("figures")
-    if fig is not None:  # the theory package draws F7 and F8 from run summaries; this package can retrain them
-        fig.add_argument("--retrain-regimes", action="store_true", help="train the F7/F8 runs again (about 3 minutes on 2 CPU cores) "
-                         "and write OUT/regime_runs.json before drawing")
-        fig.add_argument("--retrain-adaptation", action="store_true", help="train the F10 runs again (12 shifting runs, about "
-                         "6 minutes on 2 CPU cores) and write OUT/adaptation_runs.json before drawing")
-        fig.add_argument("--retrain-segmentation", action="store_true", help="train the F11 runs again (CE and NPE on shapes, 3 seeds, "
-                         "about 10 minutes on 2 CPU cores) and write OUT/segmentation_runs.json before drawing")
+    if (
+        fig is not None
+    ):  # the theory package draws F7 and F8 from run summaries; this package can retrain them
+        fig.add_argument(
+            "--retrain-regimes",
+            action="store_true",
+            help="train the F7/F8 runs again (about 3 minutes on 2 CPU cores) "
+            "and write OUT/regime_runs.json before drawing",
+        )
+        fig.add_argument(
+            "--retrain-adaptation",
+            action="store_true",
+            help="train the F10 runs again (12 shifting runs, about "
+            "6 minutes on 2 CPU cores) and write OUT/adaptation_runs.json before drawing",
+        )
+        fig.add_argument(
+            "--retrain-segmentation",
+            action="store_true",
+            help="train the F11 runs again (CE and NPE on shapes, 3 seeds, "
+            "about 10 minutes on 2 CPU cores) and write OUT/segmentation_runs.json before drawing",
+        )
         fig.set_defaults(func=_figures_with_regimes(fig.get_default("func")))
 
     p = sub.add_parser("train", help=helps["train"])
-    p.add_argument("--config", metavar="FILE.toml|RECIPE", help="settings file, or the name of a shipped recipe such as "
-                   "mnist1d_lt_equilibrium or cifar100_lt (flags given here override it)")
+    p.add_argument(
+        "--config",
+        metavar="FILE.toml|RECIPE",
+        help="settings file, or the name of a shipped recipe such as "
+        "mnist1d_lt_equilibrium or cifar100_lt (flags given here override it)",
+    )
     p.set_defaults(config_fields=add_config_flags(p))
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sweep", help=helps["sweep"])
-    p.add_argument("--config", metavar="FILE.toml|RECIPE", help="settings file, or the name of a shipped recipe such as "
-                   "mnist1d_lt_equilibrium or cifar100_lt (flags given here override it)")
+    p.add_argument(
+        "--config",
+        metavar="FILE.toml|RECIPE",
+        help="settings file, or the name of a shipped recipe such as "
+        "mnist1d_lt_equilibrium or cifar100_lt (flags given here override it)",
+    )
     p.set_defaults(config_fields=add_config_flags(p, exclude=SWEEP_SETS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=["npe", "ce"], help="from npe, ce, la_loss")
@@ -226,7 +315,13 @@ def register(sub, helps: dict[str, str]) -> None:
 
     p = sub.add_parser("eval", help=helps["eval"])
     p.add_argument("run", metavar="RUN_DIR", help="a finished run folder (results.json and checkpoint.pt)")
-    p.add_argument("--data-dir", help="read the test set from this folder instead (same kind of data as the run's)")
-    p.add_argument("--test-profile", metavar="exp:R|reversed:R", help="subsample the test set: head classes (exp) or tail "
-                   "classes (reversed) most frequent, imbalance R")
+    p.add_argument(
+        "--data-dir", help="read the test set from this folder instead (same kind of data as the run's)"
+    )
+    p.add_argument(
+        "--test-profile",
+        metavar="exp:R|reversed:R",
+        help="subsample the test set: head classes (exp) or tail "
+        "classes (reversed) most frequent, imbalance R",
+    )
     p.set_defaults(func=cmd_eval)

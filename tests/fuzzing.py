@@ -4,6 +4,7 @@ The contract (docs/reliability.md): bad input raises ValueError or TypeError who
 with the name of the argument; good input returns values that are never NaN (inf only where a
 function documents it as the true overflowed value); every call finishes in bounded time.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,10 +16,40 @@ from contextlib import contextmanager
 import numpy as np
 from hypothesis import strategies as st
 
-HOSTILE_SCALARS = [float("nan"), float("inf"), -float("inf"), 0.0, -0.0, -1.0, 5e-324, 1e-300, 1e308, np.finfo(float).max,
-                   10**400, -(10**400), 2**63, True, False, 1 + 2j, "abc", "", None, b"x", [], [[1.0], [2.0, 3.0]], {"a": 1},
-                   np.float32("nan"), np.int8(-3), np.array([], dtype=float), np.array([True, False]), np.array([1 + 1j, 2]),
-                   np.array(["a", "b"]), np.array([1.0, np.nan]), np.array([[1.0, 2.0]]), np.array(object())]
+HOSTILE_SCALARS = [
+    float("nan"),
+    float("inf"),
+    -float("inf"),
+    0.0,
+    -0.0,
+    -1.0,
+    5e-324,
+    1e-300,
+    1e308,
+    np.finfo(float).max,
+    10**400,
+    -(10**400),
+    2**63,
+    True,
+    False,
+    1 + 2j,
+    "abc",
+    "",
+    None,
+    b"x",
+    [],
+    [[1.0], [2.0, 3.0]],
+    {"a": 1},
+    np.float32("nan"),
+    np.int8(-3),
+    np.array([], dtype=float),
+    np.array([True, False]),
+    np.array([1 + 1j, 2]),
+    np.array(["a", "b"]),
+    np.array([1.0, np.nan]),
+    np.array([[1.0, 2.0]]),
+    np.array(object()),
+]
 
 
 def hostile():
@@ -72,7 +103,9 @@ def _finite_or_allowed(value, allow_inf: bool) -> bool:
     return allow_inf or bool(np.isfinite(arr).all())
 
 
-TALLY = os.environ.get("NPE_FUZZ_TALLY")  # a file: count outcomes there instead of failing (benchmarks/hostile_inputs.py)
+TALLY = os.environ.get(
+    "NPE_FUZZ_TALLY"
+)  # a file: count outcomes there instead of failing (benchmarks/hostile_inputs.py)
 
 
 def tally(kind: str, outcome: str) -> None:
@@ -89,7 +122,14 @@ def check_contract(call, names: tuple[str, ...], allow_inf: bool = False, second
             return result
         except AssertionError as exc:
             text = str(exc)
-            tally("api", "hang" if text.startswith("hang") else "silent wrong value" if text.startswith("silent") else "raw traceback")
+            tally(
+                "api",
+                "hang"
+                if text.startswith("hang")
+                else "silent wrong value"
+                if text.startswith("silent")
+                else "raw traceback",
+            )
             return "tallied"
     return _check(call, names, allow_inf, seconds)
 
@@ -100,10 +140,12 @@ def _check(call, names, allow_inf, seconds) -> str:
             out = call()
     except (ValueError, TypeError) as exc:
         head = str(exc).split(":")[0]
-        assert any(n in head for n in names), f"{type(exc).__name__} does not name an argument of {names}: {exc}"
+        assert any(n in head for n in names), (
+            f"{type(exc).__name__} does not name an argument of {names}: {exc}"
+        )
         return "error"
     except Hang:
-        raise AssertionError(f"hang: no answer in {seconds} s")
+        raise AssertionError(f"hang: no answer in {seconds} s") from None
     except Exception as exc:  # anything else is a raw traceback for the user
         raise AssertionError(f"raw {type(exc).__name__}: {exc}") from exc
     assert _finite_or_allowed(out, allow_inf), f"silent NaN{'' if allow_inf else ' or inf'} in {out!r:.300}"

@@ -3,6 +3,7 @@
 References are computed here another way: accuracies by brute force over the validation predictions,
 lambda*s by summing the learning rates metrics.jsonl recorded, slopes by np.polyfit.
 """
+
 import json
 
 import numpy as np
@@ -26,14 +27,29 @@ def _felt(metrics_path, wd, momentum, steps):
     return wd * sum(m["lr"] * s for m, s in zip(lines, steps)) / (1 - momentum), lines
 
 
-@pytest.mark.parametrize("settings", [dict(dataset="digits", epochs=4), dict(dataset="synthetic", epochs=3, n_max=100, batch_size=32,
-                                                                            schedule="step", milestones=[2], warmup_epochs=1)])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(dataset="digits", epochs=4),
+        dict(
+            dataset="synthetic",
+            epochs=3,
+            n_max=100,
+            batch_size=32,
+            schedule="step",
+            milestones=[2],
+            warmup_epochs=1,
+        ),
+    ],
+)
 def test_target_lambda_s_is_reached_on_each_data_set(tmp_path, settings):
     """The weight decay the run records gives lambda*s = target, summed from the rates the run used and its steps."""
     res = train(make_config(**settings, target_lambda_s=1.7, out=str(tmp_path / "run")), progress=False)
     n = sum(res["counts"])
     steps = [-(-n // res["config"]["batch_size"])] * res["epochs"]
-    felt, lines = _felt(tmp_path / "run" / "metrics.jsonl", res["config"]["weight_decay"], res["config"]["momentum"], steps)
+    felt, lines = _felt(
+        tmp_path / "run" / "metrics.jsonl", res["config"]["weight_decay"], res["config"]["momentum"], steps
+    )
     assert felt == pytest.approx(1.7, rel=1e-9) and lines[-1]["lambda_s"] == pytest.approx(1.7, rel=1e-9)
     assert res["pem"]["lambda_s"] == pytest.approx(1.7, rel=1e-9) and res["advice"]["recipe"] is None
 
@@ -52,7 +68,9 @@ def test_transient_advice_gives_a_weight_decay_and_epochs_that_reach_equilibrium
     assert lam < 1 and advice["lambda_s"] == lam
     from dataclasses import replace
 
-    assert planned_lambda_s(replace(cfg, weight_decay=advice["weight_decay"]), steps) == pytest.approx(1.0, rel=1e-12)
+    assert planned_lambda_s(replace(cfg, weight_decay=advice["weight_decay"]), steps) == pytest.approx(
+        1.0, rel=1e-12
+    )
     e = advice["epochs"]
     assert planned_lambda_s(cfg, steps[0], e) >= 1.0 > planned_lambda_s(cfg, steps[0], e - 1)
     assert reach_equilibrium(cfg, steps, 1.0) is None
@@ -117,12 +135,16 @@ def test_advice_picks_the_best_rule_and_tau_on_validation_by_brute_force():
     assert out["best"]["validation_accuracy"] == pytest.approx(top)
     assert best[(out["best"]["rule"], out["best"]["tau"])] == pytest.approx(top)
     assert out["npe_la_below"]["argmax"]["validation"] == (best[("npe_la", 1.0)] < best[("argmax", None)])
-    assert out["npe_la_below"]["posthoc_la"]["test"] == (report["accuracy"]["npe_la"]["overall"] < report["accuracy"]["posthoc_la"]["overall"])
+    assert out["npe_la_below"]["posthoc_la"]["test"] == (
+        report["accuracy"]["npe_la"]["overall"] < report["accuracy"]["posthoc_la"]["overall"]
+    )
     assert out["validation"] == {"source": "generated", "per_class": 20, "samples": 60}
 
 
 def test_marginal_rule_and_labels_on_a_run(tmp_path):
-    res = train(make_config(dataset="digits", imbalance=50, epochs=3, out=str(tmp_path / "run")), progress=False)
+    res = train(
+        make_config(dataset="digits", imbalance=50, epochs=3, out=str(tmp_path / "run")), progress=False
+    )
     assert "npe_marginal" in res["accuracy"] and len(res["priors"]["marginal"]) == 10
     counts = np.array(res["counts"])
     data = build("digits", 50.0)
@@ -138,7 +160,9 @@ def test_marginal_rule_and_labels_on_a_run(tmp_path):
 
 def test_empty_count_group_gets_thirds_beside_it():
     rng = np.random.default_rng(1)
-    counts = np.array([90, 60, 40, 30, 25, 21])  # no class above 100 and none below 20: Many and Few are empty
+    counts = np.array(
+        [90, 60, 40, 30, 25, 21]
+    )  # no class above 100 and none below 20: Many and Few are empty
     y = np.repeat(np.arange(6), 5)
     z = rng.normal(size=(30, 6))
     rep = accuracy_report(z, z, y, counts, 1.0, [1.0])

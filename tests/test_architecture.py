@@ -3,6 +3,7 @@
 Every import statement counts, at module level or inside a function: a lazy import is still a dependency.
 The checker is tested on small made-up packages first, so a checker that finds nothing would fail here.
 """
+
 import ast
 from pathlib import Path
 
@@ -13,7 +14,9 @@ PACKAGES = ("npe", "npe_theory", "npe_train")
 # bottom to top; a module may import its own folder and any folder of a lower level, nothing else of ours
 LEVELS = {
     "npe_theory": 0,
-    "npe_train.data": 1, "npe_train.models": 1, "npe_train.device": 1,
+    "npe_train.data": 1,
+    "npe_train.models": 1,
+    "npe_train.device": 1,
     "npe_train.methods": 2,
     "npe_train.tasks": 3,
     "npe_train.run": 4,
@@ -118,7 +121,11 @@ def upward(edges: dict[str, set[str]]) -> list[str]:
 # ---- the checker on made-up packages: it must find what is planted ----
 
 FAKE = {
-    "npe_train": "", "npe_train.loop": "", "npe_train.tasks": "", "npe_train.data": "", "npe_train.models": "",
+    "npe_train": "",
+    "npe_train.loop": "",
+    "npe_train.tasks": "",
+    "npe_train.data": "",
+    "npe_train.models": "",
     "npe_train.loop.train": "from ..tasks.rules import RULES\n",
     "npe_train.tasks.rules": "def f():\n    from npe_train.loop import train\n",  # a lazy import back up: a cycle and an arrow up
     "npe_train.data.files": "from . import longtail\n",
@@ -134,7 +141,10 @@ def test_checker_finds_planted_cycles_and_arrows():
     found = cycles(edges)
     assert ["npe_train.data.files", "npe_train.data.longtail"] in found
     assert ["npe_train.loop.train", "npe_train.tasks.rules"] in found
-    assert upward(edges) == ["npe_train.data.longtail -> npe_train.models.pem", "npe_train.tasks.rules -> npe_train.loop.train"]
+    assert upward(edges) == [
+        "npe_train.data.longtail -> npe_train.models.pem",
+        "npe_train.tasks.rules -> npe_train.loop.train",
+    ]
 
 
 # ---- the real packages ----
@@ -158,25 +168,73 @@ def test_no_import_from_a_layer_above_or_beside():
 
 def test_the_loop_asks_no_task_method_or_data_set_name():
     """The loop's modules hold no data-set or method names and no dense/mixing branch: the task, mixing and
-    objective objects supply what differs (item 3 of the restructuring)."""
-    from npe_train.data.longtail import DATASETS
-    from npe_train.data.segmentation import SEG_DATASETS, IGNORE
+    objective objects supply what differs (docs/architecture.md)."""
+    from npe_train.data.catalog import DATASETS
+    from npe_train.data.segmentation import IGNORE
+    from npe_train.methods.catalog import METHODS
 
     for name in ("npe_train.loop.train", "npe_train.loop.step"):
         src = SOURCES[name]
         tree = ast.parse(src)
-        strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-        assert not strings & set(DATASETS + SEG_DATASETS + ("unimix", "la_loss", "ce", "npe")), name
-        names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
-        assert not names & {"SEG_DATASETS", "IGNORE", "dense", "mix", "method", "dataset", "shift", "pixel_features"}, (name, names & {"SEG_DATASETS", "IGNORE", "dense", "mix", "method", "dataset", "shift"})
+        strings = {
+            n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+        }
+        assert not strings & {*DATASETS, *METHODS, "unimix", "segmentation", "classification"}, name
+        names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {
+            n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+        }
+        banned = {"IGNORE", "dense", "mix", "method", "dataset", "shift", "pixel_features"}
+        assert not names & banned, (name, names & banned)
         assert str(IGNORE) not in src
 
 
 @pytest.mark.parametrize("module", sorted(m for m in SOURCES if m.startswith("npe_train")))
-def test_each_module_is_small_and_says_what_it_may_import(module):
+def test_each_module_says_what_it_may_import(module):
     src = SOURCES[module]
-    assert len(src.splitlines()) <= 310, f"{module}: {len(src.splitlines())} lines"
     doc = ast.get_docstring(ast.parse(src)) or ""
     assert doc, f"{module} has no docstring saying what it holds"
-    if module.count(".") >= 2 or module == "npe_train.cli":  # modules (packages' __init__ say it for their folder)
+    if (
+        module.count(".") >= 2 or module == "npe_train.cli"
+    ):  # modules (packages' __init__ say it for their folder)
         assert "import" in doc.lower(), f"{module}: its docstring does not say what it may import"
+
+
+MAX_FUNCTION_LINES = 200  # formatted lines; the two longest (ufm.simulate_ufm, TrainConfig.validate) are near it
+MAX_PARAMETERS = 12  # beyond this a settings dataclass says more (ufm.UFMSettings, loop.step.StepContext)
+MAX_LOOP_ARGS = 8  # the training loop passes objects, not positional plumbing
+
+
+def _functions(tree):
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+
+@pytest.mark.parametrize("module", sorted(SOURCES))
+def test_functions_are_short_and_take_few_parameters(module):
+    for fn in _functions(ast.parse(SOURCES[module])):
+        a = fn.args
+        params = len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs)
+        assert fn.end_lineno - fn.lineno + 1 <= MAX_FUNCTION_LINES, (
+            f"{module}.{fn.name}: {fn.end_lineno - fn.lineno + 1} lines"
+        )
+        assert params <= MAX_PARAMETERS, f"{module}.{fn.name}: {params} parameters"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in SOURCES if m.startswith("npe_train.loop")))
+def test_the_loop_passes_objects_not_long_argument_lists(module):
+    tree = ast.parse(SOURCES[module])
+    for fn in _functions(tree):
+        a = fn.args
+        assert len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs) <= MAX_LOOP_ARGS, f"{module}.{fn.name}"
+    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+        assert len(call.args) <= MAX_LOOP_ARGS, (
+            f"{module}:{call.lineno}: {len(call.args)} positional arguments"
+        )
+
+
+def test_the_size_checks_can_fail():
+    """The function checks see a planted long function and a call with many positional arguments."""
+    long = "def f(a, b, c, d, e, f, g, h, i, j, k, l, m):\n" + "    x = 1\n" * 200
+    fn = _functions(ast.parse(long))[0]
+    assert fn.end_lineno - fn.lineno + 1 > MAX_FUNCTION_LINES and len(fn.args.args) > MAX_PARAMETERS
+    call = next(n for n in ast.walk(ast.parse("g(1, 2, 3, 4, 5, 6, 7, 8, 9)")) if isinstance(n, ast.Call))
+    assert len(call.args) > MAX_LOOP_ARGS

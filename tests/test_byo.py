@@ -1,19 +1,19 @@
 """Bring your own backbone (any nn.Module, torchvision-shaped) and your own data (an image folder, a NumPy pair).
 Real torchvision and timm models: tests/test_vision.py."""
+
 import subprocess
 import sys
 
 import numpy as np
-from PIL import Image
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
-from npe_train.run.config import make_config
 from npe_train.data.longtail import build
-from npe_train.models.classifiers import attach_pem, from_torchvision, strip_head
 from npe_train.loop.train import train
-
+from npe_train.models.classifiers import attach_pem, from_torchvision, strip_head
+from npe_train.run.config import make_config
 
 
 class ResNetStyle(nn.Module):
@@ -34,7 +34,9 @@ class MobileNetStyle(nn.Module):
     def __init__(self):
         super().__init__()
         self.features = nn.Sequential(nn.Conv2d(3, 6, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.classifier = nn.Sequential(nn.Linear(6, 12), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(12, 1000))
+        self.classifier = nn.Sequential(
+            nn.Linear(6, 12), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(12, 1000)
+        )
 
     def forward(self, x):
         return self.classifier(self.features(x))
@@ -102,7 +104,9 @@ def test_a_named_or_nested_final_linear_is_replaced_and_the_width_measured(make,
     hook.remove()
     net = from_torchvision(model, num_classes=4, input_shape=(3, 16, 16))
     assert net.feature_dim == width
-    torch.testing.assert_close(net.eval()(x)[2], fed["h"])  # the features are exactly what fed the removed Linear
+    torch.testing.assert_close(
+        net.eval()(x)[2], fed["h"]
+    )  # the features are exactly what fed the removed Linear
 
 
 def test_a_model_without_a_final_linear_is_refused():
@@ -130,9 +134,21 @@ def test_image_folder_with_splits_uses_natural_counts(tmp_path):
     assert data.x_train.shape == (21, 3, 8, 8) and data.x_test.shape == (6, 3, 8, 8)
     # normalized by the training set's own per-channel statistics
     np.testing.assert_allclose(data.x_train.mean(axis=(0, 2, 3)), 0, atol=1e-5)
-    res = train(make_config(dataset="folder", data_dir=str(tmp_path / "imgs"), epochs=1, batch_size=8, out=str(tmp_path / "run")),
-                progress=False)
-    assert res["counts"] == [12, 6, 3] and res["class_names"] == ["class_a", "class_b", "class_c"] and res["config"]["profile"] == "natural"
+    res = train(
+        make_config(
+            dataset="folder",
+            data_dir=str(tmp_path / "imgs"),
+            epochs=1,
+            batch_size=8,
+            out=str(tmp_path / "run"),
+        ),
+        progress=False,
+    )
+    assert (
+        res["counts"] == [12, 6, 3]
+        and res["class_names"] == ["class_a", "class_b", "class_c"]
+        and res["config"]["profile"] == "natural"
+    )
 
 
 def test_flat_image_folder_gets_a_seeded_balanced_split_and_a_profile(tmp_path):
@@ -151,19 +167,43 @@ def test_numpy_pair(tmp_path):
     np.save(tmp_path / "y.npy", y)
     data = build("npy", 1.0, "natural", data_dir=str(tmp_path), test_fraction=0.2)
     assert data.counts.tolist() == [49, 24, 9, 4] and np.bincount(data.y_test).tolist() == [1, 1, 1, 1]
-    res = train(make_config(dataset="npy", data_dir=str(tmp_path), epochs=2, out=str(tmp_path / "run")), progress=False)
+    res = train(
+        make_config(dataset="npy", data_dir=str(tmp_path), epochs=2, out=str(tmp_path / "run")),
+        progress=False,
+    )
     assert res["config"]["model"] == "mlp" and res["counts"] == [49, 24, 9, 4]
 
 
-@pytest.mark.parametrize("make, word", [
-    (lambda d: d.mkdir(), "no class sub-folders"),
-    (lambda d: (d / "a").mkdir(parents=True), "has no images"),
-    (lambda d: ((d / "a").mkdir(parents=True), (d / "a" / "x.png").write_bytes(b"not a png")), "cannot read image"),
-])
+@pytest.mark.parametrize(
+    "make, word",
+    [
+        (lambda d: d.mkdir(), "no class sub-folders"),
+        (lambda d: (d / "a").mkdir(parents=True), "has no images"),
+        (
+            lambda d: ((d / "a").mkdir(parents=True), (d / "a" / "x.png").write_bytes(b"not a png")),
+            "cannot read image",
+        ),
+    ],
+)
 def test_bad_folders_are_one_line_errors(tmp_path, make, word):
     make(tmp_path / "bad")
-    out = subprocess.run([sys.executable, "-m", "npe", "train", "--dataset", "folder", "--data-dir", str(tmp_path / "bad"), "--out",
-                          str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "npe",
+            "train",
+            "--dataset",
+            "folder",
+            "--data-dir",
+            str(tmp_path / "bad"),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "data_dir" in out.stderr and word in out.stderr
 
@@ -187,7 +227,9 @@ def test_digits28_is_the_digits_set_resized_and_placed():
     x, y = _digits28()
     x8, y8 = _digits()
     assert x.shape == (len(x8), 1, 28, 28) and np.array_equal(y, y8)
-    ref = F.interpolate(torch.from_numpy(x8.reshape(-1, 1, 8, 8)), size=(20, 20), mode="bilinear", align_corners=False).numpy()
+    ref = F.interpolate(
+        torch.from_numpy(x8.reshape(-1, 1, 8, 8)), size=(20, 20), mode="bilinear", align_corners=False
+    ).numpy()
     offsets = np.random.default_rng(DIGITS28_SEED).integers(0, 9, size=(len(x8), 2))
     for i in (0, 7, len(x8) - 1):
         dy, dx = offsets[i]
@@ -213,12 +255,20 @@ def test_user_data_brings_its_own_validation_split(tmp_path):
     _write_folder(tmp_path / "imgs" / "val", [3, 3, 3], seed=2)
     data = build("folder", 1.0, "natural", data_dir=str(tmp_path / "imgs"))
     assert data.val_source == "the val/ folder" and np.bincount(data.y_val).tolist() == [3, 3, 3]
-    raw = np.stack([np.asarray(Image.open(p).convert("RGB"), np.float32).transpose(2, 0, 1) / 255
-                    for p in sorted((tmp_path / "imgs" / "train").rglob("*.png"))])
+    raw = np.stack(
+        [
+            np.asarray(Image.open(p).convert("RGB"), np.float32).transpose(2, 0, 1) / 255
+            for p in sorted((tmp_path / "imgs" / "train").rglob("*.png"))
+        ]
+    )
     mean, std = raw.mean(axis=(0, 2, 3), keepdims=True), raw.std(axis=(0, 2, 3), keepdims=True) + 1e-6
     first = sorted((tmp_path / "imgs" / "val" / "class_a").glob("*.png"))[0]
-    np.testing.assert_allclose(data.x_val[0], ((np.asarray(Image.open(first).convert("RGB"), np.float32).transpose(2, 0, 1) / 255
-                                                - mean) / std)[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        data.x_val[0],
+        ((np.asarray(Image.open(first).convert("RGB"), np.float32).transpose(2, 0, 1) / 255 - mean) / std)[0],
+        rtol=1e-5,
+        atol=1e-5,
+    )
     _write_folder(tmp_path / "imgs" / "val" / "extra", [1], seed=3)
     with pytest.raises(ValueError, match="^data_dir: val/ classes"):
         build("folder", 1.0, "natural", data_dir=str(tmp_path / "imgs"))
@@ -226,7 +276,12 @@ def test_user_data_brings_its_own_validation_split(tmp_path):
     folder = tmp_path / "npy"
     folder.mkdir()
     y = np.repeat(np.arange(3), [20, 10, 5])
-    for name, arr in (("X", rng.normal(size=(35, 4))), ("y", y), ("X_val", rng.normal(size=(9, 4))), ("y_val", np.repeat(np.arange(3), 3))):
+    for name, arr in (
+        ("X", rng.normal(size=(35, 4))),
+        ("y", y),
+        ("X_val", rng.normal(size=(9, 4))),
+        ("y_val", np.repeat(np.arange(3), 3)),
+    ):
         np.save(folder / f"{name}.npy", arr)
     data = build("npy", 1.0, "natural", data_dir=str(folder))
     assert data.val_source == "X_val.npy and y_val.npy" and data.x_val.shape == (9, 4)

@@ -1,7 +1,9 @@
 """Long-tailed data sets, balanced test sets, and CIFAR read from a tiny folder written here."""
+
 import numpy as np
 import pytest
 
+from npe_theory.errors import InputError
 from npe_theory.priors import count_profile
 from npe_train.data.files import DataError, load_cifar, write_fake_cifar
 from npe_train.data.longtail import build
@@ -58,7 +60,7 @@ def test_clear_errors():
         build("cifar10", 10, data_dir="/nonexistent/folder")
     with pytest.raises(DataError, match="^data_dir"):
         build("cifar100", 10)
-    with pytest.raises(DataError, match="^dataset"):
+    with pytest.raises(InputError, match="^dataset: unknown data set 'imagenet'"):
         build("imagenet", 10)
     with pytest.raises(DataError, match="^n_max"):
         build("digits", 2, n_max=1000)

@@ -1,5 +1,6 @@
 """The finite-time PEM model and the exact equilibrium, against independent references:
 PyTorch's own SGD, a gradient-flow ODE solved by scipy, scipy's L-BFGS-B, and Proposition 1."""
+
 import numpy as np
 import pytest
 import torch
@@ -37,9 +38,23 @@ def test_replay_equals_torch_sgd_step_for_step():
         loss.backward()
         opt.step()
     fractions = counts / counts.sum(1, keepdims=True)
-    run = heavy_ball_pem(means, fractions, lrs, 3e-2, momentum=0.9, alpha=0.7, epoch_of_step=epoch_of_step, init_weight=w0, init_bias=b0)
-    np.testing.assert_allclose(run["weight"], np.stack([h.weight.detach().numpy() for h in heads]), rtol=1e-12, atol=1e-13)
-    np.testing.assert_allclose(run["bias"], np.stack([h.bias.detach().numpy() for h in heads]), rtol=1e-12, atol=1e-13)
+    run = heavy_ball_pem(
+        means,
+        fractions,
+        lrs,
+        3e-2,
+        momentum=0.9,
+        alpha=0.7,
+        epoch_of_step=epoch_of_step,
+        init_weight=w0,
+        init_bias=b0,
+    )
+    np.testing.assert_allclose(
+        run["weight"], np.stack([h.weight.detach().numpy() for h in heads]), rtol=1e-12, atol=1e-13
+    )
+    np.testing.assert_allclose(
+        run["bias"], np.stack([h.bias.detach().numpy() for h in heads]), rtol=1e-12, atol=1e-13
+    )
 
 
 @given(st.integers(2, 6), st.sampled_from(["logistic", "exp"]), st.floats(1.0, 200.0), st.booleans())
@@ -49,8 +64,17 @@ def test_converges_to_proposition_1(C, loss, norm_sq, bias):
     counts = np.round(500 * 50.0 ** (-np.arange(C) / (C - 1))).astype(int)
     lam, lr, mom = 5e-3, 0.1, 0.9
     epochs = 3000  # full batch, one step an epoch: lambda*s = lam * epochs * lr / (1 - mom) = 15
-    traj = finite_time_logit(counts, lam, lr, feature_norm_sq=norm_sq, momentum=mom, batch_size=int(counts.sum()), epochs=epochs,
-                             loss=loss, bias=bias)
+    traj = finite_time_logit(
+        counts,
+        lam,
+        lr,
+        feature_norm_sq=norm_sq,
+        momentum=mom,
+        batch_size=int(counts.sum()),
+        epochs=epochs,
+        loss=loss,
+        bias=bias,
+    )
     assert lambda_s(lam, np.full(epochs, lr), mom) > 10
     expected = predicted_priors(counts, lam, norm_sq, "mean", loss, bias=bias)
     np.testing.assert_allclose(traj[-1], expected, rtol=1e-6, atol=1e-6)
@@ -71,21 +95,35 @@ def test_small_steps_without_momentum_follow_the_gradient_flow():
     ode_eta = ode[:3] * norm + ode[3:]
     lr = 1e-3
     steps = int(total_s / lr)
-    traj = finite_time_logit(counts, lam, np.full(steps, lr), feature_norm_sq=s_c, momentum=0.0, reduction="mean", batch_size=int(counts.sum()))
+    traj = finite_time_logit(
+        counts,
+        lam,
+        np.full(steps, lr),
+        feature_norm_sq=s_c,
+        momentum=0.0,
+        reduction="mean",
+        batch_size=int(counts.sum()),
+    )
     np.testing.assert_allclose(traj[-1], ode_eta, rtol=2e-3)
-    assert np.abs(traj[-1] - predicted_priors(counts, lam, s_c, "mean", "logistic", bias=True)).max() > 0.1  # not yet stationary
+    assert (
+        np.abs(traj[-1] - predicted_priors(counts, lam, s_c, "mean", "logistic", bias=True)).max() > 0.1
+    )  # not yet stationary
 
 
 def test_momentum_overshoot_of_head_class():
     """The transient: with momentum 0.9 and a large rate the head class goes above its limit, then decays back."""
     counts = np.array([450, 150, 50, 15, 4])
     limit = predicted_priors(counts, 5e-4, 20.0, "mean", "logistic", bias=True)
-    traj = finite_time_logit(counts, 5e-4, 0.05, feature_norm_sq=20.0, momentum=0.9, batch_size=64, epochs=3000)
+    traj = finite_time_logit(
+        counts, 5e-4, 0.05, feature_norm_sq=20.0, momentum=0.9, batch_size=64, epochs=3000
+    )
     head = traj[:, 0]
     assert head.max() > limit[0] + 0.3  # overshoot
     assert abs(head[-1] - limit[0]) < 1e-3  # and back
     # no overshoot without momentum at a small rate: monotone approach from below
-    calm = finite_time_logit(counts, 5e-4, 0.005, feature_norm_sq=20.0, momentum=0.0, batch_size=64, epochs=300)
+    calm = finite_time_logit(
+        counts, 5e-4, 0.005, feature_norm_sq=20.0, momentum=0.0, batch_size=64, epochs=300
+    )
     assert np.all(np.diff(calm[:, 0]) >= -1e-12) and calm[:, 0].max() <= limit[0] + 1e-9
 
 
@@ -116,7 +154,13 @@ def test_equilibrium_against_lbfgs(loss, bias):
         np.add.at(grad, y, alpha / len(y) * slope[:, None] * X)
         return alpha * ell.mean() + lam / 2 * (flat @ flat), (grad + lam * th).ravel()
 
-    ref = minimize(f, np.zeros(C * X.shape[1]), jac=True, method="L-BFGS-B", options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 10000}).x
+    ref = minimize(
+        f,
+        np.zeros(C * X.shape[1]),
+        jac=True,
+        method="L-BFGS-B",
+        options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 10000},
+    ).x
     ref = ref.reshape(C, -1)
     got = np.hstack([eq.weight, eq.bias[:, None]]) if bias else eq.weight
     np.testing.assert_allclose(got, ref, atol=2e-5)
@@ -139,8 +183,10 @@ def test_replay_on_rows_equals_torch_sgd_and_continues_across_calls():
     rng = np.random.default_rng(1)
     K, C, D, T, B = 2, 4, 5, 12, 9
     heads = [torch.nn.Linear(D, C).double() for _ in range(K)]
-    state = {"weight": np.stack([h.weight.detach().numpy().copy() for h in heads]),
-             "bias": np.stack([h.bias.detach().numpy().copy() for h in heads])}
+    state = {
+        "weight": np.stack([h.weight.detach().numpy().copy() for h in heads]),
+        "bias": np.stack([h.bias.detach().numpy().copy() for h in heads]),
+    }
     opt = torch.optim.SGD([p for h in heads for p in h.parameters()], lr=0.1, momentum=0.9, weight_decay=3e-2)
     rows, labels, weights, steps, fractions, lrs = [], [], [], [], [], rng.uniform(0.01, 0.2, size=T)
     for t in range(T):
@@ -150,7 +196,13 @@ def test_replay_on_rows_equals_torch_sgd_and_continues_across_calls():
         for g in opt.param_groups:
             g["lr"] = float(lrs[t])
         xt, yt, wt = torch.as_tensor(x), torch.as_tensor(y), torch.as_tensor(w)
-        loss = sum((wt * torch.nn.functional.softplus(-h(xt).gather(1, yt[:, None])[:, 0])).sum() / B for h in heads) * 0.7
+        loss = (
+            sum(
+                (wt * torch.nn.functional.softplus(-h(xt).gather(1, yt[:, None])[:, 0])).sum() / B
+                for h in heads
+            )
+            * 0.7
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -158,11 +210,25 @@ def test_replay_on_rows_equals_torch_sgd_and_continues_across_calls():
         fractions.append(np.bincount(y, weights=w, minlength=C) / B)
     cat = [np.concatenate(v) for v in (rows, labels, weights, steps)]
     half = np.searchsorted(cat[3], 5)
-    first = replay_steps(state, *(v[:half] for v in cat), np.array(fractions[:5]), lrs[:5], 3e-2, momentum=0.9, alpha=0.7)
-    second = replay_steps(first, *(v[half:] for v in cat[:3]), cat[3][half:] - 5, np.array(fractions[5:]), lrs[5:], 3e-2,
-                          momentum=0.9, alpha=0.7)
-    np.testing.assert_allclose(second["weight"], np.stack([h.weight.detach().numpy() for h in heads]), rtol=1e-12, atol=1e-13)
-    np.testing.assert_allclose(second["bias"], np.stack([h.bias.detach().numpy() for h in heads]), rtol=1e-12, atol=1e-13)
+    first = replay_steps(
+        state, *(v[:half] for v in cat), np.array(fractions[:5]), lrs[:5], 3e-2, momentum=0.9, alpha=0.7
+    )
+    second = replay_steps(
+        first,
+        *(v[half:] for v in cat[:3]),
+        cat[3][half:] - 5,
+        np.array(fractions[5:]),
+        lrs[5:],
+        3e-2,
+        momentum=0.9,
+        alpha=0.7,
+    )
+    np.testing.assert_allclose(
+        second["weight"], np.stack([h.weight.detach().numpy() for h in heads]), rtol=1e-12, atol=1e-13
+    )
+    np.testing.assert_allclose(
+        second["bias"], np.stack([h.bias.detach().numpy() for h in heads]), rtol=1e-12, atol=1e-13
+    )
 
 
 def test_replay_on_rows_reduces_to_the_class_mean_replay_when_a_class_is_one_point():
@@ -174,8 +240,16 @@ def test_replay_on_rows_reduces_to_the_class_mean_replay_when_a_class_is_one_poi
     fractions = np.full((T, C), 1.0 / C)
     lrs = np.full(T, 0.05)
     rows = np.concatenate([means[y]] * T)
-    run = replay_steps({"weight": np.zeros((1, C, D)), "bias": np.zeros((1, C))}, rows, np.tile(y, T), np.ones(len(rows)),
-                       np.repeat(np.arange(T), len(y)), fractions, lrs, 1e-2)
+    run = replay_steps(
+        {"weight": np.zeros((1, C, D)), "bias": np.zeros((1, C))},
+        rows,
+        np.tile(y, T),
+        np.ones(len(rows)),
+        np.repeat(np.arange(T), len(y)),
+        fractions,
+        lrs,
+        1e-2,
+    )
     ref = heavy_ball_pem(means, fractions, lrs, 1e-2)
     np.testing.assert_allclose(run["weight"], ref["weight"], rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(run["bias"], ref["bias"], rtol=1e-12, atol=1e-14)

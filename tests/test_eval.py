@@ -1,20 +1,24 @@
 """npe eval: a finished run scored again. On its own test set it must give back the run's own final accuracy (an
 independent path: the training loop's last evaluation); with a test profile, the subset's counts follow it."""
+
 import json
 
 import numpy as np
 import pytest
 
 from npe.cli import main
+from npe_theory.priors import count_profile
 from npe_train.loop.train import train
 from npe_train.run.config import make_config
-from npe_theory.priors import count_profile
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     out = tmp_path_factory.mktemp("ev") / "run"
-    res = train(make_config(dataset="synthetic", imbalance=20, n_max=100, epochs=3, seed=5, out=str(out)), progress=False)
+    res = train(
+        make_config(dataset="synthetic", imbalance=20, n_max=100, epochs=3, seed=5, out=str(out)),
+        progress=False,
+    )
     return out, res
 
 
@@ -41,12 +45,20 @@ def test_eval_with_a_test_profile(finished, kind, capsys):
     want = count_profile("exp", 10, per_class_test, 10.0)
     assert ev["test_counts"] == (want if kind == "exp" else want[::-1]).tolist()
     for rule, acc in ev["accuracy"].items():  # the sample accuracy weighs each class by its test count
-        assert ev["sample_accuracy"][rule] == pytest.approx(np.dot(acc["per_class"], ev["test_counts"]) / sum(ev["test_counts"]))
+        assert ev["sample_accuracy"][rule] == pytest.approx(
+            np.dot(acc["per_class"], ev["test_counts"]) / sum(ev["test_counts"])
+        )
     assert "sample accuracy" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, word", [(["--test-profile", "exp:0.5"], "test_profile"), (["--test-profile", "flat"], "test_profile"),
-                                        ([], "RUN_DIR")])
+@pytest.mark.parametrize(
+    "argv, word",
+    [
+        (["--test-profile", "exp:0.5"], "test_profile"),
+        (["--test-profile", "flat"], "test_profile"),
+        ([], "RUN_DIR"),
+    ],
+)
 def test_eval_refuses_bad_input_in_one_line(finished, tmp_path, capsys, argv, word):
     out, _ = finished
     target = str(tmp_path / "nothing") if word == "RUN_DIR" else str(out)

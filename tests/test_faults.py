@@ -1,4 +1,5 @@
 """Faults: killed and resumed runs, damaged files, two runs in one folder, unwritable outputs, divergence."""
+
 import errno
 import json
 import os
@@ -12,12 +13,20 @@ import pytest
 import torch
 
 from npe.cli import main
-from npe_train.run.config import make_config
 from npe_train.loop.train import train
+from npe_train.run.config import make_config
 
 
 def tiny(tmp_path, name="run", **kw):
-    base = dict(dataset="synthetic", imbalance=20, n_max=100, epochs=5, batch_size=64, seed=4, out=str(tmp_path / name))
+    base = dict(
+        dataset="synthetic",
+        imbalance=20,
+        n_max=100,
+        epochs=5,
+        batch_size=64,
+        seed=4,
+        out=str(tmp_path / name),
+    )
     base.update(kw)
     return make_config(**base)
 
@@ -59,8 +68,25 @@ def test_damaged_checkpoint_is_a_clear_error(tmp_path, kill_after, capsys, damag
     ckpt.write_bytes(damage if damage else b"")
     if damage:
         ckpt.write_bytes(open(tmp_path / "run" / "config.json", "rb").read()[:5])
-    code = main(["train", "--dataset", "synthetic", "--imbalance", "20", "--n-max", "100", "--epochs", "5", "--seed", "4",
-                 "--out", str(tmp_path / "run"), "--resume", "--quiet"])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "synthetic",
+            "--imbalance",
+            "20",
+            "--n-max",
+            "100",
+            "--epochs",
+            "5",
+            "--seed",
+            "4",
+            "--out",
+            str(tmp_path / "run"),
+            "--resume",
+            "--quiet",
+        ]
+    )
     one_line(capsys, code, 2, "checkpoint")
 
 
@@ -89,15 +115,43 @@ def test_deleted_or_torn_metrics_are_restored_from_the_checkpoint(tmp_path, kill
 def test_two_runs_into_one_folder(tmp_path):
     """The second run is refused while the first lives; SIGKILL on the first leaves no stuck lock."""
     out = tmp_path / "shared"
-    args = ["--dataset", "synthetic", "--n-max", "500", "--epochs", "400", "--eval-every", "400", "--out", str(out), "--quiet"]
-    first = subprocess.Popen([sys.executable, "-m", "npe", "train", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [
+        "--dataset",
+        "synthetic",
+        "--n-max",
+        "500",
+        "--epochs",
+        "400",
+        "--eval-every",
+        "400",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "npe", "train", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 120
         while not (out / "checkpoint.pt").exists() and time.time() < deadline:
             time.sleep(0.2)
-        assert (out / "checkpoint.pt").exists(), first.stderr.read() if first.poll() is not None else "first run too slow"
-        second = subprocess.run([sys.executable, "-m", "npe", "train", *args, "--resume"], capture_output=True, text=True, timeout=300)
-        assert second.returncode == 2 and "in use by another run" in second.stderr and len(second.stderr.strip().splitlines()) == 1
+        assert (out / "checkpoint.pt").exists(), (
+            first.stderr.read() if first.poll() is not None else "first run too slow"
+        )
+        second = subprocess.run(
+            [sys.executable, "-m", "npe", "train", *args, "--resume"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert (
+            second.returncode == 2
+            and "in use by another run" in second.stderr
+            and len(second.stderr.strip().splitlines()) == 1
+        )
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -134,23 +188,48 @@ def test_full_or_read_only_output_keeps_what_was_computed(tmp_path, monkeypatch,
         real(*args, **kwargs)
 
     monkeypatch.setattr(tr, "save_checkpoint", failing)
-    code = main(["train", "--dataset", "synthetic", "--epochs", "5", "--out", str(tmp_path / "run"), "--quiet"])
+    code = main(
+        ["train", "--dataset", "synthetic", "--epochs", "5", "--out", str(tmp_path / "run"), "--quiet"]
+    )
     one_line(capsys, code, 2, os.strerror(err))
-    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["epoch"] == 1  # the last good one is kept
+    assert (
+        torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    )  # the last good one is kept
 
 
 @pytest.mark.parametrize("case", ["under a file", "a folder for a file, a file for a folder"])
 def test_output_paths_that_cannot_be_written(tmp_path, capsys, case):
     (tmp_path / "afile").write_text("x")
     (tmp_path / "adir").mkdir()
-    csv, out = ((tmp_path / "afile" / "p.csv", tmp_path / "afile" / "run") if case == "under a file"
-                else (tmp_path / "adir", tmp_path / "afile"))
+    csv, out = (
+        (tmp_path / "afile" / "p.csv", tmp_path / "afile" / "run")
+        if case == "under a file"
+        else (tmp_path / "adir", tmp_path / "afile")
+    )
     one_line(capsys, main(["priors", "--lam", "1e-3", "--classes", "4", "--csv", str(csv)]), 2, "npe: error")
-    one_line(capsys, main(["train", "--dataset", "synthetic", "--epochs", "1", "--out", str(out), "--quiet"]), 2, "npe: error")
+    one_line(
+        capsys,
+        main(["train", "--dataset", "synthetic", "--epochs", "1", "--out", str(out), "--quiet"]),
+        2,
+        "npe: error",
+    )
 
 
 def test_diverging_run_stops_with_exit_1(tmp_path, capsys):
-    code = main(["train", "--dataset", "synthetic", "--epochs", "3", "--lr", "1e300", "--out", str(tmp_path / "run"), "--quiet"])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "synthetic",
+            "--epochs",
+            "3",
+            "--lr",
+            "1e300",
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+        ]
+    )
     one_line(capsys, code, 1, "stopped")
 
 
@@ -171,11 +250,26 @@ def test_internal_error_prints_one_line_and_a_log(monkeypatch, capsys):
 def test_results_record_the_environment(tmp_path):
     res = train(tiny(tmp_path, epochs=1), progress=False)
     env = res["environment"]
-    assert env["threads"] == torch.get_num_threads() and env["torch"] == torch.__version__ and res["schema"] == "npe-run/2"
+    assert (
+        env["threads"] == torch.get_num_threads()
+        and env["torch"] == torch.__version__
+        and res["schema"] == "npe-run/2"
+    )
     assert np.isfinite(res["train_seconds"])
 
 
 def test_a_data_set_that_cannot_be_built_leaves_no_folder(tmp_path, capsys):
-    code = main(["train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "missing"), "--out", str(tmp_path / "run"), "--quiet"])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            str(tmp_path / "missing"),
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+        ]
+    )
     one_line(capsys, code, 2, "data_dir")
     assert not (tmp_path / "run").exists()

@@ -1,4 +1,5 @@
 """The rows the replay takes from each training step (npe_train/methods/feature_sample.py), against a brute-force choice."""
+
 import numpy as np
 import torch
 from hypothesis import example, given
@@ -25,8 +26,12 @@ def test_step_rows_keeps_the_rows_a_brute_force_choice_keeps(n, C, size, seed):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, C, size=n)
     weight = np.where(rng.random(n) < 0.2, 0.0, rng.uniform(0.1, 1.0, size=n))
-    h = np.arange(n, dtype=np.float32)[:, None] * np.ones((1, 3), dtype=np.float32)  # row j holds j: which rows came back
-    rows, got_labels, got_weight = step_rows(torch.as_tensor(h), torch.as_tensor(labels), torch.as_tensor(weight, dtype=torch.float32), size, C)
+    h = np.arange(n, dtype=np.float32)[:, None] * np.ones(
+        (1, 3), dtype=np.float32
+    )  # row j holds j: which rows came back
+    rows, got_labels, got_weight = step_rows(
+        torch.as_tensor(h), torch.as_tensor(labels), torch.as_tensor(weight, dtype=torch.float32), size, C
+    )
     assert len(rows) == min(n, C * size)
     live = got_weight.numpy() > 0
     taken = rows[:, 0].numpy()[live].astype(int)
@@ -47,6 +52,6 @@ def test_step_rows_flush_every_few_steps_with_the_step_of_each_row():
     seen.append(sr.flush())
     assert sr.flush() is None
     assert [(f, c) for f, c, _ in seen] == [(0, FLUSH), (FLUSH, 3)]
-    for first, count, (rows, labels, weight, step) in seen:
+    for first, count, (rows, _labels, _weight, step) in seen:
         np.testing.assert_array_equal(rows[:, 0], step + first)  # a row carries the step that produced it
         assert step.min() >= 0 and step.max() < count and np.all(np.diff(step) >= 0)

@@ -3,6 +3,7 @@
 Each test draws arguments (valid most of the time, hostile otherwise) and asserts the contract of
 ``fuzzing.check_contract``. 25 entry points x 25 examples, and 60 config keys: about 690 inputs per run.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -17,9 +18,10 @@ try:  # modules a checkout before the regime work lacks (benchmarks/hostile_inpu
 except ImportError:
     dynamics = equilibrium = report = None
 new = pytest.mark.skipif(report is None, reason="not in this checkout")
-from npe_train import PriorEstimator, npe_adjust, one_way_logistic_loss
-from npe_train.run.config import make_config
-from fuzzing import check_contract, floats, hostile, maybe
+from fuzzing import check_contract, floats, hostile, maybe  # noqa: E402  (after the optional imports above)
+
+from npe_train import PriorEstimator, npe_adjust, one_way_logistic_loss  # noqa: E402
+from npe_train.run.config import make_config  # noqa: E402
 
 N = settings(max_examples=25)
 pos = floats(1e-300, 1e300).filter(lambda v: v > 0)
@@ -95,7 +97,11 @@ def test_optimal_logit_of_log(L, loss):
 @N
 @given(maybe(floats(-1e3, 1e300)), maybe(pos), maybe(pos), loss_st)
 def test_objective(eta, n, lam, loss):
-    check_contract(lambda: nt.objective(eta, n, lam, loss), ("eta", "n", "lam", "loss", "feature_norm_sq"), allow_inf=True)
+    check_contract(
+        lambda: nt.objective(eta, n, lam, loss),
+        ("eta", "n", "lam", "loss", "feature_norm_sq"),
+        allow_inf=True,
+    )
 
 
 @N
@@ -112,20 +118,40 @@ def test_logistic_bracket(x):
 
 
 @N
-@given(maybe(st.sampled_from(["exp", "step"])), maybe(st.integers(1, 200)), maybe(st.integers(1, 10**6)), maybe(floats(1, 1e6)))
+@given(
+    maybe(st.sampled_from(["exp", "step"])),
+    maybe(st.integers(1, 200)),
+    maybe(st.integers(1, 10**6)),
+    maybe(floats(1, 1e6)),
+)
 @example("exp", 10**12, 10, 2.0)
 def test_count_profile(kind, C, n_max, imb):
-    check_contract(lambda: priors.count_profile(kind, C, n_max, imb), ("kind", "num_classes", "n_max", "imbalance"), seconds=5)
+    check_contract(
+        lambda: priors.count_profile(kind, C, n_max, imb),
+        ("kind", "num_classes", "n_max", "imbalance"),
+        seconds=5,
+    )
 
 
 @N
-@given(maybe(counts_st), maybe(pos), maybe(pos), maybe(st.sampled_from(["sum", "mean"])), loss_st, maybe(st.booleans()))
+@given(
+    maybe(counts_st),
+    maybe(pos),
+    maybe(pos),
+    maybe(st.sampled_from(["sum", "mean"])),
+    loss_st,
+    maybe(st.booleans()),
+)
 @example([3, 2], 1e-3, 1.0, "mean", "exp", "yes")
 @example([3.5, 2], 1e-3, 1.0, "mean", "exp", True)
-@example([1, 1], 1.0, 1.0, "sum", "exp", np.array([]))  # an empty array as bias: its truth value raised inside (random run)
+@example(
+    [1, 1], 1.0, 1.0, "sum", "exp", np.array([])
+)  # an empty array as bias: its truth value raised inside (random run)
 def test_predicted_priors(counts, lam, fns, reduction, loss, bias):
-    check_contract(lambda: priors.predicted_priors(counts, lam, fns, reduction, loss, bias),
-                   ("counts", "lam", "feature_norm_sq", "reduction", "loss", "bias"))
+    check_contract(
+        lambda: priors.predicted_priors(counts, lam, fns, reduction, loss, bias),
+        ("counts", "lam", "feature_norm_sq", "reduction", "loss", "bias"),
+    )
 
 
 @N
@@ -141,37 +167,62 @@ def test_prior_match(estimates, counts):
 @given(maybe(st.lists(floats(-50, 1e300), min_size=2, max_size=6)), maybe(pos), maybe(pos), loss_st)
 @example([0.0, 0.0], 1e-300, 179769313.0, "exp")  # norm / lam overflowed before the log (random run)
 def test_implied_log_prior(eta, lam, fns, loss):
-    check_contract(lambda: priors.implied_log_prior(eta, lam, fns, loss), ("eta", "lam", "feature_norm_sq", "loss", "weight"))
+    check_contract(
+        lambda: priors.implied_log_prior(eta, lam, fns, loss),
+        ("eta", "lam", "feature_norm_sq", "loss", "weight"),
+    )
 
 
 @new
 @N
-@given(maybe(floats(0, 1e308)), maybe(st.lists(floats(0, 1e308), min_size=1, max_size=5)), maybe(floats(0, 0.99)))
+@given(
+    maybe(floats(0, 1e308)), maybe(st.lists(floats(0, 1e308), min_size=1, max_size=5)), maybe(floats(0, 0.99))
+)
 @example(1e-3, [0.1], 1.0)
-@example(1e308, [1e308], 0.0)  # the product overflows: an error naming the arguments, not inf (a random run found it)
+@example(
+    1e308, [1e308], 0.0
+)  # the product overflows: an error naming the arguments, not inf (a random run found it)
 def test_lambda_s(wd, lrs, momentum):
     check_contract(lambda: dynamics.lambda_s(wd, lrs, momentum), ("weight_decay", "lrs", "momentum"))
 
 
 @new
 @N
-@given(maybe(counts_st.map(lambda c: [min(v, 1000) for v in c])), maybe(floats(1e-4, 1e-1)), maybe(floats(1e-4, 0.5)),
-       maybe(st.integers(1, 30)), maybe(st.integers(1, 256)))
+@given(
+    maybe(counts_st.map(lambda c: [min(v, 1000) for v in c])),
+    maybe(floats(1e-4, 1e-1)),
+    maybe(floats(1e-4, 0.5)),
+    maybe(st.integers(1, 30)),
+    maybe(st.integers(1, 256)),
+)
 @example([5, 3], 1e-3, 0.1, 10**9, 1)
-@example([1, 1], 0.0625, 0.5, 10**400, 1)  # an epoch count beyond any array: NumPy's own error escaped (random run)
+@example(
+    [1, 1], 0.0625, 0.5, 10**400, 1
+)  # an epoch count beyond any array: NumPy's own error escaped (random run)
 def test_finite_time_logit(counts, lam, lr, epochs, batch):
-    check_contract(lambda: dynamics.finite_time_logit(counts, lam, lr, epochs=epochs, batch_size=batch),
-                   ("counts", "lam", "lr", "epochs", "batch_size", "feature_norm_sq", "reduction"), allow_inf=False)
+    check_contract(
+        lambda: dynamics.finite_time_logit(counts, lam, lr, epochs=epochs, batch_size=batch),
+        ("counts", "lam", "lr", "epochs", "batch_size", "feature_norm_sq", "reduction"),
+        allow_inf=False,
+    )
 
 
 @new
 @N
-@given(maybe(st.just(np.ones((3, 2)))), maybe(st.just(np.full(3, 1 / 3))), maybe(st.just(np.full(20, 0.05))), maybe(floats(1e-4, 1.0)),
-       maybe(st.sampled_from(["logistic", "exp"])), maybe(floats(0, 0.99)))
+@given(
+    maybe(st.just(np.ones((3, 2)))),
+    maybe(st.just(np.full(3, 1 / 3))),
+    maybe(st.just(np.full(20, 0.05))),
+    maybe(floats(1e-4, 1.0)),
+    maybe(st.sampled_from(["logistic", "exp"])),
+    maybe(floats(0, 0.99)),
+)
 @example(np.ones((3, 2)), np.full(3, 1 / 3), np.full(20, 1e200), 1e-3, "exp", 0.9)
 def test_heavy_ball_pem(means, fractions, lrs, lam, loss, momentum):
-    check_contract(lambda: dynamics.heavy_ball_pem(means, fractions, lrs, lam, loss=loss, momentum=momentum),
-                   ("means", "fractions", "lrs", "lam", "loss", "momentum", "epoch_of_step"))
+    check_contract(
+        lambda: dynamics.heavy_ball_pem(means, fractions, lrs, lam, loss=loss, momentum=momentum),
+        ("means", "fractions", "lrs", "lam", "loss", "momentum", "epoch_of_step"),
+    )
 
 
 @new
@@ -183,12 +234,18 @@ def test_pem_equilibrium(C, lam, alpha):
         rng = np.random.default_rng(0)
         y = np.repeat(np.arange(3), 5)
         return equilibrium.pem_equilibrium(rng.normal(size=(len(y), 3)), y, C, lam, alpha=alpha)
+
     check_contract(call, ("features", "labels", "num_classes", "lam", "alpha"))
 
 
 @new
 @N
-@given(maybe(pos.filter(lambda v: v < 1e6)), maybe(floats(0, 1e6)), maybe(st.sampled_from(["mean", "sum"])), maybe(st.booleans()))
+@given(
+    maybe(pos.filter(lambda v: v < 1e6)),
+    maybe(floats(0, 1e6)),
+    maybe(st.sampled_from(["mean", "sum"])),
+    maybe(st.booleans()),
+)
 @example(1e-3, float("nan"), "mean", True)
 @example(1e308, 0.0, "mean", True)  # predictions near 1e-309: an infinite slope was reported (random run)
 @example(5e-324, 0.0, "mean", False)  # the spread-aware fixed point overflowed with a warning (random run)
@@ -198,15 +255,27 @@ def test_pem_report(wd, lam_s, reduction, bias):
         y = np.repeat(np.arange(3), [6, 4, 2])
         s = report.PemSettings(weight_decay=wd, lambda_s=lam_s, reduction=reduction, bias=bias)
         return report.pem_report(rng.normal(size=(12, 3)), rng.normal(size=(12, 4)), y, [6, 4, 2], s)
-    check_contract(call, ("weight_decay", "lambda_s", "reduction", "bias", "eta", "features", "labels", "counts", "lr"))
+
+    check_contract(
+        call, ("weight_decay", "lambda_s", "reduction", "bias", "eta", "features", "labels", "counts", "lr")
+    )
 
 
 @N
-@given(maybe(st.integers(1, 64)), maybe(st.integers(1, 20)), maybe(st.integers(1, 3)), maybe(st.one_of(st.none(), st.integers(1, 8))))
+@given(
+    maybe(st.integers(1, 64)),
+    maybe(st.integers(1, 20)),
+    maybe(st.integers(1, 3)),
+    maybe(st.one_of(st.none(), st.integers(1, 8))),
+)
 @example(True, 3, 1, None)
 def test_prior_estimator(d, C, K, hidden):
-    check_contract(lambda: PriorEstimator(d, C, K, hidden)(torch.randn(2, d if isinstance(d, int) and 0 < d < 10**6 else 1)),
-                   ("in_features", "num_classes", "num_pems", "hidden", "features"))
+    check_contract(
+        lambda: PriorEstimator(d, C, K, hidden)(
+            torch.randn(2, d if isinstance(d, int) and 0 < d < 10**6 else 1)
+        ),
+        ("in_features", "num_classes", "num_pems", "hidden", "features"),
+    )
 
 
 @N
@@ -214,25 +283,50 @@ def test_prior_estimator(d, C, K, hidden):
 def test_one_way_logistic_loss(C, target_kind, reduction):
     def call():
         eta = torch.randn(4, C if isinstance(C, int) and 0 < C < 100 else 3)
-        target = torch.tensor([0, 1, 0, 1]) if isinstance(target_kind, str) and target_kind == "ok" else target_kind
+        target = (
+            torch.tensor([0, 1, 0, 1])
+            if isinstance(target_kind, str) and target_kind == "ok"
+            else target_kind
+        )
         return one_way_logistic_loss(eta, target, reduction=reduction)
+
     check_contract(call, ("eta", "target", "reduction", "loss"))
 
 
 @N
 @given(maybe(floats(-10, 10)), st.sampled_from(["tensor", "numpy", "shape"]))
 @example(float("nan"), "tensor")
-@example(1e308, "tensor")  # tau * eta overflows float32: an error naming tau, not infinite logits (random run)
+@example(
+    1e308, "tensor"
+)  # tau * eta overflows float32: an error naming tau, not infinite logits (random run)
 def test_npe_adjust(tau, kind):
     def call():
         logits = torch.randn(3, 4)
         eta = {"tensor": torch.randn(3, 4), "numpy": np.zeros((3, 4)), "shape": torch.randn(3, 5)}[kind]
         return npe_adjust(logits, eta, tau)
+
     check_contract(call, ("logits", "eta", "tau"))
 
 
-KEYS = ("epochs", "lr", "momentum", "weight_decay", "batch_size", "imbalance", "tau", "augment", "amp", "milestones", "tau_grid",
-        "dataset", "model", "seed", "num_pems", "n_max", "test_fraction")
+KEYS = (
+    "epochs",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "batch_size",
+    "imbalance",
+    "tau",
+    "augment",
+    "amp",
+    "milestones",
+    "tau_grid",
+    "dataset",
+    "model",
+    "seed",
+    "num_pems",
+    "n_max",
+    "test_fraction",
+)
 
 
 @settings(max_examples=60)
@@ -245,9 +339,15 @@ def test_make_config(key, value):
 
 
 @N
-@given(maybe(st.just(np.array([[0.7, 0.3], [0.4, 0.6]]))), maybe(st.just(np.array([0, 1]))), maybe(st.integers(1, 100)))
+@given(
+    maybe(st.just(np.array([[0.7, 0.3], [0.4, 0.6]]))),
+    maybe(st.just(np.array([0, 1]))),
+    maybe(st.integers(1, 100)),
+)
 @example(np.array([[0.7, 0.3], [0.4, 0.6]]), np.array([0, 1]), 10**9)
-@example(np.array([[0.7, 0.3], [0.4, 0.6]]), [[1.0], [2.0, 3.0]], 1)  # ragged labels: NumPy's own ValueError, not ours
+@example(
+    np.array([[0.7, 0.3], [0.4, 0.6]]), [[1.0], [2.0, 3.0]], 1
+)  # ragged labels: NumPy's own ValueError, not ours
 def test_expected_calibration_error(probs, labels, bins):
     from npe_train.tasks.rules import expected_calibration_error
 
@@ -260,7 +360,9 @@ int_labels = st.lists(st.integers(0, 4), min_size=1, max_size=12)
 
 
 @N
-@given(maybe(int_labels), maybe(st.lists(st.integers(1, 10**6), min_size=5, max_size=5)), maybe(floats(-5, 5)))
+@given(
+    maybe(int_labels), maybe(st.lists(st.integers(1, 10**6), min_size=5, max_size=5)), maybe(floats(-5, 5))
+)
 @example([0, 7], [1, 2, 3, 4, 5], -0.1)
 @example([0, 1], [1, 0, 3, 4, 5], -0.1)
 @example([0], [7, 1, 1, 1, 1], 1e308)  # tau ln n overflowed to inf, and the share to NaN
@@ -272,6 +374,7 @@ def test_partner_probabilities(labels, counts, tau):
 
     def call():
         return partner_probabilities(tensor(labels), tensor(counts), tau).numpy()
+
     check_contract(call, ("labels", "counts", "tau"))
 
 
@@ -283,8 +386,13 @@ def test_mixing_factor(n, a):
     from npe_train.methods.unimix import mixing_factor
 
     def call():
-        t = torch.as_tensor(n, dtype=torch.float64) if isinstance(n, list) and all(type(v) is float for v in n) else n
+        t = (
+            torch.as_tensor(n, dtype=torch.float64)
+            if isinstance(n, list) and all(type(v) is float for v in n)
+            else n
+        )
         return mixing_factor(t, t, a, torch.Generator().manual_seed(0)).numpy()
+
     check_contract(call, ("n_i", "n_j", "a"))
 
 
@@ -302,9 +410,15 @@ def test_parse_shift(entry, epochs):
 @given(maybe(counts_st.map(lambda c: [min(v, 100) for v in c])), maybe(st.integers(2, 12)))
 def test_finite_time_logit_with_a_schedule(counts, epochs):
     def call():
-        valid = isinstance(counts, list) and all(type(v) is int for v in counts) and type(epochs) is int and 0 <= epochs <= 1000
+        valid = (
+            isinstance(counts, list)
+            and all(type(v) is int for v in counts)
+            and type(epochs) is int
+            and 0 <= epochs <= 1000
+        )
         sched = [list(counts)] * epochs if valid else counts  # a hostile value goes in as it is
         return dynamics.finite_time_logit(sched, 1e-2, 0.1, batch_size=32)
+
     check_contract(call, ("counts", "epochs", "lr", "feature_norm_sq"))
 
 

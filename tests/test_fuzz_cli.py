@@ -5,6 +5,7 @@ flag given a hostile value; the contract: exit 0, 1 or 2; on failure exactly one
 no traceback, and for bad input (2) the line names the flag, the config key or the file.
 130 generated command lines per run.
 """
+
 import itertools
 
 import pytest
@@ -18,7 +19,24 @@ except ImportError:  # the layout before the npe package (for benchmarks/hostile
     from npe_theory.cli import main
 from fuzzing import TALLY, Hang, tally, time_limit
 
-VALUES = ["nan", "inf", "-inf", "-1", "0", "1e309", "1e-400", "abc", "", "1" * 400, "0x10", "2.5", "true", "[1]", "-0", "1e300"]
+VALUES = [
+    "nan",
+    "inf",
+    "-inf",
+    "-1",
+    "0",
+    "1e309",
+    "1e-400",
+    "abc",
+    "",
+    "1" * 400,
+    "0x10",
+    "2.5",
+    "true",
+    "[1]",
+    "-0",
+    "1e300",
+]
 COUNTER = itertools.count()
 
 
@@ -34,8 +52,16 @@ def places(tmp_path_factory):
 
 
 def paths(root):
-    return [str(root / "afile" / "under"), str(root / "adir"), str(root / "afile"), "/nonexistent/deep/x", str(root / "bad.toml"),
-            str(root / "odd.toml"), str(root / "garbage.toml"), ""]
+    return [
+        str(root / "afile" / "under"),
+        str(root / "adir"),
+        str(root / "afile"),
+        "/nonexistent/deep/x",
+        str(root / "bad.toml"),
+        str(root / "odd.toml"),
+        str(root / "garbage.toml"),
+        "",
+    ]
 
 
 def run(capsys, argv, flag, value):
@@ -50,7 +76,9 @@ def run(capsys, argv, flag, value):
             tally("cli", "raw traceback" if "Traceback" in str(exc) else "unclear or multi-line error")
         except BaseException as exc:  # noqa: BLE001  (a traceback escaping main)
             capsys.readouterr()
-            tally("cli", "raw traceback" if not isinstance(exc, SystemExit) else "unclear or multi-line error")
+            tally(
+                "cli", "raw traceback" if not isinstance(exc, SystemExit) else "unclear or multi-line error"
+            )
         return
     _run(capsys, argv, flag, value)
 
@@ -70,15 +98,66 @@ def _run(capsys, argv, flag, value):
 
 
 THEORY = {
-    "priors": (["--lam", "1e-3", "--classes", "5"], ["--lam", "--classes", "--max", "--imbalance", "--norm-sq", "--weight", "--reduction",
-                                                    "--loss", "--profile", "--csv"]),
-    "ufm": (["--classes", "3", "--max", "20", "--imbalance", "5", "--max-iter", "300"], ["--dim", "--lam-pem", "--lam-features", "--tol", "--max-iter",
-                                                                    "--imbalance", "--seed", "--json", "--nonlinearity"]),
+    "priors": (
+        ["--lam", "1e-3", "--classes", "5"],
+        [
+            "--lam",
+            "--classes",
+            "--max",
+            "--imbalance",
+            "--norm-sq",
+            "--weight",
+            "--reduction",
+            "--loss",
+            "--profile",
+            "--csv",
+        ],
+    ),
+    "ufm": (
+        ["--classes", "3", "--max", "20", "--imbalance", "5", "--max-iter", "300"],
+        [
+            "--dim",
+            "--lam-pem",
+            "--lam-features",
+            "--tol",
+            "--max-iter",
+            "--imbalance",
+            "--seed",
+            "--json",
+            "--nonlinearity",
+        ],
+    ),
 }
 TRAIN_BASE = ["--dataset", "synthetic", "--n-max", "30", "--imbalance", "5", "--epochs", "1", "--quiet"]
-TRAIN_FLAGS = ["--epochs", "--lr", "--momentum", "--weight-decay", "--batch-size", "--imbalance", "--tau", "--alpha", "--num-pems",
-               "--milestones", "--tau-grid", "--dataset", "--model", "--method", "--seed", "--n-max", "--config", "--out", "--data-dir",
-               "--schedule", "--warmup-epochs", "--pem-hidden", "--profile", "--test-fraction", "--image-size", "--device", "--workers"]
+TRAIN_FLAGS = [
+    "--epochs",
+    "--lr",
+    "--momentum",
+    "--weight-decay",
+    "--batch-size",
+    "--imbalance",
+    "--tau",
+    "--alpha",
+    "--num-pems",
+    "--milestones",
+    "--tau-grid",
+    "--dataset",
+    "--model",
+    "--method",
+    "--seed",
+    "--n-max",
+    "--config",
+    "--out",
+    "--data-dir",
+    "--schedule",
+    "--warmup-epochs",
+    "--pem-hidden",
+    "--profile",
+    "--test-fraction",
+    "--image-size",
+    "--device",
+    "--workers",
+]
 
 
 @settings(max_examples=50, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -109,11 +188,22 @@ def test_train(capsys, places, flag, data):
 @given(st.sampled_from(["report", "compare", "sweep", "figures", "check", "nonsense"]), st.data())
 def test_other_commands(capsys, places, command, data):
     value = data.draw(st.sampled_from(paths(places) + ["abc", ""]))
-    argv = {"report": ["report", value], "compare": ["compare", value],
-            "sweep": ["sweep", *TRAIN_BASE, "--seeds", "0", "--methods", "ce", "--out", value],
-            "figures": ["figures", "--out", str(places / "afile" / "figs")], "check": ["check", "--quiet", "--json", value],
-            "nonsense": ["nonsense", value]}[command]
-    flag = {"report": "DIR", "compare": "RUN_DIR", "sweep": "--out", "figures": "--out", "check": "--json", "nonsense": "COMMAND"}[command]
+    argv = {
+        "report": ["report", value],
+        "compare": ["compare", value],
+        "sweep": ["sweep", *TRAIN_BASE, "--seeds", "0", "--methods", "ce", "--out", value],
+        "figures": ["figures", "--out", str(places / "afile" / "figs")],
+        "check": ["check", "--quiet", "--json", value],
+        "nonsense": ["nonsense", value],
+    }[command]
+    flag = {
+        "report": "DIR",
+        "compare": "RUN_DIR",
+        "sweep": "--out",
+        "figures": "--out",
+        "check": "--json",
+        "nonsense": "COMMAND",
+    }[command]
     if command == "check" and value and not value.startswith("/nonexistent") and "afile" not in value:
         return  # a writable path runs the full check (3 s); the bad ones are what this test is about
     run(capsys, argv, flag, value)

@@ -1,5 +1,6 @@
 """The list data set: 'relative/path label' split files (ImageNet-LT style) over a generated tree of images of mixed
 sizes, read from disk batch by batch through the DataLoader pipeline with workers."""
+
 import numpy as np
 import pytest
 import torch
@@ -34,8 +35,19 @@ def tree(tmp_path_factory):
 
 
 def cfg_for(root, out, **kw):
-    return make_config(dataset="list", data_dir=str(root), train_list=str(root / "train.txt"), test_list=str(root / "test.txt"),
-                       val_list=str(root / "val.txt"), epochs=2, batch_size=16, workers=2, image_size=16, out=str(out), **kw)
+    return make_config(
+        dataset="list",
+        data_dir=str(root),
+        train_list=str(root / "train.txt"),
+        test_list=str(root / "test.txt"),
+        val_list=str(root / "val.txt"),
+        epochs=2,
+        batch_size=16,
+        workers=2,
+        image_size=16,
+        out=str(out),
+        **kw,
+    )
 
 
 def test_list_data_trains_from_disk_in_batches(tree, tmp_path, monkeypatch):
@@ -49,16 +61,31 @@ def test_list_data_trains_from_disk_in_batches(tree, tmp_path, monkeypatch):
     monkeypatch.setattr(OnDisk, "load", counted)
     cfg = cfg_for(tree, tmp_path / "run")
     data = build_data(cfg)
-    assert isinstance(data.x_train, OnDisk) and isinstance(data.x_test, OnDisk) and data.val_source == "the validation list"
-    assert data.counts.tolist() == COUNTS and data.x_train.shape == (57, 3, 16, 16) and np.bincount(data.y_test).tolist() == [6] * 4
+    assert (
+        isinstance(data.x_train, OnDisk)
+        and isinstance(data.x_test, OnDisk)
+        and data.val_source == "the validation list"
+    )
+    assert (
+        data.counts.tolist() == COUNTS
+        and data.x_train.shape == (57, 3, 16, 16)
+        and np.bincount(data.y_test).tolist() == [6] * 4
+    )
     # normalized by the training images' own per-channel statistics (all 57 are in the sample)
     pixels = real(data.x_train).numpy()
     np.testing.assert_allclose(pixels.mean(axis=(0, 2, 3)), 0, atol=1e-4)
     np.testing.assert_allclose(pixels.std(axis=(0, 2, 3)), 1, atol=1e-3)
     # one image by hand: PIL bilinear resize, then the same normalization
     first = tree / data.x_train.paths[0]
-    by_hand = np.asarray(Image.open(first).convert("RGB").resize((16, 16), Image.BILINEAR), np.float32).transpose(2, 0, 1) / 255
-    np.testing.assert_allclose(data.x_train[0], (by_hand - data.x_train.mean) / data.x_train.std, rtol=1e-6, atol=1e-6)
+    by_hand = (
+        np.asarray(Image.open(first).convert("RGB").resize((16, 16), Image.BILINEAR), np.float32).transpose(
+            2, 0, 1
+        )
+        / 255
+    )
+    np.testing.assert_allclose(
+        data.x_train[0], (by_hand - data.x_train.mean) / data.x_train.std, rtol=1e-6, atol=1e-6
+    )
     reads.clear()
     res = train(cfg, progress=False)
     assert res["counts"] == COUNTS and res["config"]["pipeline"] == "loader"
@@ -66,13 +93,41 @@ def test_list_data_trains_from_disk_in_batches(tree, tmp_path, monkeypatch):
     assert res["advice"]["validation"] is not None
 
 
-@pytest.mark.parametrize("line, word", [("/etc/passwd 0", "path under"), ("../x.png 0", "path under"), ("imgs/a.png cat", "label"),
-                                        ("imgs/a.png -1", "label"), ("imgs/missing.png 0", "not a file")])
+@pytest.mark.parametrize(
+    "line, word",
+    [
+        ("/etc/passwd 0", "path under"),
+        ("../x.png 0", "path under"),
+        ("imgs/a.png cat", "label"),
+        ("imgs/a.png -1", "label"),
+        ("imgs/missing.png 0", "not a file"),
+    ],
+)
 def test_bad_list_lines_are_one_line_errors(tree, tmp_path, capsys, line, word):
     bad = tmp_path / "bad.txt"
     bad.write_text((tree / "train.txt").read_text() + line + "\n")
-    code = main(["train", "--dataset", "list", "--data-dir", str(tree), "--train-list", str(bad), "--test-list", str(tree / "test.txt"),
-                 "--epochs", "1", "--image-size", "8", "--workers", "0", "--quiet", "--out", str(tmp_path / "run")])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "list",
+            "--data-dir",
+            str(tree),
+            "--train-list",
+            str(bad),
+            "--test-list",
+            str(tree / "test.txt"),
+            "--epochs",
+            "1",
+            "--image-size",
+            "8",
+            "--workers",
+            "0",
+            "--quiet",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and word in err, err
 
@@ -103,9 +158,14 @@ def test_train_takes_a_users_torch_datasets_and_matches_the_same_arrays_from_fil
     for name, arr in (("X", x), ("y", y), ("X_test", xt), ("y_test", yt)):
         np.save(folder / f"{name}.npy", arr)
     common = dict(epochs=2, batch_size=16, workers=0, pipeline="loader", seed=1)
-    from_files = train(make_config(dataset="npy", data_dir=str(folder), out=str(tmp_path / "a"), **common), progress=False)
-    from_sets = train(make_config(dataset="torch", out=str(tmp_path / "b"), **common), progress=False,
-                      datasets=(Pairs(x, y), Pairs(xt, yt)))
+    from_files = train(
+        make_config(dataset="npy", data_dir=str(folder), out=str(tmp_path / "a"), **common), progress=False
+    )
+    from_sets = train(
+        make_config(dataset="torch", out=str(tmp_path / "b"), **common),
+        progress=False,
+        datasets=(Pairs(x, y), Pairs(xt, yt)),
+    )
     assert from_sets["counts"] == from_files["counts"] == [40, 20, 10, 6]
     assert from_sets["accuracy"] == from_files["accuracy"]
     assert from_sets["pem"]["learned"] == from_files["pem"]["learned"]

@@ -1,4 +1,5 @@
 """lambert_w and lambert_w_of_exp against mpmath at 50 digits."""
+
 import warnings
 
 import mpmath

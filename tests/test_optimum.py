@@ -1,4 +1,5 @@
 """The minimizer of J_c (Proposition 1 and the logistic loss) against independent references."""
+
 import mpmath
 import numpy as np
 import pytest
@@ -81,7 +82,12 @@ def test_minimizer_agrees_with_brute_force(loss, p):
     x = 10.0**p
     eta = optimal_logit(x, 1.0, loss)
     hi = max(3.0, np.log(x) + 3.0)
-    res = minimize_scalar(lambda t: float(objective(t, x, 1.0, loss)), bounds=(-5.0, hi), method="bounded", options={"xatol": 1e-11})
+    res = minimize_scalar(
+        lambda t: float(objective(t, x, 1.0, loss)),
+        bounds=(-5.0, hi),
+        method="bounded",
+        options={"xatol": 1e-11},
+    )
     assert abs(res.x - eta) <= 1e-7 * max(1.0, eta)
     # and it is the global minimum: no grid point does better
     grid = np.linspace(-5.0, hi, 20001)
@@ -146,10 +152,16 @@ def test_log_prior_difference(log_r, log_x):
     """eta*(r x) - eta*(x) - ln r = -ln(W(rx)/W(x)) exactly (mpmath), which tends to 0 like ln r / ln x."""
     d = optimal_logit_of_log(log_x + log_r) - optimal_logit_of_log(log_x) - log_r
     with mpmath.workdps(50):
-        exact = -mpmath.log(mpmath.lambertw(mpmath.exp(log_x + log_r)) / mpmath.lambertw(mpmath.exp(log_x))).real
-    assert abs(d - float(exact)) <= 4 * np.finfo(float).eps * (log_x + log_r)  # three roundings of size ln(rx)
+        exact = -mpmath.log(
+            mpmath.lambertw(mpmath.exp(log_x + log_r)) / mpmath.lambertw(mpmath.exp(log_x))
+        ).real
+    assert abs(d - float(exact)) <= 4 * np.finfo(float).eps * (
+        log_x + log_r
+    )  # three roundings of size ln(rx)
     assert -log_r < d < 0  # compressed, never reversed
-    with mpmath.workdps(50):  # the slope of W(e^L) is below 1, so W(rx) - W(x) < ln r and |d| < ln(1 + ln r / W(x)) < ln r / W(x)
+    with mpmath.workdps(
+        50
+    ):  # the slope of W(e^L) is below 1, so W(rx) - W(x) < ln r and |d| < ln(1 + ln r / W(x)) < ln r / W(x)
         assert abs(exact) <= log_r / mpmath.lambertw(mpmath.exp(log_x)).real
 
 

@@ -1,4 +1,5 @@
 """PriorEstimator, the one-way loss and NPE-LA, against hand-derived gradients and the closed form."""
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +7,6 @@ import torch
 from npe_theory.priors import predicted_priors
 from npe_train import PriorEstimator, npe_adjust, one_way_logistic_loss
 from npe_train.methods.pem_loss import heads_loss
-
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +36,9 @@ def test_exponential_tail_variant():
     eta = torch.tensor([[0.5, 3.0]], requires_grad=True)
     loss = one_way_logistic_loss(eta, torch.tensor([1]), loss="exp", reduction="sum")
     loss.backward()
-    assert loss.item() == pytest.approx(np.exp(-3.0)) and eta.grad[0, 1].item() == pytest.approx(-np.exp(-3.0))
+    assert loss.item() == pytest.approx(np.exp(-3.0)) and eta.grad[0, 1].item() == pytest.approx(
+        -np.exp(-3.0)
+    )
     assert eta.grad[0, 0].item() == 0.0
 
 
@@ -49,7 +51,9 @@ def test_dense_maps_equal_flattened_pixels():
     flat_eta = eta.permute(0, 2, 3, 1).reshape(-1, 4)
     flat_y = y.reshape(-1)
     keep = flat_y != -100
-    assert dense.item() == pytest.approx(one_way_logistic_loss(flat_eta[keep], flat_y[keep]).item(), rel=1e-13)
+    assert dense.item() == pytest.approx(
+        one_way_logistic_loss(flat_eta[keep], flat_y[keep]).item(), rel=1e-13
+    )
 
 
 def test_loss_rejects_bad_input():
@@ -140,7 +144,9 @@ def test_dense_heads_equal_the_heads_applied_pixel_by_pixel(hidden):
     h = torch.randn(2, 6, 5, 7)
     dense = pem.heads_output(h)
     flat = pem.heads_output(h.permute(0, 2, 3, 1).reshape(-1, 6))  # (K, B*H*W, C)
-    torch.testing.assert_close(dense, flat.reshape(3, 2, 5, 7, 4).permute(0, 1, 4, 2, 3), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        dense, flat.reshape(3, 2, 5, 7, 4).permute(0, 1, 4, 2, 3), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_pem_param_groups_decay_the_pem_whatever_the_rest_does():
@@ -152,9 +158,13 @@ def test_pem_param_groups_decay_the_pem_whatever_the_rest_does():
     from npe_train.models.classifiers import attach_pem
 
     torch.manual_seed(0)
-    net = attach_pem(torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU()), num_classes=3, feature_dim=6, num_pems=2)
-    hf_style = [{"params": [p for n, p in net.named_parameters() if not n.endswith("bias")], "weight_decay": 0.01},
-                {"params": [p for n, p in net.named_parameters() if n.endswith("bias")], "weight_decay": 0.0}]
+    net = attach_pem(
+        torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU()), num_classes=3, feature_dim=6, num_pems=2
+    )
+    hf_style = [
+        {"params": [p for n, p in net.named_parameters() if not n.endswith("bias")], "weight_decay": 0.01},
+        {"params": [p for n, p in net.named_parameters() if n.endswith("bias")], "weight_decay": 0.0},
+    ]
     with pytest.warns(UserWarning, match="^optimizer: no weight decay on PEM parameter"):
         missing = check_pem_decay(torch.optim.SGD(hf_style, lr=0.1), net)
     assert missing == ["pem.heads.0.bias", "pem.heads.1.bias"]

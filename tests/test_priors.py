@@ -1,4 +1,5 @@
 """count_profile, predicted_priors and prior_match."""
+
 import mpmath
 import numpy as np
 import pytest
@@ -23,16 +24,33 @@ def test_step_profile_and_balanced():
     assert count_profile("exp", 1, 7, 50).tolist() == [7]
 
 
-@pytest.mark.parametrize("args, name", [(("zipf", 10, 5, 2), "kind"), (("exp", 0, 5, 2), "num_classes"), (("exp", 3, 0, 2), "n_max"),
-                                        (("exp", 3, 5, 0.5), "imbalance"), (("exp", 3, 5, np.nan), "imbalance"), (("exp", 3, 5, 10), "imbalance")])
+@pytest.mark.parametrize(
+    "args, name",
+    [
+        (("zipf", 10, 5, 2), "kind"),
+        (("exp", 0, 5, 2), "num_classes"),
+        (("exp", 3, 0, 2), "n_max"),
+        (("exp", 3, 5, 0.5), "imbalance"),
+        (("exp", 3, 5, np.nan), "imbalance"),
+        (("exp", 3, 5, 10), "imbalance"),
+    ],
+)
 def test_count_profile_errors(args, name):
     with pytest.raises(ValueError, match=f"^{name}"):
         count_profile(*args)
 
 
-@given(st.lists(st.integers(1, 10**6), min_size=2, max_size=20), st.floats(1e-6, 1e2), st.one_of(st.just(0.0), st.floats(1e-3, 1e3)),
-       st.sampled_from(["sum", "mean"]), st.booleans(), st.floats(0.01, 10))
-def test_predicted_priors_is_lambert_w_of_the_saturation_variable(counts, lam, norm_sq, reduction, bias, weight):
+@given(
+    st.lists(st.integers(1, 10**6), min_size=2, max_size=20),
+    st.floats(1e-6, 1e2),
+    st.one_of(st.just(0.0), st.floats(1e-3, 1e3)),
+    st.sampled_from(["sum", "mean"]),
+    st.booleans(),
+    st.floats(0.01, 10),
+)
+def test_predicted_priors_is_lambert_w_of_the_saturation_variable(
+    counts, lam, norm_sq, reduction, bias, weight
+):
     """x_c = weight m_c (||mu||^2 + [bias]) / lam, checked against mpmath's lambertw of x built here."""
     if norm_sq == 0 and not bias:
         norm_sq = 1.0
@@ -66,7 +84,12 @@ def test_per_class_norms_and_official_defaults():
 def test_spec_worked_table():
     """docs/theory.md, section 3: CIFAR-100-LT, imbalance 100, batch-mean loss, exponential-tail prediction."""
     counts = count_profile("exp", 100, 500, 100)
-    expected = [(1e-3, 1, 0.54, 1.24), (1e-3, 100, 0.82, 0.47), (2e-4, 100, 0.85, 0.37), (2e-4, 1000, 0.89, 0.28)]
+    expected = [
+        (1e-3, 1, 0.54, 1.24),
+        (1e-3, 100, 0.82, 0.47),
+        (2e-4, 100, 0.85, 0.37),
+        (2e-4, 1000, 0.89, 0.28),
+    ]
     for lam, s, slope, max_dev in expected:
         m = prior_match(predicted_priors(counts, lam, s, "mean"), counts)
         assert m.slope == pytest.approx(slope, abs=0.005)
@@ -157,10 +180,17 @@ def test_average_ranks_equal_scipy_rankdata(values):
 
     from npe_theory.priors import average_ranks
 
-    np.testing.assert_array_equal(average_ranks(np.array(values)), rankdata(values) if values else np.zeros(0))
+    np.testing.assert_array_equal(
+        average_ranks(np.array(values)), rankdata(values) if values else np.zeros(0)
+    )
 
 
-@given(st.lists(st.integers(1, 10**6), min_size=2, max_size=30), st.floats(1e-3, 1e4), st.floats(-1.5, 1.5), st.integers(0, 2**16))
+@given(
+    st.lists(st.integers(1, 10**6), min_size=2, max_size=30),
+    st.floats(1e-3, 1e4),
+    st.floats(-1.5, 1.5),
+    st.integers(0, 2**16),
+)
 @example([5, 5], 1.0, 0.3, 0)  # equal counts: no exponent to fit (0)
 def test_norm_statistics_are_a_log_log_least_squares_fit_and_round_trip(counts, g, beta, seed):
     """(g, beta) against numpy.polyfit of ln ||mu_c||^2 on ln N_c; norms made exactly from (g, beta) give them back."""
@@ -175,7 +205,9 @@ def test_norm_statistics_are_a_log_log_least_squares_fit_and_round_trip(counts, 
         noisy = norms * np.exp(np.random.default_rng(seed).normal(0, 0.3, size=len(c)))
         slope, intercept = np.polyfit(lc - lc.mean(), np.log(noisy), 1)
         got_g, got_beta = norm_statistics(noisy, c)
-        assert got_beta == pytest.approx(slope, rel=1e-8, abs=1e-10) and got_g == pytest.approx(np.exp(intercept), rel=1e-8)
+        assert got_beta == pytest.approx(slope, rel=1e-8, abs=1e-10) and got_g == pytest.approx(
+            np.exp(intercept), rel=1e-8
+        )
     else:
         assert norm_statistics(norms, c)[1] == 0.0
         np.testing.assert_allclose(norms, g)

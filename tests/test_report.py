@@ -1,5 +1,6 @@
 """The prior report: its wiring in the training run (lambda, bias, alpha, lambda_s, la_loss sign), the regime,
 training-mode features, and ``npe report`` on a network trained by a plain PyTorch loop."""
+
 import json
 import math
 import subprocess
@@ -12,9 +13,9 @@ from torch import nn
 
 from npe_theory import optimal_logit
 from npe_theory.report import EQUILIBRIUM_LAMBDA_S, PemSettings, pem_report, regime
-from npe_train.run.config import make_config
 from npe_train.data.longtail import build
 from npe_train.loop.train import train
+from npe_train.run.config import make_config
 
 
 def npe(*args):
@@ -25,8 +26,23 @@ def npe(*args):
 def run(tmp_path_factory):
     """A run with a non-default lambda, alpha, momentum, a warmup + step schedule and a partial last batch."""
     out = tmp_path_factory.mktemp("wired") / "run"
-    cfg = make_config(dataset="synthetic", imbalance=20, n_max=100, epochs=5, batch_size=48, lr=0.1, momentum=0.5, weight_decay=3e-3,
-                      alpha=0.5, schedule="step", milestones=[3], gamma=0.2, warmup_epochs=1, seed=2, out=str(out))
+    cfg = make_config(
+        dataset="synthetic",
+        imbalance=20,
+        n_max=100,
+        epochs=5,
+        batch_size=48,
+        lr=0.1,
+        momentum=0.5,
+        weight_decay=3e-3,
+        alpha=0.5,
+        schedule="step",
+        milestones=[3],
+        gamma=0.2,
+        warmup_epochs=1,
+        seed=2,
+        out=str(out),
+    )
     return cfg, train(cfg, progress=False)
 
 
@@ -39,7 +55,9 @@ def test_closed_form_uses_the_runs_lambda_bias_and_alpha(run):
     model = build_model(cfg.model, data.input_shape, data.num_classes)
     model.load_state_dict(torch.load(f"{cfg.out}/checkpoint.pt", weights_only=False)["model"])
     with torch.no_grad():
-        h = model.backbone(torch.as_tensor(data.x_train)).double().numpy()  # an MLP: train and eval mode agree
+        h = (
+            model.backbone(torch.as_tensor(data.x_train)).double().numpy()
+        )  # an MLP: train and eval mode agree
     mu = np.stack([h[data.y_train == c].mean(0) for c in range(data.num_classes)])
     pi = data.counts / data.counts.sum()
     x = 0.5 * pi * ((mu**2).sum(1) + 1.0) / 3e-3
@@ -85,22 +103,37 @@ def test_la_loss_sign():
     cfg = make_config(dataset="synthetic", method="la_loss", tau=1.0)
     model = nn.Linear(3, 4)
     net = lambda x: (model(x), None, x)  # noqa: E731
+    counts = np.array([70, 20, 7, 3])
     log_prior = torch.log(torch.tensor([0.7, 0.2, 0.07, 0.03]))
     x, y = torch.randn(8, 3), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
     expected = nn.functional.cross_entropy(model(x) + log_prior, y)
-    step, _ = train_step(net, torch.optim.SGD(model.parameters(), lr=0.0), x, [(y, None)], build_objective(cfg), log_prior, use_amp=False)
+    objective = build_objective(cfg, counts)
+    step, _ = train_step(
+        net,
+        torch.optim.SGD(model.parameters(), lr=0.0),
+        x,
+        [(y, None)],
+        objective,
+        objective.at_epoch(0, counts, "cpu"),
+        use_amp=False,
+    )
     assert step[1].item() == pytest.approx(expected.item(), rel=1e-6)
-    assert abs(expected.item() - nn.functional.cross_entropy(model(x) - log_prior, y).item()) > 0.1  # a flipped sign differs
+    assert (
+        abs(expected.item() - nn.functional.cross_entropy(model(x) - log_prior, y).item()) > 0.1
+    )  # a flipped sign differs
 
 
 def test_regime_threshold():
-    assert regime(EQUILIBRIUM_LAMBDA_S)[0] == "equilibrium" and regime(EQUILIBRIUM_LAMBDA_S * 0.99)[0] == "transient"
+    assert (
+        regime(EQUILIBRIUM_LAMBDA_S)[0] == "equilibrium"
+        and regime(EQUILIBRIUM_LAMBDA_S * 0.99)[0] == "transient"
+    )
     assert "lambda*s = 0.1" in regime(0.1)[1]
 
 
 def test_train_mode_pass_leaves_batch_norm_untouched_and_differs_from_eval():
-    from npe_train.tasks.classification import predict
     from npe_train.models.classifiers import build_model
+    from npe_train.tasks.classification import predict
 
     torch.manual_seed(0)
     model = build_model("cnn1d", (1, 40), 5)
@@ -139,6 +172,7 @@ def test_report_refuses_bad_input():
 
 # ---- npe report on a network trained without npe_train ----
 
+
 def _plain_training(tmp_path):
     """A small MLP with a classifier and a linear PEM, trained by a plain PyTorch loop; arrays dumped with a forward hook."""
     rng = np.random.default_rng(0)
@@ -155,14 +189,19 @@ def _plain_training(tmp_path):
         for idx in torch.randperm(len(Y)).split(32):
             h = backbone(X[idx])
             p = -pem(h)  # the official convention: p = -eta, loss BCEWithLogits(p_y, 0)
-            loss = nn.functional.cross_entropy(classifier(h), Y[idx]) + nn.functional.binary_cross_entropy_with_logits(
-                p.gather(1, Y[idx, None]), torch.zeros(len(idx), 1))
+            loss = nn.functional.cross_entropy(
+                classifier(h), Y[idx]
+            ) + nn.functional.binary_cross_entropy_with_logits(
+                p.gather(1, Y[idx, None]), torch.zeros(len(idx), 1)
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()
     # the README's recipe: a forward hook on the penultimate layer
     dump = {}
-    handle = backbone.register_forward_hook(lambda module, inputs, output: dump.__setitem__("features", output.detach()))
+    handle = backbone.register_forward_hook(
+        lambda module, inputs, output: dump.__setitem__("features", output.detach())
+    )
     with torch.no_grad():
         backbone.train()
         p = -pem(backbone(X))
@@ -172,8 +211,10 @@ def _plain_training(tmp_path):
     np.save(folder / "eta.npy", p.numpy()[None])  # (K = 1, N, C), official sign
     np.save(folder / "features.npy", dump["features"].numpy())
     np.save(folder / "labels.npy", y)
-    (folder / "settings.toml").write_text("weight_decay = 2e-3\nalpha = 1.0\nloss = 'logistic'\nreduction = 'mean'\nbias = true\n"
-                                          "momentum = 0.9\nlr = 0.05\nbatch_size = 32\nepochs = 20\n")
+    (folder / "settings.toml").write_text(
+        "weight_decay = 2e-3\nalpha = 1.0\nloss = 'logistic'\nreduction = 'mean'\nbias = true\n"
+        "momentum = 0.9\nlr = 0.05\nbatch_size = 32\nepochs = 20\n"
+    )
     return folder, backbone, classifier, pem, X, Y, counts
 
 
@@ -181,14 +222,20 @@ def test_npe_report_on_a_plain_pytorch_model_equals_npe_trains_report(tmp_path):
     folder, backbone, classifier, pem, X, Y, counts = _plain_training(tmp_path)
     out = npe("report", str(folder), "--sign", "p")
     assert out.returncode == 0, out.stderr
-    assert "regime:" in out.stdout and "finite time (mean-field)" in out.stdout and "sign error" not in out.stdout
-    wrong = npe("report", str(folder), "--out", str(tmp_path / "wrong"))  # the files hold p = -eta, read as eta
+    assert (
+        "regime:" in out.stdout
+        and "finite time (mean-field)" in out.stdout
+        and "sign error" not in out.stdout
+    )
+    wrong = npe(
+        "report", str(folder), "--out", str(tmp_path / "wrong")
+    )  # the files hold p = -eta, read as eta
     assert wrong.returncode == 0 and "warning: the learned outputs fall as the counts grow" in wrong.stdout
     saved = json.loads((folder / "report.json").read_text())["pem"]
     assert (folder / "pem_vs_log_counts.png").read_bytes()[:4] == b"\x89PNG"
     # the same network through npe_train's own path: attach_pem, the training-mode pass, the shared report
-    from npe_train.tasks.classification import predict
     from npe_train.models.classifiers import attach_pem
+    from npe_train.tasks.classification import predict
 
     net = attach_pem(backbone, 5, feature_dim=16)
     net.classifier.load_state_dict(classifier.state_dict())
@@ -201,14 +248,17 @@ def test_npe_report_on_a_plain_pytorch_model_equals_npe_trains_report(tmp_path):
     assert saved["lambda_s"] == pytest.approx(lam_s)
 
 
-@pytest.mark.parametrize("breakage, word", [
-    (lambda d: np.save(d / "labels.npy", np.arange(10)), "labels"),  # wrong length and out of range
-    (lambda d: np.save(d / "eta.npy", np.full((1, 219, 5), np.nan)), "eta"),
-    (lambda d: (d / "settings.toml").write_text("alpha = 1.0\nlambda_s = 1.0\n"), "weight_decay"),
-    (lambda d: (d / "settings.toml").unlink(), "settings"),
-    (lambda d: np.save(d / "features.npy", np.ones((3, 16))), "features"),
-    (lambda d: (d / "features.npy").write_bytes(b"garbage"), "features.npy"),
-])
+@pytest.mark.parametrize(
+    "breakage, word",
+    [
+        (lambda d: np.save(d / "labels.npy", np.arange(10)), "labels"),  # wrong length and out of range
+        (lambda d: np.save(d / "eta.npy", np.full((1, 219, 5), np.nan)), "eta"),
+        (lambda d: (d / "settings.toml").write_text("alpha = 1.0\nlambda_s = 1.0\n"), "weight_decay"),
+        (lambda d: (d / "settings.toml").unlink(), "settings"),
+        (lambda d: np.save(d / "features.npy", np.ones((3, 16))), "features"),
+        (lambda d: (d / "features.npy").write_bytes(b"garbage"), "features.npy"),
+    ],
+)
 def test_npe_report_bad_input_one_line_exit_2(tmp_path, breakage, word):
     folder = _plain_training(tmp_path)[0]
     breakage(folder)
@@ -231,9 +281,16 @@ def test_regime_runs_feed_figures_7_and_8(tmp_path):
     steps = math.ceil(n / 64)
     cosine = {2: [0.05, 0.025], 3: [0.05, 0.0375, 0.0125]}
     for row, (target, epochs) in zip(rows, grid * 2):
-        assert row["lambda_s"] == pytest.approx(row["weight_decay"] * steps * sum(cosine[epochs]) / 0.1, rel=1e-12)
+        assert row["lambda_s"] == pytest.approx(
+            row["weight_decay"] * steps * sum(cosine[epochs]) / 0.1, rel=1e-12
+        )
         assert row["lambda_s"] == pytest.approx(target, rel=1e-9)
-        assert {"rmse_vs_finite_time", "rmse_vs_equilibrium", "slope_learned", "slope_closed_form"} <= row.keys()
+        assert {
+            "rmse_vs_finite_time",
+            "rmse_vs_equilibrium",
+            "slope_learned",
+            "slope_closed_form",
+        } <= row.keys()
     for draw in (fig_regime_gap, fig_regime_slope):
         png = draw(tmp_path / "f.png", rows)
         assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000

@@ -1,5 +1,6 @@
 """Figures say what they show: F11 carries every rule its runs recorded, eta_matrix a sequential map for one-signed values,
 and no legend of the run figures sits on the plotted data."""
+
 import json
 from importlib.resources import files
 
@@ -24,9 +25,18 @@ def test_f11_shows_every_rule_of_the_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(figures, "save_figure", keep)
     figures.fig_segmentation(tmp_path / "F11.png", runs)
     rules = {rule for r in runs if r["method"] == "npe" for rule in r["iou"]}
-    names = {"argmax": "argmax", "posthoc_la": "post-hoc LA", "npe_la": "NPE-LA", "npe_inverse": "NPE inverse", "npe_marginal": "NPE marginal"}
+    names = {
+        "argmax": "argmax",
+        "posthoc_la": "post-hoc LA",
+        "npe_la": "NPE-LA",
+        "npe_inverse": "NPE inverse",
+        "npe_marginal": "NPE marginal",
+    }
     for rule in rules:
-        assert any(label.startswith(f"NPE network, {names[rule]}:") for label in shown["labels"]), (rule, shown["labels"])
+        assert any(label.startswith(f"NPE network, {names[rule]}:") for label in shown["labels"]), (
+            rule,
+            shown["labels"],
+        )
     assert any(label.startswith("CE network, argmax:") for label in shown["labels"])
 
 
@@ -52,7 +62,12 @@ def test_run_figure_legends_do_not_cover_data(tmp_path):
     from npe_train.run import plots
     from npe_train.run.config import make_config
 
-    res = train(make_config(dataset="synthetic", imbalance=10, n_max=60, epochs=3, eval_every=2, out=str(tmp_path / "run")), progress=False)
+    res = train(
+        make_config(
+            dataset="synthetic", imbalance=10, n_max=60, epochs=3, eval_every=2, out=str(tmp_path / "run")
+        ),
+        progress=False,
+    )
     seen = []
     real = plots.save_figure
 
@@ -72,5 +87,7 @@ def test_run_figure_legends_do_not_cover_data(tmp_path):
         plots.save_figure = real
     names = {name for name, _ in seen}
     assert {"training_curves.png", "accuracy_by_group.png"} <= names
-    assert all(outside for name, outside in seen if name in ("training_curves.png", "accuracy_by_group.png")), seen
+    assert all(
+        outside for name, outside in seen if name in ("training_curves.png", "accuracy_by_group.png")
+    ), seen
     plt.close("all")

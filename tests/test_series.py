@@ -1,4 +1,5 @@
 """The de Bruijn series: coefficients, float evaluation and the truncation order, against mpmath."""
+
 import mpmath
 import numpy as np
 import pytest
@@ -12,7 +13,9 @@ from npe_theory.reference import mp_lambert_w_of_exp, mp_series, relative_error
 
 @pytest.mark.parametrize("n", range(0, 12))
 def test_stirling_numbers_match_sympy(n):
-    assert [stirling1(n, k) for k in range(n + 1)] == [int(stirling(n, k, kind=1, signed=False)) for k in range(n + 1)]
+    assert [stirling1(n, k) for k in range(n + 1)] == [
+        int(stirling(n, k, kind=1, signed=False)) for k in range(n + 1)
+    ]
 
 
 def test_first_coefficients_as_spec_writes_them():
@@ -37,7 +40,9 @@ def test_truncation_error_order(L1, order):
     with mpmath.workdps(50):
         err = abs(mp_lambert_w_of_exp(L1) - mp_series(L1, order))
         L2 = mpmath.log(L1)
-        bound = 2 * sum(abs(float(c)) for c in debruijn_coefficients(order + 1)[order]) * (L2 / L1) ** (order + 1)
+        bound = (
+            2 * sum(abs(float(c)) for c in debruijn_coefficients(order + 1)[order]) * (L2 / L1) ** (order + 1)
+        )
         assert err <= bound
 
 

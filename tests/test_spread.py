@@ -1,6 +1,7 @@
 """Proposition 1 with within-class spread (npe_theory.spread): zero spread gives Proposition 1, the Gaussian
 fixed point equals a brute-force minimization of the Gaussian expected objective, it matches the exact
 equilibrium on sampled Gaussian classes, and the prior report wires each class's own moments in."""
+
 import numpy as np
 import pytest
 from hypothesis import example, given
@@ -16,12 +17,20 @@ from npe_theory.spread import along_mean, class_spread, spread_logit, spread_sta
 counts_st = st.lists(st.integers(1, 5000), min_size=2, max_size=6)
 
 
-@given(counts_st, st.floats(1e-5, 1e-1), st.floats(0.01, 500), st.sampled_from(["exp", "logistic"]),
-       st.sampled_from(["mean", "sum"]), st.booleans())
+@given(
+    counts_st,
+    st.floats(1e-5, 1e-1),
+    st.floats(0.01, 500),
+    st.sampled_from(["exp", "logistic"]),
+    st.sampled_from(["mean", "sum"]),
+    st.booleans(),
+)
 @example([5000, 1], 1e-5, 500.0, "logistic", "sum", True)  # x_c near 2.5e11 at the head, 0.05 at the tail
 @example([3, 3], 1e-1, 0.01, "exp", "mean", False)  # x_c = 0.05: far from saturation
 def test_zero_spread_is_proposition_1(counts, lam, norm_sq, loss, reduction, bias):
-    got = spread_logit(along_mean(norm_sq, 0.0, len(counts), bias=bias), counts, lam, loss=loss, reduction=reduction)
+    got = spread_logit(
+        along_mean(norm_sq, 0.0, len(counts), bias=bias), counts, lam, loss=loss, reduction=reduction
+    )
     want = predicted_priors(counts, lam, norm_sq, reduction, loss, bias=bias)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
@@ -43,7 +52,13 @@ def _gauss_objective_optimum(m, cov, a, lam, loss, nodes=120):
     return float(res.x @ m)
 
 
-@given(st.integers(1, 4), st.floats(0.0, 3.0), st.floats(1e-4, 1e-2), st.sampled_from(["exp", "logistic"]), st.integers(0, 1000))
+@given(
+    st.integers(1, 4),
+    st.floats(0.0, 3.0),
+    st.floats(1e-4, 1e-2),
+    st.sampled_from(["exp", "logistic"]),
+    st.integers(0, 1000),
+)
 @example(3, 2.5, 1e-4, "logistic", 7)  # strong spread: the head output rises far above Proposition 1
 def test_gaussian_fixed_point_equals_brute_force(dim, scale, lam, loss, seed):
     rng = np.random.default_rng(seed)
@@ -64,8 +79,13 @@ def test_gaussian_fixed_point_equals_brute_force(dim, scale, lam, loss, seed):
     np.testing.assert_allclose(got, want, atol=2e-5 * max(1.0, float(np.max(np.abs(want)))))
 
 
-@given(st.lists(st.integers(100, 2000), min_size=2, max_size=4), st.integers(2, 6), st.floats(0.2, 1.0),
-       st.sampled_from([1e-3, 1e-2]), st.integers(0, 1000))
+@given(
+    st.lists(st.integers(100, 2000), min_size=2, max_size=4),
+    st.integers(2, 6),
+    st.floats(0.2, 1.0),
+    st.sampled_from([1e-3, 1e-2]),
+    st.integers(0, 1000),
+)
 @example([2000, 100], 6, 1.0, 1e-3, 0)
 @example([100, 100], 2, 1.0, 1e-3, 26)
 def test_matches_the_exact_equilibrium_on_gaussian_classes(counts, dim, scale, lam, seed):
@@ -79,7 +99,9 @@ def test_matches_the_exact_equilibrium_on_gaussian_classes(counts, dim, scale, l
     feats, labels = [], []
     for c, n in enumerate(counts):
         A = rng.normal(size=(dim, dim)) * scale / np.sqrt(dim)
-        feats.append(rng.normal(size=dim) * 3 + rng.normal(size=(10 * n, dim)) @ A)  # 10 n samples: the sample is
+        feats.append(
+            rng.normal(size=dim) * 3 + rng.normal(size=(10 * n, dim)) @ A
+        )  # 10 n samples: the sample is
         labels.append(np.full(10 * n, c))  # near enough to Gaussian that the tails of exp(-t) settle
     h, y = np.concatenate(feats), np.concatenate(labels)
     C = len(counts)
@@ -125,8 +147,12 @@ def test_report_wires_each_class_own_moments():
 
 def test_spread_statistics_are_the_documented_averages():
     rng = np.random.default_rng(0)
-    h = np.concatenate([np.array([3.0, 4.0]) + rng.normal(size=(500, 2)) * [1.0, 0.0],
-                        np.array([0.0, 2.0]) + rng.normal(size=(500, 2)) * [0.0, 0.5]])
+    h = np.concatenate(
+        [
+            np.array([3.0, 4.0]) + rng.normal(size=(500, 2)) * [1.0, 0.0],
+            np.array([0.0, 2.0]) + rng.normal(size=(500, 2)) * [0.0, 0.5],
+        ]
+    )
     y = np.repeat([0, 1], 500)
     norm_sq, ratio = spread_statistics(class_spread(h, y, 2))
     mu = [h[y == c].mean(0) for c in range(2)]
@@ -135,10 +161,18 @@ def test_spread_statistics_are_the_documented_averages():
     assert ratio == pytest.approx(np.mean([a / (m @ m) for a, m in zip(along, mu)]))
 
 
-@given(counts_st, st.floats(1e-4, 1e-1), st.floats(0.5, 300), st.floats(0.0, 0.5), st.sampled_from(["exp", "logistic"]))
+@given(
+    counts_st,
+    st.floats(1e-4, 1e-1),
+    st.floats(0.5, 300),
+    st.floats(0.0, 0.5),
+    st.sampled_from(["exp", "logistic"]),
+)
 @example([5000, 1], 1e-4, 300.0, 0.5, "logistic")
 @example([2, 1], 1e-1, 0.5, 0.0, "exp")
-@example([1, 5], 1e-4, 233.0, 0.125, "logistic")  # a random run found it: 48-node Gauss-Hermite gave the inverse spurious roots
+@example(
+    [1, 5], 1e-4, 233.0, 0.125, "logistic"
+)  # a random run found it: 48-node Gauss-Hermite gave the inverse spurious roots
 def test_inverse_recovers_the_log_shares(counts, lam, norm_sq, ratio, loss):
     """Round trip: the outputs the spread model predicts for these counts, inverted, give back ln pi_c (up to a constant)
     with slope 1; a wrong sign or a dropped tilt in the inverse breaks it."""
@@ -154,14 +188,16 @@ def test_inverse_recovers_the_log_shares(counts, lam, norm_sq, ratio, loss):
 @given(st.floats(-40.0, 60.0), st.floats(1e-6, 400.0))
 @example(12.16, 7.87)  # the output spread where the fixed Gauss-Hermite rule was 1e-5 off
 @example(5.0, 100.0)
-@example(0.0, 165.0)  # mpmath's tanh-sinh quad was 1e-7 off here whatever the splits; a 50-digit dense one agrees to 6e-14
+@example(
+    0.0, 165.0
+)  # mpmath's tanh-sinh quad was 1e-7 off here whatever the splits; a 50-digit dense one agrees to 6e-14
 def test_tilted_expectations_against_adaptive_quadrature(mu, s2):
     """ln E[sigmoid(mu - s^2 + s z)] and ln E[sigmoid(...)^2], z ~ N(0, 1), against scipy's adaptive Gauss-Kronrod
     quadrature (QUADPACK) of the integrand scaled by its own peak, broken at the sigmoid's turn."""
     from scipy.integrate import quad
     from scipy.special import log_expit
 
-    from npe_theory.spread import _tilted
+    from npe_theory.losses.logistic import _tilted
 
     s = np.sqrt(s2)
     turn = float(np.clip((s2 - mu) / s, -38.0, 38.0))
@@ -171,8 +207,15 @@ def test_tilted_expectations_against_adaptive_quadrature(mu, s2):
         zs = np.linspace(-38.6, 38.6, 20001)
         peak = float(np.max(log_f(zs)))
         lo, hi = min(0.0, turn) - 14, max(0.0, turn) + 14
-        val, _ = quad(lambda z: np.exp(log_f(z) - peak), max(lo, -38.6), min(hi, 38.6), points=sorted({0.0, turn}), limit=500,
-                      epsabs=0, epsrel=1e-13)
+        val, _ = quad(
+            lambda z: np.exp(log_f(z) - peak),
+            max(lo, -38.6),
+            min(hi, 38.6),
+            points=sorted({0.0, turn}),
+            limit=500,
+            epsabs=0,
+            epsrel=1e-13,
+        )
         ref.append(np.log(val) + peak)
     got = _tilted(mu, s2)
     for g, r in zip(got, ref):

@@ -1,5 +1,6 @@
 """The per-epoch prior report read from the training steps' own feature rows (no forward pass): against an independent
 recording of what the PEM read and its weights after the epoch, and the training it must leave unchanged."""
+
 import json
 
 import numpy as np
@@ -22,22 +23,47 @@ def test_step_report_reads_what_the_pem_trained_on(tmp_path, monkeypatch):
     on epoch 1's rows, and the exact equilibrium of those rows with the run's weight decay."""
     calls, shards = [], []
     real_plan = train_mod.epoch_plan
-    monkeypatch.setattr(train_mod, "epoch_plan", lambda *a, **k: shards.append(real_plan(*a, **k)) or shards[-1])
+    monkeypatch.setattr(
+        train_mod, "epoch_plan", lambda *a, **k: shards.append(real_plan(*a, **k)) or shards[-1]
+    )
     original_build = train_mod.build_network
 
     def build(cfg, data):
         model = original_build(cfg, data)
         head = model.pem.heads[0]
-        head.register_forward_hook(lambda m, args, out: calls.append((args[0].detach().double().clone(), m.weight.detach().double().clone(),
-                                                                      m.bias.detach().double().clone())) if torch.is_grad_enabled() else None)
+        head.register_forward_hook(
+            lambda m, args, out: (
+                calls.append(
+                    (
+                        args[0].detach().double().clone(),
+                        m.weight.detach().double().clone(),
+                        m.bias.detach().double().clone(),
+                    )
+                )
+                if torch.is_grad_enabled()
+                else None
+            )
+        )
         return model
 
     monkeypatch.setattr(train_mod, "build_network", build)
-    cfg = make_config(dataset="synthetic", imbalance=20, epochs=3, batch_size=64, n_max=150, seed=3, weight_decay=5e-3, out=str(tmp_path / "run"))
+    cfg = make_config(
+        dataset="synthetic",
+        imbalance=20,
+        epochs=3,
+        batch_size=64,
+        n_max=150,
+        seed=3,
+        weight_decay=5e-3,
+        out=str(tmp_path / "run"),
+    )
     res = train_mod.train(cfg, progress=False)
     lines = _lines(tmp_path / "run")
     assert [("accuracy" in x, x["report_from"]) for x in lines] == [
-        (False, "the epoch's training steps"), (False, "the epoch's training steps"), (True, "a training-mode pass after the epoch")]
+        (False, "the epoch's training steps"),
+        (False, "the epoch's training steps"),
+        (True, "a training-mode pass after the epoch"),
+    ]
 
     steps = [-(-len(p.shard) // 64) for p in shards]
     first, last = steps[0], steps[0] + steps[1]
@@ -60,7 +86,9 @@ def _labels(cfg):
 def test_the_per_epoch_report_leaves_training_alone(tmp_path):
     """Keeping the steps' rows draws nothing and changes no step: the run with a report every epoch from the steps ends
     exactly where the run that evaluates the test set every epoch ends."""
-    kw = dict(dataset="synthetic", imbalance=20, epochs=3, batch_size=64, n_max=150, seed=4, weight_decay=5e-3)
+    kw = dict(
+        dataset="synthetic", imbalance=20, epochs=3, batch_size=64, n_max=150, seed=4, weight_decay=5e-3
+    )
     a = train_mod.train(make_config(out=str(tmp_path / "a"), eval_every=0, **kw), progress=False)
     b = train_mod.train(make_config(out=str(tmp_path / "b"), eval_every=1, **kw), progress=False)
     assert a["accuracy"] == b["accuracy"]
@@ -85,4 +113,6 @@ def test_epoch_outputs_keep_single_label_rows_only():
 @pytest.mark.parametrize("shift, expected", [([], 0), (["2=reversed:10"], 1)])
 def test_default_test_cadence(shift, expected):
     """The test set once, at the end, unless the stream shifts (its point is the accuracy after each shift)."""
-    assert make_config(dataset="synthetic", shift=shift, n_max=200, epochs=4).resolved().eval_every == expected
+    assert (
+        make_config(dataset="synthetic", shift=shift, n_max=200, epochs=4).resolved().eval_every == expected
+    )

@@ -1,4 +1,5 @@
 """npe sweep: the grid, resumability, the parallel path, and the mean/std table."""
+
 import csv
 import json
 import subprocess
@@ -8,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npe_train.run.config import make_config
 from npe_train.experiments.sweep import grid, run_grid, summarize, write_tables
+from npe_train.run.config import make_config
 
 
 @pytest.mark.slow
@@ -17,7 +18,9 @@ def test_grid_sweep_table(tmp_path):
     base = make_config(dataset="synthetic", epochs=2, imbalance=10)
     runs = grid(base, seeds=[0, 1], methods=["npe", "ce"], imbalances=[10], out=tmp_path)
     assert len(runs) == 4 and len({r.out for r in runs}) == 4
-    assert {r.pem_detach for r in runs if r.method == "ce"} == {True} and {r.pem_detach for r in runs if r.method == "npe"} == {False}
+    assert {r.pem_detach for r in runs if r.method == "ce"} == {True} and {
+        r.pem_detach for r in runs if r.method == "npe"
+    } == {False}
     results = run_grid(runs, progress=False)
     table = summarize(results)
     assert len(table) == 2
@@ -41,12 +44,40 @@ def test_grid_sweep_table(tmp_path):
 @pytest.mark.slow
 def test_parallel_path_matches_sequential(tmp_path):
     """--gpus launches one subprocess per slot (CUDA_VISIBLE_DEVICES set); on CPU the runs are deterministic."""
-    out = subprocess.run([sys.executable, "-m", "npe", "sweep", "--dataset", "synthetic", "--epochs", "2", "--seeds", "0", "1",
-                          "--methods", "npe", "--imbalances", "10", "--gpus", "0", "1", "--out", str(tmp_path / "par"), "--quiet"],
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "npe",
+            "sweep",
+            "--dataset",
+            "synthetic",
+            "--epochs",
+            "2",
+            "--seeds",
+            "0",
+            "1",
+            "--methods",
+            "npe",
+            "--imbalances",
+            "10",
+            "--gpus",
+            "0",
+            "1",
+            "--out",
+            str(tmp_path / "par"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "npe_la overall" in out.stdout
-    seq = run_grid(grid(make_config(dataset="synthetic", epochs=2), [0, 1], ["npe"], [10], tmp_path / "seq"), progress=False)
+    seq = run_grid(
+        grid(make_config(dataset="synthetic", epochs=2), [0, 1], ["npe"], [10], tmp_path / "seq"),
+        progress=False,
+    )
     for r in seq:
         name = r["config"]["out"].split("/")[-1]
         par = json.loads((tmp_path / "par" / name / "results.json").read_text())
@@ -54,9 +85,15 @@ def test_parallel_path_matches_sequential(tmp_path):
 
 
 BENCHMARKS = {  # script: (tiny arguments, a word its output must hold); their numbers are for people, not asserted
-    "train_speed.py": (["--steps", "2", "--repeats", "1", "--images", "256", "--batch-size", "16", "--workers", "0"], "PEM overhead"),
+    "train_speed.py": (
+        ["--steps", "2", "--repeats", "1", "--images", "256", "--batch-size", "16", "--workers", "0"],
+        "PEM overhead",
+    ),
     "theory_speed.py": (["--points", "1000", "--repeats", "1"], "x scipy"),
-    "seg_pem_overhead.py": (["--steps", "2", "--repeats", "1", "--batch-size", "4", "--device", "cpu"], "PEM overhead"),
+    "seg_pem_overhead.py": (
+        ["--steps", "2", "--repeats", "1", "--batch-size", "4", "--device", "cpu"],
+        "PEM overhead",
+    ),
     "loop_overhead.py": (["--epochs", "2", "--repeats", "1"], "ratio"),
     "ufm_speed.py": (["--reference-classes", "3", "--classes", "12", "--dim", "8"], "12 classes"),
 }
@@ -68,7 +105,9 @@ def test_benchmark_runs(script):
     """Each benchmark script stays runnable at tiny sizes."""
     bench = Path(__file__).resolve().parent.parent / "benchmarks"
     args, word = BENCHMARKS[script]
-    out = subprocess.run([sys.executable, str(bench / script), *args], capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, str(bench / script), *args], capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert word in out.stdout
 
@@ -77,9 +116,30 @@ def test_benchmark_runs(script):
 def test_cifar_timing_benchmark_runs(tmp_path):
     """cifar_lt_time.py at tiny size: same seed and draws on one device, so its two pipelines train the same network."""
     bench = Path(__file__).resolve().parent.parent / "benchmarks"
-    out = subprocess.run([sys.executable, str(bench / "cifar_lt_time.py"), "--epochs", "1", "--per-class", "4", "--imbalance", "4",
-                          "--variants", "eager", "standard", "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "time")],
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(bench / "cifar_lt_time.py"),
+            "--epochs",
+            "1",
+            "--per-class",
+            "4",
+            "--imbalance",
+            "4",
+            "--variants",
+            "eager",
+            "standard",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "time"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads((tmp_path / "time" / "summary.json").read_text())
     assert set(summary["runs"]) == {"eager", "standard"} and summary["random_data"] is True

@@ -1,9 +1,10 @@
 """--tensorboard DIR: the per-epoch scalars of metrics.jsonl in a TensorBoard log (optional package), read back."""
+
 import json
 
 import pytest
-
 from conftest import optional_module
+
 from npe.cli import main
 from npe_train.loop.train import train
 from npe_train.run.config import make_config
@@ -16,8 +17,15 @@ pytestmark = pytest.mark.optional
 def test_metrics_lines_reach_tensorboard(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    cfg = make_config(dataset="synthetic", imbalance=10, n_max=60, epochs=3, eval_every=2, out=str(tmp_path / "run"),
-                      tensorboard=str(tmp_path / "tb"))
+    cfg = make_config(
+        dataset="synthetic",
+        imbalance=10,
+        n_max=60,
+        epochs=3,
+        eval_every=2,
+        out=str(tmp_path / "run"),
+        tensorboard=str(tmp_path / "tb"),
+    )
     train(cfg, progress=False)
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
@@ -28,7 +36,9 @@ def test_metrics_lines_reach_tensorboard(tmp_path):
         got = [(e.step, e.value) for e in events.Scalars(tag)]
         assert got == [(ln["epoch"], pytest.approx(get(ln), rel=1e-6)) for ln in lines]
     # evaluated epochs only (1 and 2 of 0..2): accuracy is written where metrics.jsonl has it
-    assert [e.step for e in events.Scalars("accuracy/npe_la")] == [ln["epoch"] for ln in lines if "accuracy" in ln]
+    assert [e.step for e in events.Scalars("accuracy/npe_la")] == [
+        ln["epoch"] for ln in lines if "accuracy" in ln
+    ]
 
 
 def test_a_missing_tensorboard_is_one_line_before_any_folder(tmp_path, capsys, monkeypatch):
@@ -42,7 +52,22 @@ def test_a_missing_tensorboard_is_one_line_before_any_folder(tmp_path, capsys, m
         return real(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_tensorboard)
-    code = main(["train", "--dataset", "synthetic", "--epochs", "1", "--quiet", "--out", str(tmp_path / "run"), "--tensorboard", str(tmp_path / "tb")])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "synthetic",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--out",
+            str(tmp_path / "run"),
+            "--tensorboard",
+            str(tmp_path / "tb"),
+        ]
+    )
     err = capsys.readouterr().err
-    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("npe: error: tensorboard:"), err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("npe: error: tensorboard:"), (
+        err
+    )
     assert not (tmp_path / "run").exists()

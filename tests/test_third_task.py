@@ -4,6 +4,7 @@ Nothing in ``npe_train`` knows this task. If the loop branched on tasks, ignored
 its class weights per position, the checks below would fail: the weights must reach the loss (the PEM
 then sees every class equally often and learns flat priors) and the PEM's trace (effective counts).
 """
+
 import json
 
 import numpy as np
@@ -27,7 +28,9 @@ class Reweighted:
 
     def rows(self, labels, num_classes, partner=None, weight=None):
         rows, terms = self.base.rows(labels, num_classes, partner, weight)
-        return rows * self.weight[labels][:, None], terms  # the step's loss is a batch mean of w_i l_i: one term per sample
+        return rows * self.weight[labels][
+            :, None
+        ], terms  # the step's loss is a batch mean of w_i l_i: one term per sample
 
     def loss_terms(self, pairs):
         return [(t, self.weight_t.to(t.device)[t] * (1.0 if w is None else w)) for t, w in pairs]
@@ -73,4 +76,6 @@ def test_the_task_weights_reach_the_loss(runs):
     plain, weighted, _ = runs
     assert _slope(plain) > 0.5  # the PEM learns the log-prior from unweighted data
     assert abs(_slope(weighted)) < 0.5 * _slope(plain)  # balanced weights: it sees a flat prior
-    assert set(weighted["accuracy"]) == set(plain["accuracy"]) and weighted["pem"]["lambda_s"] == pytest.approx(plain["pem"]["lambda_s"])
+    assert set(weighted["accuracy"]) == set(plain["accuracy"]) and weighted["pem"][
+        "lambda_s"
+    ] == pytest.approx(plain["pem"]["lambda_s"])

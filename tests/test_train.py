@@ -1,7 +1,8 @@
 """The training core and the npe train / compare commands, end to end on tiny runs."""
-import os
+
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -9,14 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from npe_train.run.config import TrainConfig, make_config
 from npe_train.data.files import write_fake_cifar
-from npe_train.loop.train import TrainingDiverged, train
 from npe_train.loop.build import lr_factor
+from npe_train.loop.train import TrainingDiverged, train
+from npe_train.run.config import TrainConfig, make_config
 
 
 def tiny(tmp_path, **kw):
-    base = dict(dataset="synthetic", imbalance=20, epochs=4, batch_size=64, lr=0.05, out=str(tmp_path / "run"), seed=1)
+    base = dict(
+        dataset="synthetic", imbalance=20, epochs=4, batch_size=64, lr=0.05, out=str(tmp_path / "run"), seed=1
+    )
     base.update(kw)
     return make_config(**base)
 
@@ -24,8 +27,17 @@ def tiny(tmp_path, **kw):
 def test_run_folder_and_results(tmp_path):
     res = train(tiny(tmp_path), progress=False)
     run = tmp_path / "run"
-    for name in ("config.json", "metrics.jsonl", "results.json", "checkpoint.pt", "pem_vs_log_counts.png", "training_curves.png", "accuracy_by_group.png",
-                 "reliability.png", "eta_matrix.png"):
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "results.json",
+        "checkpoint.pt",
+        "pem_vs_log_counts.png",
+        "training_curves.png",
+        "accuracy_by_group.png",
+        "reliability.png",
+        "eta_matrix.png",
+    ):
         assert (run / name).is_file(), name
     saved = json.loads((run / "results.json").read_text())
     assert saved["accuracy"].keys() == {"argmax", "posthoc_la", "npe_la", "npe_marginal", "npe_inverse"}
@@ -118,31 +130,59 @@ def test_baselines_train_with_a_detached_probe(tmp_path, method):
 
 def test_resnet32_on_fake_cifar(tmp_path):
     write_fake_cifar(tmp_path / "data", 10, train_per_class=8, test_per_class=2)
-    res = train(make_config(dataset="cifar10", n_max=8, imbalance=4, epochs=1, batch_size=16, data_dir=str(tmp_path / "data"),
-                            out=str(tmp_path / "run"), num_pems=2), progress=False)
+    res = train(
+        make_config(
+            dataset="cifar10",
+            n_max=8,
+            imbalance=4,
+            epochs=1,
+            batch_size=16,
+            data_dir=str(tmp_path / "data"),
+            out=str(tmp_path / "run"),
+            num_pems=2,
+        ),
+        progress=False,
+    )
     assert res["config"]["model"] == "resnet32" and res["config"]["augment"] is True
     assert len(res["pem"]["learned"]) == 10
 
 
 def test_schedules():
     cfg = TrainConfig(epochs=10, schedule="step", milestones=[5, 8], gamma=0.1, warmup_epochs=2).resolved()
-    assert [lr_factor(cfg, e) for e in range(10)] == pytest.approx([1 / 3, 2 / 3, 1, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01])
+    assert [lr_factor(cfg, e) for e in range(10)] == pytest.approx(
+        [1 / 3, 2 / 3, 1, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01]
+    )
     cos = TrainConfig(epochs=4).resolved()
     assert lr_factor(cos, 0) == 1.0 and lr_factor(cos, 2) == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("kw, name", [(dict(dataset="imagenet"), "dataset"), (dict(model="vit"), "model"), (dict(method="focal"), "method"),
-                                      (dict(imbalance=0.5), "imbalance"), (dict(epochs=0), "epochs"), (dict(weight_decay=0.0), "weight_decay"),
-                                      (dict(warmup_epochs=60), "warmup_epochs"), (dict(lr=float("nan")), "lr"),
-                                      (dict(compile="fast"), "compile"), (dict(pipeline="ffcv"), "pipeline"), (dict(workers=-1), "workers"),
-                                      (dict(dataset="mnist1d", augment=True), "augment"), (dict(amp="yes"), "amp")])
+@pytest.mark.parametrize(
+    "kw, name",
+    [
+        (dict(dataset="imagenet"), "dataset"),
+        (dict(model="vit"), "model"),
+        (dict(method="focal"), "method"),
+        (dict(imbalance=0.5), "imbalance"),
+        (dict(epochs=0), "epochs"),
+        (dict(weight_decay=0.0), "weight_decay"),
+        (dict(warmup_epochs=60), "warmup_epochs"),
+        (dict(lr=float("nan")), "lr"),
+        (dict(compile="fast"), "compile"),
+        (dict(pipeline="ffcv"), "pipeline"),
+        (dict(workers=-1), "workers"),
+        (dict(dataset="mnist1d", augment=True), "augment"),
+        (dict(amp="yes"), "amp"),
+    ],
+)
 def test_config_errors_name_the_field(kw, name):
     with pytest.raises(ValueError, match=f"^{name}"):
         make_config(**kw)
 
 
 def npe(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "npe", *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "npe", *args], capture_output=True, text=True, timeout=600, cwd=cwd
+    )
 
 
 @pytest.mark.slow
@@ -151,14 +191,29 @@ def test_cli_train_and_compare(tmp_path):
     cfg.write_text('[train]\ndataset = "synthetic"\nepochs = 2\nimbalance = 10\n')
     out = npe("train", "--config", str(cfg), "--seed", "3", "--out", str(tmp_path / "a"), "--quiet")
     assert out.returncode == 0, out.stderr
-    for word in ("argmax (this network)", "advice:", "classes / test samples", "post-hoc LA", "NPE-LA", "PEM vs ln N_c", "PEM vs closed form"):
+    for word in (
+        "argmax (this network)",
+        "advice:",
+        "classes / test samples",
+        "post-hoc LA",
+        "NPE-LA",
+        "PEM vs ln N_c",
+        "PEM vs closed form",
+    ):
         assert word in out.stdout
     saved = json.loads((tmp_path / "a" / "config.json").read_text())
     assert saved["seed"] == 3 and saved["epochs"] == 2 and saved["imbalance"] == 10  # file < flags
-    assert npe("train", "--config", str(cfg), "--out", str(tmp_path / "b"), "--method", "ce", "--quiet").returncode == 0
+    assert (
+        npe(
+            "train", "--config", str(cfg), "--out", str(tmp_path / "b"), "--method", "ce", "--quiet"
+        ).returncode
+        == 0
+    )
     cmp = npe("compare", str(tmp_path / "a"), str(tmp_path / "b"))
     assert cmp.returncode == 0 and "NPE-LA overall" in cmp.stdout and cmp.stdout.count("synthetic") == 2
-    assert "pem_detach" in cmp.stdout and "momentum" not in cmp.stdout  # the settings that differ, and only those
+    assert (
+        "pem_detach" in cmp.stdout and "momentum" not in cmp.stdout
+    )  # the settings that differ, and only those
 
 
 def in_process(args, capsys) -> tuple[int, str]:
@@ -173,16 +228,19 @@ def in_process(args, capsys) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args, word", [
-    (["train", "--dataset", "nope"], "dataset"),
-    (["train", "--model", "vit"], "model"),
-    (["train", "--method", "magic"], "method"),
-    (["train", "--imbalance", "0.5"], "imbalance"),
-    (["train", "--dataset", "cifar10", "--data-dir", "/nonexistent"], "data_dir"),
-    (["train", "--epochs", "x"], "--epochs"),
-    (["train", "--compile", "turbo"], "compile"),
-    (["compare", "/nonexistent-run"], "RUN_DIR"),
-])
+@pytest.mark.parametrize(
+    "args, word",
+    [
+        (["train", "--dataset", "nope"], "dataset"),
+        (["train", "--model", "vit"], "model"),
+        (["train", "--method", "magic"], "method"),
+        (["train", "--imbalance", "0.5"], "imbalance"),
+        (["train", "--dataset", "cifar10", "--data-dir", "/nonexistent"], "data_dir"),
+        (["train", "--epochs", "x"], "--epochs"),
+        (["train", "--compile", "turbo"], "compile"),
+        (["compare", "/nonexistent-run"], "RUN_DIR"),
+    ],
+)
 def test_cli_errors_are_one_line(args, word, capsys):
     code, err = in_process(args, capsys)
     assert code == 2 and "Traceback" not in err
@@ -202,15 +260,37 @@ def test_torchrun_two_processes_match_one(tmp_path):
     """DDP on CPU (gloo, 2 processes): interleaved shards of one permutation make the global batch the
     single-process batch, so an MLP (no batch norm) trains to the same result; rank 0 alone writes."""
     common = ["--dataset", "synthetic", "--imbalance", "20", "--epochs", "3", "--device", "cpu", "--quiet"]
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "npe",
-                          "train", *common, "--out", str(tmp_path / "ddp")], capture_output=True, text=True, timeout=600)
+    ddp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "npe",
+            "train",
+            *common,
+            "--out",
+            str(tmp_path / "ddp"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert ddp.stdout.count("run folder:") == 1  # one summary: rank 0's
-    single = train(make_config(dataset="synthetic", imbalance=20, epochs=3, device="cpu", out=str(tmp_path / "one")), progress=False)
+    single = train(
+        make_config(dataset="synthetic", imbalance=20, epochs=3, device="cpu", out=str(tmp_path / "one")),
+        progress=False,
+    )
     two = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert two["world_size"] == 2 and single["world_size"] == 1
     for rule in ("argmax", "posthoc_la", "npe_la"):
-        assert two["accuracy"][rule]["overall"] == pytest.approx(single["accuracy"][rule]["overall"], abs=2e-3)
+        assert two["accuracy"][rule]["overall"] == pytest.approx(
+            single["accuracy"][rule]["overall"], abs=2e-3
+        )
     np.testing.assert_allclose(two["pem"]["learned"], single["pem"]["learned"], atol=1e-4)
     lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3  # not one per rank
@@ -243,7 +323,9 @@ def test_expected_calibration_error_against_a_direct_loop():
     assert expected_calibration_error(probs, y) == pytest.approx(direct, abs=1e-12)
     # hand-built: two samples at confidence 0.8 (one right), one at exactly 0.6 = 9/15, an upper edge (right)
     p = np.array([[0.8, 0.2], [0.8, 0.2], [0.6, 0.4]])
-    assert expected_calibration_error(p, np.array([0, 1, 0])) == pytest.approx((2 / 3) * abs(0.5 - 0.8) + (1 / 3) * abs(1 - 0.6))
+    assert expected_calibration_error(p, np.array([0, 1, 0])) == pytest.approx(
+        (2 / 3) * abs(0.5 - 0.8) + (1 / 3) * abs(1 - 0.6)
+    )
     assert expected_calibration_error(np.eye(3), np.arange(3)) == 0.0  # confident and right
     with pytest.raises(ValueError, match="^probs"):
         expected_calibration_error(np.ones((2, 2)), np.array([0, 1]))
@@ -259,10 +341,23 @@ def test_index_groups_of_the_official_codes():
     logits = np.full((200, 100), -5.0)
     logits[np.arange(200), np.where(y < 50, y, 0)] = 5.0  # classes 0..49 right, the rest predicted as 0
     rep = accuracy_report(logits, np.zeros_like(logits), y, counts, 1.0, [1.0])
-    npe, plt_ = rep["accuracy_by_index"]["npe_official"]["argmax"], rep["accuracy_by_index"]["prior_lt"]["argmax"]
-    assert (npe["head"], npe["medium"], npe["tail"]) == (1.0, pytest.approx(14 / 35), 0.0)  # [36, 71): 36..49 right
-    assert (plt_["head"], plt_["medium"], plt_["tail"]) == (1.0, pytest.approx(17 / 33), 0.0)  # [33, 66): 33..49 right
-    assert "accuracy_by_index" not in accuracy_report(logits[:12, :12], np.zeros((12, 12)), np.arange(12), counts[:12], 1.0, [1.0])
+    npe, plt_ = (
+        rep["accuracy_by_index"]["npe_official"]["argmax"],
+        rep["accuracy_by_index"]["prior_lt"]["argmax"],
+    )
+    assert (npe["head"], npe["medium"], npe["tail"]) == (
+        1.0,
+        pytest.approx(14 / 35),
+        0.0,
+    )  # [36, 71): 36..49 right
+    assert (plt_["head"], plt_["medium"], plt_["tail"]) == (
+        1.0,
+        pytest.approx(17 / 33),
+        0.0,
+    )  # [33, 66): 33..49 right
+    assert "accuracy_by_index" not in accuracy_report(
+        logits[:12, :12], np.zeros((12, 12)), np.arange(12), counts[:12], 1.0, [1.0]
+    )
 
 
 def test_training_curves_show_every_evaluation_with_eval_every(tmp_path, monkeypatch):
@@ -271,20 +366,32 @@ def test_training_curves_show_every_evaluation_with_eval_every(tmp_path, monkeyp
 
     figs = []
     monkeypatch.setattr(plots, "save_figure", lambda fig, path, dpi=None: figs.append(fig) or path)
-    train(make_config(dataset="synthetic", epochs=3, eval_every=5, n_max=100, imbalance=10, out=str(tmp_path / "run")), progress=False)
+    train(
+        make_config(
+            dataset="synthetic", epochs=3, eval_every=5, n_max=100, imbalance=10, out=str(tmp_path / "run")
+        ),
+        progress=False,
+    )
     curves = next(f for f in figs if "balanced test accuracy" in [a.get_title() for a in f.axes][1])
     for ax in curves.axes:
         data = [ln for ln in ax.get_lines() if ln.get_label() != "equilibrium threshold"]
-        lines = [ln for ln in data if len(ln.get_xdata()) and ln.get_marker() not in (None, "None", "") or len(ln.get_xdata()) > 1]
+        lines = [
+            ln
+            for ln in data
+            if len(ln.get_xdata()) and ln.get_marker() not in (None, "None", "") or len(ln.get_xdata()) > 1
+        ]
         assert lines, f"empty panel: {ax.get_title()}"
 
 
-@pytest.mark.parametrize("n, batch, world", [(33, 16, 1), (65, 32, 1), (66, 32, 2), (16, 16, 1), (1, 16, 1), (34, 16, 2), (17, 16, 1)])
+@pytest.mark.parametrize(
+    "n, batch, world",
+    [(33, 16, 1), (65, 32, 1), (66, 32, 2), (16, 16, 1), (1, 16, 1), (34, 16, 2), (17, 16, 1)],
+)
 def test_no_step_and_no_training_mode_batch_holds_a_single_sample(n, batch, world):
     """BatchNorm cannot take one sample per rank: the loop drops such a last step (and plans lambda*s without it), the
     training-mode pass of the report merges it into the batch before; every other sample is kept."""
     from npe_train.device.distributed import Dist
-    from npe_train.loop.step import epoch_plan, padded_length
+    from npe_train.loop.step import StepContext, epoch_plan, padded_length
     from npe_train.methods.mixing import NoMixing
     from npe_train.tasks.base import train_mode_batches
     from npe_train.tasks.classification import Classification
@@ -293,13 +400,19 @@ def test_no_step_and_no_training_mode_batch_holds_a_single_sample(n, batch, worl
     task = Classification(None, batch, 0, 1.0, (1.0,), False)
     lengths = []
     for rank in range(world):
-        plan = epoch_plan(torch.Generator().manual_seed(0), y, task, NoMixing(), batch, False, Dist(rank, world), 3)
+        plan = epoch_plan(
+            torch.Generator().manual_seed(0),
+            y,
+            StepContext(task, NoMixing(), batch, False, Dist(rank, world), 3),
+        )
         lengths.append(len(plan.shard))
         sizes = [len(plan.shard[i : i + batch // world]) for i in range(0, len(plan.shard), batch // world)]
         assert len(plan.fractions) == len(sizes) and (min(sizes) > 1 or len(sizes) == 1)
     per_rank = -(-n // world)
     assert lengths == [padded_length(n, world, batch) // world] * world
-    assert lengths[0] in (per_rank, per_rank - 1) and (lengths[0] == per_rank) == (per_rank % (batch // world) != 1 or per_rank == 1)
+    assert lengths[0] in (per_rank, per_rank - 1) and (lengths[0] == per_rank) == (
+        per_rank % (batch // world) != 1 or per_rank == 1
+    )
     spans = train_mode_batches(n, batch)
     assert spans[0][0] == 0 and spans[-1][1] == n and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
     assert all(j - i > 1 for i, j in spans) or n == 1
@@ -314,7 +427,12 @@ def test_threads_setting_and_default(tmp_path, monkeypatch):
 
     before = torch.get_num_threads()
     try:
-        res = train(make_config(dataset="synthetic", imbalance=10, n_max=40, epochs=1, threads=1, out=str(tmp_path / "r")), progress=False)
+        res = train(
+            make_config(
+                dataset="synthetic", imbalance=10, n_max=40, epochs=1, threads=1, out=str(tmp_path / "r")
+            ),
+            progress=False,
+        )
         assert res["environment"]["threads"] == 1 and torch.get_num_threads() == 1
         assert all(p["num_threads"] == 1 for p in threadpool_info())
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
@@ -332,11 +450,20 @@ def test_default_weight_decay_reaches_the_target_and_warns_when_absurd(tmp_path)
     rates sum to almost nothing would need an absurd weight decay, and says so."""
     from npe_train.loop.build import build_data, build_schedule
 
-    res = train(make_config(dataset="synthetic", imbalance=10, n_max=60, epochs=3, out=str(tmp_path / "r")), progress=False)
+    res = train(
+        make_config(dataset="synthetic", imbalance=10, n_max=60, epochs=3, out=str(tmp_path / "r")),
+        progress=False,
+    )
     lines = [json.loads(line) for line in open(tmp_path / "r" / "metrics.jsonl")]
     steps = math.ceil(sum(res["counts"]) / 64)
     felt = res["config"]["weight_decay"] * steps * sum(line["lr"] for line in lines) / (1 - 0.9)
-    assert res["config"]["target_lambda_s"] == 1.5 and felt == pytest.approx(1.5, rel=1e-9) and res["pem"]["lambda_s"] == pytest.approx(1.5)
+    assert (
+        res["config"]["target_lambda_s"] == 1.5
+        and felt == pytest.approx(1.5, rel=1e-9)
+        and res["pem"]["lambda_s"] == pytest.approx(1.5)
+    )
     cfg = make_config(dataset="synthetic", lr=1e-6, epochs=2, out=str(tmp_path / "s"))
-    with pytest.warns(UserWarning, match="^weight_decay: lambda\\*s = 1.5 with this schedule needs weight decay"):
+    with pytest.warns(
+        UserWarning, match="^weight_decay: lambda\\*s = 1.5 with this schedule needs weight decay"
+    ):
         build_schedule(cfg, build_data(cfg))

@@ -1,6 +1,7 @@
 """The trust boundary: no code runs from a file the toolkit reads; sizes are bounded before allocation;
 checked input is exit 2, our own bugs exit 1; real faults (a full tmpfs, a read-only mount, SIGTERM,
 a folder killed before its first checkpoint, a moved folder) are survived (docs/reliability.md)."""
+
 import json
 import os
 import pickle
@@ -18,14 +19,35 @@ import pytest
 import torch
 
 from npe.cli import main
-from npe_train.run.config import make_config
 from npe_train.loop.train import train
+from npe_train.run.config import make_config
 
-BASE = ["--dataset", "synthetic", "--imbalance", "20", "--n-max", "100", "--epochs", "5", "--batch-size", "64", "--seed", "4", "--quiet"]
+BASE = [
+    "--dataset",
+    "synthetic",
+    "--imbalance",
+    "20",
+    "--n-max",
+    "100",
+    "--epochs",
+    "5",
+    "--batch-size",
+    "64",
+    "--seed",
+    "4",
+    "--quiet",
+]
 
 
 def tiny(out, **kw):
-    return make_config(**{**dict(dataset="synthetic", imbalance=20, n_max=100, epochs=5, batch_size=64, seed=4, out=str(out)), **kw})
+    return make_config(
+        **{
+            **dict(
+                dataset="synthetic", imbalance=20, n_max=100, epochs=5, batch_size=64, seed=4, out=str(out)
+            ),
+            **kw,
+        }
+    )
 
 
 def one_line(capsys, code, expected_code, word):
@@ -47,7 +69,10 @@ class Marker:
 
 # ---- no code runs from a file ----
 
-@pytest.mark.parametrize("variant", ["raw pickle", "torch.save of an object", "real checkpoint with an object inside"])
+
+@pytest.mark.parametrize(
+    "variant", ["raw pickle", "torch.save of an object", "real checkpoint with an object inside"]
+)
 def test_crafted_checkpoint_runs_no_code(tmp_path, kill_after, capsys, variant):
     out, marker = tmp_path / "run", tmp_path / "PWNED"
     with pytest.raises(kill_after(2)):
@@ -72,8 +97,22 @@ def test_crafted_cifar_batch_runs_no_code(tmp_path, capsys):
     root, marker = write_fake_cifar(tmp_path / "cifar"), tmp_path / "PWNED"
     batch = root / "cifar-10-batches-py" / "data_batch_1"
     batch.write_bytes(pickle.dumps({b"data": Marker(marker), b"labels": [0]}))
-    code = main(["train", "--dataset", "cifar10", "--data-dir", str(root), "--n-max", "4", "--epochs", "1", "--quiet",
-                 "--out", str(tmp_path / "run")])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            str(root),
+            "--n-max",
+            "4",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     one_line(capsys, code, 2, "data_batch_1")
     assert not marker.exists(), "code from the CIFAR batch ran"
 
@@ -85,17 +124,30 @@ def test_real_cifar_batches_still_load(tmp_path):
     data = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
     for protocol in (2, 4, 5):
         path = tmp_path / f"b{protocol}"
-        path.write_bytes(pickle.dumps({b"data": data, b"labels": [3, 1], b"batch_label": b"x"}, protocol=protocol))
+        path.write_bytes(
+            pickle.dumps({b"data": data, b"labels": [3, 1], b"batch_label": b"x"}, protocol=protocol)
+        )
         got = _unpickle(path)
         assert np.array_equal(got[b"data"], data) and got[b"labels"] == [3, 1]
 
 
 # ---- tampered checkpoint fields ----
 
-@pytest.mark.parametrize("field, value, word", [
-    ("epoch", -5, "epoch"), ("epoch", "2", "epoch"), ("epoch", 99, "epoch"), ("metrics", "[]", "metrics"),
-    ("metrics", "[" * 100000, "metrics"), ("trace", None, "trace"), ("model", {"x": torch.zeros(1)}, "model"),
-    ("generator", torch.zeros(3, dtype=torch.uint8), "generator"), ("format", 1, "format")])
+
+@pytest.mark.parametrize(
+    "field, value, word",
+    [
+        ("epoch", -5, "epoch"),
+        ("epoch", "2", "epoch"),
+        ("epoch", 99, "epoch"),
+        ("metrics", "[]", "metrics"),
+        ("metrics", "[" * 100000, "metrics"),
+        ("trace", None, "trace"),
+        ("model", {"x": torch.zeros(1)}, "model"),
+        ("generator", torch.zeros(3, dtype=torch.uint8), "generator"),
+        ("format", 1, "format"),
+    ],
+)
 def test_tampered_checkpoint_fields_are_named(tmp_path, kill_after, capsys, field, value, word):
     out = tmp_path / "run"
     with pytest.raises(kill_after(2)):
@@ -118,6 +170,7 @@ def test_checkpoint_trace_lengths_are_checked(tmp_path, kill_after, capsys):
 
 
 # ---- user errors against our own bugs ----
+
 
 @pytest.mark.parametrize("exc", [ValueError("a bug"), TypeError("a bug"), KeyError("a bug")])
 def test_internal_value_and_type_errors_are_internal(monkeypatch, capsys, exc):
@@ -149,7 +202,9 @@ def test_internal_error_during_a_run_logs_into_the_run_folder(tmp_path, monkeypa
         raise TypeError("a bug in the loop")
 
     monkeypatch.setattr(tr, "record_epoch", broken)
-    err = one_line(capsys, main(["train", *BASE, "--out", str(tmp_path / "run")]), 1, "internal error: TypeError")
+    err = one_line(
+        capsys, main(["train", *BASE, "--out", str(tmp_path / "run")]), 1, "internal error: TypeError"
+    )
     assert str(tmp_path / "run" / "crash.log") in err
     assert "a bug in the loop" in (tmp_path / "run" / "crash.log").read_text()
 
@@ -170,6 +225,7 @@ def test_crash_logs_in_the_temporary_folder_do_not_pile_up(monkeypatch, capsys, 
 
 # ---- sizes bounded before allocation, fields validated ----
 
+
 def _forged_npy(path, shape, dtype="<f8"):
     with open(path, "wb") as fh:
         np.lib.format.write_array_header_1_0(fh, {"descr": dtype, "fortran_order": False, "shape": shape})
@@ -187,9 +243,18 @@ def _report_dump(folder, n=40, c=3, d=4):
     return folder
 
 
-@pytest.mark.parametrize("case", ["npy header claims 1e12 rows", "npy header of objects", "settings /dev/zero",
-                                  "settings 1e7 epochs at batch 1", "counts.json nested 100000 deep", "counts.json of booleans",
-                                  "settings [pem] not a table"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "npy header claims 1e12 rows",
+        "npy header of objects",
+        "settings /dev/zero",
+        "settings 1e7 epochs at batch 1",
+        "counts.json nested 100000 deep",
+        "counts.json of booleans",
+        "settings [pem] not a table",
+    ],
+)
 def test_report_inputs_are_bounded(tmp_path, capsys, case):
     folder = _report_dump(tmp_path / "dump")
     extra = []
@@ -200,7 +265,9 @@ def test_report_inputs_are_bounded(tmp_path, capsys, case):
     elif case == "settings /dev/zero":
         extra = ["--settings", "/dev/zero"]
     elif case == "settings 1e7 epochs at batch 1":
-        (folder / "settings.toml").write_text("weight_decay = 1e-3\nlr = 0.1\nbatch_size = 1\nepochs = 10000000\n")
+        (folder / "settings.toml").write_text(
+            "weight_decay = 1e-3\nlr = 0.1\nbatch_size = 1\nepochs = 10000000\n"
+        )
     elif case == "counts.json nested 100000 deep":
         (folder / "counts.json").write_text("[" * 100000 + "]" * 100000)
     elif case == "counts.json of booleans":
@@ -215,7 +282,20 @@ def test_npy_labels_beyond_the_class_limit(tmp_path, capsys):
     (tmp_path / "d").mkdir()
     np.save(tmp_path / "d" / "X.npy", np.zeros((6, 3), np.float32))
     np.save(tmp_path / "d" / "y.npy", np.array([0, 1, 2, 0, 1, 2**40]))
-    code = main(["train", "--dataset", "npy", "--data-dir", str(tmp_path / "d"), "--epochs", "1", "--quiet", "--out", str(tmp_path / "run")])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "npy",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--epochs",
+            "1",
+            "--quiet",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     one_line(capsys, code, 2, "classes")
 
 
@@ -223,16 +303,36 @@ def test_npy_without_features_is_refused(tmp_path, capsys):
     (tmp_path / "d").mkdir()
     np.save(tmp_path / "d" / "X.npy", np.zeros((6, 0), np.float32))
     np.save(tmp_path / "d" / "y.npy", np.array([0, 1, 0, 1, 0, 1]))
-    code = main(["train", "--dataset", "npy", "--data-dir", str(tmp_path / "d"), "--epochs", "1", "--quiet", "--out", str(tmp_path / "run")])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "npy",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--epochs",
+            "1",
+            "--quiet",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     one_line(capsys, code, 2, "no features")
 
 
 def _png_claiming(path, width, height):
     """A PNG whose header claims width x height (its data is one tiny block): decoded, it would need width*height*3 bytes."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_image_whose_header_claims_30000_squared(tmp_path, capsys):
@@ -243,14 +343,43 @@ def test_image_whose_header_claims_30000_squared(tmp_path, capsys):
         for i in range(6):
             Image.new("RGB", (8, 8), (i * 10, 0, 0)).save(tmp_path / "imgs" / c / f"{i}.png")
     _png_claiming(tmp_path / "imgs" / "a" / "9.png", 30000, 30000)
-    code = main(["train", "--dataset", "folder", "--data-dir", str(tmp_path / "imgs"), "--model", "mlp", "--epochs", "1", "--quiet",
-                 "--out", str(tmp_path / "run")])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "folder",
+            "--data-dir",
+            str(tmp_path / "imgs"),
+            "--model",
+            "mlp",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     one_line(capsys, code, 2, "9.png")
 
 
-@pytest.mark.parametrize("flag, value", [("--n-max", "100000000"), ("--image-size", "100000"), ("--pem-hidden", "10000000")])
+@pytest.mark.parametrize(
+    "flag, value", [("--n-max", "100000000"), ("--image-size", "100000"), ("--pem-hidden", "10000000")]
+)
 def test_size_flags_are_bounded(tmp_path, capsys, flag, value):
-    code = main(["train", "--dataset", "synthetic", flag, value, "--epochs", "1", "--quiet", "--out", str(tmp_path / "run")])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "synthetic",
+            flag,
+            value,
+            "--epochs",
+            "1",
+            "--quiet",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     one_line(capsys, code, 2, flag[2:].replace("-", "_"))
 
 
@@ -262,20 +391,25 @@ def test_tampered_results_json_in_compare(tmp_path, capsys):
 
 # ---- API classes ----
 
+
 def test_api_edge_classes():
     from npe_theory.dynamics import lambda_s, loss_slope
     from npe_theory.priors import prior_match
     from npe_theory.report import regime
     from npe_train import PriorEstimator, one_way_logistic_loss
-    from npe_train.tasks.rules import adjusted_logits, expected_calibration_error
     from npe_train.methods.pem_loss import heads_loss
+    from npe_train.tasks.rules import adjusted_logits, expected_calibration_error
 
     eta = torch.randn(6, 3)
     y = torch.tensor([0, 1, 2, 0, 1, 2])
-    assert torch.equal(one_way_logistic_loss(eta, y.to(torch.int8)), one_way_logistic_loss(eta, y))  # any integer ids
+    assert torch.equal(
+        one_way_logistic_loss(eta, y.to(torch.int8)), one_way_logistic_loss(eta, y)
+    )  # any integer ids
     pem = PriorEstimator(4, 3)
     h = torch.randn(5, 4)
-    assert torch.allclose(pem(h.half()), pem(h.half().float()))  # half features into a float32 PEM: the right value
+    assert torch.allclose(
+        pem(h.half()), pem(h.half().float())
+    )  # half features into a float32 PEM: the right value
     with pytest.raises(ValueError, match="^init_std"):
         PriorEstimator(4, 3, init_std=float("inf"))
     with pytest.raises(ValueError, match="^weight"):
@@ -288,14 +422,19 @@ def test_api_edge_classes():
         regime(float("nan"))
     with pytest.raises(ValueError, match="^weight_decay, lrs"):
         lambda_s(1e308, [1e308])
-    m = prior_match([1e-200, 2e-200, 3e-200], [10, 20, 40])  # a spread far below 1: R^2 and slope still numbers
+    m = prior_match(
+        [1e-200, 2e-200, 3e-200], [10, 20, 40]
+    )  # a spread far below 1: R^2 and slope still numbers
     assert m.r2 == pytest.approx(1.0) and m.slope == pytest.approx(1e-200 / np.log(2), rel=1e-9)
     probs = torch.softmax(torch.randn(8, 3, requires_grad=True), 1)
     labels = np.arange(8) % 3
-    assert expected_calibration_error(probs, labels) == expected_calibration_error(probs.detach().numpy(), labels)
+    assert expected_calibration_error(probs, labels) == expected_calibration_error(
+        probs.detach().numpy(), labels
+    )
 
 
 # ---- real faults ----
+
 
 def test_resume_a_folder_killed_before_its_first_checkpoint(tmp_path, monkeypatch):
     import npe_train.loop.train as tr
@@ -337,14 +476,21 @@ def _as_root_with_mounts():
         return False
     probe = Path(f"/tmp/npe-mount-probe-{os.getpid()}")
     probe.mkdir(exist_ok=True)
-    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(probe)], capture_output=True).returncode == 0
+    ok = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(probe)], capture_output=True
+        ).returncode
+        == 0
+    )
     if ok:
         subprocess.run(["umount", str(probe)], capture_output=True)
     probe.rmdir()
     return ok
 
 
-mounts = pytest.mark.skipif(not _as_root_with_mounts(), reason="needs root and mount (real tmpfs and bind mounts)")
+mounts = pytest.mark.skipif(
+    not _as_root_with_mounts(), reason="needs root and mount (real tmpfs and bind mounts)"
+)
 
 
 @pytest.fixture
@@ -397,8 +543,23 @@ def test_a_real_read_only_mount(tmp_path, capsys):
 
 def test_sigterm_stops_like_ctrl_c_and_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
-    args = ["train", "--dataset", "synthetic", "--n-max", "500", "--epochs", "400", "--eval-every", "400", "--out", str(out), "--quiet"]
-    run = subprocess.Popen([sys.executable, "-m", "npe", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [
+        "train",
+        "--dataset",
+        "synthetic",
+        "--n-max",
+        "500",
+        "--epochs",
+        "400",
+        "--eval-every",
+        "400",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "npe", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 120
     while not (out / "checkpoint.pt").exists() and time.time() < deadline and run.poll() is None:
         time.sleep(0.2)
@@ -410,12 +571,30 @@ def test_sigterm_stops_like_ctrl_c_and_says_how_to_resume(tmp_path):
     assert 0 <= saved < 399
 
 
-RESULT_FIELDS = [("config",), ("config", "dataset"), ("config", "method"), ("config", "imbalance"), ("config", "seed"), ("epochs",),
-                 ("counts",), ("counts", 0), ("accuracy",), ("accuracy", "npe_la"), ("accuracy", "npe_la", "overall"),
-                 ("calibration",), ("calibration", "npe_la"), ("calibration", "npe_la", "ece"), ("pem", "lambda_s"), ("pem", "nc1"),
-                 ("pem", "regime"), ("pem", "prior_match"), ("pem", "prior_match", "vs_log_counts"),
-                 ("pem", "prior_match", "vs_log_counts", "centered_rmse"), ("pem", "prior_match", "vs_log_counts", "slope"),
-                 ("pem", "prior_match", "vs_equilibrium", "centered_rmse")]
+RESULT_FIELDS = [
+    ("config",),
+    ("config", "dataset"),
+    ("config", "method"),
+    ("config", "imbalance"),
+    ("config", "seed"),
+    ("epochs",),
+    ("counts",),
+    ("counts", 0),
+    ("accuracy",),
+    ("accuracy", "npe_la"),
+    ("accuracy", "npe_la", "overall"),
+    ("calibration",),
+    ("calibration", "npe_la"),
+    ("calibration", "npe_la", "ece"),
+    ("pem", "lambda_s"),
+    ("pem", "nc1"),
+    ("pem", "regime"),
+    ("pem", "prior_match"),
+    ("pem", "prior_match", "vs_log_counts"),
+    ("pem", "prior_match", "vs_log_counts", "centered_rmse"),
+    ("pem", "prior_match", "vs_log_counts", "slope"),
+    ("pem", "prior_match", "vs_equilibrium", "centered_rmse"),
+]
 HOSTILE_JSON = ["abc", -1, 0, None, [], {}, True, 1e308, [1, "x"], {"overall": "x"}]
 
 
@@ -445,16 +624,43 @@ def test_every_field_compare_reads_is_checked(field, finished, tmp_path, capsys)
         captured = capsys.readouterr()
         assert code in (0, 2), (field, value, captured.err)
         if code == 2:
-            assert len(captured.err.strip().splitlines()) == 1 and "results.json" in captured.err, (field, value, captured.err)
+            assert len(captured.err.strip().splitlines()) == 1 and "results.json" in captured.err, (
+                field,
+                value,
+                captured.err,
+            )
         else:
             assert "Traceback" not in captured.err and captured.out.strip(), (field, value)
 
 
-TRACE_FIELDS = [("lrs",), ("fractions",), ("fractions", "steps"), ("fractions", "shares"), ("init_weight",), ("init_bias",), ("replay",),
-                ("replay", "weight"), ("replay", "velocity_bias"), ("stream",), ("stream", "counts"), ("stream", "index")]
-HOSTILE_TENSORS = [lambda v: None, lambda v: "x", lambda v: 3.5, lambda v: [], lambda v: {},
-                   lambda v: torch.full_like(v, float("nan")) if isinstance(v, torch.Tensor) and v.is_floating_point() else torch.tensor([float("nan")]),
-                   lambda v: torch.zeros(2, 3, 4, 5), lambda v: torch.ones(3, dtype=torch.int8)]
+TRACE_FIELDS = [
+    ("lrs",),
+    ("fractions",),
+    ("fractions", "steps"),
+    ("fractions", "shares"),
+    ("init_weight",),
+    ("init_bias",),
+    ("replay",),
+    ("replay", "weight"),
+    ("replay", "velocity_bias"),
+    ("stream",),
+    ("stream", "counts"),
+    ("stream", "index"),
+]
+HOSTILE_TENSORS = [
+    lambda v: None,
+    lambda v: "x",
+    lambda v: 3.5,
+    lambda v: [],
+    lambda v: {},
+    lambda v: (
+        torch.full_like(v, float("nan"))
+        if isinstance(v, torch.Tensor) and v.is_floating_point()
+        else torch.tensor([float("nan")])
+    ),
+    lambda v: torch.zeros(2, 3, 4, 5),
+    lambda v: torch.ones(3, dtype=torch.int8),
+]
 
 
 @pytest.fixture(scope="module")
@@ -516,4 +722,7 @@ def test_a_format_3_checkpoint_still_resumes(killed_checkpoint, tmp_path):
     torch.save(state, run / "checkpoint.pt")
     resumed = train(tiny(run), resume=True, progress=False)
     full = train(tiny(tmp_path / "full"), progress=False)
-    assert resumed["accuracy"] == full["accuracy"] and resumed["pem"]["equilibrium"] == full["pem"]["equilibrium"]
+    assert (
+        resumed["accuracy"] == full["accuracy"]
+        and resumed["pem"]["equilibrium"] == full["pem"]["equilibrium"]
+    )

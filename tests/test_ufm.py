@@ -1,4 +1,5 @@
 """The unconstrained feature model: gradient, Neural Collapse, and Proposition 1 at its stationary point."""
+
 import numpy as np
 import pytest
 from hypothesis import example, given, settings
@@ -38,9 +39,9 @@ def test_class_model_gradient_and_value_are_the_per_sample_ones(loss, bias):
     labels = np.repeat(np.arange(4), counts)
     full = _Problem(labels, 4, d, lams, loss, scale, bias, 0.7)
     H = cls.features(theta)
-    f_full, g_full = full(np.concatenate([H[labels].ravel(), theta[4 * d:]]))
+    f_full, g_full = full(np.concatenate([H[labels].ravel(), theta[4 * d :]]))
     assert f_full == pytest.approx(f, rel=1e-12)
-    np.testing.assert_allclose(g_full[len(labels) * d:], g[4 * d:], rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(g_full[len(labels) * d :], g[4 * d :], rtol=1e-10, atol=1e-14)
 
 
 @pytest.mark.parametrize("loss", ["exp", "logistic"])
@@ -61,7 +62,7 @@ def test_class_model_finds_the_per_sample_stationary_point(loss):
     _, g = full(np.concatenate([mu[labels].ravel(), W.ravel(), bias, pem_v.ravel(), pem_c]))
     gH = g[: len(labels) * 16].reshape(-1, 16)
     gH[(mu[labels] <= 0) & (gH > 0)] = 0.0  # at the ReLU bound a gradient pointing out does not count
-    assert np.linalg.norm(gH) <= 1e-8 and np.linalg.norm(g[len(labels) * 16:]) <= 1e-8
+    assert np.linalg.norm(gH) <= 1e-8 and np.linalg.norm(g[len(labels) * 16 :]) <= 1e-8
 
 
 def test_history_is_thinned_but_keeps_the_last_iteration():
@@ -78,11 +79,13 @@ def test_acceptance_prediction_matches_learned(loss):
     r = simulate_ufm(count_profile("exp", 10, 500, 100), loss=loss, nonlinearity="relu")
     assert r.mismatch <= 1e-4
     assert r.nc1 <= 1e-3
-    # seed 003: orthogonal class means of count-dependent lengths (ReLU features)
+    # docs/theory.md, section 6: orthogonal class means of count-dependent lengths (ReLU features)
     assert r.max_offdiag_cosine <= 1e-6
     assert r.mean_norm_sq[-1] > 3 * r.mean_norm_sq[0]
     assert np.all(np.diff(r.eta_learned) < 0)  # monotone in the count
-    assert r.history[-1]["iteration"] == r.iterations and r.history[-1]["mismatch"] == pytest.approx(r.mismatch, rel=1e-6, abs=1e-12)
+    assert r.history[-1]["iteration"] == r.iterations and r.history[-1]["mismatch"] == pytest.approx(
+        r.mismatch, rel=1e-6, abs=1e-12
+    )
     # off-diagonal PEM outputs vanish for orthogonal means (feature conditioning, docs/theory.md, section 2), up to the bias
     off = r.eta_matrix - np.diag(np.diag(r.eta_matrix))
     assert np.max(np.abs(off - off.sum(0) / (len(off) - 1) * (1 - np.eye(len(off))))) < 1e-4
@@ -111,14 +114,25 @@ def test_nc_metrics_by_hand():
     assert cosine_matrix(mu)[0, 1] == pytest.approx(0.0)
 
 
-@pytest.mark.parametrize("kwargs, name", [(dict(dim=0), "dim"), (dict(loss="hinge"), "loss"), (dict(nonlinearity="tanh"), "nonlinearity"),
-                                          (dict(lam_pem=0.0), "lam_pem"), (dict(max_iter=0), "max_iter"), (dict(reduction="x"), "reduction")])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(dim=0), "dim"),
+        (dict(loss="hinge"), "loss"),
+        (dict(nonlinearity="tanh"), "nonlinearity"),
+        (dict(lam_pem=0.0), "lam_pem"),
+        (dict(max_iter=0), "max_iter"),
+        (dict(reduction="x"), "reduction"),
+    ],
+)
 def test_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=f"^{name}"):
         simulate_ufm([5, 3, 1], **kwargs)
 
 
-# ---- seed 003 in the UFM: orthogonal means of count-dependent length, classifier = scaled-then-centered means ----
+# ---- docs/theory.md, section 6, in the UFM: orthogonal means of count-dependent length, classifier =
+# scaled-then-centered means ----
+
 
 def test_classifier_alignment_recovers_constructed_structures():
     """Hand-built classifiers of both readings: the fit returns the scales put in, and cosine 1 where the structure is exact."""
@@ -126,7 +140,9 @@ def test_classifier_alignment_recovers_constructed_structures():
 
     rng = np.random.default_rng(3)
     counts = np.array([50.0, 20.0, 8.0, 3.0])
-    means = np.diag([1.0, 2.0, 3.0, 4.0]) @ np.linalg.qr(rng.normal(size=(6, 4)))[0].T  # orthogonal rows, lengths 1..4
+    means = (
+        np.diag([1.0, 2.0, 3.0, 4.0]) @ np.linalg.qr(rng.normal(size=(6, 4)))[0].T
+    )  # orthogonal rows, lengths 1..4
     scales = np.array([0.9, 0.5, 0.3, 0.1])
     scaled_centered = scales[:, None] * means - (scales[:, None] * means).mean(0)
     out = classifier_alignment(scaled_centered, means, counts)
@@ -138,7 +154,9 @@ def test_classifier_alignment_recovers_constructed_structures():
     out = classifier_alignment(nc3, means, counts)
     np.testing.assert_allclose(out["nc3_cosine"], 1.0, atol=1e-12)
     np.testing.assert_allclose(out["nc3_scale"], scales, rtol=1e-12)
-    assert min(out["cosine"]) < 0.999  # the two readings differ under imbalance: the fit does not accept anything
+    assert (
+        min(out["cosine"]) < 0.999
+    )  # the two readings differ under imbalance: the fit does not accept anything
 
 
 def _kkt_scales(r, lam_classifier):
@@ -154,7 +172,12 @@ def _kkt_scales(r, lam_classifier):
 
 
 @settings(max_examples=6)
-@given(st.sampled_from(["exp", "step"]), st.integers(3, 8), st.sampled_from([1.0, 5.0, 30.0, 100.0]), st.integers(0, 3))
+@given(
+    st.sampled_from(["exp", "step"]),
+    st.integers(3, 8),
+    st.sampled_from([1.0, 5.0, 30.0, 100.0]),
+    st.integers(0, 3),
+)
 @example("exp", 10, 100.0, 0)
 @example("exp", 3, 1.0, 0)  # balanced: NC3 proper, every reading agrees
 def test_seed003_geometry_in_the_bias_free_ufm(profile, classes, imbalance, seed):
@@ -172,7 +195,9 @@ def test_seed003_geometry_in_the_bias_free_ufm(profile, classes, imbalance, seed
     more = n[:, None] > n[None, :]
     same = n[:, None] == n[None, :]
     assert np.all((a[:, None] > a[None, :])[more]) and np.all((norm[:, None] < norm[None, :])[more])
-    np.testing.assert_allclose((a[:, None] - a[None, :])[same], 0.0, atol=1e-4 * a.max())  # equal counts, equal scales (to the stationarity tolerance)
+    np.testing.assert_allclose(
+        (a[:, None] - a[None, :])[same], 0.0, atol=1e-4 * a.max()
+    )  # equal counts, equal scales (to the stationarity tolerance)
     if imbalance >= 30:  # the balanced-data reading w_c ~ (mu_c - mu_G) is what fails under imbalance
         assert min(g["nc3_cosine"]) < 0.99
 

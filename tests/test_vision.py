@@ -3,11 +3,12 @@
 Every family takes a PEM at a small input with ``weights=None``, and its features are checked against an independent
 reference: the input of the original model's final Linear, captured by a hook before the head is removed.
 """
+
 import numpy as np
 import pytest
 import torch
-
 from conftest import optional_module
+
 from npe_train.data.files import write_fake_cifar
 from npe_train.loop.train import train
 from npe_train.models.classifiers import attach_pem, feature_width, from_torchvision, timm_backbone
@@ -16,7 +17,9 @@ from npe_train.run.config import make_config
 torchvision = optional_module("torchvision")
 timm = optional_module("timm")
 pytestmark = pytest.mark.vision
-needs_torchvision = pytest.mark.skipif(torchvision is None, reason="no torchvision build that loads with this torch")
+needs_torchvision = pytest.mark.skipif(
+    torchvision is None, reason="no torchvision build that loads with this torch"
+)
 needs_timm = pytest.mark.skipif(timm is None, reason="timm is not installed")
 
 
@@ -31,8 +34,15 @@ def last_linear_input(model, x):
     return seen["h"]
 
 
-FAMILIES = [("resnet18", {}, 32), ("mobilenet_v3_small", {}, 32), ("efficientnet_b0", {}, 32), ("regnet_y_400mf", {}, 32),
-            ("convnext_tiny", {}, 32), ("vit_b_16", {"image_size": 32}, 32), ("swin_t", {}, 64)]
+FAMILIES = [
+    ("resnet18", {}, 32),
+    ("mobilenet_v3_small", {}, 32),
+    ("efficientnet_b0", {}, 32),
+    ("regnet_y_400mf", {}, 32),
+    ("convnext_tiny", {}, 32),
+    ("vit_b_16", {"image_size": 32}, 32),
+    ("swin_t", {}, 64),
+]
 
 
 @needs_torchvision
@@ -57,8 +67,19 @@ def test_npe_train_with_a_torchvision_backbone_local_weights_and_a_last_batch_of
     write_fake_cifar(tmp_path / "data", 10, train_per_class=6, test_per_class=2)
     reference = torchvision.models.resnet18(weights=None)
     torch.save(reference.state_dict(), tmp_path / "r18.pt")
-    cfg = make_config(dataset="cifar10", model="torchvision:resnet18", weights=str(tmp_path / "r18.pt"), n_max=6, imbalance=3, epochs=1,
-                      batch_size=16, lr=1e-9, weight_decay=5e-3, data_dir=str(tmp_path / "data"), out=str(tmp_path / "run"))
+    cfg = make_config(
+        dataset="cifar10",
+        model="torchvision:resnet18",
+        weights=str(tmp_path / "r18.pt"),
+        n_max=6,
+        imbalance=3,
+        epochs=1,
+        batch_size=16,
+        lr=1e-9,
+        weight_decay=5e-3,
+        data_dir=str(tmp_path / "data"),
+        out=str(tmp_path / "run"),
+    )
     res = train(cfg, progress=False)
     n = sum(res["counts"])
     assert n % 16 == 1, n  # the case under test
@@ -66,17 +87,38 @@ def test_npe_train_with_a_torchvision_backbone_local_weights_and_a_last_batch_of
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert ckpt["trace"]["fractions"]["steps"] == [n // 16]
     # lr 1e-9: the trained conv1 is still the loaded one (to rounding), not a fresh random init
-    torch.testing.assert_close(ckpt["model"]["backbone.conv1.weight"], reference.conv1.weight.detach(), atol=1e-6, rtol=0)
-    bad = make_config(dataset="cifar10", model="torchvision:resnet18", weights=str(tmp_path / "missing.pt"), data_dir=str(tmp_path / "data"),
-                      n_max=6, imbalance=3, epochs=1, out=str(tmp_path / "run2"))
+    torch.testing.assert_close(
+        ckpt["model"]["backbone.conv1.weight"], reference.conv1.weight.detach(), atol=1e-6, rtol=0
+    )
+    bad = make_config(
+        dataset="cifar10",
+        model="torchvision:resnet18",
+        weights=str(tmp_path / "missing.pt"),
+        data_dir=str(tmp_path / "data"),
+        n_max=6,
+        imbalance=3,
+        epochs=1,
+        out=str(tmp_path / "run2"),
+    )
     with pytest.raises(ValueError, match="^weights"):
         train(bad, progress=False)
 
 
 @needs_torchvision
 def test_deeplabv3_trains_on_shapes_end_to_end(tmp_path):
-    res = train(make_config(dataset="shapes", model="deeplabv3", n_max=4, imbalance=2, epochs=1, batch_size=4, image_size=32,
-                            out=str(tmp_path / "seg")), progress=False)
+    res = train(
+        make_config(
+            dataset="shapes",
+            model="deeplabv3",
+            n_max=4,
+            imbalance=2,
+            epochs=1,
+            batch_size=4,
+            image_size=32,
+            out=str(tmp_path / "seg"),
+        ),
+        progress=False,
+    )
     assert res["config"]["model"] == "deeplabv3" and np.all(np.isfinite(res["pem"]["learned"]))
     assert (tmp_path / "seg" / "results.json").exists()
 
@@ -105,8 +147,19 @@ def test_timm_models_give_their_pooled_width(name, size):
 @needs_timm
 def test_npe_train_with_a_timm_backbone(tmp_path):
     write_fake_cifar(tmp_path / "data", 10, train_per_class=6, test_per_class=2)
-    res = train(make_config(dataset="cifar10", model="timm:resnet18", n_max=6, imbalance=3, epochs=1, batch_size=16,
-                            data_dir=str(tmp_path / "data"), out=str(tmp_path / "run")), progress=False)
+    res = train(
+        make_config(
+            dataset="cifar10",
+            model="timm:resnet18",
+            n_max=6,
+            imbalance=3,
+            epochs=1,
+            batch_size=16,
+            data_dir=str(tmp_path / "data"),
+            out=str(tmp_path / "run"),
+        ),
+        progress=False,
+    )
     assert res["config"]["model"] == "timm:resnet18" and np.all(np.isfinite(res["pem"]["learned"]))
     with pytest.raises(ValueError, match="^model: timm has no model"):
         timm_backbone("no_such_net")
@@ -124,7 +177,14 @@ def test_timm_optimizer_factory_exempts_the_pem_bias_unless_given_pem_param_grou
 
     net = attach_pem(timm_backbone("resnet18"), 5, 512)
     with pytest.warns(UserWarning, match="pem.heads.0.bias"):
-        assert check_pem_decay(create_optimizer_v2(net, "sgd", lr=0.1, weight_decay=5e-3), net) == ["pem.heads.0.bias"]
+        assert check_pem_decay(create_optimizer_v2(net, "sgd", lr=0.1, weight_decay=5e-3), net) == [
+            "pem.heads.0.bias"
+        ]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert check_pem_decay(create_optimizer_v2(pem_param_groups(net, 5e-3), "sgd", lr=0.1, weight_decay=5e-3), net) == []
+        assert (
+            check_pem_decay(
+                create_optimizer_v2(pem_param_groups(net, 5e-3), "sgd", lr=0.1, weight_decay=5e-3), net
+            )
+            == []
+        )

@@ -4,6 +4,7 @@ Everything read from disk is untrusted: sizes are checked before anything is all
 named in a file ever runs (docs/reliability.md). Every failure is a ``DataError`` naming the file.
 Imports: NumPy, PIL (lazily) and ``npe_theory``'s readers and errors only.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -11,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from npe_theory._validate import MAX_CLASSES
 from npe_theory.errors import InputError
 from npe_theory.io import read_array
+from npe_theory.validate import MAX_CLASSES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 CIFAR_MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)
@@ -31,29 +32,51 @@ class _ArraysOnly(pickle.Unpickler):
     """Unpickles NumPy arrays, dicts, lists, bytes, strings and numbers, and refuses every other class, so no
     code named in the file runs (a plain ``pickle.load`` calls whatever the file names)."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-               ("numpy", "ndarray"), ("numpy", "dtype"),
-               ("_codecs", "encode")}  # how protocol 2 spells bytes: text to bytes, nothing else
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }  # how protocol 2 spells bytes: text to bytes, nothing else
 
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refused to load {module}.{name} (only NumPy arrays and plain values are read)")
+        raise pickle.UnpicklingError(
+            f"refused to load {module}.{name} (only NumPy arrays and plain values are read)"
+        )
 
 
 def _unpickle(path: Path) -> dict:
     """One CIFAR batch file (a pickled dict) through ``_ArraysOnly``; anything else is a DataError naming the file."""
     if path.stat().st_size > MAX_BATCH_BYTES:
-        raise DataError(f"data_dir: {path} is {path.stat().st_size} bytes, more than a CIFAR batch file holds")
+        raise DataError(
+            f"data_dir: {path} is {path.stat().st_size} bytes, more than a CIFAR batch file holds"
+        )
     try:
         with path.open("rb") as fh:
             content = _ArraysOnly(fh, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            UnicodeDecodeError, RecursionError, MemoryError, OverflowError) as exc:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        UnicodeDecodeError,
+        RecursionError,
+        MemoryError,
+        OverflowError,
+    ) as exc:
         raise DataError(f"data_dir: {path} is not a CIFAR batch file ({type(exc).__name__}: {exc})") from None
     if not isinstance(content, dict):
-        raise DataError(f"data_dir: {path} is not a CIFAR batch file (holds a {type(content).__name__}, not a dict)")
+        raise DataError(
+            f"data_dir: {path} is not a CIFAR batch file (holds a {type(content).__name__}, not a dict)"
+        )
     return content
 
 
@@ -64,13 +87,20 @@ def load_cifar(root, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     """
     root = Path(root).expanduser()
     if num_classes == 10:
-        folder, train_files, test_files, key = root / "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"
+        folder, train_files, test_files, key = (
+            root / "cifar-10-batches-py",
+            [f"data_batch_{i}" for i in range(1, 6)],
+            ["test_batch"],
+            b"labels",
+        )
     else:
         folder, train_files, test_files, key = root / "cifar-100-python", ["train"], ["test"], b"fine_labels"
     missing = [f for f in train_files + test_files if not (folder / f).is_file()]
     if missing:
-        raise DataError(f"data_dir: no CIFAR-{num_classes} at {folder} (missing {', '.join(missing)}); "
-                        f"point --data-dir at the folder that holds {folder.name}/ (it is never downloaded)")
+        raise DataError(
+            f"data_dir: no CIFAR-{num_classes} at {folder} (missing {', '.join(missing)}); "
+            f"point --data-dir at the folder that holds {folder.name}/ (it is never downloaded)"
+        )
 
     def field(part: dict, name: bytes, f: str) -> np.ndarray:
         value = part.get(name)
@@ -84,9 +114,17 @@ def load_cifar(root, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
         for f in files:
             part = _unpickle(folder / f)
             x, y = field(part, b"data", f), field(part, key, f)
-            if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or y.shape != (len(x),) or x.min(initial=0) < 0 or x.max(initial=0) > 255:
-                raise DataError(f"data_dir: {folder / f}: expected data of shape (N, 3072) in 0..255 and N labels, "
-                                f"got {x.shape} and {y.shape}")
+            if (
+                x.ndim != 2
+                or x.shape[1] != 3 * 32 * 32
+                or y.shape != (len(x),)
+                or x.min(initial=0) < 0
+                or x.max(initial=0) > 255
+            ):
+                raise DataError(
+                    f"data_dir: {folder / f}: expected data of shape (N, 3072) in 0..255 and N labels, "
+                    f"got {x.shape} and {y.shape}"
+                )
             if y.size and (y.min() < 0 or y.max() >= num_classes):
                 raise DataError(f"data_dir: {folder / f}: labels outside [0, {num_classes})")
             xs.append(x.astype(np.uint8))
@@ -99,7 +137,9 @@ def load_cifar(root, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
 def _class_folders(root: Path) -> list[Path]:
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
-        raise DataError(f"data_dir: {root} has no class sub-folders (expected one folder of images per class)")
+        raise DataError(
+            f"data_dir: {root} has no class sub-folders (expected one folder of images per class)"
+        )
     return folders
 
 
@@ -114,8 +154,10 @@ def read_image(path: Path, mode: str, size: int | None, labels: bool = False) ->
     try:
         with Image.open(path) as im:
             if im.size[0] * im.size[1] > MAX_IMAGE_PIXELS:
-                raise DataError(f"data_dir: {path} claims {im.size[0]}x{im.size[1]} pixels, more than the "
-                                f"{MAX_IMAGE_PIXELS} an image may have")
+                raise DataError(
+                    f"data_dir: {path} claims {im.size[0]}x{im.size[1]} pixels, more than the "
+                    f"{MAX_IMAGE_PIXELS} an image may have"
+                )
             im = im.convert(mode)
             if size is not None:
                 im = im.resize((size, size), Image.NEAREST if labels else Image.BILINEAR)
@@ -137,8 +179,10 @@ def _read_images(folders: list[Path], image_size: int | None, where: str):
             if shape is None:
                 shape = arr.shape
             elif arr.shape != shape:
-                raise DataError(f"data_dir: {f} is {arr.shape[2]}x{arr.shape[1]}, others are {shape[2]}x{shape[1]}; "
-                                f"pass --image-size to resize them all ({where})")
+                raise DataError(
+                    f"data_dir: {f} is {arr.shape[2]}x{arr.shape[1]}, others are {shape[2]}x{shape[1]}; "
+                    f"pass --image-size to resize them all ({where})"
+                )
             images.append(arr)
             labels.append(c)
     return np.stack(images), np.asarray(labels, dtype=np.int64)
@@ -168,14 +212,18 @@ def load_image_folder(root, image_size: int | None = None):
             raise DataError(f"data_dir: test/ classes {test_names} differ from train/ classes {names}")
         xt, yt = _read_images(_class_folders(root / "test"), image_size or x.shape[-1], "test")
         if xt.shape[1:] != x.shape[1:]:
-            raise DataError(f"data_dir: test images are {xt.shape[1:]}, training images {x.shape[1:]}; pass --image-size")
+            raise DataError(
+                f"data_dir: test images are {xt.shape[1:]}, training images {x.shape[1:]}; pass --image-size"
+            )
     xv = yv = None
     if train_dir != root and (root / "val").is_dir():
         if [f.name for f in _class_folders(root / "val")] != names:
             raise DataError(f"data_dir: val/ classes differ from train/ classes {names}")
         xv, yv = _read_images(_class_folders(root / "val"), image_size or x.shape[-1], "val")
         if xv.shape[1:] != x.shape[1:]:
-            raise DataError(f"data_dir: val images are {xv.shape[1:]}, training images {x.shape[1:]}; pass --image-size")
+            raise DataError(
+                f"data_dir: val images are {xv.shape[1:]}, training images {x.shape[1:]}; pass --image-size"
+            )
     x = x.astype(np.float32) / 255.0
     mean, std = x.mean(axis=(0, 2, 3), keepdims=True), x.std(axis=(0, 2, 3), keepdims=True) + 1e-6
     x = (x - mean) / std
@@ -192,44 +240,70 @@ def load_npy(root):
         try:
             return read_array(root / name, "data_dir", required)
         except InputError as exc:
-            raise DataError(f"{exc} (expected X.npy and y.npy, optionally X_test.npy and y_test.npy)") from None
+            raise DataError(
+                f"{exc} (expected X.npy and y.npy, optionally X_test.npy and y_test.npy)"
+            ) from None
 
     x, y, xt, yt = read("X.npy"), read("y.npy"), read("X_test.npy", False), read("y_test.npy", False)
     xv, yv = read("X_val.npy", False), read("y_val.npy", False)
     for a, b, name in ((xt, yt, "test"), (xv, yv, "val")):
         if (a is None) != (b is None):
             raise DataError(f"data_dir: give both X_{name}.npy and y_{name}.npy, or neither ({root})")
-    pairs = [("X.npy", "y.npy", x, y)] + ([("X_test.npy", "y_test.npy", xt, yt)] if xt is not None else []) \
+    pairs = (
+        [("X.npy", "y.npy", x, y)]
+        + ([("X_test.npy", "y_test.npy", xt, yt)] if xt is not None else [])
         + ([("X_val.npy", "y_val.npy", xv, yv)] if xv is not None else [])
+    )
     for xn, yn, xa, ya in pairs:
-        if not (np.issubdtype(xa.dtype, np.number) and not np.issubdtype(xa.dtype, np.complexfloating)) or xa.ndim < 2:
-            raise DataError(f"data_dir: {xn} must hold real numbers, shape (N, features...), got {xa.dtype} {xa.shape}")
+        if (
+            not (np.issubdtype(xa.dtype, np.number) and not np.issubdtype(xa.dtype, np.complexfloating))
+            or xa.ndim < 2
+        ):
+            raise DataError(
+                f"data_dir: {xn} must hold real numbers, shape (N, features...), got {xa.dtype} {xa.shape}"
+            )
         if not np.all(np.isfinite(xa)):
             raise DataError(f"data_dir: {xn} holds NaN or infinite values")
-        if ya.ndim != 1 or len(ya) != len(xa) or not np.issubdtype(ya.dtype, np.integer) or ya.dtype == np.bool_:
-            raise DataError(f"data_dir: {yn} must be integer labels, one per row of {xn} ({len(xa)}), got {ya.dtype} {ya.shape}")
+        if (
+            ya.ndim != 1
+            or len(ya) != len(xa)
+            or not np.issubdtype(ya.dtype, np.integer)
+            or ya.dtype == np.bool_
+        ):
+            raise DataError(
+                f"data_dir: {yn} must be integer labels, one per row of {xn} ({len(xa)}), got {ya.dtype} {ya.shape}"
+            )
         if len(ya) and ya.min() < 0:
             raise DataError(f"data_dir: {yn} has negative labels")
     if len(y) == 0:
         raise DataError("data_dir: y.npy holds no samples")
     C = int(max(y.max(), -1 if yt is None else yt.max())) + 1
     if C > MAX_CLASSES:
-        raise DataError(f"data_dir: labels go up to {C - 1}; at most {MAX_CLASSES} classes are supported (labels must be 0..C-1)")
+        raise DataError(
+            f"data_dir: labels go up to {C - 1}; at most {MAX_CLASSES} classes are supported (labels must be 0..C-1)"
+        )
     if int(np.prod(x.shape[1:])) == 0:
         raise DataError(f"data_dir: X.npy rows hold no features (shape {x.shape})")
     missing = np.flatnonzero(np.bincount(y, minlength=C) == 0)
     if missing.size:
-        raise DataError(f"data_dir: class {int(missing[0])} has no sample in y.npy (labels must be 0..C-1, every class present)")
+        raise DataError(
+            f"data_dir: class {int(missing[0])} has no sample in y.npy (labels must be 0..C-1, every class present)"
+        )
     for name, a, b in (("X_test.npy", xt, yt), ("X_val.npy", xv, yv)):
         if a is not None and a.shape[1:] != x.shape[1:]:
             raise DataError(f"data_dir: {name} rows are {a.shape[1:]}, X.npy rows {x.shape[1:]}")
         if b is not None and len(b) and b.max() >= C:
-            raise DataError(f"data_dir: {name.replace('X', 'y')} has label {int(b.max())}, beyond the classes of y.npy (0..{C - 1})")
+            raise DataError(
+                f"data_dir: {name.replace('X', 'y')} has label {int(b.max())}, beyond the classes of y.npy (0..{C - 1})"
+            )
     to = lambda a: None if a is None else np.asarray(a, dtype=np.float32)  # noqa: E731
     labels = lambda a: None if a is None else a.astype(np.int64)  # noqa: E731
     return to(x), y.astype(np.int64), to(xt), labels(yt), to(xv), labels(yv), [str(c) for c in range(C)]
 
-def write_fake_cifar(root, num_classes: int = 10, train_per_class: int = 20, test_per_class: int = 5, seed: int = 0) -> Path:
+
+def write_fake_cifar(
+    root, num_classes: int = 10, train_per_class: int = 20, test_per_class: int = 5, seed: int = 0
+) -> Path:
     """A tiny CIFAR-format folder (random images) for tests and speed runs: same layout, same dtypes."""
     rng = np.random.default_rng(seed)
     root = Path(root)
@@ -249,7 +323,10 @@ def write_fake_cifar(root, num_classes: int = 10, train_per_class: int = 20, tes
     else:
         folder = root / "cifar-100-python"
         folder.mkdir(parents=True, exist_ok=True)
-        files = {"train": batch(train_per_class, b"fine_labels"), "test": batch(test_per_class, b"fine_labels")}
+        files = {
+            "train": batch(train_per_class, b"fine_labels"),
+            "test": batch(test_per_class, b"fine_labels"),
+        }
     for name, content in files.items():
         with (folder / name).open("wb") as fh:
             pickle.dump(content, fh)

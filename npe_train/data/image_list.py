@@ -9,6 +9,7 @@ image; with a slice or an index array, another ``OnDisk`` (nothing is read); ``l
 images into one float32 tensor (one batch at a time). ``InDataset`` does the same for the samples of a
 user's ``torch.utils.data.Dataset`` (``from_datasets``). Imports: NumPy, torch, ``files.py``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
@@ -16,7 +17,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from npe_theory._validate import MAX_CLASSES
+from npe_theory.validate import MAX_CLASSES
 
 from .files import DataError, read_image
 
@@ -57,7 +58,12 @@ class OnDisk(Lazy):
 
     def __getitem__(self, key):
         if isinstance(key, (int, np.integer)):
-            img = read_image(self.root / self.paths[key], "RGB", self.size).transpose(2, 0, 1).astype(np.float32) / 255.0
+            img = (
+                read_image(self.root / self.paths[key], "RGB", self.size)
+                .transpose(2, 0, 1)
+                .astype(np.float32)
+                / 255.0
+            )
             return (img - self.mean) / self.std
         if isinstance(key, torch.Tensor):
             key = key.cpu().numpy()
@@ -81,7 +87,9 @@ class InDataset(Lazy):
         if isinstance(key, (int, np.integer)):
             x = np.asarray(self.dataset[int(self.index[key])][0], dtype=np.float32)
             if x.shape != self.sample_shape:
-                raise DataError(f"datasets: sample {int(self.index[key])} has shape {x.shape}, the first had {self.sample_shape}")
+                raise DataError(
+                    f"datasets: sample {int(self.index[key])} has shape {x.shape}, the first had {self.sample_shape}"
+                )
             return x
         if isinstance(key, torch.Tensor):
             key = key.cpu().numpy()
@@ -96,13 +104,25 @@ def _labels(dataset, what: str) -> np.ndarray:
     try:
         n = len(dataset)
     except TypeError:
-        raise DataError(f"{what}: expected a map-style torch Dataset (with __len__ and __getitem__)") from None
+        raise DataError(
+            f"{what}: expected a map-style torch Dataset (with __len__ and __getitem__)"
+        ) from None
     if not 0 < n <= MAX_SAMPLES:
         raise DataError(f"{what}: expected 1 to {MAX_SAMPLES} samples, got {n}")
     raw = getattr(dataset, "targets", None)
-    labels = [raw[i] for i in range(n)] if raw is not None and len(raw) == n else [dataset[i][1] for i in range(n)]
-    out = np.asarray([int(v) if isinstance(v, (int, np.integer)) or (isinstance(v, torch.Tensor) and v.numel() == 1
-                      and not v.is_floating_point()) else -1 for v in labels], dtype=np.int64)
+    labels = (
+        [raw[i] for i in range(n)] if raw is not None and len(raw) == n else [dataset[i][1] for i in range(n)]
+    )
+    out = np.asarray(
+        [
+            int(v)
+            if isinstance(v, (int, np.integer))
+            or (isinstance(v, torch.Tensor) and v.numel() == 1 and not v.is_floating_point())
+            else -1
+            for v in labels
+        ],
+        dtype=np.int64,
+    )
     if out.min() < 0 or out.max() >= MAX_CLASSES:
         raise DataError(f"{what}: every label must be an integer class id in [0, {MAX_CLASSES})")
     return out
@@ -112,7 +132,11 @@ def from_datasets(train_set, test_set, val_set=None):
     """(x_train, y_train, x_test, y_test, x_val, y_val, class names) from a user's torch Datasets of ``(input, label)``
     items; inputs are read (as float32) only when a batch needs them."""
     sets, labels = [], []
-    for what, ds in (("datasets[0] (training)", train_set), ("datasets[1] (test)", test_set), ("datasets[2] (validation)", val_set)):
+    for what, ds in (
+        ("datasets[0] (training)", train_set),
+        ("datasets[1] (test)", test_set),
+        ("datasets[2] (validation)", val_set),
+    ):
         if ds is None:
             sets.append(None), labels.append(None)
             continue
@@ -125,7 +149,9 @@ def from_datasets(train_set, test_set, val_set=None):
         raise DataError(f"datasets: every class 0 .. {C - 1} needs a training sample")
     for y, what in ((labels[1], "test"), (labels[2], "validation")):
         if y is not None and y.max() >= C:
-            raise DataError(f"datasets: the {what} set has label {int(y.max())}, beyond the training classes 0 .. {C - 1}")
+            raise DataError(
+                f"datasets: the {what} set has label {int(y.max())}, beyond the training classes 0 .. {C - 1}"
+            )
     if any(s is not None and s.sample_shape != sets[0].sample_shape for s in sets[1:]):
         raise DataError("datasets: the test (or validation) samples do not have the training samples' shape")
     return sets[0], labels[0], sets[1], labels[1], sets[2], labels[2], [str(c) for c in range(C)]
@@ -161,10 +187,14 @@ def read_list(root: Path, list_file, what: str) -> tuple[np.ndarray, np.ndarray]
                 name, _, label = line.rpartition(" ")
                 rel = PurePosixPath(name.strip())
                 if not name.strip() or rel.is_absolute() or ".." in rel.parts:
-                    raise DataError(f"{what}: {path}, line {n}: expected 'relative/path label' with a path under the data folder, "
-                                    f"got {line[:80]!r}")
+                    raise DataError(
+                        f"{what}: {path}, line {n}: expected 'relative/path label' with a path under the data folder, "
+                        f"got {line[:80]!r}"
+                    )
                 if not label.isdigit() or int(label) >= MAX_CLASSES:
-                    raise DataError(f"{what}: {path}, line {n}: the label must be a class id in [0, {MAX_CLASSES}), got {label[:20]!r}")
+                    raise DataError(
+                        f"{what}: {path}, line {n}: the label must be a class id in [0, {MAX_CLASSES}), got {label[:20]!r}"
+                    )
                 paths.append(str(rel))
                 labels.append(int(label))
         except UnicodeDecodeError:
@@ -189,10 +219,14 @@ def load_image_lists(root, train_list, test_list, val_list=None, size: int = 32,
     C = int(y.max()) + 1
     missing = np.flatnonzero(np.bincount(y, minlength=C) == 0)
     if missing.size:
-        raise DataError(f"train_list: class {int(missing[0])} has no training image (classes are 0 .. {C - 1})")
+        raise DataError(
+            f"train_list: class {int(missing[0])} has no training image (classes are 0 .. {C - 1})"
+        )
     for name, labels in (("test_list", yt), ("val_list", yv)):
         if labels is not None and labels.max() >= C:
-            raise DataError(f"{name}: label {int(labels.max())} has no training class (the training list has 0 .. {C - 1})")
+            raise DataError(
+                f"{name}: label {int(labels.max())} has no training class (the training list has 0 .. {C - 1})"
+            )
     sample = OnDisk(root, p[np.random.default_rng(seed).permutation(len(p))[:STATS_SAMPLE]], size)
     pixels = sample.load().numpy()
     mean = pixels.mean(axis=(0, 2, 3)).reshape(3, 1, 1).astype(np.float32)

@@ -14,6 +14,7 @@ Given the same order and draws the two compute the same tensors, so on one devic
 the same network bit for bit (a test pins it): the fast path changes the speed, not the run.
 Imports: NumPy, torch and ``files.py`` (the CIFAR normalization).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,8 +29,14 @@ PAD = 4  # the CIFAR recipe: a 32x32 crop of the image padded by 4 on every side
 
 def draw_augmentation(n: int, gen: torch.Generator) -> torch.Tensor:
     """Crop offsets (dy, dx in 0..2*PAD) and a flip bit for n samples: an (n, 3) int64 tensor."""
-    return torch.stack([torch.randint(0, 2 * PAD + 1, (n,), generator=gen), torch.randint(0, 2 * PAD + 1, (n,), generator=gen),
-                        (torch.rand(n, generator=gen) < 0.5).long()], dim=1)
+    return torch.stack(
+        [
+            torch.randint(0, 2 * PAD + 1, (n,), generator=gen),
+            torch.randint(0, 2 * PAD + 1, (n,), generator=gen),
+            (torch.rand(n, generator=gen) < 0.5).long(),
+        ],
+        dim=1,
+    )
 
 
 def augment(x: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
@@ -43,7 +50,12 @@ def augment(x: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
     dy, dx, flip = draws[:, 0], draws[:, 1], draws[:, 2].bool()
     rows = (dy[:, None] + torch.arange(hgt, device=x.device))[:, None, :, None]
     cols = (dx[:, None] + torch.arange(wid, device=x.device))[:, None, None, :]
-    out = padded[torch.arange(b, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
+    out = padded[
+        torch.arange(b, device=x.device)[:, None, None, None],
+        torch.arange(c, device=x.device)[None, :, None, None],
+        rows,
+        cols,
+    ]
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
@@ -93,7 +105,9 @@ class _OneAtATime(torch.utils.data.Dataset):
         img = self.x[key[0]]
         if len(key) > 1:  # per image, by slicing, as the usual transforms do
             dy, dx, flip = key[1:]
-            img = np.pad(img, ((0, 0), (PAD, PAD), (PAD, PAD)))[:, dy : dy + img.shape[1], dx : dx + img.shape[2]]
+            img = np.pad(img, ((0, 0), (PAD, PAD), (PAD, PAD)))[
+                :, dy : dy + img.shape[1], dx : dx + img.shape[2]
+            ]
             img = np.ascontiguousarray(img[:, :, ::-1] if flip else img)
         return self.prepare(torch.from_numpy(img)[None])[0], int(self.y[key[0]])
 
@@ -112,17 +126,33 @@ class _EpochBatches:
 
 
 class LoaderPipeline:
-    """The standard pipeline: ``workers`` processes prepare one image at a time on the host; each batch is copied to the device."""
+    """The standard pipeline: ``workers`` processes prepare one image at a time on the host; each batch "
+    "is copied to the device."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, device: torch.device, channels_last: bool = False, workers: int = 4):
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        device: torch.device,
+        channels_last: bool = False,
+        workers: int = 4,
+    ):
         self.device, self.channels_last = torch.device(device), channels_last
         self.sampler = _EpochBatches()
-        self.loader = torch.utils.data.DataLoader(_OneAtATime(x, y), batch_sampler=self.sampler, num_workers=workers,
-                                                  pin_memory=self.device.type == "cuda", persistent_workers=workers > 0)
+        self.loader = torch.utils.data.DataLoader(
+            _OneAtATime(x, y),
+            batch_sampler=self.sampler,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
+        )
 
     def epoch(self, order: torch.Tensor, draws: torch.Tensor | None, batch_size: int):
         keys = (order[:, None] if draws is None else torch.cat([order[:, None], draws], dim=1)).tolist()
         self.sampler.batches = [keys[i : i + batch_size] for i in range(0, len(keys), batch_size)]
         for x, y in self.loader:
             x = x.to(self.device, non_blocking=True)
-            yield (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x), y.to(self.device, non_blocking=True)
+            yield (
+                (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x),
+                y.to(self.device, non_blocking=True),
+            )

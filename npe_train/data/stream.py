@@ -8,6 +8,7 @@ every class; each epoch draws its profile's counts from it without replacement, 
 seeded generator, so an epoch of the stream is a fresh long-tailed subset of one fixed pool.
 Imports: NumPy, torch and ``npe_theory`` only.
 """
+
 from __future__ import annotations
 
 import re
@@ -16,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from npe_theory.priors import count_profile
 from npe_theory.errors import InputError
+from npe_theory.priors import count_profile
 
 STREAM_PROFILES = ("exp", "step", "reversed")
 _SHIFT = re.compile(r"^\s*(\d+)\s*=\s*([a-z]+)\s*:\s*([0-9.eE+]+)\s*$")
@@ -44,7 +45,9 @@ def parse_shift(entry: str, epochs: int) -> Shift:
     except ValueError:
         raise InputError(f"shift: imbalance {m.group(3)!r} in {entry!r} is not a number") from None
     if profile not in STREAM_PROFILES:
-        raise InputError(f"shift: unknown profile {profile!r} in {entry!r}; choose from {', '.join(STREAM_PROFILES)}")
+        raise InputError(
+            f"shift: unknown profile {profile!r} in {entry!r}; choose from {', '.join(STREAM_PROFILES)}"
+        )
     if not (np.isfinite(imbalance) and imbalance >= 1):
         raise InputError(f"shift: imbalance must be a number >= 1 in {entry!r}")
     if not 1 <= epoch < epochs:
@@ -67,7 +70,9 @@ def profile_counts(profile: str, num_classes: int, n_max: int, imbalance: float)
     return counts[::-1].copy() if profile == "reversed" else counts
 
 
-def stream_counts(profile: str, imbalance: float, shifts: list[Shift], epoch: int, num_classes: int, n_max: int) -> np.ndarray:
+def stream_counts(
+    profile: str, imbalance: float, shifts: list[Shift], epoch: int, num_classes: int, n_max: int
+) -> np.ndarray:
     """The class counts the stream draws in ``epoch``: the last shift at or before it, else the run's own profile."""
     current = [s for s in shifts if s.epoch <= epoch]
     if current:
@@ -75,7 +80,9 @@ def stream_counts(profile: str, imbalance: float, shifts: list[Shift], epoch: in
     return profile_counts(profile, num_classes, n_max, imbalance)
 
 
-def stale_counts(profile: str, imbalance: float, shifts: list[Shift], epoch: int, num_classes: int, n_max: int) -> np.ndarray | None:
+def stale_counts(
+    profile: str, imbalance: float, shifts: list[Shift], epoch: int, num_classes: int, n_max: int
+) -> np.ndarray | None:
     """The counts before the most recent shift at or before ``epoch`` (what a post-hoc rule fixed then would still use)."""
     current = [s for s in shifts if s.epoch <= epoch]
     if not current:
@@ -93,6 +100,8 @@ def draw_stream(gen: torch.Generator, pool: list[np.ndarray], counts: np.ndarray
     picks = []
     for members, n in zip(pool, counts):
         if n > len(members):
-            raise InputError(f"shift: the stream asks for {n} samples of a class whose pool holds {len(members)}")
+            raise InputError(
+                f"shift: the stream asks for {n} samples of a class whose pool holds {len(members)}"
+            )
         picks.append(members[torch.randperm(len(members), generator=gen)[: int(n)].numpy()])
     return np.concatenate(picks)

@@ -1,6 +1,7 @@
 """The device a run uses, its CPU threads, where a process stands in a torchrun launch, and gathering arrays across
 ranks (one process: a no-op). Imports: torch, threadpoolctl and ``npe_theory`` only.
 """
+
 from __future__ import annotations
 
 import os
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+
 from npe_theory.errors import InputError
 
 
@@ -67,7 +69,9 @@ def cpu_threads(threads: int | None) -> int:
         if env.isdigit() and int(env) > 0:
             threads = int(env)
         else:
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            cores = (
+                len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            )
             local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
             threads = max(1, min(MAX_DEFAULT_THREADS, cores // max(local, 1)))
     torch.set_num_threads(threads)

@@ -9,6 +9,7 @@ classes most frequent). Mean per-class accuracy does not change with the test se
 distribution (in expectation); ``sample_accuracy``, the fraction of test samples right, does.
 Imports: ``npe_theory``, ``data/``, ``device/``, ``tasks/``, ``run/`` and ``loop/build.py``.
 """
+
 from __future__ import annotations
 
 import re
@@ -51,7 +52,9 @@ def profile_index(y_test: np.ndarray, num_classes: int, spec: str, seed: int) ->
     if m.group(1) == "reversed":
         counts = counts[::-1]
     rng = np.random.default_rng([seed, EVAL_STREAM])
-    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(y_test == c))[:k] for c, k in enumerate(counts)]))
+    return np.sort(
+        np.concatenate([rng.permutation(np.flatnonzero(y_test == c))[:k] for c, k in enumerate(counts)])
+    )
 
 
 def evaluate_finished(run, data_dir: str | None = None, test_profile: str | None = None) -> tuple[dict, Path]:
@@ -60,7 +63,9 @@ def evaluate_finished(run, data_dir: str | None = None, test_profile: str | None
     finished = read_results(folder)
     cfg = make_config(**finished.config)
     if dense(cfg):
-        raise InputError("RUN_DIR: npe eval scores classification runs; a segmentation run's test images come with its data set")
+        raise InputError(
+            "RUN_DIR: npe eval scores classification runs; a segmentation run's test images come with its data set"
+        )
     used = replace(cfg, data_dir=data_dir) if data_dir is not None else cfg
     data = build_data(used)
     used, stream = build_schedule(used, data)
@@ -70,12 +75,41 @@ def evaluate_finished(run, data_dir: str | None = None, test_profile: str | None
     if test_profile is not None:
         keep = profile_index(data.y_test, data.num_classes, test_profile, cfg.seed)
         data = replace(data, x_test=data.x_test[keep], y_test=data.y_test[keep])
-    held = Held(data, on_device(data.x_train, device), on_device(data.x_test, device), preparer(data.x_train.dtype, device), Dist())
+    held = Held(
+        data,
+        on_device(data.x_train, device),
+        on_device(data.x_test, device),
+        preparer(data.x_train.dtype, device),
+        Dist(),
+    )
     report = build_task(used).evaluate(model.eval(), held, trace, stream.now(cfg.epochs - 1, trace))
     tested = np.bincount(data.y_test, minlength=data.num_classes)
-    sample = {rule: float(np.dot(v["per_class"], tested) / tested.sum()) for rule, v in report["accuracy"].items()}
-    out = {"schema": SCHEMA, "run": str(folder), "data_dir": data_dir, "test_profile": test_profile, "test_counts": tested.tolist(),
-           "accuracy": report["accuracy"], "sample_accuracy": sample, "pem": report["pem"], "config": asdict(cfg)}
-    tag = "-".join(filter(None, [None if data_dir is None else "data-" + re.sub(r"[^A-Za-z0-9_.-]", "_", Path(data_dir).name),
-                                 None if test_profile is None else test_profile.replace(":", "")])) or "same"
+    sample = {
+        rule: float(np.dot(v["per_class"], tested) / tested.sum()) for rule, v in report["accuracy"].items()
+    }
+    out = {
+        "schema": SCHEMA,
+        "run": str(folder),
+        "data_dir": data_dir,
+        "test_profile": test_profile,
+        "test_counts": tested.tolist(),
+        "accuracy": report["accuracy"],
+        "sample_accuracy": sample,
+        "pem": report["pem"],
+        "config": asdict(cfg),
+    }
+    tag = (
+        "-".join(
+            filter(
+                None,
+                [
+                    None
+                    if data_dir is None
+                    else "data-" + re.sub(r"[^A-Za-z0-9_.-]", "_", Path(data_dir).name),
+                    None if test_profile is None else test_profile.replace(":", ""),
+                ],
+            )
+        )
+        or "same"
+    )
     return out, write_json(folder / f"eval-{tag}.json", out)

@@ -1,6 +1,7 @@
 """Training many runs for a figure: each in a temporary folder, keeping one summary of it (F7/F8, F10, F11).
 Imports: the training loop and ``run/config.py``; nothing below imports this layer.
 """
+
 from __future__ import annotations
 
 import tempfile

@@ -5,6 +5,7 @@ Runs go one after another in this process, or, given GPUs, one subprocess per GP
 a checkpoint is resumed, so an interrupted sweep continues where it stopped.
 Imports: the training loop (lazily), ``run/`` and ``tasks/rules.py``.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -18,23 +19,25 @@ from pathlib import Path
 
 import numpy as np
 
-from npe_theory.io import atomic_write, write_csv
-
 from npe_theory.errors import InputError
+from npe_theory.io import atomic_write, write_csv
+from npe_theory.references import table_references
 
 from ..run.config import TrainConfig
 from ..run.results import read_results
 from ..tasks.rules import REPORT_GROUPS as GROUPS
 from ..tasks.rules import RULES
 
-PRIOR_KEYS = ("vs_log_counts", "vs_closed_form", "vs_equilibrium", "vs_finite_time")
-
 
 def grid(base: TrainConfig, seeds, methods, imbalances, out: Path) -> list[TrainConfig]:
     """One resolved config per (method, imbalance, seed), each with its own run folder under ``out``."""
     runs = []  # each value once: a repeated seed or method must not count one run twice
-    for method, imbalance, seed in itertools.product(dict.fromkeys(methods), dict.fromkeys(map(float, imbalances)), dict.fromkeys(seeds)):
-        cfg = replace(base, method=method, imbalance=float(imbalance), seed=int(seed), out=None, pem_detach=None)
+    for method, imbalance, seed in itertools.product(
+        dict.fromkeys(methods), dict.fromkeys(map(float, imbalances)), dict.fromkeys(seeds)
+    ):
+        cfg = replace(
+            base, method=method, imbalance=float(imbalance), seed=int(seed), out=None, pem_detach=None
+        )
         name = Path(cfg.resolved().out).name
         runs.append(replace(cfg, out=str(out / name)).resolved())
     return runs
@@ -49,16 +52,23 @@ def run_grid(runs: list[TrainConfig], gpus: list[str] | None = None, progress: b
     """Run every config not finished yet; returns the results of all of them, in grid order."""
     todo = [c for c in runs if not (Path(c.out) / "results.json").is_file()]
     for c in runs:  # a finished run is reused only if it is the run this grid asks for
-        derived = {"weight_decay"} if c.weight_decay is None else set()  # set from lambda*s when the run starts
+        derived = (
+            {"weight_decay"} if c.weight_decay is None else set()
+        )  # set from lambda*s when the run starts
         asked, done = asdict(c), read_results(c.out).config if c not in todo else None
-        if done is not None and {k: v for k, v in done.items() if k not in derived} != {k: v for k, v in asked.items() if k not in derived}:
-            raise InputError(f"sweep: {c.out} holds a finished run with other settings; remove it or choose another --out")
+        if done is not None and {k: v for k, v in done.items() if k not in derived} != {
+            k: v for k, v in asked.items() if k not in derived
+        }:
+            raise InputError(
+                f"sweep: {c.out} holds a finished run with other settings; remove it or choose another --out"
+            )
     if not gpus:
         from ..loop.train import train
 
         for cfg in todo:
             train(cfg, resume=True, progress=progress)
     else:
+
         def launch(item):
             gpu, cfg = item
             Path(cfg.out).mkdir(parents=True, exist_ok=True)
@@ -66,15 +76,22 @@ def run_grid(runs: list[TrainConfig], gpus: list[str] | None = None, progress: b
             spec.write_text(_toml(cfg))
             env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
             with (Path(cfg.out) / "sweep_log.txt").open("w") as log:
-                done = subprocess.run([sys.executable, "-m", "npe", "train", "--config", str(spec), "--resume", "--quiet"],
-                                      env=env, stdout=log, stderr=subprocess.STDOUT)
+                done = subprocess.run(
+                    [sys.executable, "-m", "npe", "train", "--config", str(spec), "--resume", "--quiet"],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
             return cfg.out, done.returncode
 
         slots = [gpus[i % len(gpus)] for i in range(len(todo))]
         with ThreadPoolExecutor(max_workers=len(gpus)) as pool:  # one run per GPU at a time
             failed = [(o, rc) for o, rc in pool.map(launch, zip(slots, todo)) if rc]
         if failed:
-            raise RuntimeError("sweep: runs failed (see sweep_log.txt in each): " + ", ".join(f"{o} (exit {rc})" for o, rc in failed))
+            raise RuntimeError(
+                "sweep: runs failed (see sweep_log.txt in each): "
+                + ", ".join(f"{o} (exit {rc})" for o, rc in failed)
+            )
     return [read_results(c.out).raw for c in runs]
 
 
@@ -87,14 +104,32 @@ def summarize(results: list[dict]) -> list[dict]:
     table = []
     for (dataset, method, mix, imbalance), rs in rows.items():
         row = {"dataset": dataset, "method": method, "mix": mix, "imbalance": imbalance, "seeds": len(rs)}
-        values = {f"{rule}_{g}": [r["accuracy"].get(rule, {}).get(g) for r in rs] for rule in RULES for g in GROUPS}
-        values.update({f"pem_rmse_{k}": [r["pem"]["prior_match"].get(k, {}).get("centered_rmse") for r in rs] for k in PRIOR_KEYS})
+        values = {
+            f"{rule}_{g}": [r["accuracy"].get(rule, {}).get(g) for r in rs] for rule in RULES for g in GROUPS
+        }
+        values.update(
+            {
+                f"pem_rmse_{k}": [r["pem"]["prior_match"].get(k, {}).get("centered_rmse") for r in rs]
+                for k in table_references()
+            }
+        )
         values["pem_slope"] = [r["pem"]["prior_match"]["vs_log_counts"]["slope"] for r in rs]
         values["lambda_s"] = [r["pem"].get("lambda_s") for r in rs]
-        values.update({f"{rule}_ece": [r.get("calibration", {}).get(rule, {}).get("ece") for r in rs] for rule in RULES})
-        seg = [r.get("segmentation", {}) for r in rs]  # segmentation runs: mIoU overall and on the rarest third of the classes
+        values.update(
+            {f"{rule}_ece": [r.get("calibration", {}).get(rule, {}).get("ece") for r in rs] for rule in RULES}
+        )
+        seg = [
+            r.get("segmentation", {}) for r in rs
+        ]  # segmentation runs: mIoU overall and on the rarest third of the classes
         values.update({f"{rule}_miou": [s.get(rule, {}).get("miou") for s in seg] for rule in RULES})
-        values.update({f"{rule}_miou_few": [s.get(rule, {}).get("by_frequency", {}).get("few", {}).get("miou") for s in seg] for rule in RULES})
+        values.update(
+            {
+                f"{rule}_miou_few": [
+                    s.get(rule, {}).get("by_frequency", {}).get("few", {}).get("miou") for s in seg
+                ]
+                for rule in RULES
+            }
+        )
         for key, vals in values.items():
             if any(v is None for v in vals):
                 row[f"{key}_mean"] = row[f"{key}_std"] = None
@@ -115,16 +150,38 @@ def write_tables(table: list[dict], out: Path) -> tuple[Path, Path]:
 
     dense = any(row.get("argmax_miou_mean") is not None for row in table)
     miou = [f"{rule} mIoU{part}" for rule in RULES for part in ("", " few")] if dense else []
-    head = (["dataset", "method", "mix", "imbalance", "seeds"] + [f"{rule} {g}" for rule in RULES for g in GROUPS] + miou
-            + [f"PEM RMSE {k}" for k in PRIOR_KEYS] + ["lambda*s"] + [f"{rule} ECE %" for rule in RULES])
+    head = (
+        ["dataset", "method", "mix", "imbalance", "seeds"]
+        + [f"{rule} {g}" for rule in RULES for g in GROUPS]
+        + miou
+        + [f"PEM RMSE {k}" for k in table_references()]
+        + ["lambda*s"]
+        + [f"{rule} ECE %" for rule in RULES]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in table:
-        cells = [row["dataset"], row["method"], row.get("mix", "none"), f"{row['imbalance']:g}", str(row["seeds"])]
+        cells = [
+            row["dataset"],
+            row["method"],
+            row.get("mix", "none"),
+            f"{row['imbalance']:g}",
+            str(row["seeds"]),
+        ]
         cells += [cell(row, f"{rule}_{g}", 100.0) for rule in RULES for g in GROUPS]
-        cells += [cell(row, f"{rule}_miou{part}", 100.0) for rule in RULES for part in ("", "_few")] if dense else []
-        cells += [cell(row, f"pem_rmse_{k}", digits=3) for k in PRIOR_KEYS] + [cell(row, "lambda_s", digits=3)]
+        cells += (
+            [cell(row, f"{rule}_miou{part}", 100.0) for rule in RULES for part in ("", "_few")]
+            if dense
+            else []
+        )
+        cells += [cell(row, f"pem_rmse_{k}", digits=3) for k in table_references()] + [
+            cell(row, "lambda_s", digits=3)
+        ]
         cells += [cell(row, f"{rule}_ece", 100.0) for rule in RULES]
         lines.append("| " + " | ".join(cells) + " |")
-    text = "Mean ± standard deviation over seeds; accuracy is mean per-class test accuracy in percent.\n\n" + "\n".join(lines) + "\n"
+    text = (
+        "Mean ± standard deviation over seeds; accuracy is mean per-class test accuracy in percent.\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
     atomic_write(md_path, lambda tmp: tmp.write_text(text))
     return csv_path, md_path

@@ -5,6 +5,7 @@ Data-set and method names are looked up here and nowhere below: the data, the ne
 optimizer and its schedule. Below these, functions take explicit values. Imports: everything under
 ``loop/`` (``data/``, ``models/``, ``methods/``, ``tasks/``, ``run/``).
 """
+
 from __future__ import annotations
 
 import math
@@ -17,9 +18,9 @@ import torch
 from npe_theory.dynamics import lambda_s, steps_per_epoch
 from npe_theory.report import EQUILIBRIUM_LAMBDA_S
 
-from ..data.longtail import build
-from ..data.segmentation import SEG_DATASETS, build_segmentation
+from ..data.catalog import DataRequest, dataset
 from ..data.stream import parse_schedule
+from ..methods.catalog import MethodSettings, method
 from ..methods.mixing import NoMixing, UniMixing
 from ..methods.objective import Objective
 from ..methods.trace import PemRecipe
@@ -39,23 +40,42 @@ def run_label(cfg: TrainConfig) -> str:
 
 def dense(cfg: TrainConfig) -> bool:
     """The data set labels every pixel (segmentation)."""
-    return cfg.dataset in SEG_DATASETS
+    return dataset(cfg.dataset).task == "segmentation"
+
+
+def data_request(cfg: TrainConfig, datasets=None) -> DataRequest:
+    """The settings that choose the run's data; a shifting stream's training set is a pool of n_max samples of every class
+    (imbalance 1). ``datasets``: a user's (train, test[, validation]) torch Datasets for the ``torch`` data set."""
+    return DataRequest(
+        imbalance=1.0 if cfg.shift else cfg.imbalance,
+        profile=cfg.profile,
+        n_max=cfg.n_max,
+        seed=cfg.seed,
+        data_dir=cfg.data_dir,
+        image_size=cfg.image_size,
+        test_fraction=cfg.test_fraction,
+        lists={"train": cfg.train_list, "test": cfg.test_list, "val": cfg.val_list},
+        datasets=None if datasets is None else tuple(datasets),
+    )
 
 
 def build_data(cfg: TrainConfig, datasets=None):
-    """The training and test sets; a shifting stream's training set is a pool of n_max samples of every class (imbalance 1).
-    ``datasets``: a user's (train, test[, validation]) torch Datasets for the ``torch`` data set."""
-    if dense(cfg):
-        return build_segmentation(cfg.dataset, cfg.seed, cfg.data_dir, cfg.image_size, cfg.imbalance, cfg.n_max)
-    return build(cfg.dataset, 1.0 if cfg.shift else cfg.imbalance, cfg.profile, cfg.n_max, cfg.seed, cfg.data_dir,
-                 image_size=cfg.image_size, test_fraction=cfg.test_fraction,
-                 lists={"train": cfg.train_list, "test": cfg.test_list, "val": cfg.val_list}, datasets=datasets)
+    """The training, test and validation sets of the registered data set (``data/catalog.py``)."""
+    return dataset(cfg.dataset).build(data_request(cfg, datasets))
 
 
 def build_network(cfg: TrainConfig, data):
     """The backbone with its PEM heads, for the data's input shape and class count."""
     builder = build_seg_model if dense(cfg) else build_model
-    return builder(cfg.model, data.input_shape, data.num_classes, cfg.num_pems, cfg.pem_hidden, cfg.pem_detach, cfg.weights)
+    return builder(
+        cfg.model,
+        data.input_shape,
+        data.num_classes,
+        cfg.num_pems,
+        cfg.pem_hidden,
+        cfg.pem_detach,
+        cfg.weights,
+    )
 
 
 def pem_recipe(cfg: TrainConfig) -> PemRecipe:
@@ -69,9 +89,18 @@ def build_task(cfg: TrainConfig):
     return Classification(pem_recipe(cfg), cfg.batch_size, cfg.seed, cfg.tau, cfg.tau_grid, cfg.augment)
 
 
-def build_objective(cfg: TrainConfig) -> Objective:
-    """CE (or the logit-adjusted loss for ``la_loss``) + alpha * the PEM loss."""
-    return Objective(alpha=cfg.alpha, pem_loss=cfg.pem_loss, la_tau=cfg.tau if cfg.method == "la_loss" else None)
+def method_settings(cfg: TrainConfig, counts) -> MethodSettings:
+    """What the method's loss is made from: the run's tau, training class counts and epochs."""
+    return MethodSettings(tau=cfg.tau, counts=np.asarray(counts), epochs=cfg.epochs)
+
+
+def build_objective(cfg: TrainConfig, counts) -> Objective:
+    """The registered method's classifier loss (``methods/catalog.py``) + alpha * the PEM loss."""
+    return Objective(
+        classifier_loss=method(cfg.method).make(method_settings(cfg, counts)),
+        alpha=cfg.alpha,
+        pem_loss=cfg.pem_loss,
+    )
 
 
 def build_mixing(cfg: TrainConfig):
@@ -84,7 +113,9 @@ def build_stream(cfg: TrainConfig, data):
     shifts = parse_schedule(cfg.shift, cfg.epochs)
     if not shifts:
         return FixedStream(data.counts, len(data.y_train))
-    return ShiftingStream(cfg.profile, cfg.imbalance, shifts, data.y_train, data.num_classes, pem_recipe(cfg), cfg.batch_size)
+    return ShiftingStream(
+        cfg.profile, cfg.imbalance, shifts, data.y_train, data.num_classes, pem_recipe(cfg), cfg.batch_size
+    )
 
 
 def lr_factor(cfg: TrainConfig, epoch: int) -> float:
@@ -103,12 +134,17 @@ def planned_lambda_s(cfg: TrainConfig, steps, epochs: int | None = None) -> floa
     epochs = cfg.epochs if epochs is None else epochs
     sched = replace(cfg, epochs=epochs) if epochs != cfg.epochs else cfg
     steps = np.broadcast_to(np.asarray(steps, dtype=np.float64), (epochs,))
-    return lambda_s(cfg.weight_decay, [cfg.lr * lr_factor(sched, e) * steps[e] for e in range(epochs)], cfg.momentum)
+    return lambda_s(
+        cfg.weight_decay, [cfg.lr * lr_factor(sched, e) * steps[e] for e in range(epochs)], cfg.momentum
+    )
 
 
 def planned_steps(stream, batch_size: int, world: int, epochs: int) -> list[int]:
     """Steps per epoch the loop will take: ceil(padded samples / batch size), padded to a multiple of the world size."""
-    return [steps_per_epoch(padded_length(stream.samples_at(e), world, batch_size), batch_size) for e in range(epochs)]
+    return [
+        steps_per_epoch(padded_length(stream.samples_at(e), world, batch_size), batch_size)
+        for e in range(epochs)
+    ]
 
 
 def build_schedule(cfg: TrainConfig, data, world: int = 1):
@@ -116,7 +152,9 @@ def build_schedule(cfg: TrainConfig, data, world: int = 1):
     is made again only then, since a shifting stream's adaptation report reads the weight decay)."""
     if cfg.target_lambda_s is None:
         return cfg, build_stream(cfg, data)
-    cfg = with_target_lambda_s(cfg, build_stream(replace(cfg, weight_decay=cfg.weight_decay or 1.0), data), world)
+    cfg = with_target_lambda_s(
+        cfg, build_stream(replace(cfg, weight_decay=cfg.weight_decay or 1.0), data), world
+    )
     return cfg, build_stream(cfg, data)
 
 
@@ -128,23 +166,35 @@ def with_target_lambda_s(cfg: TrainConfig, stream, world: int = 1) -> TrainConfi
     linear in the weight decay for a fixed schedule."""
     if cfg.target_lambda_s is None:
         return cfg
-    per_unit = planned_lambda_s(replace(cfg, weight_decay=1.0), planned_steps(stream, cfg.batch_size, world, cfg.epochs))
+    per_unit = planned_lambda_s(
+        replace(cfg, weight_decay=1.0), planned_steps(stream, cfg.batch_size, world, cfg.epochs)
+    )
     wd = float(cfg.target_lambda_s / per_unit)
-    if wd > MAX_SENSIBLE_DECAY:  # the schedule's learning rates sum to little: the decay, not the loss, would drive training
-        warnings.warn(f"weight_decay: lambda*s = {cfg.target_lambda_s:g} with this schedule needs weight decay {wd:.3g} (the learning "
-                      f"rates sum to {per_unit * (1 - cfg.momentum):.3g} over the run); give --weight-decay, more epochs or a larger "
-                      f"--lr", stacklevel=2)
+    if (
+        wd > MAX_SENSIBLE_DECAY
+    ):  # the schedule's learning rates sum to little: the decay, not the loss, would drive training
+        warnings.warn(
+            f"weight_decay: lambda*s = {cfg.target_lambda_s:g} with this schedule needs weight decay {wd:.3g} (the learning "
+            f"rates sum to {per_unit * (1 - cfg.momentum):.3g} over the run); give --weight-decay, more epochs or a larger "
+            f"--lr",
+            stacklevel=2,
+        )
     return replace(cfg, weight_decay=wd)
 
 
-def reach_equilibrium(cfg: TrainConfig, steps_taken: list[int], lam_s: float, target: float = EQUILIBRIUM_LAMBDA_S) -> dict | None:
+def reach_equilibrium(
+    cfg: TrainConfig, steps_taken: list[int], lam_s: float, target: float = EQUILIBRIUM_LAMBDA_S
+) -> dict | None:
     """For a run short of lambda*s = ``target``: the weight decay that reaches it with this schedule (lambda*s is linear in
     it), and the epochs that reach it with this weight decay (the same schedule stretched; None beyond 100x the run).
     None when the run got there."""
     if lam_s >= target or not steps_taken:
         return None
     steps = float(np.mean(steps_taken))
-    lo, hi = cfg.epochs, cfg.epochs  # lambda*s grows with the epochs of a stretched schedule: double, then bisect
+    lo, hi = (
+        cfg.epochs,
+        cfg.epochs,
+    )  # lambda*s grows with the epochs of a stretched schedule: double, then bisect
     while planned_lambda_s(cfg, steps, hi) < target and hi <= 100 * cfg.epochs:
         lo, hi = hi, 2 * hi
     epochs = None
@@ -153,11 +203,15 @@ def reach_equilibrium(cfg: TrainConfig, steps_taken: list[int], lam_s: float, ta
             mid = (lo + hi) // 2
             lo, hi = (lo, mid) if planned_lambda_s(cfg, steps, mid) >= target else (mid, hi)
         epochs = hi
-    return {"target_lambda_s": target, "lambda_s": lam_s, "weight_decay": cfg.weight_decay * target / lam_s, "epochs": epochs}
+    return {
+        "target_lambda_s": target,
+        "lambda_s": lam_s,
+        "weight_decay": cfg.weight_decay * target / lam_s,
+        "epochs": epochs,
+    }
 
 
 def build_optimizer(cfg: TrainConfig, model):
     """SGD with momentum and weight decay on every parameter (the PEM's included), and its per-epoch schedule."""
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(cfg, e))
-

@@ -4,8 +4,10 @@ Before an epoch starts its plan is drawn (``epoch_plan``): this rank's samples i
 augmentation draws, every step's class shares of the loss (for the PEM's trace) and, with a mixing
 method, each sample's partner. What differs between tasks and methods comes from the objects the
 loop is given: the task (class weights per position, loss terms, feature rows), the mixing method
-(pairs, batches) and the objective (the loss). Imports: torch, ``data/``, ``device/`` and ``methods/``.
+(pairs, batches) and the objective (the loss). Imports: torch, ``data/``, ``device/``, ``methods/`` and the
+contracts of ``tasks/``.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,14 +20,19 @@ import torch.distributed as dist
 from ..data.pipeline import draw_augmentation
 from ..device.distributed import Dist
 from ..methods.feature_sample import EpochOutputs, StepRows
-from ..methods.objective import Objective
+from ..methods.mixing import Mixing
+from ..methods.objective import EpochState, Objective
+from ..tasks.base import Task
 
 
-def train_step(model, opt, x, terms, objective: Objective, log_prior, use_amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """One SGD step on ``objective`` over the batch's loss ``terms``; returns ((loss, ce, pem), features), detached."""
+def train_step(
+    model, opt, x, terms, objective: Objective, state: EpochState, use_amp: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step on ``objective`` over the batch's loss ``terms`` in the epoch ``state``; returns ((loss, ce, pem),
+    features), detached."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_amp):
         logits, heads, h = model(x)
-    loss, ce, pem = objective(logits, heads, terms, log_prior)
+    loss, ce, pem = objective(logits, heads, terms, state)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -58,8 +65,35 @@ class EpochPlan:
     xi: torch.Tensor | None = None
 
 
-def epoch_plan(gen: torch.Generator, y_train: np.ndarray, task, mixing, batch_size: int, augment: bool, rank_info: Dist,
-               num_classes: int, epoch: int = 0, counts: np.ndarray | None = None, subset: np.ndarray | None = None) -> EpochPlan:
+@dataclass(frozen=True)
+class StepContext:
+    """What every epoch of a run steps with. An epoch's plan reads the task, the mixing method, the global
+    ``batch_size``, whether inputs are ``augment``-ed, this process's ``rank_info`` and the class count; its steps also
+    the (wrapped) network ``net``, its optimizer, the input ``feed`` (``data/pipeline.py``), the objective, bf16
+    autocast (``use_amp``) and CUDA-graph step marks (``cudagraphs``)."""
+
+    task: Task
+    mixing: Mixing
+    batch_size: int
+    augment: bool
+    rank_info: Dist
+    num_classes: int
+    net: object = None
+    opt: torch.optim.Optimizer | None = None
+    feed: object = None
+    objective: Objective | None = None
+    use_amp: bool = False
+    cudagraphs: bool = False
+
+
+def epoch_plan(
+    gen: torch.Generator,
+    y_train: np.ndarray,
+    ctx: StepContext,
+    epoch: int = 0,
+    counts: np.ndarray | None = None,
+    subset: np.ndarray | None = None,
+) -> EpochPlan:
     """This rank's shard of the epoch's permutation, its augmentation draws, every global step's class shares, and
     with mixing each sample's partner (from the same rank's batch) and share.
 
@@ -69,20 +103,28 @@ def epoch_plan(gen: torch.Generator, y_train: np.ndarray, task, mixing, batch_si
     fraction_c = sum_i rows[i, c] / sum_i terms[i]. ``subset``: the epoch's samples (default all);
     ``counts``: the class counts a mixing method draws partners by.
     """
+    task, mixing, batch_size, rank_info = ctx.task, ctx.mixing, ctx.batch_size, ctx.rank_info
     n = len(y_train) if subset is None else len(subset)
     perm = torch.randperm(n, generator=gen)
     if subset is not None:
         perm = torch.as_tensor(subset, dtype=torch.int64)[perm]
-    draws = draw_augmentation(n, gen) if augment else None
+    draws = draw_augmentation(n, gen) if ctx.augment else None
     padded = padded_length(n, rank_info.world, batch_size)
     order = torch.cat([perm, perm[: padded - n]])[:padded]
     if draws is not None:
         draws = torch.cat([draws, draws[: padded - n]])[:padded]
     labels = y_train[order.numpy()]
     pairing = mixing.pair(labels, counts, batch_size // rank_info.world, rank_info.world, gen, epoch)
-    rows, terms = task.rows(labels, num_classes) if pairing is None else task.rows(labels, num_classes, labels[pairing[0]], pairing[1])
-    fractions = np.stack([(rows[i : i + batch_size].sum(0) / max(terms[i : i + batch_size].sum(), 1)).astype(np.float32)
-                          for i in range(0, padded, batch_size)])
+    C = ctx.num_classes
+    rows, terms = (
+        task.rows(labels, C) if pairing is None else task.rows(labels, C, labels[pairing[0]], pairing[1])
+    )
+    fractions = np.stack(
+        [
+            (rows[i : i + batch_size].sum(0) / max(terms[i : i + batch_size].sum(), 1)).astype(np.float32)
+            for i in range(0, padded, batch_size)
+        ]
+    )
     mine = slice(rank_info.rank, None, rank_info.world)
     plan = EpochPlan(order[mine], None if draws is None else draws[mine], fractions, rows[:n].sum(0))
     if pairing is not None:
@@ -93,8 +135,9 @@ def epoch_plan(gen: torch.Generator, y_train: np.ndarray, task, mixing, batch_si
     return plan
 
 
-def run_epoch(net, opt, feed, plan: EpochPlan, task, mixing, objective: Objective, batch_size: int, rank_info: Dist, log_prior,
-              use_amp: bool, cudagraphs: bool, num_classes: int, replay=None, outputs: EpochOutputs | None = None):
+def run_epoch(
+    ctx: StepContext, plan: EpochPlan, state: EpochState, replay=None, outputs: EpochOutputs | None = None
+):
     """SGD over one epoch; returns (mean loss, ce, pem).
 
     ``replay`` (or None, for a PEM that is not linear): advanced with a few of each step's feature rows per class (this
@@ -103,30 +146,31 @@ def run_epoch(net, opt, feed, plan: EpochPlan, task, mixing, objective: Objectiv
     A step that overflows outright (a learning rate beyond float32) counts as a diverged epoch: infinite losses.
     """
     try:
-        return _epoch(net, opt, feed, plan, task, mixing, objective, batch_size, rank_info, log_prior, use_amp, cudagraphs, num_classes,
-                      replay, outputs)
+        return _epoch(ctx, plan, state, replay, outputs)
     except RuntimeError as exc:
         if "overflow" not in str(exc):
             raise
         return [math.inf] * 3
 
 
-def _epoch(net, opt, feed, plan, task, mixing, objective, batch_size, rank_info, log_prior, use_amp, cudagraphs, num_classes, replay,
-           outputs):
-    device = log_prior.device
+def _epoch(ctx: StepContext, plan: EpochPlan, state: EpochState, replay, outputs):
+    task, rank_info = ctx.task, ctx.rank_info
+    device = state.log_prior.device
     sums, sample = torch.zeros(3, device=device), None  # loss, ce, pem (sample-weighted): read once per epoch
-    for x, pairs in mixing.batches(feed, plan, batch_size // rank_info.world):
-        if cudagraphs:
+    for x, pairs in ctx.mixing.batches(ctx.feed, plan, ctx.batch_size // rank_info.world):
+        if ctx.cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
         terms = task.loss_terms(pairs)
-        step, h = train_step(net, opt, x, terms, objective, log_prior, use_amp)
+        step, h = train_step(ctx.net, ctx.opt, x, terms, ctx.objective, state, ctx.use_amp)
         sums += step * len(terms[0][0])
         if outputs is not None:
             outputs.add(h, terms)
         if replay is not None:
             if sample is None:
-                sample = StepRows(num_classes, h.shape[1])
-            sample.add(*task.feature_terms(h, terms))  # each row counts toward each of its labels by the label's weight
+                sample = StepRows(ctx.num_classes, h.shape[1])
+            sample.add(
+                *task.feature_terms(h, terms)
+            )  # each row counts toward each of its labels by the label's weight
             if sample.full():
                 replay.advance(sample.flush())
     if sample is not None:

@@ -18,6 +18,7 @@ epoch produced, and the PEM's initial weights, from which the report replays the
 PEM alone; ``lambda_s`` in metrics.jsonl is the weight decay the PEM has felt so far.
 Imports: every layer below it (``data/``, ``models/``, ``methods/``, ``tasks/``, ``run/``, ``device/``).
 """
+
 from __future__ import annotations
 
 import math
@@ -37,15 +38,25 @@ from ..device.distributed import cpu_threads, init_distributed
 from ..methods.feature_sample import EpochOutputs
 from ..methods.trace import epoch_replay, felt_decay, record_epoch
 from ..models.pem import check_pem_decay
-from ..run.checkpoint import CHECKPOINT, save_checkpoint
+from ..run.checkpoint import CHECKPOINT, Trainables, save_checkpoint
 from ..run.config import TrainConfig
 from ..run.metrics import TensorBoardLog, epoch_record, json_lines, write_metrics
 from ..run.results import SCHEMA, environment
 from ..run.runfolder import claim, open_run
 from ..tasks.base import Held
-from .build import (build_data, build_mixing, build_network, build_objective, build_optimizer, build_schedule, build_task,
-                    pem_recipe, reach_equilibrium, run_label)
-from .step import epoch_plan, run_epoch
+from .build import (
+    build_data,
+    build_mixing,
+    build_network,
+    build_objective,
+    build_optimizer,
+    build_schedule,
+    build_task,
+    pem_recipe,
+    reach_equilibrium,
+    run_label,
+)
+from .step import StepContext, epoch_plan, run_epoch
 
 
 class TrainingDiverged(RuntimeError):
@@ -61,7 +72,9 @@ def _seed_all(seed: int) -> None:
 def _wrap(model, compile_mode: str, rank_info, device):
     net = model
     if rank_info.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     if compile_mode != "none":
         # dynamic=False: the full batch and the epoch's last, smaller batch each get kernels specialized
         # to their size (two compilations, no more), rather than a symbolic recompilation on the second size
@@ -84,19 +97,24 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, task=No
     rank_info, device = init_distributed(cfg.device, cfg.batch_size)
     # the data, its stream and the network first: one that cannot be built leaves no run folder behind
     data = build_data(cfg, datasets)
-    cfg, stream = build_schedule(cfg, data, rank_info.world)  # the weight decay of --target-lambda-s needs the steps
-    _seed_all(cfg.seed)  # after the data: building it (or not, when cached) must not move the model's initialization
+    cfg, stream = build_schedule(
+        cfg, data, rank_info.world
+    )  # the weight decay of --target-lambda-s needs the steps
+    _seed_all(
+        cfg.seed
+    )  # after the data: building it (or not, when cached) must not move the model's initialization
     model = build_network(cfg, data).to(device)
     task = build_task(cfg) if task is None else task
     if cfg.tensorboard:
         TensorBoardLog.writer_class()  # a missing package is said before the run folder exists
     with claim(Path(cfg.out), rank_info.main):
-        return _train(cfg, data, model, task, stream, rank_info, device, resume, progress)
+        return _train(cfg, data, model, task, stream, (rank_info, device), resume, progress)
 
 
-def _train(cfg: TrainConfig, data, model, task, stream, rank_info, device, resume: bool, progress: bool) -> dict:
+def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, progress: bool) -> dict:
     from tqdm.auto import tqdm
 
+    rank_info, device = place  # this process's rank and its device
     out = Path(cfg.out)
     channels_last = device.type == "cuda" and len(data.input_shape) == 3
     if channels_last:
@@ -104,51 +122,94 @@ def _train(cfg: TrainConfig, data, model, task, stream, rank_info, device, resum
     opt, sched = build_optimizer(cfg, model)
     check_pem_decay(opt, model)  # the report assumes it; a custom optimizer builder must keep it
     recipe = pem_recipe(cfg)  # how the PEM trains: its replay advances with it (methods/trace.py)
-    objective, mixing = build_objective(cfg), build_mixing(cfg)
+    objective, mixing = build_objective(cfg, data.counts), build_mixing(cfg)
     gen = torch.Generator().manual_seed(cfg.seed)  # the same on every rank: one permutation, sharded
     x_train = on_device(data.x_train, device)
-    held = Held(data, x_train, on_device(data.x_test, device), preparer(data.x_train.dtype, device), rank_info)
-    feed = (DevicePipeline(x_train, torch.as_tensor(data.y_train, device=device), channels_last) if cfg.pipeline == "device"
-            else LoaderPipeline(data.x_train, data.y_train, device, channels_last, cfg.workers))
+    held = Held(
+        data, x_train, on_device(data.x_test, device), preparer(data.x_train.dtype, device), rank_info
+    )
+    feed = (
+        DevicePipeline(x_train, torch.as_tensor(data.y_train, device=device), channels_last)
+        if cfg.pipeline == "device"
+        else LoaderPipeline(data.x_train, data.y_train, device, channels_last, cfg.workers)
+    )
     use_amp = cfg.amp if cfg.amp is not None else device.type == "cuda"
-    start, trace, metrics = open_run(out, cfg, model, opt, sched, gen, device, resume, rank_info.main, data.num_classes, len(data.y_train))
+    parts = Trainables(model, opt, sched, gen)
+    start, trace, metrics = open_run(
+        out, cfg, parts, device, resume, rank_info.main, data.num_classes, len(data.y_train)
+    )
     net = _wrap(model, cfg.compile, rank_info, device)
-    cudagraphs = device.type == "cuda" and cfg.compile in ("reduce-overhead", "max-autotune")  # each step marked as a new one
+    cudagraphs = device.type == "cuda" and cfg.compile in (
+        "reduce-overhead",
+        "max-autotune",
+    )  # each step marked as a new one
+    ctx = StepContext(
+        task=task,
+        mixing=mixing,
+        batch_size=cfg.batch_size,
+        augment=cfg.augment,
+        rank_info=rank_info,
+        num_classes=data.num_classes,
+        net=net,
+        opt=opt,
+        feed=feed,
+        objective=objective,
+        use_amp=use_amp,
+        cudagraphs=cudagraphs,
+    )
 
     board = TensorBoardLog(cfg.tensorboard) if cfg.tensorboard and rank_info.main else None
     step_report = getattr(task, "step_report", None)  # optional: a task may report only at its evaluations
     width = getattr(model, "feature_dim", None) if step_report is not None else None
-    t0, report, written = time.perf_counter(), None, []  # written: metrics.jsonl's lines as JSON, each serialized once
-    bar = tqdm(range(start, cfg.epochs), desc=run_label(cfg), disable=not (progress and rank_info.main),
-               initial=start, total=cfg.epochs)
+    t0, report, written = (
+        time.perf_counter(),
+        None,
+        [],
+    )  # written: metrics.jsonl's lines as JSON, each serialized once
+    bar = tqdm(
+        range(start, cfg.epochs),
+        desc=run_label(cfg),
+        disable=not (progress and rank_info.main),
+        initial=start,
+        total=cfg.epochs,
+    )
     for epoch in bar:
         model.train()
         now = stream.counts_at(epoch)
         subset = stream.draw(gen, epoch)
-        log_prior = torch.as_tensor(np.log(now / now.sum()), dtype=torch.float32, device=device)  # la_loss adjusts by the current prior
-        plan = epoch_plan(gen, data.y_train, task, mixing, cfg.batch_size, cfg.augment, rank_info, data.num_classes, epoch, now, subset)
+        state = objective.at_epoch(
+            epoch, now, device
+        )  # what the method's loss reads: the current prior, a re-weighting
+        plan = epoch_plan(gen, data.y_train, ctx, epoch, now, subset)
         lr = opt.param_groups[0]["lr"]  # the rate this epoch uses (the scheduler steps after it)
         evaluated = (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0) or epoch + 1 == cfg.epochs
         outputs = None if evaluated or width is None else EpochOutputs(len(plan.shard), width)
-        losses = run_epoch(net, opt, feed, plan, task, mixing, objective, cfg.batch_size, rank_info, log_prior, use_amp,
-                           cudagraphs, data.num_classes, epoch_replay(trace, recipe, lr, plan.fractions), outputs)
+        losses = run_epoch(ctx, plan, state, epoch_replay(trace, recipe, lr, plan.fractions), outputs)
         sched.step()
         if not all(math.isfinite(v) for v in losses):
-            raise TrainingDiverged(f"loss became {losses[0]} in epoch {epoch + 1}; the last good checkpoint "
-                                   f"({'epoch ' + str(epoch) if epoch > 0 else 'none yet'}) is kept in {out}")
+            raise TrainingDiverged(
+                f"loss became {losses[0]} in epoch {epoch + 1}; the last good checkpoint "
+                f"({'epoch ' + str(epoch) if epoch > 0 else 'none yet'}) is kept in {out}"
+            )
         record_epoch(trace, lr, plan.fractions)
         trace["stream"] = {"index": subset, "counts": plan.counts}  # what the report reads the PEM against
         if evaluated:
             report = task.evaluate(model, held, trace, stream.now(epoch, trace))
         else:  # the prior report from the outputs the steps computed: no forward pass (a task without it reports at evaluations)
-            report = step_report(model, held, trace, stream.now(epoch, trace), outputs) if outputs is not None else None
-        line = epoch_record(epoch, lr, losses, felt_decay(trace, cfg.weight_decay, cfg.momentum), t0, report, plan.counts)
+            report = (
+                step_report(model, held, trace, stream.now(epoch, trace), outputs)
+                if outputs is not None
+                else None
+            )
+        line = epoch_record(
+            epoch, lr, losses, felt_decay(trace, cfg.weight_decay, cfg.momentum), t0, report, plan.counts
+        )
         if report is not None:
             shown = {"npe_la_acc": f"{line['accuracy']['npe_la']:.3f}"} if "accuracy" in line else {}
             bar.set_postfix(loss=f"{losses[0]:.3f}", **shown, regime=line["regime"])
         metrics.append(line)
         if rank_info.main:
-            save_checkpoint(out / CHECKPOINT, epoch, cfg, model, opt, sched, gen, trace, metrics, json_lines(metrics, written))
+            save_checkpoint(out / CHECKPOINT, epoch, cfg, parts, trace, metrics, json_lines(metrics, written))
             write_metrics(out, metrics, written)
             if board is not None:
                 board.write(line)
@@ -159,11 +220,24 @@ def _train(cfg: TrainConfig, data, model, task, stream, rank_info, device, resum
         report = task.evaluate(model, held, trace, stream.now(cfg.epochs - 1, trace))
     if not rank_info.main:
         return {"rank": rank_info.rank}
-    results = {"schema": SCHEMA, "config": asdict(cfg), "counts": stream.counts_at(cfg.epochs - 1).tolist(), "class_names": data.class_names,
-               "epochs": cfg.epochs, "train_seconds": time.perf_counter() - t0, "device": str(device), "bf16": use_amp,
-               "world_size": rank_info.world, "environment": environment(), **report, **stream.results(metrics)}
-    results["advice"] = {**task.advise(model, held, report),
-                         "recipe": reach_equilibrium(cfg, [len(f) for f in trace["fractions"]], report["pem"]["lambda_s"])}
+    results = {
+        "schema": SCHEMA,
+        "config": asdict(cfg),
+        "counts": stream.counts_at(cfg.epochs - 1).tolist(),
+        "class_names": data.class_names,
+        "epochs": cfg.epochs,
+        "train_seconds": time.perf_counter() - t0,
+        "device": str(device),
+        "bf16": use_amp,
+        "world_size": rank_info.world,
+        "environment": environment(),
+        **report,
+        **stream.results(metrics),
+    }
+    results["advice"] = {
+        **task.advise(model, held, report),
+        "recipe": reach_equilibrium(cfg, [len(f) for f in trace["fractions"]], report["pem"]["lambda_s"]),
+    }
     write_json(out / "results.json", results)
     from ..run.plots import plot_run
 

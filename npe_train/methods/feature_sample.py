@@ -7,6 +7,7 @@ hash of the row's position (pixels of one image are not all taken together, and 
 is drawn from, so training is unchanged). Rows stay on the device and cross to the host every
 ``FLUSH`` steps: one synchronization per ``FLUSH`` steps, not per step. Imports: torch only.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,7 +29,9 @@ def step_rows(h: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, size:
     ``((j mod 2^31) * 2654435761) mod 2^32`` among those with a positive weight; the slots left over have weight 0.
     A batch of at most ``size`` rows comes back whole, in its own order."""
     n = len(labels)
-    if n <= size:  # no class can have more than size rows: every row is kept, in batch order (a dozen small ops saved per step)
+    if (
+        n <= size
+    ):  # no class can have more than size rows: every row is kept, in batch order (a dozen small ops saved per step)
         return h, labels.to(torch.int64), weight
     j = torch.arange(n, device=h.device, dtype=torch.int64)
     key = torch.where(weight > 0, (j * _MIX) % _NO_KEY, torch.full_like(j, _NO_KEY))
@@ -37,7 +40,9 @@ def step_rows(h: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, size:
     sorted_labels = labels[order]
     rank = torch.arange(n, device=h.device) - torch.searchsorted(sorted_labels, sorted_labels)
     keep = (rank < size) & (key[order] < _NO_KEY)  # in sorted order
-    first = torch.argsort((~keep).to(torch.int8), stable=True)[: min(n, num_classes * size)]  # the kept ones first
+    first = torch.argsort((~keep).to(torch.int8), stable=True)[
+        : min(n, num_classes * size)
+    ]  # the kept ones first
     pick = order[first]
     return h[pick], labels[pick], torch.where(keep[first], weight[pick], torch.zeros_like(weight[pick]))
 
@@ -66,10 +71,20 @@ class StepRows:
         if self.step == self.start:
             return None
         held, self.held, first, self.start = self.held, [], self.start, self.step
-        steps = torch.cat([torch.full((len(t),), s - first, dtype=torch.int64, device=t.device) for s, _, t, _ in held])
+        steps = torch.cat(
+            [torch.full((len(t),), s - first, dtype=torch.int64, device=t.device) for s, _, t, _ in held]
+        )
         out = [torch.cat([part[i] for part in held]) for i in (1, 2, 3)]
-        return first, self.step - first, (out[0].double().cpu().numpy(), out[1].cpu().numpy(), out[2].double().cpu().numpy(),
-                                          steps.cpu().numpy())
+        return (
+            first,
+            self.step - first,
+            (
+                out[0].double().cpu().numpy(),
+                out[1].cpu().numpy(),
+                out[2].double().cpu().numpy(),
+                steps.cpu().numpy(),
+            ),
+        )
 
 
 OUTPUT_BUDGET = 2**25  # feature values (rows x D) an epoch may keep on the device: 128 MB in float32
@@ -90,7 +105,9 @@ class EpochOutputs:
     def add(self, h: torch.Tensor, terms: list) -> None:
         if not self.valid:
             return
-        if len(terms) != 1 or terms[0][1] is not None or h.ndim != 2:  # mixed labels or dense maps: no one row per label
+        if (
+            len(terms) != 1 or terms[0][1] is not None or h.ndim != 2
+        ):  # mixed labels or dense maps: no one row per label
             self.valid, self.parts = False, []
             return
         self.parts.append((h, terms[0][0]))

@@ -4,7 +4,10 @@ A mixing object pairs the positions of an epoch before it starts (``pair``) and 
 shard into batches with their loss terms (``batches``); the loop never asks which one it has.
 Imports: torch and ``unimix.py``.
 """
+
 from __future__ import annotations
+
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -12,10 +15,22 @@ import torch
 from .unimix import mix_batch
 
 
+class Mixing(Protocol):
+    """The contract the loop relies on (``NoMixing`` is the plain case)."""
+
+    def pair(
+        self, labels: np.ndarray, counts, local_batch: int, world: int, gen: torch.Generator, epoch: int
+    ): ...
+
+    def batches(self, feed, plan, local: int): ...
+
+
 class NoMixing:
     """Every sample alone: one loss term per batch, ``(y, None)``."""
 
-    def pair(self, labels: np.ndarray, counts, local_batch: int, world: int, gen: torch.Generator, epoch: int):
+    def pair(
+        self, labels: np.ndarray, counts, local_batch: int, world: int, gen: torch.Generator, epoch: int
+    ):
         """(partner positions, share of the sample's own label) for the epoch's padded order, or None: no mixing."""
         return None
 
@@ -56,12 +71,18 @@ class UniMixing(NoMixing):
         if plan.partner is None:
             yield from super().batches(feed, plan, local)
             return
-        chunks = [(plan.shard[i : i + local], plan.partner[i : i + local]) for i in range(0, len(plan.shard), local)]
+        chunks = [
+            (plan.shard[i : i + local], plan.partner[i : i + local]) for i in range(0, len(plan.shard), local)
+        ]
         both = torch.cat([torch.cat(c) for c in chunks])
         both_draws = None
         if plan.draws is not None:
-            both_draws = torch.cat([torch.cat([plan.draws[i : i + local], plan.partner_draws[i : i + local]])
-                                    for i in range(0, len(plan.shard), local)])
+            both_draws = torch.cat(
+                [
+                    torch.cat([plan.draws[i : i + local], plan.partner_draws[i : i + local]])
+                    for i in range(0, len(plan.shard), local)
+                ]
+            )
         sizes = [2 * len(c[0]) for c in chunks]
         start = 0
         for (x, y), size in zip(feed.epoch(both, both_draws, 2 * local), sizes):
@@ -69,4 +90,7 @@ class UniMixing(NoMixing):
             xi = plan.xi[start // 2 : start // 2 + half].to(x.device)
             start += size
             shape = (-1, *([1] * (x.dim() - 1)))
-            yield xi.view(shape) * x[:half] + (1 - xi).view(shape) * x[half:], [(y[:half], xi), (y[half:], 1 - xi)]
+            yield (
+                xi.view(shape) * x[:half] + (1 - xi).view(shape) * x[half:],
+                [(y[:half], xi), (y[half:], 1 - xi)],
+            )

@@ -7,6 +7,7 @@ its state (heads and momentum buffers) is kept: linear in epochs, and no feature
 travels in the checkpoint, so a resumed run continues its replay where it stopped.
 ``PemRecipe`` holds the settings the PEM trained with. Imports: NumPy and ``npe_theory`` only.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,15 +32,31 @@ class PemRecipe:
         """The prior report's settings after the epochs in ``trace``: batch-mean loss, decayed bias, weight alpha, and the
         schedule the steps took (each epoch's rate and number of steps; lambda_s from them, ``felt_decay``)."""
         steps = [len(f) for f in trace["fractions"]]
-        schedule = {"lr": [float(v) for v in trace["lrs"]], "epochs": len(steps), "steps": steps} if steps else {}
-        return PemSettings(weight_decay=self.weight_decay, alpha=self.alpha, loss=self.loss, reduction="mean", bias=True,
-                           momentum=self.momentum, lambda_s=felt_decay(trace, self.weight_decay, self.momentum), **schedule)
+        schedule = (
+            {"lr": [float(v) for v in trace["lrs"]], "epochs": len(steps), "steps": steps} if steps else {}
+        )
+        return PemSettings(
+            weight_decay=self.weight_decay,
+            alpha=self.alpha,
+            loss=self.loss,
+            reduction="mean",
+            bias=True,
+            momentum=self.momentum,
+            lambda_s=felt_decay(trace, self.weight_decay, self.momentum),
+            **schedule,
+        )
 
 
 def new_trace(model) -> dict:
     """The PEM heads' initial weights (K, C, D) and biases (K, C); per-epoch lists the training loop fills."""
-    trace = {"lrs": [], "fractions": [], "init_weight": None, "init_bias": None, "replay": None,
-             "stream": None}  # the last epoch's samples (a shifting stream) and effective counts, for the report
+    trace = {
+        "lrs": [],
+        "fractions": [],
+        "init_weight": None,
+        "init_bias": None,
+        "replay": None,
+        "stream": None,
+    }  # the last epoch's samples (a shifting stream) and effective counts, for the report
     if model.pem is not None and model.pem.is_linear:
         trace["init_weight"] = np.stack([h.weight.detach().double().cpu().numpy() for h in model.pem.heads])
         trace["init_bias"] = np.stack([h.bias.detach().double().cpu().numpy() for h in model.pem.heads])
@@ -63,12 +80,25 @@ class EpochReplay:
         if flushed is None:
             return
         first, count, (rows, labels, weight, step) = flushed
-        if not np.all(np.isfinite(rows)):  # the network diverged: its loss is not finite either, and the loop stops the run
+        if not np.all(
+            np.isfinite(rows)
+        ):  # the network diverged: its loss is not finite either, and the loop stops the run
             return
         trace, r = self.trace, self.recipe
         state = trace["replay"] or {"weight": trace["init_weight"], "bias": trace["init_bias"]}
-        trace["replay"] = replay_steps(state, rows, labels, weight, step, self.fractions[first : first + count], np.full(count, self.lr),
-                                       r.weight_decay, momentum=r.momentum, alpha=r.alpha, loss=r.loss)
+        trace["replay"] = replay_steps(
+            state,
+            rows,
+            labels,
+            weight,
+            step,
+            self.fractions[first : first + count],
+            np.full(count, self.lr),
+            r.weight_decay,
+            momentum=r.momentum,
+            alpha=r.alpha,
+            loss=r.loss,
+        )
 
 
 def epoch_replay(trace: dict, recipe: PemRecipe, lr: float, fractions: np.ndarray) -> EpochReplay | None:
@@ -76,11 +106,12 @@ def epoch_replay(trace: dict, recipe: PemRecipe, lr: float, fractions: np.ndarra
     return None if trace["init_weight"] is None else EpochReplay(trace, recipe, lr, fractions)
 
 
-def replay_inputs(trace: dict) -> dict | None:
-    """The replayed heads as ``npe_theory.report.pem_report`` reads them; None for a non-linear PEM or before a step."""
+def replayed_heads(trace: dict) -> dict | None:
+    """The replayed heads ``{"weight", "bias"}`` as ``npe_theory.report.pem_report`` reads them; None for a non-linear PEM or
+    before a step."""
     if trace["replay"] is None:
         return None
-    return {"replayed": {"weight": trace["replay"]["weight"], "bias": trace["replay"]["bias"]}}
+    return {"weight": trace["replay"]["weight"], "bias": trace["replay"]["bias"]}
 
 
 def felt_decay(trace: dict, weight_decay: float, momentum: float) -> float:

@@ -10,18 +10,25 @@ PEM's one-way loss included. ``a = 1, tau = 0`` is plain mixup: a uniform partne
 factor shifted and wrapped around [0, 1) stays uniform. Prior-LT's defaults are ``a = 0.8, tau = -0.1``.
 Imports: NumPy, torch and ``npe_theory`` only.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from npe_theory._validate import as_float_scalar
 from npe_theory.errors import InputError
+from npe_theory.validate import as_float_scalar
 
 
 def _counts_of(labels: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    if not isinstance(labels, torch.Tensor) or labels.dtype not in (torch.int64, torch.int32) or labels.dim() != 1:
-        raise InputError(f"labels: expected a 1-D integer tensor of class ids, got {getattr(labels, 'dtype', type(labels))}")
+    if (
+        not isinstance(labels, torch.Tensor)
+        or labels.dtype not in (torch.int64, torch.int32)
+        or labels.dim() != 1
+    ):
+        raise InputError(
+            f"labels: expected a 1-D integer tensor of class ids, got {getattr(labels, 'dtype', type(labels))}"
+        )
     if not isinstance(counts, torch.Tensor) or counts.dim() != 1 or not bool(torch.all(counts > 0)):
         raise InputError("counts: expected a 1-D tensor of positive class counts")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= len(counts)):
@@ -43,7 +50,9 @@ def partner_probabilities(labels: torch.Tensor, counts: torch.Tensor, tau: float
     return torch.softmax(log_w, dim=0)
 
 
-def draw_partners(labels: torch.Tensor, counts: torch.Tensor, tau: float, generator: torch.Generator) -> torch.Tensor:
+def draw_partners(
+    labels: torch.Tensor, counts: torch.Tensor, tau: float, generator: torch.Generator
+) -> torch.Tensor:
     """One partner position per sample, drawn independently (with replacement) by ``partner_probabilities``."""
     p = partner_probabilities(labels, counts, tau)
     return torch.multinomial(p, len(p), replacement=True, generator=generator)

@@ -4,8 +4,10 @@ Bring your own backbone: ``attach_pem(backbone, num_classes)`` puts a classifier
 ``nn.Module`` that returns (B, D) features; ``from_torchvision(model, num_classes)`` first replaces a
 torchvision-style model's final Linear (under ``fc``, ``classifier``, ``head`` or ``heads``) and
 measures D by one forward pass. ``timm:NAME`` models lose their classifier through timm's own
-``reset_classifier(0)``. Imports: torch, torchvision and timm (lazily), ``npe_theory`` and ``pem.py``.
+``reset_classifier(0)``. Each backbone is a registered model (``catalog.MODELS``).
+Imports: torch, torchvision and timm (lazily), ``npe_theory``, ``catalog.py`` and ``pem.py``.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,14 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from npe_theory._validate import positive_int
-
-from .pem import PriorEstimator
 from npe_theory.errors import InputError
+from npe_theory.validate import positive_int
 
-MODELS = ("mlp", "cnn1d", "cnn2d", "resnet32")
-TORCHVISION_PREFIX = "torchvision:"
-TIMM_PREFIX = "timm:"
+from .catalog import MODELS, model_entry, register_model, split_name
+from .pem import PriorEstimator
 
 
 class MLP(nn.Module):
@@ -45,10 +44,17 @@ class CNN1D(nn.Module):
     def __init__(self, in_channels: int = 1, width: int = 64):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv1d(in_channels, width, 5, padding=2), nn.BatchNorm1d(width), nn.ReLU(),
-            nn.Conv1d(width, width, 3, stride=2, padding=1), nn.BatchNorm1d(width), nn.ReLU(),
-            nn.Conv1d(width, width, 3, stride=2, padding=1), nn.BatchNorm1d(width), nn.ReLU(),
-            nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+            nn.Conv1d(in_channels, width, 5, padding=2),
+            nn.BatchNorm1d(width),
+            nn.ReLU(),
+            nn.Conv1d(width, width, 3, stride=2, padding=1),
+            nn.BatchNorm1d(width),
+            nn.ReLU(),
+            nn.Conv1d(width, width, 3, stride=2, padding=1),
+            nn.BatchNorm1d(width),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool1d(1),
+            nn.Flatten(),
         )
         self.out_features = width
 
@@ -67,8 +73,15 @@ class CNN2D(nn.Module):
         def stage(cin, cout):
             return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
 
-        self.net = nn.Sequential(*stage(in_channels, width), nn.MaxPool2d(2), *stage(width, 2 * width), nn.MaxPool2d(2),
-                                 *stage(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.net = nn.Sequential(
+            *stage(in_channels, width),
+            nn.MaxPool2d(2),
+            *stage(width, 2 * width),
+            nn.MaxPool2d(2),
+            *stage(2 * width, 4 * width),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
         self.out_features = 4 * width
 
     def forward(self, x):
@@ -92,7 +105,9 @@ class _Block(nn.Module):
         out = self.bn2(self.conv2(out))
         short = x
         if self.pad or self.stride != 1:
-            short = F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+            short = F.pad(
+                x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2)
+            )
         return F.relu(out + short)
 
 
@@ -101,7 +116,9 @@ class ResNet32(nn.Module):
 
     def __init__(self, in_channels: int = 3, blocks: int = 5):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()
+        )
         layers, cin = [], 16
         for cout, stride in ((16, 1), (32, 2), (64, 2)):
             for i in range(blocks):
@@ -120,17 +137,30 @@ class ResNet32(nn.Module):
 class NPENet(nn.Module):
     """backbone -> features h -> (classifier logits z, PEM heads). The PEM reads the same features as the classifier."""
 
-    def __init__(self, backbone: nn.Module, num_classes: int, num_pems: int = 1, pem_hidden: int | None = None, pem_detach: bool = False,
-                 feature_dim: int | None = None):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        num_pems: int = 1,
+        pem_hidden: int | None = None,
+        pem_detach: bool = False,
+        feature_dim: int | None = None,
+    ):
         super().__init__()
         self.backbone = backbone
         feature_dim = feature_dim if feature_dim is not None else getattr(backbone, "out_features", None)
         if feature_dim is None:
-            raise InputError("feature_dim: the backbone has no out_features attribute; give the width of the features it returns")
+            raise InputError(
+                "feature_dim: the backbone has no out_features attribute; give the width of the features it returns"
+            )
         self.feature_dim = positive_int("feature_dim", feature_dim)
         self.classifier = nn.Linear(self.feature_dim, num_classes)
         # num_pems = 0 builds the same network without a PEM (for overhead measurements)
-        self.pem = PriorEstimator(self.feature_dim, num_classes, num_pems, pem_hidden, pem_detach) if num_pems else None
+        self.pem = (
+            PriorEstimator(self.feature_dim, num_classes, num_pems, pem_hidden, pem_detach)
+            if num_pems
+            else None
+        )
 
     def forward(self, x):
         """(logits, PEM heads (K, B, C) or None, features)."""
@@ -138,8 +168,14 @@ class NPENet(nn.Module):
         return self.classifier(h), self.pem.heads_output(h) if self.pem is not None else None, h
 
 
-def attach_pem(backbone: nn.Module, num_classes: int, feature_dim: int | None = None, num_pems: int = 1,
-               pem_hidden: int | None = None, pem_detach: bool = False) -> NPENet:
+def attach_pem(
+    backbone: nn.Module,
+    num_classes: int,
+    feature_dim: int | None = None,
+    num_pems: int = 1,
+    pem_hidden: int | None = None,
+    pem_detach: bool = False,
+) -> NPENet:
     """Any feature extractor ``backbone(x) -> h (B, D)`` with a linear classifier ``z = W h + b`` and a PEM ``eta(h)`` on top.
 
     ``feature_dim`` is D (read from ``backbone.out_features`` when omitted). The result's forward
@@ -166,8 +202,10 @@ def strip_head(model: nn.Module) -> nn.Module:
         parent, _, attr = path.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, attr, nn.Identity())
         return model
-    raise InputError(f"model: found no nn.Linear under fc, classifier, head or heads of {model.__class__.__name__}; "
-                     f"use attach_pem(backbone, num_classes, feature_dim) with a backbone that returns features")
+    raise InputError(
+        f"model: found no nn.Linear under fc, classifier, head or heads of {model.__class__.__name__}; "
+        f"use attach_pem(backbone, num_classes, feature_dim) with a backbone that returns features"
+    )
 
 
 def feature_width(backbone: nn.Module, input_shape) -> int:
@@ -181,17 +219,27 @@ def feature_width(backbone: nn.Module, input_shape) -> int:
         backbone.train(was_training)
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise InputError(f"model: the backbone without its head returns {shape} for inputs {tuple(input_shape)}, not (batch, features); "
-                         f"use attach_pem(backbone, num_classes, feature_dim) with a backbone that returns pooled features")
+        raise InputError(
+            f"model: the backbone without its head returns {shape} for inputs {tuple(input_shape)}, not (batch, features); "
+            f"use attach_pem(backbone, num_classes, feature_dim) with a backbone that returns pooled features"
+        )
     return int(out.shape[1])
 
 
-def from_torchvision(model: nn.Module, num_classes: int, num_pems: int = 1, pem_hidden: int | None = None,
-                     pem_detach: bool = False, input_shape=(3, 224, 224)) -> NPENet:
+def from_torchvision(
+    model: nn.Module,
+    num_classes: int,
+    num_pems: int = 1,
+    pem_hidden: int | None = None,
+    pem_detach: bool = False,
+    input_shape=(3, 224, 224),
+) -> NPENet:
     """A torchvision classifier with its final Linear replaced by our classifier and a PEM; the feature width is
     measured by one forward pass at ``input_shape``."""
     backbone = strip_head(model)
-    return attach_pem(backbone, num_classes, feature_width(backbone, input_shape), num_pems, pem_hidden, pem_detach)
+    return attach_pem(
+        backbone, num_classes, feature_width(backbone, input_shape), num_pems, pem_hidden, pem_detach
+    )
 
 
 def _load_state(model: nn.Module, weights: str, name: str) -> None:
@@ -207,10 +255,16 @@ def torchvision_backbone(name: str, weights: str | None = None) -> nn.Module:
     try:
         import torchvision
     except ImportError:
-        raise InputError(f"model: {TORCHVISION_PREFIX}{name} needs torchvision (pip install 'npe-toolkit[vision]')") from None
-    except RuntimeError as exc:  # e.g. a CUDA torchvision wheel beside a CPU-only torch: its C ops do not load
-        raise InputError(f"model: torchvision is installed but does not load with this torch ({exc}); "
-                         f"install the torchvision build made for torch {torch.__version__}") from None
+        raise InputError(
+            f"model: torchvision:{name} needs torchvision (pip install 'npe-toolkit[vision]')"
+        ) from None
+    except (
+        RuntimeError
+    ) as exc:  # e.g. a CUDA torchvision wheel beside a CPU-only torch: its C ops do not load
+        raise InputError(
+            f"model: torchvision is installed but does not load with this torch ({exc}); "
+            f"install the torchvision build made for torch {torch.__version__}"
+        ) from None
     if name not in torchvision.models.list_models():
         raise InputError(f"model: torchvision has no model {name!r} (see torchvision.models.list_models())")
     model = torchvision.models.get_model(name, weights=None)
@@ -225,7 +279,7 @@ def timm_backbone(name: str, weights: str | None = None) -> nn.Module:
     try:
         import timm
     except ImportError:
-        raise InputError(f"model: {TIMM_PREFIX}{name} needs timm (pip install 'npe-toolkit[timm]')") from None
+        raise InputError(f"model: timm:{name} needs timm (pip install 'npe-toolkit[timm]')") from None
     except RuntimeError as exc:
         raise InputError(f"model: timm is installed but does not load with this torch ({exc})") from None
     if name not in timm.list_models():
@@ -237,30 +291,96 @@ def timm_backbone(name: str, weights: str | None = None) -> nn.Module:
     return model
 
 
-def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, num_pems: int = 1, pem_hidden: int | None = None,
-                pem_detach: bool = False, weights: str | None = None) -> NPENet:
-    for prefix, make in ((TORCHVISION_PREFIX, torchvision_backbone), (TIMM_PREFIX, timm_backbone)):
-        if name.startswith(prefix):
-            if len(input_shape) != 3 or input_shape[0] != 3:
-                raise InputError(f"model: {name} needs (3, height, width) images, got inputs of shape {input_shape}")
-            backbone = make(name[len(prefix):], weights)
-            return attach_pem(backbone, num_classes, feature_width(backbone, input_shape), num_pems, pem_hidden, pem_detach)
-    if weights is not None:
-        raise InputError(f"weights: only a {TORCHVISION_PREFIX}NAME or {TIMM_PREFIX}NAME backbone loads a state_dict, not {name}")
-    if name == "mlp":
-        backbone = MLP(math.prod(input_shape))
-    elif name == "cnn1d":
-        if len(input_shape) != 2:
-            raise InputError(f"model: cnn1d needs (channels, length) inputs, got {input_shape}")
-        backbone = CNN1D(input_shape[0])
-    elif name == "cnn2d":
-        if len(input_shape) != 3:
-            raise InputError(f"model: cnn2d needs (channels, height, width) images, got inputs of shape {input_shape}")
-        backbone = CNN2D(input_shape[0])
-    elif name == "resnet32":
-        if len(input_shape) != 3:
-            raise InputError(f"model: resnet32 needs (channels, height, width) inputs, got {input_shape}")
-        backbone = ResNet32(input_shape[0])
-    else:
-        raise InputError(f"model: unknown {name!r}; choose from {', '.join(MODELS)} or {TORCHVISION_PREFIX}NAME")
-    return NPENet(backbone, num_classes, num_pems, pem_hidden, pem_detach)
+def _images(name: str, input_shape, channels: int | None = None) -> None:
+    if len(input_shape) != 3 or (channels is not None and input_shape[0] != channels):
+        want = "(3, height, width)" if channels == 3 else "(channels, height, width)"
+        raise InputError(f"model: {name} needs {want} images, got inputs of shape {tuple(input_shape)}")
+
+
+@register_model(
+    "torchvision",
+    prefix=True,
+    inputs="(3, H, W) images",
+    batchnorm=True,
+    weights=True,
+    help="a torchvision classifier, untrained or from --weights, its final Linear removed",
+)
+def _torchvision(input_shape, num_classes, weights=None, name=None):
+    _images(f"torchvision:{name}", input_shape, 3)
+    return torchvision_backbone(name, weights)
+
+
+@register_model(
+    "timm",
+    prefix=True,
+    inputs="(3, H, W) images",
+    batchnorm=True,
+    weights=True,
+    help="a timm model, untrained or from --weights, without its classifier",
+)
+def _timm(input_shape, num_classes, weights=None, name=None):
+    _images(f"timm:{name}", input_shape, 3)
+    return timm_backbone(name, weights)
+
+
+@register_model("mlp", inputs="any shape (flattened)", help="two ReLU layers of 256 (no BatchNorm)")
+def _mlp(input_shape, num_classes, weights=None, name=None):
+    return MLP(math.prod(input_shape))
+
+
+@register_model(
+    "cnn1d", inputs="(C, L) signals", batchnorm=True, help="three 1-D conv + BatchNorm layers, 64-d features"
+)
+def _cnn1d(input_shape, num_classes, weights=None, name=None):
+    if len(input_shape) != 2:
+        raise InputError(f"model: cnn1d needs (channels, length) inputs, got {tuple(input_shape)}")
+    return CNN1D(input_shape[0])
+
+
+@register_model(
+    "cnn2d",
+    inputs="(C, H, W) images",
+    batchnorm=True,
+    help="three 2-D conv + BatchNorm stages, 64-d features",
+)
+def _cnn2d(input_shape, num_classes, weights=None, name=None):
+    _images("cnn2d", input_shape)
+    return CNN2D(input_shape[0])
+
+
+@register_model(
+    "resnet32",
+    inputs="(C, H, W) images",
+    batchnorm=True,
+    help="the CIFAR ResNet-32 of the long-tail literature",
+)
+def _resnet32(input_shape, num_classes, weights=None, name=None):
+    _images("resnet32", input_shape)
+    return ResNet32(input_shape[0])
+
+
+def build_model(
+    name: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    num_pems: int = 1,
+    pem_hidden: int | None = None,
+    pem_detach: bool = False,
+    weights: str | None = None,
+) -> NPENet:
+    """The registered classification backbone ``name`` with our classifier and PEM on top. A backbone without
+    ``out_features`` has its feature width measured by one forward pass at ``input_shape``."""
+    entry = model_entry(name)
+    if entry.task != "classification":
+        raise InputError(
+            f"model: {name} is a {entry.task} network; a classification data set needs one of the classification ones"
+        )
+    if weights is not None and not entry.weights:
+        raise InputError(
+            f"weights: {name} does not load a state_dict (only {', '.join(MODELS.where(lambda e: e.weights))} do)"
+        )
+    backbone = entry.build(tuple(input_shape), num_classes, weights, split_name(name)[1])
+    width = getattr(backbone, "out_features", None)
+    if entry.prefix or width is None:
+        width = feature_width(backbone, input_shape)
+    return NPENet(backbone, num_classes, num_pems, pem_hidden, pem_detach, width)

@@ -8,8 +8,9 @@ since both are affine in h, that equals applying them to bilinearly resized feat
 Backbones: ``fcn``, a small encoder-decoder for CPU; ``deeplabv3``, torchvision's DeepLab-V3
 (ResNet-50) with its ASPP head up to the last 1x1 convolution (256-d features), untrained or from a
 local state_dict (``--weights``), never downloaded.
-Imports: torch, torchvision (lazily), ``npe_theory`` and ``pem.py``.
+Imports: torch, torchvision (lazily), ``npe_theory``, ``catalog.py`` and ``pem.py``.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -18,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .pem import PriorEstimator
 from npe_theory.errors import InputError
 
-SEG_MODELS = ("fcn", "deeplabv3")
+from .catalog import model_entry, register_model
+from .pem import PriorEstimator
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -44,8 +45,12 @@ class FCN(nn.Module):
         e1 = self.enc1(x)
         e2 = self.enc2(e1)
         e3 = self.enc3(e2)
-        d2 = self.dec2(torch.cat([F.interpolate(e3, size=e2.shape[-2:], mode="bilinear", align_corners=False), e2], 1))
-        return self.dec1(torch.cat([F.interpolate(d2, size=e1.shape[-2:], mode="bilinear", align_corners=False), e1], 1))
+        d2 = self.dec2(
+            torch.cat([F.interpolate(e3, size=e2.shape[-2:], mode="bilinear", align_corners=False), e2], 1)
+        )
+        return self.dec1(
+            torch.cat([F.interpolate(d2, size=e1.shape[-2:], mode="bilinear", align_corners=False), e1], 1)
+        )
 
 
 class DeepLabFeatures(nn.Module):
@@ -54,7 +59,9 @@ class DeepLabFeatures(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.backbone = model.backbone
-        self.head = nn.Sequential(*list(model.classifier.children())[:-1])  # slicing a DeepLabHead rebuilds it without its arguments
+        self.head = nn.Sequential(
+            *list(model.classifier.children())[:-1]
+        )  # slicing a DeepLabHead rebuilds it without its arguments
         self.out_features = model.classifier[-1].in_channels
 
     def forward(self, x):
@@ -64,13 +71,23 @@ class DeepLabFeatures(nn.Module):
 class DenseNPENet(nn.Module):
     """backbone -> feature maps h -> (per-pixel logits (B, C, H, W), PEM heads (K, B, C, H, W), h (B, D, h, w))."""
 
-    def __init__(self, backbone: nn.Module, num_classes: int, num_pems: int = 1, pem_hidden: int | None = None,
-                 pem_detach: bool = False):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        num_pems: int = 1,
+        pem_hidden: int | None = None,
+        pem_detach: bool = False,
+    ):
         super().__init__()
         self.backbone = backbone
         self.feature_dim = backbone.out_features
         self.classifier = nn.Conv2d(self.feature_dim, num_classes, 1)
-        self.pem = PriorEstimator(self.feature_dim, num_classes, num_pems, pem_hidden, pem_detach) if num_pems else None
+        self.pem = (
+            PriorEstimator(self.feature_dim, num_classes, num_pems, pem_hidden, pem_detach)
+            if num_pems
+            else None
+        )
 
     def forward(self, x):
         h = self.backbone(x)
@@ -80,13 +97,19 @@ class DenseNPENet(nn.Module):
         if h.shape[-2:] != size:
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
             if heads is not None:
-                heads = F.interpolate(heads.flatten(0, 1), size=size, mode="bilinear", align_corners=False).unflatten(0, heads.shape[:2])
+                heads = F.interpolate(
+                    heads.flatten(0, 1), size=size, mode="bilinear", align_corners=False
+                ).unflatten(0, heads.shape[:2])
         return logits, heads, h
 
 
 def pixel_features(h: torch.Tensor, size) -> torch.Tensor:
     """Feature maps at the label size (bilinear, as the logits and PEM maps are resized)."""
-    return h if h.shape[-2:] == tuple(size) else F.interpolate(h, size=tuple(size), mode="bilinear", align_corners=False)
+    return (
+        h
+        if h.shape[-2:] == tuple(size)
+        else F.interpolate(h, size=tuple(size), mode="bilinear", align_corners=False)
+    )
 
 
 def deeplabv3(num_classes: int, weights: str | None = None) -> DeepLabFeatures:
@@ -94,7 +117,9 @@ def deeplabv3(num_classes: int, weights: str | None = None) -> DeepLabFeatures:
     try:
         from torchvision.models.segmentation import deeplabv3_resnet50
     except (ImportError, RuntimeError) as exc:
-        raise InputError(f"model: deeplabv3 needs a torchvision that loads with this torch (pip install 'npe-toolkit[vision]'): {exc}") from None
+        raise InputError(
+            f"model: deeplabv3 needs a torchvision that loads with this torch (pip install 'npe-toolkit[vision]'): {exc}"
+        ) from None
     model = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
     if weights is not None:
         try:
@@ -105,20 +130,65 @@ def deeplabv3(num_classes: int, weights: str | None = None) -> DeepLabFeatures:
         usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         if not usable:
             raise InputError(f"weights: no tensor of {weights} fits deeplabv3_resnet50")
-        model.load_state_dict(usable, strict=False)  # the final 1x1 convolution is ours (num_classes may differ)
+        model.load_state_dict(
+            usable, strict=False
+        )  # the final 1x1 convolution is ours (num_classes may differ)
     return DeepLabFeatures(model)
 
 
-def build_seg_model(name: str, input_shape, num_classes: int, num_pems: int = 1, pem_hidden: int | None = None,
-                    pem_detach: bool = False, weights: str | None = None) -> DenseNPENet:
+def _images(name: str, input_shape) -> None:
     if len(input_shape) != 3:
-        raise InputError(f"model: {name} needs (channels, height, width) images, got inputs of shape {input_shape}")
-    if name == "fcn":
-        if weights is not None:
-            raise InputError("weights: only deeplabv3 loads a state_dict, not fcn")
-        backbone = FCN(input_shape[0])
-    elif name == "deeplabv3":
-        backbone = deeplabv3(num_classes, weights)
-    else:
-        raise InputError(f"model: unknown segmentation network {name!r}; choose from {', '.join(SEG_MODELS)}")
-    return DenseNPENet(backbone, num_classes, num_pems, pem_hidden, pem_detach)
+        raise InputError(
+            f"model: {name} needs (channels, height, width) images, got inputs of shape {tuple(input_shape)}"
+        )
+
+
+@register_model(
+    "fcn",
+    task="segmentation",
+    inputs="(C, H, W) images",
+    batchnorm=True,
+    help="a small encoder-decoder for CPU (three stages, skip connections)",
+)
+def _fcn(input_shape, num_classes, weights=None, name=None):
+    _images("fcn", input_shape)
+    return FCN(input_shape[0])
+
+
+@register_model(
+    "deeplabv3",
+    task="segmentation",
+    inputs="(C, H, W) images",
+    batchnorm=True,
+    weights=True,
+    help="torchvision's DeepLab-V3 (ResNet-50) up to its last 1x1 convolution, untrained or from --weights",
+)
+def _deeplabv3(input_shape, num_classes, weights=None, name=None):
+    _images("deeplabv3", input_shape)
+    return deeplabv3(num_classes, weights)
+
+
+def build_seg_model(
+    name: str,
+    input_shape,
+    num_classes: int,
+    num_pems: int = 1,
+    pem_hidden: int | None = None,
+    pem_detach: bool = False,
+    weights: str | None = None,
+) -> DenseNPENet:
+    """The registered segmentation backbone ``name`` with a per-pixel classifier and PEM on top."""
+    entry = model_entry(name)
+    if entry.task != "segmentation":
+        raise InputError(
+            f"model: {name} is a {entry.task} network; a segmentation data set needs a segmentation one"
+        )
+    if weights is not None and not entry.weights:
+        raise InputError(f"weights: {name} does not load a state_dict")
+    return DenseNPENet(
+        entry.build(tuple(input_shape), num_classes, weights, name),
+        num_classes,
+        num_pems,
+        pem_hidden,
+        pem_detach,
+    )

@@ -10,13 +10,14 @@ The run's folder is not part of its identity: ``out`` is left out of the setting
 match, so a moved or copied run folder continues where it stopped.
 Imports: npe_theory, torch, ``config.py``.
 """
+
 from __future__ import annotations
 
 import io
 import json
 import math
 import pickle
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,10 @@ from .config import TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 4  # 1: pickled NumPy arrays and dicts (needed the unrestricted unpickler); 2: no replay state; neither is read any more;
-READ = (3, 4)  # 3: the class shares as one small tensor per epoch (4 packs them into one: saving 200 epochs took 5 ms more)
+READ = (
+    3,
+    4,
+)  # 3: the class shares as one small tensor per epoch (4 packs them into one: saving 200 epochs took 5 ms more)
 PLACE_ONLY = ("out", "tensorboard")  # settings that say where a run (or its log) lives, not what it is
 
 
@@ -58,8 +62,13 @@ def _unpacked(trace):
         return trace
     packed = trace["fractions"]
     steps, shares = packed.get("steps"), packed.get("shares")
-    if not (isinstance(steps, list) and all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in steps)
-            and isinstance(shares, np.ndarray) and shares.ndim == 2 and len(shares) == sum(steps)):
+    if not (
+        isinstance(steps, list)
+        and all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in steps)
+        and isinstance(shares, np.ndarray)
+        and shares.ndim == 2
+        and len(shares) == sum(steps)
+    ):
         return {**trace, "fractions": None}
     return {**trace, "fractions": np.split(shares, np.cumsum(steps)[:-1])}
 
@@ -75,15 +84,46 @@ def _arrays(value):
     return value
 
 
-def save_checkpoint(path: Path, epoch: int, cfg: TrainConfig, model, opt, sched, gen, trace: dict, metrics: list[dict],
-                    written: list[str] | None = None) -> None:
+@dataclass(frozen=True)
+class Trainables:
+    """What a checkpoint saves and a resume restores besides the trace: the network, its optimizer and learning-rate
+    schedule, and the batch-order generator."""
+
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: object
+    gen: torch.Generator
+
+
+def save_checkpoint(
+    path: Path,
+    epoch: int,
+    cfg: TrainConfig,
+    parts: Trainables,
+    trace: dict,
+    metrics: list[dict],
+    written: list[str] | None = None,
+) -> None:
     """Write the run's state after ``epoch``. Serialized in memory first, so a full disk surfaces as an
     OSError (ENOSPC) from the write itself; ``atomic_write`` then removes the partial file and keeps the
     last good checkpoint. ``written``: every line of ``metrics`` already as JSON (``metrics.write_metrics``)."""
-    lines = json.dumps(metrics) if written is None or len(written) != len(metrics) else "[" + ",".join(w.rstrip("\n") for w in written) + "]"
-    state = {"format": FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch,
-             "config": json.dumps(asdict(cfg)), "metrics": lines, "trace": _tensors(_packed(trace))}
+    lines = (
+        json.dumps(metrics)
+        if written is None or len(written) != len(metrics)
+        else "[" + ",".join(w.rstrip("\n") for w in written) + "]"
+    )
+    state = {
+        "format": FORMAT,
+        "model": parts.model.state_dict(),
+        "optimizer": parts.opt.state_dict(),
+        "scheduler": parts.sched.state_dict(),
+        "generator": parts.gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "epoch": epoch,
+        "config": json.dumps(asdict(cfg)),
+        "metrics": lines,
+        "trace": _tensors(_packed(trace)),
+    }
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
@@ -98,10 +138,24 @@ def _read(path: Path, cfg: TrainConfig, device, damaged) -> dict:
     """The checkpoint's dict, its format and settings checked (tensors and plain values only: weights_only)."""
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError, KeyError,
-            IndexError, UnicodeDecodeError, RecursionError, MemoryError) as exc:
-        raise InputError(f"checkpoint: {path} is damaged, not a checkpoint of ours, or holds something other than tensors "
-                         f"and plain values ({type(exc).__name__}); delete it to start the run over") from None
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        KeyError,
+        IndexError,
+        UnicodeDecodeError,
+        RecursionError,
+        MemoryError,
+    ) as exc:
+        raise InputError(
+            f"checkpoint: {path} is damaged, not a checkpoint of ours, or holds something other than tensors "
+            f"and plain values ({type(exc).__name__}); delete it to start the run over"
+        ) from None
     if not isinstance(ckpt, dict):
         raise damaged("content", f"is a {type(ckpt).__name__}, not a checkpoint")
     if ckpt.get("format") not in READ:
@@ -109,12 +163,15 @@ def _read(path: Path, cfg: TrainConfig, device, damaged) -> dict:
     saved = _json_field(ckpt, "config", dict, damaged)
     if identity(saved) != identity(asdict(cfg)):
         changed = sorted(k for k in identity(asdict(cfg)) if saved.get(k) != asdict(cfg)[k])
-        raise InputError(f"resume: the run in {path.parent} was made with other settings ({', '.join(changed) or 'unknown keys'})")
+        raise InputError(
+            f"resume: the run in {path.parent} was made with other settings ({', '.join(changed) or 'unknown keys'})"
+        )
     return ckpt
 
 
 def read_finished(path: Path, cfg: TrainConfig, model, device, num_classes: int, num_samples: int) -> dict:
     """A finished run's network into ``model`` and its PEM trace (``npe eval``); the checkpoint checked as on resume."""
+
     def damaged(field: str, why: str):
         return InputError(f"checkpoint: {path}: {field} {why}")
 
@@ -130,9 +187,11 @@ def read_finished(path: Path, cfg: TrainConfig, model, device, num_classes: int,
     return trace
 
 
-def load_checkpoint(path: Path, cfg: TrainConfig, model, opt, sched, gen, device, num_classes: int,
-                    num_samples: int) -> tuple[int, dict, list[dict]]:
+def load_checkpoint(
+    path: Path, cfg: TrainConfig, parts: Trainables, device, num_classes: int, num_samples: int
+) -> tuple[int, dict, list[dict]]:
     """Restore everything ``save_checkpoint`` wrote; returns (the next epoch, the PEM trace, the metrics lines so far)."""
+
     def damaged(field: str, why: str):
         return InputError(f"checkpoint: {path}: {field} {why}; delete the file to start the run over")
 
@@ -141,17 +200,28 @@ def load_checkpoint(path: Path, cfg: TrainConfig, model, opt, sched, gen, device
     if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch < cfg.epochs:
         raise damaged("epoch", f"is {epoch!r}, expected an integer in [0, {cfg.epochs})")
     metrics = _json_field(ckpt, "metrics", list, damaged)
-    if len(metrics) != epoch + 1 or any(not isinstance(m, dict) or m.get("epoch") != i for i, m in enumerate(metrics)):
+    if len(metrics) != epoch + 1 or any(
+        not isinstance(m, dict) or m.get("epoch") != i for i, m in enumerate(metrics)
+    ):
         raise damaged("metrics", f"do not hold one line per epoch 0..{epoch}")
     trace = _unpacked(_arrays(ckpt.get("trace")))
     _check_trace(trace, epoch + 1, num_classes, num_samples, damaged)
-    for field, restore in (("model", model.load_state_dict), ("optimizer", opt.load_state_dict), ("scheduler", sched.load_state_dict),
-                           ("generator", gen.set_state), ("torch_rng", torch.set_rng_state)):
+    for field, restore in (
+        ("model", parts.model.load_state_dict),
+        ("optimizer", parts.opt.load_state_dict),
+        ("scheduler", parts.sched.load_state_dict),
+        ("generator", parts.gen.set_state),
+        ("torch_rng", torch.set_rng_state),
+    ):
         value = ckpt.get(field)
         if value is None:
             raise damaged(field, "is missing")
         try:
-            restore(value.cpu() if field in ("generator", "torch_rng") and isinstance(value, torch.Tensor) else value)
+            restore(
+                value.cpu()
+                if field in ("generator", "torch_rng") and isinstance(value, torch.Tensor)
+                else value
+            )
         except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
             raise damaged(field, f"does not fit this run ({type(exc).__name__})") from None
     return epoch + 1, trace, metrics
@@ -171,36 +241,88 @@ def _json_field(ckpt: dict, field: str, kind: type, damaged):
 
 
 def _check_trace(trace, epochs: int, num_classes: int, num_samples: int, damaged) -> None:
-    """The trace's shape: one learning rate and one (steps, C) block of class shares per epoch; initial PEM weights (K, C, D) or None, and the replay's heads and momentum buffers of the same shapes;
+    """The trace's shape: one learning rate and one (steps, C) block of class shares per epoch; initial "
+    "PEM weights (K, C, D) or None, and the replay's heads and momentum buffers of the same shapes;
     the last epoch's samples as indices into the training set."""
-    if not isinstance(trace, dict) or not {"lrs", "fractions", "init_weight", "init_bias", "replay", "stream"} <= set(trace):
+    if not isinstance(trace, dict) or not {
+        "lrs",
+        "fractions",
+        "init_weight",
+        "init_bias",
+        "replay",
+        "stream",
+    } <= set(trace):
         raise damaged("trace", "is missing or incomplete")
     lrs, fractions = trace["lrs"], trace["fractions"]
-    if not (isinstance(lrs, list) and len(lrs) == epochs
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in lrs)):
+    if not (
+        isinstance(lrs, list)
+        and len(lrs) == epochs
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in lrs)
+    ):
         raise damaged("trace.lrs", f"are not {epochs} finite learning rates")
-    if not (isinstance(fractions, list) and len(fractions) == epochs and all(
-            isinstance(b, np.ndarray) and b.ndim == 2 and b.shape[1] == num_classes and b.dtype.kind == "f" and np.all(np.isfinite(b))
-            for b in fractions)):
+    if not (
+        isinstance(fractions, list)
+        and len(fractions) == epochs
+        and all(
+            isinstance(b, np.ndarray)
+            and b.ndim == 2
+            and b.shape[1] == num_classes
+            and b.dtype.kind == "f"
+            and np.all(np.isfinite(b))
+            for b in fractions
+        )
+    ):
         raise damaged("trace.fractions", f"are not {epochs} finite arrays over {num_classes} classes")
     weight, bias = trace["init_weight"], trace["init_bias"]
-    if weight is not None and not (isinstance(weight, np.ndarray) and weight.ndim == 3 and weight.shape[1] == num_classes
-                                   and isinstance(bias, np.ndarray) and bias.shape == weight.shape[:2]
-                                   and weight.dtype.kind == bias.dtype.kind == "f" and np.all(np.isfinite(weight)) and np.all(np.isfinite(bias))):
+    if weight is not None and not (
+        isinstance(weight, np.ndarray)
+        and weight.ndim == 3
+        and weight.shape[1] == num_classes
+        and isinstance(bias, np.ndarray)
+        and bias.shape == weight.shape[:2]
+        and weight.dtype.kind == bias.dtype.kind == "f"
+        and np.all(np.isfinite(weight))
+        and np.all(np.isfinite(bias))
+    ):
         raise damaged("trace.init_weight", "does not match the PEM")
     replay = trace["replay"]
     if weight is not None and replay is None:
         raise damaged("trace.replay", "is missing for a linear PEM that has trained")
-    if replay is not None and not (weight is not None and isinstance(replay, dict) and all(
-            isinstance(replay.get(k), np.ndarray) and replay[k].shape == shape and replay[k].dtype.kind == "f" and np.all(np.isfinite(replay[k]))
-            for k, shape in (("weight", weight.shape), ("bias", bias.shape), ("velocity_weight", weight.shape), ("velocity_bias", bias.shape)))):
+    if replay is not None and not (
+        weight is not None
+        and isinstance(replay, dict)
+        and all(
+            isinstance(replay.get(k), np.ndarray)
+            and replay[k].shape == shape
+            and replay[k].dtype.kind == "f"
+            and np.all(np.isfinite(replay[k]))
+            for k, shape in (
+                ("weight", weight.shape),
+                ("bias", bias.shape),
+                ("velocity_weight", weight.shape),
+                ("velocity_bias", bias.shape),
+            )
+        )
+    ):
         raise damaged("trace.replay", "is not the PEM's replayed heads and momentum buffers")
     stream = trace["stream"]
-    if not (isinstance(stream, dict) and isinstance(stream.get("counts"), np.ndarray) and stream["counts"].shape == (num_classes,)
-            and stream["counts"].dtype.kind in "fiu" and np.all(np.isfinite(stream["counts"])) and np.all(stream["counts"] >= 0)):
+    if not (
+        isinstance(stream, dict)
+        and isinstance(stream.get("counts"), np.ndarray)
+        and stream["counts"].shape == (num_classes,)
+        and stream["counts"].dtype.kind in "fiu"
+        and np.all(np.isfinite(stream["counts"]))
+        and np.all(stream["counts"] >= 0)
+    ):
         raise damaged("trace.stream", "is not this run's class counts")
     index = None if stream is None else stream.get("index")
-    if index is not None and not (isinstance(index, np.ndarray) and index.ndim == 1 and index.dtype.kind in "iu"
-                                  and (index.size == 0 or (index.min() >= 0 and index.max() < num_samples))
-                                  and np.unique(index).size == index.size):  # a draw without replacement
-        raise damaged("trace.stream.index", f"is not a list of distinct training samples in [0, {num_samples})")
+    if index is not None and not (
+        isinstance(index, np.ndarray)
+        and index.ndim == 1
+        and index.dtype.kind in "iu"
+        and (index.size == 0 or (index.min() >= 0 and index.max() < num_samples))
+        and np.unique(index).size == index.size
+    ):  # a draw without replacement
+        raise damaged(
+            "trace.stream.index", f"is not a list of distinct training samples in [0, {num_samples})"
+        )

@@ -5,6 +5,7 @@ Every field carries its help text; ``add_config_flags`` turns the fields into ``
 Imports: ``npe_theory`` and the names of ``data/`` and ``models/``; the builders in ``loop/build.py``
 are what read a config, and code below them takes explicit values.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,34 +15,32 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
-from npe_theory._validate import nonnegative_int, positive_int
-from npe_theory.io import read_toml_table
 from npe_theory.errors import InputError
+from npe_theory.io import read_toml_table
+from npe_theory.losses import LOSSES
+from npe_theory.validate import nonnegative_int, positive_int
 
-from ..data.longtail import DATASETS, PROFILES
+from ..data.catalog import DATASETS, dataset
+from ..data.longtail import PROFILES
 from ..data.pipeline import PIPELINES
-from ..data.segmentation import SEG_DATASETS
 from ..data.stream import parse_schedule
-from ..models.classifiers import MODELS, TIMM_PREFIX, TORCHVISION_PREFIX
-from ..models.dense import SEG_MODELS
+from ..methods.catalog import METHODS
+from ..models.catalog import model_choices, model_entry
 
-METHODS = ("npe", "ce", "la_loss")
 MIXES = ("none", "unimix")
 SCHEDULES = ("cosine", "step")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MAX_COUNT = 10**7  # epochs, batch size, heads, ...: bounded work, a clear error above
 MAX_N_MAX = 10**5  # head-class count: 20x the largest of the long-tailed benchmarks (Places-LT: 4,980)
 MAX_IMAGE_SIZE = 4096  # resized images are held in memory
-DEFAULT_MODEL = {"synthetic": "mlp", "digits": "mlp", "digits28": "cnn2d", "list": "resnet32", "torch": "mlp", "mnist1d": "cnn1d", "cifar10": "resnet32", "cifar100": "resnet32", "folder": "resnet32", "npy": "mlp",
-                 "shapes": "fcn", "stare": "fcn", "ade20k": "fcn"}
-ALL_DATASETS = DATASETS + SEG_DATASETS
 #: lambda*s the default weight decay is set for: every run at or above it sat within 0.05 nats of its equilibrium on four
 #: data sets (docs/regimes.md); a fixed weight decay gives lambda*s 0.4 on one set and 2.4 on another
 DEFAULT_LAMBDA_S = 1.5
 
 
-def setting(default, help: str, **flag):
-    """A config field with its help text (and extra argparse options for its flag)."""
+def setting(default, help, **flag):
+    """A config field with its help text (and extra argparse options for its flag); ``help`` may be a function, called when
+    the flags are made, for text that lists a registry (a plugin's entries then appear in it)."""
     kw = {"default_factory": (lambda: list(default))} if isinstance(default, list) else {"default": default}
     return field(**kw, metadata={"help": help, "flag": flag})
 
@@ -50,84 +49,153 @@ def setting(default, help: str, **flag):
 class TrainConfig:
     """Defaults: the CPU main job (MNIST-1D-LT, imbalance 100). The shipped recipes (``shipped_recipes``) hold others."""
 
-    dataset: str = setting("mnist1d", f"{' | '.join(DATASETS)}; segmentation: {' | '.join(SEG_DATASETS)}; folder, npy, stare and ade20k "
-                                      f"read --data-dir")
-    model: str | None = setting(None, f"{' | '.join(MODELS)} | {TORCHVISION_PREFIX}NAME | {TIMM_PREFIX}NAME; segmentation: {' | '.join(SEG_MODELS)} (default: by data set)")
-    method: str = setting("npe", "npe: CE + alpha * PEM loss (joint); ce; la_loss: CE(z + tau ln pi) (Bayias)")
-    profile: str | None = setting(None, f"count profile: {' | '.join(PROFILES)} (default: exp; natural for folder and npy)")
+    dataset: str = setting("mnist1d", lambda: _choices(DATASETS, "the data sets"))
+    model: str | None = setting(
+        None,
+        lambda: (
+            f"{' | '.join(model_choices('classification'))}; segmentation: "
+            f"{' | '.join(model_choices('segmentation'))} (default: by data set)"
+        ),
+    )
+    method: str = setting("npe", lambda: _choices(METHODS, "the methods"))
+    profile: str | None = setting(
+        None, f"count profile: {' | '.join(PROFILES)} (default: exp; natural for folder and npy)"
+    )
     imbalance: float = setting(100.0, "head over tail count of the exp and step profiles")
     n_max: int | None = setting(None, "head-class count (default: by data set)")
-    data_dir: str | None = setting(None, "folder with cifar-10-batches-py/ or cifar-100-python/, an image folder, or X.npy + y.npy")
-    image_size: int | None = setting(None, "folder data set: resize images to this square size (default: keep; all must agree)")
-    test_fraction: float = setting(0.2, "folder and npy data without a test split: held-out share of the smallest class, taken from every class")
-    weights: str | None = setting(None, "torchvision backbone: a local state_dict file to start from (nothing is downloaded)")
+    data_dir: str | None = setting(
+        None, "folder with cifar-10-batches-py/ or cifar-100-python/, an image folder, or X.npy + y.npy"
+    )
+    image_size: int | None = setting(
+        None, "folder data set: resize images to this square size (default: keep; all must agree)"
+    )
+    test_fraction: float = setting(
+        0.2,
+        "folder and npy data without a test split: held-out share of the smallest class, taken from every class",
+    )
+    weights: str | None = setting(
+        None, "torchvision backbone: a local state_dict file to start from (nothing is downloaded)"
+    )
     epochs: int = setting(60, "training epochs")
     batch_size: int = setting(64, "global batch size")
     lr: float = setting(0.05, "peak learning rate")
     momentum: float = setting(0.9, "SGD momentum (0: plain SGD)")
-    weight_decay: float | None = setting(None, "SGD weight decay on every parameter, PEM included (default: the value that "
-                                               f"gives lambda*s = {DEFAULT_LAMBDA_S:g} on this data set and schedule, i.e. "
-                                               f"--target-lambda-s {DEFAULT_LAMBDA_S:g}: the PEM ends at equilibrium on any data set)")
-    target_lambda_s: float | None = setting(None, "set the weight decay so the PEM feels lambda*s = X by the end, computed from "
-                                                   "this data set's steps per epoch and the schedule (overrides --weight-decay; 1 or more "
-                                                   "reaches equilibrium, 1.5 within 0.05 nats of it on four data sets)")
+    weight_decay: float | None = setting(
+        None,
+        "SGD weight decay on every parameter, PEM included (default: the value that "
+        f"gives lambda*s = {DEFAULT_LAMBDA_S:g} on this data set and schedule, i.e. "
+        f"--target-lambda-s {DEFAULT_LAMBDA_S:g}: the PEM ends at equilibrium on any data set)",
+    )
+    target_lambda_s: float | None = setting(
+        None,
+        "set the weight decay so the PEM feels lambda*s = X by the end, computed from "
+        "this data set's steps per epoch and the schedule (overrides --weight-decay; 1 or more "
+        "reaches equilibrium, 1.5 within 0.05 nats of it on four data sets)",
+    )
     schedule: str = setting("cosine", f"{' | '.join(SCHEDULES)}")
     milestones: list[int] = setting([], "step schedule: epochs after which lr x gamma")
     gamma: float = setting(0.1, "step schedule: lr factor at each milestone")
     warmup_epochs: int = setting(0, "linear learning-rate warmup epochs")
-    alpha: float | None = setting(None, "PEM loss weight (default 1; 0.1 for segmentation, as the paper's ADE20K run)")
+    alpha: float | None = setting(
+        None, "PEM loss weight (default 1; 0.1 for segmentation, as the paper's ADE20K run)"
+    )
     num_pems: int = setting(1, "number of PEM heads, averaged")
-    pem_hidden: int | None = setting(None, "hidden width of an MLP PEM (default: linear PEM, where the closed form applies)")
-    pem_loss: str = setting("logistic", "logistic (the paper) | exp (Proposition 1's tail)")
-    pem_detach: bool | None = setting(None, "keep the PEM loss from the backbone (default: joint for npe, a detached probe for the baselines)")
-    mix: str = setting("none", f"{' | '.join(MIXES)}: mix every sample with a tail-favouring partner from its batch (Prior-LT)")
+    pem_hidden: int | None = setting(
+        None, "hidden width of an MLP PEM (default: linear PEM, where the closed form applies)"
+    )
+    pem_loss: str = setting("logistic", lambda: _choices(LOSSES, "the PEM's one-way loss"))
+    pem_detach: bool | None = setting(
+        None,
+        "keep the PEM loss from the backbone (default: joint for npe, a detached probe for the baselines)",
+    )
+    mix: str = setting(
+        "none",
+        f"{' | '.join(MIXES)}: mix every sample with a tail-favouring partner from its batch (Prior-LT)",
+    )
     mix_a: float = setting(0.8, "UniMix: Beta(a, a) part of the mixing factor")
-    mix_tau: float = setting(-0.1, "UniMix: partners drawn with probability proportional to n_y^mix_tau (< 0 favours the tail)")
+    mix_tau: float = setting(
+        -0.1, "UniMix: partners drawn with probability proportional to n_y^mix_tau (< 0 favours the tail)"
+    )
     mix_until: int | None = setting(None, "UniMix: mix in epochs before this one only (default: every epoch)")
-    shift: list[str] = setting([], "change the class distribution of the stream at the start of EPOCH (repeatable); "
-                               "PROFILE: exp | step | reversed; the training set becomes a pool of n_max per class",
-                               action="extend", metavar="EPOCH=PROFILE:IMBALANCE")
+    shift: list[str] = setting(
+        [],
+        "change the class distribution of the stream at the start of EPOCH (repeatable); "
+        "PROFILE: exp | step | reversed; the training set becomes a pool of n_max per class",
+        action="extend",
+        metavar="EPOCH=PROFILE:IMBALANCE",
+    )
     tau: float = setting(1.0, "logit-adjustment strength at inference (and in la_loss)")
-    tau_grid: list[float] = setting([0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0], "tau values of the recorded tau sweep")
+    tau_grid: list[float] = setting(
+        [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0], "tau values of the recorded tau sweep"
+    )
     augment: bool | None = setting(None, "crop + flip (default: on for CIFAR, off otherwise)")
     seed: int = setting(0, "seed of the data subset, initialization and batch order")
     device: str = setting("auto", "auto | cpu | cuda | cuda:N")
     amp: bool | None = setting(None, "bf16 autocast (default: on CUDA only)")
-    compile: str = setting("none", f"torch.compile mode: {' | '.join(COMPILE_MODES)} (bare flag: default)", nargs="?", const="default",
-                           metavar="MODE")
-    pipeline: str = setting("device", f"{' | '.join(PIPELINES)}: data set on the device, or a standard DataLoader")
+    compile: str = setting(
+        "none",
+        f"torch.compile mode: {' | '.join(COMPILE_MODES)} (bare flag: default)",
+        nargs="?",
+        const="default",
+        metavar="MODE",
+    )
+    pipeline: str = setting(
+        "device", f"{' | '.join(PIPELINES)}: data set on the device, or a standard DataLoader"
+    )
     workers: int = setting(4, "DataLoader worker processes (loader pipeline)")
-    threads: int | None = setting(None, "CPU threads for torch and BLAS (default: OMP_NUM_THREADS if set, else the cores "
-                                        "this process may use, shared among local ranks, at most 8)")
-    eval_every: int | None = setting(None, "test-set evaluation every N epochs, 0: the last only (default 0, 1 with --shift)")
+    threads: int | None = setting(
+        None,
+        "CPU threads for torch and BLAS (default: OMP_NUM_THREADS if set, else the cores "
+        "this process may use, shared among local ranks, at most 8)",
+    )
+    eval_every: int | None = setting(
+        None, "test-set evaluation every N epochs, 0: the last only (default 0, 1 with --shift)"
+    )
     out: str | None = setting(None, "run folder (default runs/<dataset>-<method>-ir<imbalance>-seed<seed>)")
-    train_list: str | None = setting(None, "list data set: the training split, one 'relative/path label' line per image "
-                                           "(paths under --data-dir)", metavar="FILE")
+    train_list: str | None = setting(
+        None,
+        "list data set: the training split, one 'relative/path label' line per image "
+        "(paths under --data-dir)",
+        metavar="FILE",
+    )
     test_list: str | None = setting(None, "list data set: the test split (same format)", metavar="FILE")
-    val_list: str | None = setting(None, "list data set: a validation split for the advice (default: unused training images)",
-                                   metavar="FILE")
-    tensorboard: str | None = setting(None, "also write the per-epoch scalars of metrics.jsonl to this TensorBoard log folder "
-                                            "(needs the tensorboard package)", metavar="DIR")
+    val_list: str | None = setting(
+        None,
+        "list data set: a validation split for the advice (default: unused training images)",
+        metavar="FILE",
+    )
+    tensorboard: str | None = setting(
+        None,
+        "also write the per-epoch scalars of metrics.jsonl to this TensorBoard log folder "
+        "(needs the tensorboard package)",
+        metavar="DIR",
+    )
 
     def resolved(self) -> "TrainConfig":
         """Fill the None defaults that depend on other fields, and check every value."""
         cfg = TrainConfig(**asdict(self))
+        entry = dataset(cfg.dataset)  # an unknown name is reported before anything else is read
+        dense = entry.task == "segmentation"
         if cfg.alpha is None:
-            cfg.alpha = 0.1 if cfg.dataset in SEG_DATASETS else 1.0
-        cfg.eval_every = (1 if cfg.shift else 0) if cfg.eval_every is None else cfg.eval_every  # a stream: accuracy after shifts
+            cfg.alpha = 0.1 if dense else 1.0
+        cfg.eval_every = (
+            (1 if cfg.shift else 0) if cfg.eval_every is None else cfg.eval_every
+        )  # a stream: accuracy after shifts
         if cfg.weight_decay is None and cfg.target_lambda_s is None:
-            cfg.target_lambda_s = DEFAULT_LAMBDA_S  # the weight decay follows from the data set's steps (loop/build.py)
-        if cfg.model is None and cfg.dataset in DEFAULT_MODEL:
-            cfg.model = DEFAULT_MODEL[cfg.dataset]
+            cfg.target_lambda_s = (
+                DEFAULT_LAMBDA_S  # the weight decay follows from the data set's steps (loop/build.py)
+            )
+        if cfg.model is None:
+            cfg.model = entry.model
         if cfg.profile is None:
-            cfg.profile = "natural" if cfg.dataset in ("folder", "npy", "list", "torch", *SEG_DATASETS) else "exp"
-        if cfg.dataset in ("list", "torch"):
-            cfg.pipeline = "loader"  # the images stay on disk: batches are read by DataLoader workers
-            cfg.image_size = cfg.image_size or (32 if cfg.dataset == "list" else None)
-        if cfg.pem_detach is None:
-            cfg.pem_detach = cfg.method != "npe"
+            cfg.profile = "natural" if entry.natural else "exp"
+        if entry.on_disk:
+            cfg.pipeline = "loader"  # the samples stay on disk: batches are read by DataLoader workers
+        cfg.image_size = cfg.image_size or entry.image_size
+        if cfg.pem_detach is None and cfg.method in METHODS:
+            cfg.pem_detach = not METHODS.get(cfg.method).joint_pem
         if cfg.augment is None:
-            cfg.augment = cfg.dataset.startswith("cifar")
+            cfg.augment = entry.augment
         if isinstance(cfg.compile, bool):  # configs written before compile took a mode
             cfg.compile = "default" if cfg.compile else "none"
         cfg.validate()
@@ -142,30 +210,74 @@ class TrainConfig:
         for name in ("dataset", "method", "schedule", "pem_loss", "compile", "pipeline", "profile", "mix"):
             if not isinstance(getattr(self, name), str):
                 bad(name, f"expected a name (a string), got {getattr(self, name)!r}")
-        for name, allowed in (("dataset", ALL_DATASETS), ("method", METHODS), ("schedule", SCHEDULES), ("profile", PROFILES),
-                              ("pem_loss", ("logistic", "exp")), ("compile", COMPILE_MODES), ("pipeline", PIPELINES), ("mix", MIXES)):
+        entry = dataset(self.dataset)
+        METHODS.get(self.method)
+        if self.pem_loss not in LOSSES:
+            bad("pem_loss", f"unknown {self.pem_loss!r}; choose from {', '.join(LOSSES)}")
+        for name, allowed in (
+            ("schedule", SCHEDULES),
+            ("profile", PROFILES),
+            ("compile", COMPILE_MODES),
+            ("pipeline", PIPELINES),
+            ("mix", MIXES),
+        ):
             if getattr(self, name) not in allowed:
                 bad(name, f"unknown {getattr(self, name)!r}; choose from {', '.join(allowed)}")
         if self.model is None:
-            bad("model", f"no default network for {self.dataset}; choose from {', '.join(MODELS)}, {TORCHVISION_PREFIX}NAME or {TIMM_PREFIX}NAME")
-        dense = self.dataset in SEG_DATASETS
-        if dense and self.model not in SEG_MODELS:
-            bad("model", f"{self.dataset} is a segmentation data set; choose a segmentation network from {', '.join(SEG_MODELS)}")
-        if not dense and (not isinstance(self.model, str) or not (self.model in MODELS or self.model.startswith((TORCHVISION_PREFIX, TIMM_PREFIX)))):
-            bad("model", f"unknown {self.model!r}; choose from {', '.join(MODELS)}, {TORCHVISION_PREFIX}NAME or {TIMM_PREFIX}NAME")
+            bad(
+                "model",
+                f"no default network for {self.dataset}; choose from {', '.join(model_choices(entry.task))}",
+            )
+        net = model_entry(self.model)
+        dense = entry.task == "segmentation"
+        if net.task != entry.task:
+            bad(
+                "model",
+                f"{self.dataset} is a {entry.task} data set; choose a {entry.task} network from "
+                f"{', '.join(model_choices(entry.task))}, not {self.model}",
+            )
         if dense and self.mix != "none":
-            bad("mix", f"UniMix mixes whole-image labels; it is not defined for segmentation ({self.dataset})")
+            bad(
+                "mix", f"UniMix mixes whole-image labels; it is not defined for segmentation ({self.dataset})"
+            )
         if dense and self.shift:
-            bad("shift", f"a shifting class stream is defined for classification, not segmentation ({self.dataset})")
+            bad(
+                "shift",
+                f"a shifting class stream is defined for classification, not segmentation ({self.dataset})",
+            )
         if dense and self.profile != "natural":
             bad("profile", f"segmentation keeps the data's own pixel counts (natural), not {self.profile}")
-        if self.profile == "natural" and self.dataset not in ("folder", "npy", "list", "torch", *SEG_DATASETS):
-            bad("profile", f"natural (the data's own counts) needs dataset folder, npy, list or torch, not {self.dataset}")
-        if self.dataset in ("list", "torch") and self.pipeline != "loader":
-            bad("pipeline", f"the {self.dataset} data set reads its samples as needed: use the loader pipeline")
-        if self.dataset != "list" and any(getattr(self, n) is not None for n in ("train_list", "test_list", "val_list")):
-            bad("train_list", f"split lists are read by the list data set (--dataset list), not {self.dataset}")
-        numbers = ("imbalance", "lr", "alpha", "gamma", "weight_decay", "momentum", "tau", "test_fraction", "mix_a", "mix_tau")
+        if self.profile == "natural" and not entry.natural:
+            bad(
+                "profile",
+                f"natural (the data's own counts) needs dataset "
+                f"{', '.join(DATASETS.where(lambda e: e.natural and e.task == entry.task))}, "
+                f"not {self.dataset}",
+            )
+        if entry.on_disk and self.pipeline != "loader":
+            bad(
+                "pipeline",
+                f"the {self.dataset} data set reads its samples as needed: use the loader pipeline",
+            )
+        if "lists" not in entry.reads and any(
+            getattr(self, n) is not None for n in ("train_list", "test_list", "val_list")
+        ):
+            bad(
+                "train_list",
+                f"split lists are read by the list data set (--dataset list), not {self.dataset}",
+            )
+        numbers = (
+            "imbalance",
+            "lr",
+            "alpha",
+            "gamma",
+            "weight_decay",
+            "momentum",
+            "tau",
+            "test_fraction",
+            "mix_a",
+            "mix_tau",
+        )
         for name in numbers if self.weight_decay is not None else [n for n in numbers if n != "weight_decay"]:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v):
@@ -185,29 +297,56 @@ class TrainConfig:
         if not 0 < self.test_fraction < 1:
             bad("test_fraction", f"expected a number in (0, 1), got {self.test_fraction!r}")
         for name in ("epochs", "batch_size", "num_pems"):
-            setattr(self, name, positive_int(name, getattr(self, name), maximum=MAX_COUNT))  # a NumPy integer becomes a plain int (JSON)
-        for name, most in (("n_max", MAX_N_MAX), ("threads", 1024), ("pem_hidden", 1 << 16), ("image_size", MAX_IMAGE_SIZE), ("mix_until", MAX_COUNT)):
+            setattr(
+                self, name, positive_int(name, getattr(self, name), maximum=MAX_COUNT)
+            )  # a NumPy integer becomes a plain int (JSON)
+        for name, most in (
+            ("n_max", MAX_N_MAX),
+            ("threads", 1024),
+            ("pem_hidden", 1 << 16),
+            ("image_size", MAX_IMAGE_SIZE),
+            ("mix_until", MAX_COUNT),
+        ):
             if getattr(self, name) is not None:
                 setattr(self, name, positive_int(name, getattr(self, name), maximum=most))
         for name in ("amp", "augment", "pem_detach"):
             if not (getattr(self, name) is None or isinstance(getattr(self, name), bool)):
                 bad(name, f"expected true or false, got {getattr(self, name)!r}")
-        if self.augment and not self.dataset.startswith("cifar"):
-            bad("augment", f"crop + flip needs images (cifar10, cifar100), not {self.dataset}")
+        if self.augment and not entry.images:
+            bad(
+                "augment",
+                f"crop + flip needs images ({', '.join(DATASETS.where(lambda e: e.images and e.task == 'classification'))}), "
+                f"not {self.dataset}",
+            )
         for name, most in (("workers", 1024), ("warmup_epochs", None), ("eval_every", MAX_COUNT)):
             setattr(self, name, nonnegative_int(name, getattr(self, name), maximum=most))
         self.seed = nonnegative_int("seed", self.seed, maximum=2**63 - 1)
-        if self.target_lambda_s is not None and (isinstance(self.target_lambda_s, bool) or not isinstance(self.target_lambda_s, (int, float))
-                                                 or not _finite(self.target_lambda_s) or not 0 < self.target_lambda_s <= 1e3):
+        if self.target_lambda_s is not None and (
+            isinstance(self.target_lambda_s, bool)
+            or not isinstance(self.target_lambda_s, (int, float))
+            or not _finite(self.target_lambda_s)
+            or not 0 < self.target_lambda_s <= 1e3
+        ):
             bad("target_lambda_s", f"expected a number in (0, 1000], got {self.target_lambda_s!r}")
         if self.weight_decay is not None and self.weight_decay == 0:
-            bad("weight_decay", "must be > 0: without it the PEM output (joint, or the baselines' probe) grows without bound")
+            bad(
+                "weight_decay",
+                "must be > 0: without it the PEM output (joint, or the baselines' probe) grows without bound",
+            )
         if self.warmup_epochs >= self.epochs:
             bad("warmup_epochs", f"must lie in [0, epochs), got {self.warmup_epochs}")
-        if not isinstance(self.milestones, list) or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.milestones):
+        if not isinstance(self.milestones, list) or any(
+            isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.milestones
+        ):
             bad("milestones", f"expected a list of epochs >= 1, got {self.milestones!r}")
-        if (not isinstance(self.tau_grid, list) or not self.tau_grid
-                or any(isinstance(t, bool) or not isinstance(t, (int, float)) or not _finite(t) or t < 0 for t in self.tau_grid)):
+        if (
+            not isinstance(self.tau_grid, list)
+            or not self.tau_grid
+            or any(
+                isinstance(t, bool) or not isinstance(t, (int, float)) or not _finite(t) or t < 0
+                for t in self.tau_grid
+            )
+        ):
             bad("tau_grid", f"expected a list of numbers >= 0, got {self.tau_grid!r}")
         if not isinstance(self.shift, list) or not all(isinstance(e, str) for e in self.shift):
             bad("shift", f"expected a list of EPOCH=PROFILE:IMBALANCE entries, got {self.shift!r}")
@@ -215,9 +354,23 @@ class TrainConfig:
             parse_schedule(self.shift, self.epochs)
             if self.profile not in ("exp", "step"):
                 bad("shift", f"a shifting stream starts from the exp or step profile, not {self.profile}")
-        for name in ("data_dir", "weights", "out", "device", "tensorboard", "train_list", "test_list", "val_list"):
+        for name in (
+            "data_dir",
+            "weights",
+            "out",
+            "device",
+            "tensorboard",
+            "train_list",
+            "test_list",
+            "val_list",
+        ):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 bad(name, f"expected a path or name (a string), got {getattr(self, name)!r}")
+
+
+def _choices(registry, what: str) -> str:
+    """``name: help`` of every entry of a registry, for a flag's help."""
+    return f"{what}: " + "; ".join(f"{name}: {entry.help}" for name, entry in registry.items())
 
 
 def _finite(v) -> bool:
@@ -246,12 +399,20 @@ def add_config_flags(parser: argparse.ArgumentParser, exclude=()) -> list[str]:
             continue
         kind, is_list = _flag_type(hints[f.name])
         default = f.default if f.default is not MISSING else f.default_factory()
-        flag, help_text = "--" + f.name.replace("_", "-"), f"{f.metadata['help']} (default {default!r})"
+        text = f.metadata["help"]() if callable(f.metadata["help"]) else f.metadata["help"]
+        flag, help_text = "--" + f.name.replace("_", "-"), f"{text} (default {default!r})"
         if kind is bool:
             parser.add_argument(flag, dest=f.name, action="store_const", const=True, help=help_text)
-            parser.add_argument("--no-" + flag[2:], dest=f.name, action="store_const", const=False, help=f"turn {flag} off")
+            parser.add_argument(
+                "--no-" + flag[2:], dest=f.name, action="store_const", const=False, help=f"turn {flag} off"
+            )
         else:
-            options = {"type": kind, "nargs": "+" if is_list else None, "help": help_text, **f.metadata["flag"]}
+            options = {
+                "type": kind,
+                "nargs": "+" if is_list else None,
+                "help": help_text,
+                **f.metadata["flag"],
+            }
             parser.add_argument(flag, dest=f.name, **options)
         names.append(f.name)
     return names

@@ -1,23 +1,20 @@
 """The PNG figures every run folder gets: prior report, eta matrix, training curves, accuracy by group, reliability, IoU.
-Imports: matplotlib, `npe_theory.figures`, `tasks/rules.py` and `results.py`.
+Imports: `npe_theory.figures`, `tasks/rules.py` and `results.py`.
 """
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from npe_theory.figures import plot_eta_matrix, plot_prior_report, save_figure, subplots
+from npe_theory.references import table_references
+from npe_theory.report import EQUILIBRIUM_LAMBDA_S
 
-from npe_theory.figures import plot_eta_matrix, plot_prior_report, save_figure  # noqa: E402
-
-from npe_theory.report import EQUILIBRIUM_LAMBDA_S  # noqa: E402
-
-from ..tasks.rules import REPORT_GROUPS, RULES  # noqa: E402
-from .results import read_results  # noqa: E402
+from ..tasks.rules import REPORT_GROUPS, RULES
+from .results import read_results
 
 
 def plot_run(out, results: dict | None = None) -> list[Path]:
@@ -26,22 +23,28 @@ def plot_run(out, results: dict | None = None) -> list[Path]:
     if results is None:
         results = read_results(out).raw
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [plot_prior_report(out / "pem_vs_log_counts.png", results["pem"]), plot_eta_matrix(out / "eta_matrix.png", results["pem"]),
-            _curves(out / "training_curves.png", metrics), _groups(out / "accuracy_by_group.png", results),
-            *([_reliability(out / "reliability.png", results)] if "calibration" in results else []),
-            *([plot_iou(out / "iou_by_frequency.png", results)] if "segmentation" in results else [])]
+    return [
+        plot_prior_report(out / "pem_vs_log_counts.png", results["pem"]),
+        plot_eta_matrix(out / "eta_matrix.png", results["pem"]),
+        _curves(out / "training_curves.png", metrics),
+        _groups(out / "accuracy_by_group.png", results),
+        *([_reliability(out / "reliability.png", results)] if "calibration" in results else []),
+        *([plot_iou(out / "iou_by_frequency.png", results)] if "segmentation" in results else []),
+    ]
 
 
 def _reliability(path, results) -> Path:
     """Reliability diagram per rule: accuracy against mean confidence in each of the 15 confidence bins."""
     rules = list(results["calibration"])
-    fig, axes = plt.subplots(1, len(rules), figsize=(3.4 * len(rules), 3.4), sharey=True)
+    fig, axes = subplots(1, len(rules), figsize=(3.4 * len(rules), 3.4), sharey=True)
     for ax, rule in zip(np.atleast_1d(axes), rules):
         cal = results["calibration"][rule]
         bins = cal["bins"]
         edges = np.linspace(0, 1, len(bins["count"]) + 1)
         acc = [a if a is not None else 0.0 for a in bins["accuracy"]]
-        ax.bar(edges[:-1], acc, width=np.diff(edges), align="edge", edgecolor="k", alpha=0.7, label="accuracy")
+        ax.bar(
+            edges[:-1], acc, width=np.diff(edges), align="edge", edgecolor="k", alpha=0.7, label="accuracy"
+        )
         ax.plot([0, 1], [0, 1], "k--", lw=1)
         ax.set_title(f"{rule}: ECE {100 * cal['ece']:.1f}%", fontsize=9)
         ax.set_xlabel("top-1 confidence")
@@ -50,7 +53,7 @@ def _reliability(path, results) -> Path:
 
 
 def _curves(path, metrics) -> Path:
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = subplots(1, 3, figsize=(15, 4))
     ep = [m["epoch"] + 1 for m in metrics]
     for key in ("loss", "ce", "pem"):
         axes[0].plot(ep, [m[key] for m in metrics], label=key)
@@ -59,11 +62,15 @@ def _curves(path, metrics) -> Path:
     ev = [m for m in metrics if "accuracy" in m]
     for rule in RULES:
         if ev and rule in ev[0]["accuracy"]:
-            axes[1].plot([m["epoch"] + 1 for m in ev], [m["accuracy"][rule] for m in ev], marker="o", ms=3, label=rule)  # a lone evaluation shows
+            axes[1].plot(
+                [m["epoch"] + 1 for m in ev], [m["accuracy"][rule] for m in ev], marker="o", ms=3, label=rule
+            )  # a lone evaluation shows
     axes[1].set_title("balanced test accuracy (mean per class)")
-    for key in ("vs_log_counts", "vs_closed_form", "vs_equilibrium", "vs_finite_time"):
+    for key in table_references():
         if ev and f"prior_rmse_{key}" in ev[0]:
-            axes[2].plot([m["lambda_s"] for m in ev], [m[f"prior_rmse_{key}"] for m in ev], marker="o", ms=3, label=key)
+            axes[2].plot(
+                [m["lambda_s"] for m in ev], [m[f"prior_rmse_{key}"] for m in ev], marker="o", ms=3, label=key
+            )
     axes[2].set_yscale("log")
     axes[2].axvline(EQUILIBRIUM_LAMBDA_S, color="k", ls=":", lw=1, label="equilibrium threshold")
     axes[2].set_title("PEM centered RMSE (nats) against lambda*s")
@@ -83,7 +90,7 @@ def _curves(path, metrics) -> Path:
 def _groups(path, results) -> Path:
     groups = [g for g in REPORT_GROUPS if results["accuracy"]["argmax"][g] is not None]
     rules = [r for r in RULES if r in results["accuracy"]]
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig, ax = subplots(figsize=(9, 4))
     width = 0.8 / len(rules)
     for i, rule in enumerate(rules):
         vals = [results["accuracy"][rule][g] for g in groups]
@@ -92,7 +99,9 @@ def _groups(path, results) -> Path:
     ax.set_xticks(np.arange(len(groups)), groups)
     ax.set_ylabel("mean per-class accuracy")
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the bars, not on them
+    ax.legend(
+        fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False
+    )  # beside the bars, not on them
     ax.set_title(f"accuracy by class group (tau = {results['config']['tau']:g})")
     fig.tight_layout()
     return save_figure(fig, path, dpi=120)
@@ -103,12 +112,22 @@ def plot_iou(path, results: dict) -> Path:
     seg, counts = results["segmentation"], np.asarray(results["counts"])
     order = np.argsort(-counts, kind="stable")
     names = results.get("class_names") or [str(c) for c in range(len(counts))]
-    fig, ax = plt.subplots(figsize=(max(7.0, 0.5 * len(counts)), 4.2))
+    fig, ax = subplots(figsize=(max(7.0, 0.5 * len(counts)), 4.2))
     width = 0.8 / len(seg)
     for i, (rule, s) in enumerate(seg.items()):
         iou = [np.nan if s["iou"][c] is None else s["iou"][c] for c in order]
-        ax.bar(np.arange(len(order)) + (i - (len(seg) - 1) / 2) * width, iou, width, label=f"{rule}: mIoU {s['miou']:.3f}")
-    ax.set_xticks(np.arange(len(order)), [f"{names[c]}\n{counts[c]:,}" for c in order], fontsize=6, rotation=45 if len(order) > 12 else 0)
+        ax.bar(
+            np.arange(len(order)) + (i - (len(seg) - 1) / 2) * width,
+            iou,
+            width,
+            label=f"{rule}: mIoU {s['miou']:.3f}",
+        )
+    ax.set_xticks(
+        np.arange(len(order)),
+        [f"{names[c]}\n{counts[c]:,}" for c in order],
+        fontsize=6,
+        rotation=45 if len(order) > 12 else 0,
+    )
     ax.set_ylabel("IoU")
     ax.set_xlabel("class (training pixels), most frequent first")
     ax.legend(fontsize=7)

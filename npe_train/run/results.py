@@ -4,12 +4,14 @@
 foreign, partial or older file is refused in one place, with one clear message.
 Imports: ``npe_theory`` only.
 """
+
 from __future__ import annotations
 
 import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+
 from npe_theory.errors import InputError
 from npe_theory.io import read_json
 
@@ -22,9 +24,15 @@ def environment() -> dict:
     import numpy
     import torch
 
-    return {"torch": torch.__version__, "numpy": numpy.__version__, "python": platform.python_version(),
-            "threads": torch.get_num_threads(), "cuda": torch.version.cuda, "cpu": platform.processor() or platform.machine(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+    return {
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda,
+        "cpu": platform.processor() or platform.machine(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    }
 
 
 @dataclass(frozen=True)
@@ -66,14 +74,20 @@ def read_results(run) -> RunResults:
     missing = [k for k in REQUIRED if k not in raw]
     if missing:
         raise InputError(f"RUN_DIR: {path} is not a finished run's results (missing {', '.join(missing)})")
-    if not isinstance(raw["pem"], dict) or "prior_match" not in raw["pem"] or not isinstance(raw["accuracy"], dict):
+    if (
+        not isinstance(raw["pem"], dict)
+        or "prior_match" not in raw["pem"]
+        or not isinstance(raw["accuracy"], dict)
+    ):
         raise InputError(f"RUN_DIR: {path} has no prior report or accuracy table")
     _check_fields(raw, path)
     config_path = path.with_name("config.json")
     if config_path.is_file():
         config = read_json(config_path, "RUN_DIR")
         if config != raw["config"]:
-            raise InputError(f"RUN_DIR: {path.parent} mixes two runs (results.json and config.json have other settings)")
+            raise InputError(
+                f"RUN_DIR: {path.parent} mixes two runs (results.json and config.json have other settings)"
+            )
     return RunResults(path, raw["config"], raw["counts"], raw["accuracy"], raw["pem"], raw)
 
 
@@ -83,14 +97,19 @@ def _number(v) -> bool:
 
 def _check_fields(raw: dict, path: Path) -> None:
     """Every field a reader formats has the type it needs: one line naming the file and the field, never a traceback."""
+
     def bad(field: str, want: str):
         raise InputError(f"RUN_DIR: {path}: {field} is not {want} (the file was changed or damaged)")
 
     cfg, pem = raw["config"], raw["pem"]
     if not isinstance(cfg, dict):
         bad("config", "an object of settings")
-    for key, want, ok in (("dataset", "a name", lambda v: isinstance(v, str)), ("method", "a name", lambda v: isinstance(v, str)),
-                          ("imbalance", "a number", _number), ("seed", "an integer", lambda v: isinstance(v, int) and not isinstance(v, bool))):
+    for key, want, ok in (
+        ("dataset", "a name", lambda v: isinstance(v, str)),
+        ("method", "a name", lambda v: isinstance(v, str)),
+        ("imbalance", "a number", _number),
+        ("seed", "an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    ):
         if not ok(cfg.get(key)):
             bad(f"config.{key}", want)
     if not isinstance(raw["epochs"], int) or isinstance(raw["epochs"], bool) or raw["epochs"] < 1:
@@ -100,11 +119,16 @@ def _check_fields(raw: dict, path: Path) -> None:
         bad("counts", "a list of positive class counts")
     for rule, table in raw["accuracy"].items():
         if not isinstance(table, dict) or not all(
-                (isinstance(v, list) and all(x is None or _number(x) for x in v)) if k == "per_class" else (v is None or _number(v))
-                for k, v in table.items()):
+            (isinstance(v, list) and all(x is None or _number(x) for x in v))
+            if k == "per_class"
+            else (v is None or _number(v))
+            for k, v in table.items()
+        ):
             bad(f"accuracy.{rule}", "a table of accuracies")
     calibration = raw.get("calibration", {})
-    if not isinstance(calibration, dict) or not all(isinstance(v, dict) and _number(v.get("ece")) for v in calibration.values()):
+    if not isinstance(calibration, dict) or not all(
+        isinstance(v, dict) and _number(v.get("ece")) for v in calibration.values()
+    ):
         bad("calibration", "a table of ECE values")
     for key in ("lambda_s", "nc1"):
         if pem.get(key) is not None and not _number(pem[key]):
@@ -115,5 +139,9 @@ def _check_fields(raw: dict, path: Path) -> None:
     if not isinstance(matches, dict) or not isinstance(matches.get("vs_log_counts"), dict):
         bad("pem.prior_match", "a table of references with vs_log_counts")
     for ref, m in matches.items():
-        if not isinstance(m, dict) or not _number(m.get("centered_rmse")) or not (m.get("slope") is None or _number(m["slope"])):
+        if (
+            not isinstance(m, dict)
+            or not _number(m.get("centered_rmse"))
+            or not (m.get("slope") is None or _number(m["slope"]))
+        ):
             bad(f"pem.prior_match.{ref}", "a match with a numeric centered_rmse and slope")

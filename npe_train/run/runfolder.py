@@ -7,6 +7,7 @@ already holds a run's files is refused too, so a new config never sits beside an
 ``results.json`` (docs/reliability.md).
 Imports: ``npe_theory``, ``methods/trace.py`` and the rest of ``run/``.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,8 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-from npe_theory.io import ensure_folder, write_json
 from npe_theory.errors import InputError
+from npe_theory.io import ensure_folder, write_json
 
 RUN_FILES = ("checkpoint.pt", "results.json", "metrics.jsonl")
 last_claimed: Path | None = None  # the folder this process last held: where the command line puts a crash log
@@ -36,7 +37,9 @@ def claim(out: Path, owner: bool = True):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise InputError(f"out: {out} is in use by another run (process {holder}); wait for it or choose another --out") from None
+            raise InputError(
+                f"out: {out} is in use by another run (process {holder}); wait for it or choose another --out"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         global last_claimed
@@ -65,15 +68,20 @@ def check_fresh(out: Path, resuming: dict | None = None) -> None:
             saved = None
         if isinstance(saved, dict) and identity(saved) == resuming:
             return
-        raise InputError(f"resume: {out} holds the start of another run (its config.json differs or is unreadable); "
-                         f"choose another --out")
+        raise InputError(
+            f"resume: {out} holds the start of another run (its config.json differs or is unreadable); "
+            f"choose another --out"
+        )
     if found:
-        raise InputError(f"out: {out} already holds a run ({', '.join(found)}); continue it with --resume, "
-                         f"or choose another --out")
+        raise InputError(
+            f"out: {out} already holds a run ({', '.join(found)}); continue it with --resume, "
+            f"or choose another --out"
+        )
 
 
-def open_run(out: Path, cfg, model, opt, sched, gen, device, resume: bool, main: bool,
-             num_classes: int, num_samples: int) -> tuple[int, dict, list[dict]]:
+def open_run(
+    out: Path, cfg, parts, device, resume: bool, main: bool, num_classes: int, num_samples: int
+) -> tuple[int, dict, list[dict]]:
     """(first epoch, PEM trace, metrics lines): from the checkpoint when resuming, else fresh in a folder holding no
     other run (or, with ``resume``, one killed before its first checkpoint: it starts over). Writes config.json and
     the metrics so far."""
@@ -81,9 +89,11 @@ def open_run(out: Path, cfg, model, opt, sched, gen, device, resume: bool, main:
     from .checkpoint import CHECKPOINT, identity, load_checkpoint
     from .metrics import write_metrics
 
-    start, trace, metrics = 0, new_trace(model), []
+    start, trace, metrics = 0, new_trace(parts.model), []
     if resume and (out / CHECKPOINT).exists():
-        start, trace, metrics = load_checkpoint(out / CHECKPOINT, cfg, model, opt, sched, gen, device, num_classes, num_samples)
+        start, trace, metrics = load_checkpoint(
+            out / CHECKPOINT, cfg, parts, device, num_classes, num_samples
+        )
     elif main:
         check_fresh(out, identity(asdict(cfg)) if resume else None)
     if main:

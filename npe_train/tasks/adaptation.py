@@ -13,6 +13,7 @@ The lag is the number of epochs trained on the new stream until the gap is at mo
 nats (None when the run ends first), and the weight decay felt meanwhile, ``lambda*s``.
 Imports: NumPy, ``npe_theory`` and ``methods/trace.py``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,7 +40,9 @@ def _lag(epochs: list[int], gaps: list[float | None], start: int, end: int) -> i
     return None
 
 
-def model_trajectory(metrics: list[dict], recipe: PemRecipe, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def model_trajectory(
+    metrics: list[dict], recipe: PemRecipe, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(model outputs, model limits), (E, C) each: the finite-time model run over the whole count schedule with the
     per-epoch learning rates and measured class-mean norms (carried forward between evaluations), and Proposition 1
     at each epoch's counts and norms, the point the model would settle at if the stream stayed as it is."""
@@ -50,10 +53,24 @@ def model_trajectory(metrics: list[dict], recipe: PemRecipe, batch_size: int) ->
         norms.append(last)
     first = next(n for n in norms if n is not None)
     norms = np.array([first if n is None else n for n in norms], dtype=np.float64)
-    model = finite_time_logit(counts, recipe.weight_decay, [m["lr"] for m in metrics], feature_norm_sq=norms, momentum=recipe.momentum,
-                              alpha=recipe.alpha, batch_size=batch_size, loss=recipe.loss, reduction="mean", bias=True)
-    limits = np.stack([predicted_priors(c, recipe.weight_decay, s, "mean", recipe.loss, bias=True, weight=recipe.alpha)
-                       for c, s in zip(counts, norms)])
+    model = finite_time_logit(
+        counts,
+        recipe.weight_decay,
+        [m["lr"] for m in metrics],
+        feature_norm_sq=norms,
+        momentum=recipe.momentum,
+        alpha=recipe.alpha,
+        batch_size=batch_size,
+        loss=recipe.loss,
+        reduction="mean",
+        bias=True,
+    )
+    limits = np.stack(
+        [
+            predicted_priors(c, recipe.weight_decay, s, "mean", recipe.loss, bias=True, weight=recipe.alpha)
+            for c, s in zip(counts, norms)
+        ]
+    )
     return model, limits
 
 
@@ -75,17 +92,33 @@ def adaptation_report(metrics: list[dict], shifts, recipe: PemRecipe, batch_size
     bounds = [s.epoch for s in shifts] + [len(metrics)]
     for s, end in zip(shifts, bounds[1:]):
         before = [g for e, g in zip(epochs, measured) if e < s.epoch]
-        entry = {"epoch": s.epoch, "to": str(s).split("=", 1)[1], "tolerance": TRACK_TOLERANCE,
-                 "lag_measured": _lag(epochs, measured, s.epoch, end), "lag_predicted": _lag(epochs, predicted, s.epoch, end),
-                 "gap_before": before[-1] if before else None}
+        entry = {
+            "epoch": s.epoch,
+            "to": str(s).split("=", 1)[1],
+            "tolerance": TRACK_TOLERANCE,
+            "lag_measured": _lag(epochs, measured, s.epoch, end),
+            "lag_predicted": _lag(epochs, predicted, s.epoch, end),
+            "gap_before": before[-1] if before else None,
+        }
         for kind in ("measured", "predicted"):
             lag = entry[f"lag_{kind}"]
-            entry[f"lag_lambda_s_{kind}"] = None if lag is None else lam[s.epoch + lag - 1] - (lam[s.epoch - 1] if s.epoch > 0 else 0.0)
+            entry[f"lag_lambda_s_{kind}"] = (
+                None if lag is None else lam[s.epoch + lag - 1] - (lam[s.epoch - 1] if s.epoch > 0 else 0.0)
+            )
         entries.append(entry)
-    series = {"epoch": epochs, "gap_measured": measured, "gap_predicted": predicted,
-              "learned": [m["pem_learned"] for m in evaluated], "equilibrium": [m.get("pem_equilibrium") for m in evaluated],
-              "model": model[epochs].tolist(), "model_limit": limits[epochs].tolist(),
-              "effective_counts": [metrics[e]["effective_counts"] for e in epochs],
-              "vs_log_prior": [m.get("prior_rmse_vs_log_counts") for m in evaluated],
-              "accuracy": {rule: [m["accuracy"].get(rule) for m in evaluated] for rule in ("npe_la", "posthoc_la", "posthoc_la_stale", "argmax")}}
+    series = {
+        "epoch": epochs,
+        "gap_measured": measured,
+        "gap_predicted": predicted,
+        "learned": [m["pem_learned"] for m in evaluated],
+        "equilibrium": [m.get("pem_equilibrium") for m in evaluated],
+        "model": model[epochs].tolist(),
+        "model_limit": limits[epochs].tolist(),
+        "effective_counts": [metrics[e]["effective_counts"] for e in epochs],
+        "vs_log_prior": [m.get("prior_rmse_vs_log_counts") for m in evaluated],
+        "accuracy": {
+            rule: [m["accuracy"].get(rule) for m in evaluated]
+            for rule in ("npe_la", "posthoc_la", "posthoc_la_stale", "argmax")
+        },
+    }
     return {"shifts": entries, "series": series}

@@ -20,10 +20,11 @@ The training loop (``loop/``) holds no task branch; it asks a task object six th
 ``Held`` is what every evaluation reads, made once per run; ``Now`` is the class stream at the
 evaluated epoch. Imports: torch, ``data/`` and ``device/``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -53,6 +54,24 @@ class Now:
     report_counts: np.ndarray | None = None
     train_index: np.ndarray | None = None
     stale_counts: np.ndarray | None = None
+
+
+class Task(Protocol):
+    """The six things the loop asks a task (module docstring); ``step_report`` is optional and so not part of it."""
+
+    def rows(
+        self, labels: np.ndarray, num_classes: int, partner=None, weight=None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def loss_terms(self, pairs) -> list: ...
+
+    def feature_terms(self, h: torch.Tensor, terms) -> tuple: ...
+
+    def evaluate(self, model, held: Held, trace: dict, now: Now) -> dict: ...
+
+    def figures(self, out, model, held: Held) -> None: ...
+
+    def advise(self, model, held: Held, report: dict) -> dict: ...
 
 
 def train_mode_batches(n: int, batch_size: int) -> list[tuple[int, int]]:

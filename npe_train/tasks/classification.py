@@ -1,6 +1,7 @@
 """Classification: one label per sample, every rule scored on the balanced test set, the prior report on the
 training set (docs/metrics.md). Imports: torch, ``data/``, ``device/``, ``methods/`` and the rest of ``tasks/``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -26,7 +27,11 @@ def predict(model, x: torch.Tensor, batch_size: int, prepare, train_mode: bool =
     """
     outs = [[], [], []]
     device = next((p.device for p in model.parameters()), x.device)  # where a batch read from disk must go
-    bounds = train_mode_batches(len(x), batch_size) if train_mode else [(i, i + batch_size) for i in range(0, len(x), batch_size)]
+    bounds = (
+        train_mode_batches(len(x), batch_size)
+        if train_mode
+        else [(i, i + batch_size) for i in range(0, len(x), batch_size)]
+    )
     with forward_mode(model, train_mode):
         for i, j in bounds:
             xb = batch(x[i:j], device)
@@ -38,8 +43,18 @@ def predict(model, x: torch.Tensor, batch_size: int, prepare, train_mode: bool =
     return tuple(torch.cat(o).double().numpy() for o in outs)
 
 
-def evaluate_run(model, held: Held, trace: dict, now: Now, recipe: PemRecipe, batch_size: int, seed: int, augmented: bool,
-                 tau: float, tau_grid) -> dict:
+def evaluate_run(
+    model,
+    held: Held,
+    trace: dict,
+    now: Now,
+    recipe: PemRecipe,
+    batch_size: int,
+    seed: int,
+    augmented: bool,
+    tau: float,
+    tau_grid,
+) -> dict:
     """Accuracy per rule on the balanced test set (eval mode), and the prior report on the training set.
 
     The report reads the training-mode outputs and features (what the PEM trained on), in shuffled
@@ -50,14 +65,19 @@ def evaluate_run(model, held: Held, trace: dict, now: Now, recipe: PemRecipe, ba
     data, rank_info = held.data, held.rank_info
     x_train, y_train = held.x_train, data.y_train
     if now.train_index is not None:
-        x_train, y_train = x_train[torch.as_tensor(now.train_index, device=x_train.device)], y_train[now.train_index]
+        x_train, y_train = (
+            x_train[torch.as_tensor(now.train_index, device=x_train.device)],
+            y_train[now.train_index],
+        )
 
     def run(x, **kw):
         idx = np.array_split(np.arange(len(x)), rank_info.world)[rank_info.rank]
         sl = slice(int(idx[0]), int(idx[-1]) + 1) if len(idx) else slice(0, 0)
         if kw.get("augment_draws") is not None:
             kw["augment_draws"] = kw["augment_draws"][sl]
-        return gather_rows(predict(model, x[sl], kw.pop("batch_size", max(batch_size, 256)), held.prepare, **kw), rank_info)
+        return gather_rows(
+            predict(model, x[sl], kw.pop("batch_size", max(batch_size, 256)), held.prepare, **kw), rank_info
+        )
 
     logits, eta, _ = run(held.x_test)
     _, eta_eval, _ = run(x_train)
@@ -66,22 +86,47 @@ def evaluate_run(model, held: Held, trace: dict, now: Now, recipe: PemRecipe, ba
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(x_train), generator=gen)
     draws = draw_augmentation(len(x_train), gen) if augmented else None
-    _, eta_tr, feats_tr = run(x_train[order.to(x_train.device)], batch_size=batch_size // rank_info.world, train_mode=True,
-                              augment_draws=draws)
+    _, eta_tr, feats_tr = run(
+        x_train[order.to(x_train.device)],
+        batch_size=batch_size // rank_info.world,
+        train_mode=True,
+        augment_draws=draws,
+    )
     back = torch.argsort(order).numpy()
     eta_tr, feats_tr = eta_tr[back], feats_tr[back]
     counts = np.asarray(now.counts)
-    pem, implied = prior_report(eta_tr, feats_tr, y_train, counts if now.report_counts is None else now.report_counts, recipe,
-                                trace, model.pem.is_linear, eta_eval)
+    pem, implied = prior_report(
+        eta_tr,
+        feats_tr,
+        y_train,
+        counts if now.report_counts is None else now.report_counts,
+        recipe,
+        trace,
+        model.pem.is_linear,
+        eta_eval,
+    )
     pem["features_from"] = "a training-mode pass after the epoch"
     marginal = eta_eval.mean(0)  # E_x[eta(x)] over the training set, eval mode as at test time
-    pem["conditional_slopes"] = conditional_slopes(pem["eta_matrix"], counts if now.report_counts is None else now.report_counts)
-    report = accuracy_report(logits, eta, data.y_test, counts, tau, tau_grid, implied, now.stale_counts, marginal)
-    return {**report, "pem": pem, "priors": {"counts": counts.tolist(), "implied": None if implied is None else implied.tolist(),
-                                                    "marginal": marginal.tolist()}}
+    pem["conditional_slopes"] = conditional_slopes(
+        pem["eta_matrix"], counts if now.report_counts is None else now.report_counts
+    )
+    report = accuracy_report(
+        logits, eta, data.y_test, counts, tau, tau_grid, implied, now.stale_counts, marginal
+    )
+    return {
+        **report,
+        "pem": pem,
+        "priors": {
+            "counts": counts.tolist(),
+            "implied": None if implied is None else implied.tolist(),
+            "marginal": marginal.tolist(),
+        },
+    }
 
 
-def step_report(model, held: Held, trace: dict, now: Now, outputs, recipe: PemRecipe, warm: dict | None = None) -> dict | None:
+def step_report(
+    model, held: Held, trace: dict, now: Now, outputs, recipe: PemRecipe, warm: dict | None = None
+) -> dict | None:
     """The prior report of one epoch on the feature rows its own steps computed (``EpochOutputs``), read by the PEM as it
     is at the epoch's end, as the replay and the equilibrium are (no backbone pass); every reference but the spread-aware
     ones (``references="core"``). None when the rows were not kept (mixing, dense maps, too large) or some class has none
@@ -92,8 +137,10 @@ def step_report(model, held: Held, trace: dict, now: Now, outputs, recipe: PemRe
     h, labels = got
     with torch.no_grad():
         eta = model.pem.heads_output(h).mean(0)
-    eta, h, y = gather_rows((eta.double().cpu().numpy(), h.double().cpu().numpy(), labels.to(torch.int64).cpu().numpy()),
-                            held.rank_info)
+    eta, h, y = gather_rows(
+        (eta.double().cpu().numpy(), h.double().cpu().numpy(), labels.to(torch.int64).cpu().numpy()),
+        held.rank_info,
+    )
     counts = np.asarray(now.counts if now.report_counts is None else now.report_counts)
     if y.size == 0 or y.max() >= len(counts) or np.bincount(y, minlength=len(counts)).min() == 0:
         return None
@@ -117,7 +164,13 @@ class Classification:
     augmented: bool = False
     warm: dict = field(default_factory=dict, repr=False, compare=False)
 
-    def rows(self, labels: np.ndarray, num_classes: int, partner: np.ndarray | None = None, weight: np.ndarray | None = None):
+    def rows(
+        self,
+        labels: np.ndarray,
+        num_classes: int,
+        partner: np.ndarray | None = None,
+        weight: np.ndarray | None = None,
+    ):
         """One loss term per sample, split ``weight`` to its own label and ``1 - weight`` to its partner's."""
         n = len(labels)
         weight = np.ones(n) if weight is None else weight
@@ -136,7 +189,18 @@ class Classification:
 
     def evaluate(self, model, held: Held, trace: dict, now: Now) -> dict:
         # a cold start: results.json must not depend on where a run was resumed (the warm start is lost with the process)
-        return evaluate_run(model, held, trace, now, self.recipe, self.batch_size, self.seed, self.augmented, self.tau, self.tau_grid)
+        return evaluate_run(
+            model,
+            held,
+            trace,
+            now,
+            self.recipe,
+            self.batch_size,
+            self.seed,
+            self.augmented,
+            self.tau,
+            self.tau_grid,
+        )
 
     def step_report(self, model, held: Held, trace: dict, now: Now, outputs) -> dict | None:
         return step_report(model, held, trace, now, outputs, self.recipe, self.warm)
@@ -155,25 +219,66 @@ def advise(model, held: Held, report: dict, batch_size: int, tau: float, tau_gri
     and NPE-LA against argmax and post-hoc LA at ``tau``, on validation and on test. Priors as the last evaluation's."""
     data = held.data
     if data.x_val is None:
-        return {"validation": None, "why": "no validation set: some class has fewer than 5 training samples the long-tailed "
-                                            "subset leaves unused (a smaller --n-max leaves some)"}
-    logits, eta, _ = predict(model, on_device(data.x_val, held.x_train.device), max(batch_size, 256), held.prepare)
+        return {
+            "validation": None,
+            "why": "no validation set: some class has fewer than 5 training samples the long-tailed "
+            "subset leaves unused (a smaller --n-max leaves some)",
+        }
+    logits, eta, _ = predict(
+        model, on_device(data.x_val, held.x_train.device), max(batch_size, 256), held.prepare
+    )
     priors = report["priors"]
     implied = None if priors["implied"] is None else np.asarray(priors["implied"])
-    val = accuracy_report(logits, eta, data.y_val, np.asarray(priors["counts"]), tau, sorted({*tau_grid, tau}), implied,
-                          None, np.asarray(priors["marginal"]))
+    val = accuracy_report(
+        logits,
+        eta,
+        data.y_val,
+        np.asarray(priors["counts"]),
+        tau,
+        sorted({*tau_grid, tau}),
+        implied,
+        None,
+        np.asarray(priors["marginal"]),
+    )
     scores = {("argmax", 0.0): val["accuracy"]["argmax"]["overall"]}
-    scores.update({(rule, float(t)): v["overall"] for rule, sweep in val["tau_sweep"].items() for t, v in sweep.items()})
-    (rule, best_tau), best = max(scores.items(), key=lambda kv: kv[1])  # first of equals: argmax, then the grid in order
+    scores.update(
+        {(rule, float(t)): v["overall"] for rule, sweep in val["tau_sweep"].items() for t, v in sweep.items()}
+    )
+    (rule, best_tau), best = max(
+        scores.items(), key=lambda kv: kv[1]
+    )  # first of equals: argmax, then the grid in order
 
     def at(source, r):
         return source["accuracy"][r]["overall"] if r in source["accuracy"] else None
 
-    test_best = at(report, "argmax") if rule == "argmax" else report["tau_sweep"].get(rule, {}).get(f"{best_tau:g}", {}).get("overall")
-    below = {other: {"validation": at(val, "npe_la") < at(val, other), "test": at(report, "npe_la") < at(report, other)}
-             for other in ("argmax", "posthoc_la")}
-    return {"validation": {"source": data.val_source, "per_class": int(len(data.y_val) // data.num_classes), "samples": int(len(data.y_val))},
-            "best": {"rule": rule, "name": RULE_NAMES[rule], "tau": None if rule == "argmax" else best_tau, "validation_accuracy": best,
-                     "test_accuracy": test_best},
-            "at_tau": {"tau": tau, **{r: {"validation": at(val, r), "test": at(report, r)} for r in val["accuracy"]}},
-            "npe_la_below": below}
+    test_best = (
+        at(report, "argmax")
+        if rule == "argmax"
+        else report["tau_sweep"].get(rule, {}).get(f"{best_tau:g}", {}).get("overall")
+    )
+    below = {
+        other: {
+            "validation": at(val, "npe_la") < at(val, other),
+            "test": at(report, "npe_la") < at(report, other),
+        }
+        for other in ("argmax", "posthoc_la")
+    }
+    return {
+        "validation": {
+            "source": data.val_source,
+            "per_class": int(len(data.y_val) // data.num_classes),
+            "samples": int(len(data.y_val)),
+        },
+        "best": {
+            "rule": rule,
+            "name": RULE_NAMES[rule],
+            "tau": None if rule == "argmax" else best_tau,
+            "validation_accuracy": best,
+            "test_accuracy": test_best,
+        },
+        "at_tau": {
+            "tau": tau,
+            **{r: {"validation": at(val, r), "test": at(report, r)} for r in val["accuracy"]},
+        },
+        "npe_la_below": below,
+    }

@@ -1,20 +1,17 @@
 """The segmentation PEM map: one test image, its labels, two rules' predictions, and the PEM's estimated log-prior per pixel.
-Imports: matplotlib, torch, ``npe_theory.figures`` and ``data/``.
+Imports: torch, ``npe_theory.figures`` and ``data/``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from npe_theory.figures import save_figure, subplots
 
-from npe_theory.figures import save_figure  # noqa: E402
-
-from ..data.segmentation import IGNORE  # noqa: E402
+from ..data.segmentation import IGNORE
 
 
 def plot_pem_map(path, model, data, prepare, device, index: int | None = None) -> Path:
@@ -32,11 +29,18 @@ def plot_pem_map(path, model, data, prepare, device, index: int | None = None) -
     labels = data.y_test[index]
     own = np.take_along_axis(eta.cpu().numpy(), np.where(labels == IGNORE, 0, labels)[None], 0)[0]
     img = np.moveaxis(data.x_test[index], 0, -1)
-    panels = [("image", img, {}), ("labels (white: ignored)", np.where(labels == IGNORE, np.nan, labels), dict(cmap="tab10", vmin=0, vmax=9)),
-              ("argmax", z.argmax(0).cpu().numpy(), dict(cmap="tab10", vmin=0, vmax=9)),
-              ("NPE-LA", (z - eta).argmax(0).cpu().numpy(), dict(cmap="tab10", vmin=0, vmax=9)),
-              ("PEM eta of each pixel's class", np.where(labels == IGNORE, np.nan, own), dict(cmap="viridis"))]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.2))
+    panels = [
+        ("image", img, {}),
+        (
+            "labels (white: ignored)",
+            np.where(labels == IGNORE, np.nan, labels),
+            dict(cmap="tab10", vmin=0, vmax=9),
+        ),
+        ("argmax", z.argmax(0).cpu().numpy(), dict(cmap="tab10", vmin=0, vmax=9)),
+        ("NPE-LA", (z - eta).argmax(0).cpu().numpy(), dict(cmap="tab10", vmin=0, vmax=9)),
+        ("PEM eta of each pixel's class", np.where(labels == IGNORE, np.nan, own), dict(cmap="viridis")),
+    ]
+    fig, axes = subplots(1, len(panels), figsize=(3.0 * len(panels), 3.2))
     for ax, (title, arr, kw) in zip(axes, panels):
         im = ax.imshow(arr, **kw)
         ax.set_title(title, fontsize=8)

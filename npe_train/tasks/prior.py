@@ -4,6 +4,7 @@ The report reads the PEM's outputs and features in training mode, as the PEM saw
 ``forward_mode`` makes such passes without changing the network. Imports: torch, ``npe_theory``,
 ``methods/trace.py`` and ``rules.py``.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -13,7 +14,7 @@ import numpy as np
 from npe_theory.priors import implied_log_prior
 from npe_theory.report import pem_report
 
-from ..methods.trace import PemRecipe, replay_inputs
+from ..methods.trace import PemRecipe, replayed_heads
 from .rules import GROUPS
 
 
@@ -21,7 +22,11 @@ from .rules import GROUPS
 def forward_mode(model, train_mode: bool):
     """Passes in ``model.train(train_mode)`` that change nothing: in training mode BatchNorm normalizes with each batch's
     statistics, as the PEM saw its features in training, and its running statistics are restored afterwards; eval mode after."""
-    buffers = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k or "num_batches_tracked" in k} if train_mode else None
+    buffers = (
+        {k: v.clone() for k, v in model.state_dict().items() if "running_" in k or "num_batches_tracked" in k}
+        if train_mode
+        else None
+    )
     model.train(train_mode)
     try:
         yield
@@ -37,24 +42,53 @@ def conditional_slopes(eta_matrix, counts) -> dict:
     m, x = np.asarray(eta_matrix, dtype=np.float64), np.log(np.asarray(counts, dtype=np.float64))
     xc = x - x.mean()
     per_row = ((m - m.mean(1, keepdims=True)) @ xc) / max(float(xc @ xc), 1e-300)
-    return {"per_row": per_row.tolist(),
-            **{g: float(per_row[rule(np.asarray(counts))].mean()) if rule(np.asarray(counts)).any() else None for g, rule in GROUPS.items()}}
+    return {
+        "per_row": per_row.tolist(),
+        **{
+            g: float(per_row[rule(np.asarray(counts))].mean()) if rule(np.asarray(counts)).any() else None
+            for g, rule in GROUPS.items()
+        },
+    }
 
 
-def prior_report(eta, features, labels, counts, recipe: PemRecipe, trace: dict, linear: bool, eta_eval=None, references: str = "all",
-                 warm: dict | None = None) -> tuple[dict, np.ndarray | None]:
+def prior_report(
+    eta,
+    features,
+    labels,
+    counts,
+    recipe: PemRecipe,
+    trace: dict,
+    linear: bool,
+    eta_eval=None,
+    references: str = "all",
+    warm: dict | None = None,
+) -> tuple[dict, np.ndarray | None]:
     """(the prior report of the run's PEM, the log-prior its learned outputs imply, None for an MLP PEM).
 
     The report's settings are ``recipe`` with the schedule the trace's steps took (lambda_s = weight_decay * sum_t lr_t
     / (1 - momentum)). The implied log-prior inverts the spread-aware model (``npe_theory.spread.spread_inverse``), or
     Proposition 1 where that model has no fixed point. ``references`` and ``warm``: as ``npe_theory.report.pem_report``.
     """
-    pem = pem_report(eta, features, labels, counts, recipe.settings(trace), trace=replay_inputs(trace), eta_eval=eta_eval, linear=linear,
-                     references=references, warm=warm)
+    pem = pem_report(
+        eta,
+        features,
+        labels,
+        counts,
+        recipe.settings(trace),
+        replayed=replayed_heads(trace),
+        eta_eval=eta_eval,
+        linear=linear,
+        references=references,
+        warm=warm,
+    )
     if not linear:
         implied = None
-    elif pem.get("implied_log_prior") is not None:  # the spread-aware inverse: what the PEM learns on spread features
+    elif (
+        pem.get("implied_log_prior") is not None
+    ):  # the spread-aware inverse: what the PEM learns on spread features
         implied = np.asarray(pem["implied_log_prior"])
     else:  # the spread model has no fixed point here: Proposition 1's inverse (collapse assumed)
-        implied = implied_log_prior(pem["learned"], recipe.weight_decay, pem["mean_norm_sq"], recipe.loss, True, recipe.alpha)
+        implied = implied_log_prior(
+            pem["learned"], recipe.weight_decay, pem["mean_norm_sq"], recipe.loss, True, recipe.alpha
+        )
     return pem, implied

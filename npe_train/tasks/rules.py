@@ -1,18 +1,27 @@
 """The inference rules and what is scored of them: accuracy per class and count group, the tau sweep, calibration
 (docs/metrics.md, docs/data.md). NumPy in, plain dicts out; imports ``npe_theory`` only.
 """
+
 from __future__ import annotations
 
 import numpy as np
 from scipy.special import softmax
 
-from npe_theory._validate import as_float_array, positive_int
 from npe_theory.errors import InputError
+from npe_theory.validate import as_float_array, positive_int
 
 RULES = ("argmax", "posthoc_la", "npe_la", "npe_marginal", "npe_inverse")
-STALE_RULE = "posthoc_la_stale"  # a shifting stream only: post-hoc LA still using the counts before the last shift
-RULE_NAMES = {"argmax": "argmax (this network)", "posthoc_la": "post-hoc LA", "npe_la": "NPE-LA", "npe_marginal": "NPE marginal",
-              "npe_inverse": "NPE inverse", STALE_RULE: "post-hoc stale"}
+STALE_RULE = (
+    "posthoc_la_stale"  # a shifting stream only: post-hoc LA still using the counts before the last shift
+)
+RULE_NAMES = {
+    "argmax": "argmax (this network)",
+    "posthoc_la": "post-hoc LA",
+    "npe_la": "NPE-LA",
+    "npe_marginal": "NPE marginal",
+    "npe_inverse": "NPE inverse",
+    STALE_RULE: "post-hoc stale",
+}
 # Many / Medium / Few by training count (docs/data.md)
 GROUPS = {"many": lambda n: n > 100, "medium": lambda n: (n >= 20) & (n <= 100), "few": lambda n: n < 20}
 REPORT_GROUPS = ("overall", *GROUPS)  # the keys of every accuracy entry, besides per_class
@@ -34,7 +43,10 @@ def frequency_groups(counts: np.ndarray) -> dict[str, np.ndarray]:
 def group_sizes(y_test: np.ndarray, counts: np.ndarray) -> dict:
     """Per count group: its number of classes and of test samples (what each group's accuracy averages over)."""
     per_class = np.bincount(y_test, minlength=len(counts))
-    return {name: {"classes": int(rule(counts).sum()), "test_samples": int(per_class[rule(counts)].sum())} for name, rule in GROUPS.items()}
+    return {
+        name: {"classes": int(rule(counts).sum()), "test_samples": int(per_class[rule(counts)].sum())}
+        for name, rule in GROUPS.items()
+    }
 
 
 def expected_calibration_error(probs, labels, bins: int = ECE_BINS) -> float:
@@ -43,7 +55,9 @@ def expected_calibration_error(probs, labels, bins: int = ECE_BINS) -> float:
     """
     p = as_float_array("probs", probs, nonnegative=True)
     if p.ndim != 2 or p.shape[0] < 1 or p.shape[1] < 2:
-        raise InputError(f"probs: expected (N, C) class probabilities with N >= 1, C >= 2, got shape {p.shape}")
+        raise InputError(
+            f"probs: expected (N, C) class probabilities with N >= 1, C >= 2, got shape {p.shape}"
+        )
     if not np.allclose(p.sum(1), 1.0, atol=1e-6):
         raise InputError("probs: rows must sum to 1 (softmax outputs)")
     try:
@@ -60,22 +74,30 @@ def _bin_sums(probs: np.ndarray, labels: np.ndarray, bins: int):
     """Per confidence bin (edge_b, edge_b+1], edges = linspace(0, 1, bins + 1): count, number correct, summed confidence."""
     conf, correct = probs.max(1), probs.argmax(1) == labels
     which = np.clip(np.searchsorted(np.linspace(0.0, 1.0, bins + 1), conf, side="left") - 1, 0, bins - 1)
-    return (np.bincount(which, minlength=bins), np.bincount(which, weights=correct, minlength=bins),
-            np.bincount(which, weights=conf, minlength=bins))
+    return (
+        np.bincount(which, minlength=bins),
+        np.bincount(which, weights=correct, minlength=bins),
+        np.bincount(which, weights=conf, minlength=bins),
+    )
 
 
 def reliability_bins(probs, labels, bins: int = ECE_BINS) -> dict:
     """Per bin: count, accuracy and mean confidence (None where empty), for a reliability diagram."""
     n_b, acc, conf = _bin_sums(probs, labels, bins)
-    return {"count": n_b.tolist(), "accuracy": [a / n if n else None for a, n in zip(acc, n_b)],
-            "confidence": [c / n if n else None for c, n in zip(conf, n_b)]}
+    return {
+        "count": n_b.tolist(),
+        "accuracy": [a / n if n else None for a, n in zip(acc, n_b)],
+        "confidence": [c / n if n else None for c, n in zip(conf, n_b)],
+    }
 
 
 def group_accuracy(correct: np.ndarray, y: np.ndarray, counts: np.ndarray) -> dict:
     """Mean per-class accuracy overall and per count group (None where a group has no class), and per class."""
     present = np.bincount(y, minlength=len(counts))
     if not present.all():
-        raise InputError(f"y: class {int(np.argmin(present))} has no test sample; accuracy per class is undefined")
+        raise InputError(
+            f"y: class {int(np.argmin(present))} has no test sample; accuracy per class is undefined"
+        )
     per_class = np.array([correct[y == c].mean() for c in range(len(counts))])
     out = {"overall": float(per_class.mean())}
     for name, rule in GROUPS.items():
@@ -85,9 +107,16 @@ def group_accuracy(correct: np.ndarray, y: np.ndarray, counts: np.ndarray) -> di
     return out
 
 
-def adjusted_logits(rule: str, logits: np.ndarray, eta: np.ndarray, log_prior: np.ndarray, tau: float,
-                    implied_prior: np.ndarray | None = None, stale_prior: np.ndarray | None = None,
-                    marginal_prior: np.ndarray | None = None) -> np.ndarray:
+def adjusted_logits(
+    rule: str,
+    logits: np.ndarray,
+    eta: np.ndarray,
+    log_prior: np.ndarray,
+    tau: float,
+    implied_prior: np.ndarray | None = None,
+    stale_prior: np.ndarray | None = None,
+    marginal_prior: np.ndarray | None = None,
+) -> np.ndarray:
     """argmax: z; posthoc_la: z - tau ln pi (true counts); npe_la: z - tau eta(x);
     npe_marginal: z - tau E_x[eta(x)], the PEM's average output over the training set (count-free, one vector);
     npe_inverse: z - tau ln pi_hat, the log-prior Proposition 1 implies from the learned PEM outputs;
@@ -109,10 +138,14 @@ def available_rules(implied_prior=None, stale_prior=None, marginal_prior=None) -
     """The rules that apply: npe_inverse with an implied prior (a linear PEM), npe_marginal with a marginal one,
     posthoc_la_stale with a stale one."""
     given = {"npe_inverse": implied_prior, "npe_marginal": marginal_prior}
-    return [r for r in RULES if given.get(r, 0) is not None] + ([STALE_RULE] if stale_prior is not None else [])
+    return [r for r in RULES if given.get(r, 0) is not None] + (
+        [STALE_RULE] if stale_prior is not None else []
+    )
 
 
-def accuracy_report(logits, eta, y, counts, tau: float, tau_grid, implied_prior=None, stale_counts=None, marginal_prior=None) -> dict:
+def accuracy_report(
+    logits, eta, y, counts, tau: float, tau_grid, implied_prior=None, stale_counts=None, marginal_prior=None
+) -> dict:
     """Accuracy of every rule at ``tau`` and over ``tau_grid``; npe_inverse only when ``implied_prior`` is given,
     npe_marginal only with ``marginal_prior``, posthoc_la_stale only when ``stale_counts`` are. Each count group's
     size (``group_sizes``); where a count group is empty, accuracy by count thirds beside it (``accuracy_by_third``)."""
@@ -129,17 +162,32 @@ def accuracy_report(logits, eta, y, counts, tau: float, tau_grid, implied_prior=
     probs = {rule: softmax(adjusted(rule, tau), axis=1) for rule in rules}
     out = {
         "accuracy": {rule: acc(rule, tau) for rule in rules},
-        "tau_sweep": {rule: {f"{t:g}": {k: v for k, v in acc(rule, t).items() if k != "per_class"} for t in tau_grid} for rule in rules[1:]},
-        "calibration": {rule: {"ece": expected_calibration_error(p, y), "bins": reliability_bins(p, y)} for rule, p in probs.items()},
+        "tau_sweep": {
+            rule: {f"{t:g}": {k: v for k, v in acc(rule, t).items() if k != "per_class"} for t in tau_grid}
+            for rule in rules[1:]
+        },
+        "calibration": {
+            rule: {"ece": expected_calibration_error(p, y), "bins": reliability_bins(p, y)}
+            for rule, p in probs.items()
+        },
     }
     out["group_sizes"] = group_sizes(y, counts)
     if any(g["classes"] == 0 for g in out["group_sizes"].values()):
         thirds = frequency_groups(counts)
-        out["accuracy_by_third"] = {rule: {g: float(np.mean(np.asarray(out["accuracy"][rule]["per_class"])[m])) for g, m in thirds.items()}
-                                    for rule in rules}
+        out["accuracy_by_third"] = {
+            rule: {
+                g: float(np.mean(np.asarray(out["accuracy"][rule]["per_class"])[m]))
+                for g, m in thirds.items()
+            }
+            for rule in rules
+        }
     if len(counts) in INDEX_GROUPS["npe_official"]:
-        out["accuracy_by_index"] = {source: {rule: index_groups(out["accuracy"][rule]["per_class"], table[len(counts)])
-                                             for rule in rules} for source, table in INDEX_GROUPS.items()}
+        out["accuracy_by_index"] = {
+            source: {
+                rule: index_groups(out["accuracy"][rule]["per_class"], table[len(counts)]) for rule in rules
+            }
+            for source, table in INDEX_GROUPS.items()
+        }
     return out
 
 

@@ -8,12 +8,13 @@ prior Proposition 1 implies from the learned PEM outputs). The prior report trea
 training pixel as a sample: its PEM output, its feature vector at the label's resolution, its
 label; the class counts are pixel counts. Imports: torch, ``data/``, ``models/``, ``methods/`` and the rest of ``tasks/``.
 """
+
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-from dataclasses import dataclass
 
 from ..data.segmentation import IGNORE
 from ..methods.trace import PemRecipe
@@ -29,7 +30,9 @@ MAX_REPORT_PIXELS = 1_000_000
 def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
     """conf[t, p] = number of valid pixels of true class t predicted as p (ignored pixels skipped)."""
     keep = target != IGNORE
-    return torch.bincount(target[keep] * num_classes + pred[keep], minlength=num_classes**2).reshape(num_classes, num_classes)
+    return torch.bincount(target[keep] * num_classes + pred[keep], minlength=num_classes**2).reshape(
+        num_classes, num_classes
+    )
 
 
 def segmentation_scores(conf: np.ndarray, counts: np.ndarray) -> dict:
@@ -47,19 +50,31 @@ def segmentation_scores(conf: np.ndarray, counts: np.ndarray) -> dict:
         v = v if members is None else v[members]
         return None if np.all(np.isnan(v)) else float(np.nanmean(v))
 
-    return {"miou": mean(iou), "iou": [None if np.isnan(v) else float(v) for v in iou], "mean_class_accuracy": mean(acc),
-            "pixel_accuracy": float(tp.sum() / max(conf.sum(), 1)), "class_accuracy": [None if np.isnan(v) else float(v) for v in acc],
-            "by_frequency": {g: {"miou": mean(iou, m), "mean_class_accuracy": mean(acc, m)} for g, m in groups.items()}}
+    return {
+        "miou": mean(iou),
+        "iou": [None if np.isnan(v) else float(v) for v in iou],
+        "mean_class_accuracy": mean(acc),
+        "pixel_accuracy": float(tp.sum() / max(conf.sum(), 1)),
+        "class_accuracy": [None if np.isnan(v) else float(v) for v in acc],
+        "by_frequency": {
+            g: {"miou": mean(iou, m), "mean_class_accuracy": mean(acc, m)} for g, m in groups.items()
+        },
+    }
 
 
 def accuracy_entry(scores: dict) -> dict:
     """The classification-style accuracy entry of a rule (mean per-class accuracy overall and per group, per class)."""
-    return {"overall": scores["mean_class_accuracy"], **{g: v["mean_class_accuracy"] for g, v in scores["by_frequency"].items()},
-            "per_class": scores["class_accuracy"]}
+    return {
+        "overall": scores["mean_class_accuracy"],
+        **{g: v["mean_class_accuracy"] for g, v in scores["by_frequency"].items()},
+        "per_class": scores["class_accuracy"],
+    }
 
 
 @torch.no_grad()
-def _training_pixels(model, x_train, y_train, prepare, batch_size: int, seed: int, cap: int = MAX_REPORT_PIXELS):
+def _training_pixels(
+    model, x_train, y_train, prepare, batch_size: int, seed: int, cap: int = MAX_REPORT_PIXELS
+):
     """(eta (P, C), features (P, D), labels (P,)) of a seeded uniform subset of at most ``cap`` valid training pixels,
     read in training mode (batch statistics, shuffled batches of the training size; running statistics restored)."""
     gen = torch.Generator().manual_seed(seed)
@@ -83,7 +98,9 @@ def _training_pixels(model, x_train, y_train, prepare, batch_size: int, seed: in
 
 
 @torch.no_grad()
-def evaluate_segmentation(model, held: Held, trace: dict, recipe: PemRecipe, batch_size: int, seed: int, tau: float) -> dict:
+def evaluate_segmentation(
+    model, held: Held, trace: dict, recipe: PemRecipe, batch_size: int, seed: int, tau: float
+) -> dict:
     """``accuracy`` (mean class accuracy per rule, by frequency group), ``segmentation`` (IoU and the rest per rule) on
     the test set in eval mode, and the prior report (``pem``) on training pixels (pixel counts as the class counts)."""
     data, x_train, x_test, prepare = held.data, held.x_train, held.x_test, held.prepare
@@ -123,7 +140,9 @@ class Segmentation:
         if partner is not None:
             raise ValueError("segmentation: a mixing method's partners are not defined per pixel")
         n = len(labels)
-        rows = np.stack([np.bincount(r[r != IGNORE], minlength=num_classes) for r in labels.reshape(n, -1)]).astype(np.float64)
+        rows = np.stack(
+            [np.bincount(r[r != IGNORE], minlength=num_classes) for r in labels.reshape(n, -1)]
+        ).astype(np.float64)
         return rows, rows.sum(1)
 
     def loss_terms(self, pairs):
@@ -131,7 +150,7 @@ class Segmentation:
 
     def feature_terms(self, h: torch.Tensor, terms):
         """The valid pixels, each with its features at the label's resolution and weight 1."""
-        (y, _), = terms
+        ((y, _),) = terms
         h = pixel_features(h, y.shape[-2:]).movedim(1, -1).reshape(-1, h.shape[1])
         y = y.reshape(-1)
         h, y = h[y != IGNORE], y[y != IGNORE]

@@ -1,10 +1,14 @@
 """Argument checks shared by the public functions: bad input raises ValueError naming the argument."""
+
 from __future__ import annotations
 
 import numpy as np
+
 from .errors import InputError
 
-MAX_CLASSES = 100_000  # more classes than any long-tailed benchmark has (iNaturalist 2018: 8,142); bounds allocations
+MAX_CLASSES = (
+    100_000  # more classes than any long-tailed benchmark has (iNaturalist 2018: 8,142); bounds allocations
+)
 LOSSES = ("exp", "logistic")
 REDUCTIONS = ("sum", "mean")
 
@@ -15,8 +19,12 @@ def as_float_array(name: str, value, *, positive: bool = False, nonnegative: boo
     Refused, naming ``name``: booleans, complex numbers, strings and other non-numbers, ragged
     lists, and integers beyond the float64 range (rather than rounding them to infinity).
     """
-    if type(value).__module__.partition(".")[0] == "torch" and hasattr(value, "detach"):  # a tensor, even one that
-        value = value.detach().cpu()  # requires grad or lives on a GPU: its values (NumPy cannot take those directly)
+    if type(value).__module__.partition(".")[0] == "torch" and hasattr(
+        value, "detach"
+    ):  # a tensor, even one that
+        value = (
+            value.detach().cpu()
+        )  # requires grad or lives on a GPU: its values (NumPy cannot take those directly)
         if value.is_floating_point():
             value = value.double()
     try:

@@ -1,0 +1,85 @@
+"""The training methods ``npe train --method`` knows, one registered entry each (docs/methods.md, docs/extending.md).
+
+A method is the loss the classifier trains with (``objective.ClassifierLoss``), made from the run's
+``MethodSettings``, and how it is usually combined with a PEM: ``joint_pem`` (the PEM loss reaches the
+backbone, as NPE trains it) or a detached probe beside the method (the backbone trains exactly as the
+method alone, and the probe's prior can still be read and used for NPE-LA). ``--pem-detach`` /
+``--no-pem-detach`` put a PEM on top of any method either way. Optional parts a method may declare:
+its classifier head (``classifier``), a deferred re-weighting by default (``drw``), and a hook run
+on the network and optimizer at the start of each epoch and after each step (``stages``, for
+two-stage methods).
+
+    register_method("mymethod", Method(make=lambda s: MyLoss(s.tau), help="..."))
+
+Imports: torch, NumPy, ``npe_theory`` and ``objective.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from npe_theory.registry import Registry
+
+from .objective import CrossEntropy, LogitAdjusted
+
+
+@dataclass(frozen=True)
+class MethodSettings:
+    """What a method's loss may be built from: ``tau`` (logit adjustment), the training ``counts`` (C,), the run's
+    ``epochs``, and the baselines' own settings (``cb_beta``, ``focal_gamma``, ``ldam_max_margin``, ``ldam_scale``)."""
+
+    tau: float = 1.0
+    counts: np.ndarray | None = None
+    epochs: int = 1
+    cb_beta: float = 0.9999
+    focal_gamma: float = 1.0
+    ldam_max_margin: float = 0.5
+    ldam_scale: float = 30.0
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method: ``make(settings) -> ClassifierLoss`` and how it is run (module docstring). ``drw``: its
+    deferred re-weighting starts at this fraction of the epochs unless ``--drw-epoch`` says otherwise (None: none).
+    ``stages``: ``make_stages(settings, config) -> object`` with ``start_epoch(epoch, model, optimizer)`` and
+    ``after_step(model)`` (None: one stage). ``same_as``: another method this one equals (tested), said in the help."""
+
+    make: Callable[[MethodSettings], object]
+    help: str
+    joint_pem: bool = False
+    classifier: str = "linear"
+    drw: float | None = None
+    stages: Callable | None = None
+    same_as: str | None = None
+
+
+METHODS: Registry[Method] = Registry("method")
+
+
+def register_method(name: str, method: Method) -> Method:
+    return METHODS.register(name, method)
+
+
+def method(name) -> Method:
+    return METHODS.get(name)
+
+
+register_method(
+    "npe",
+    Method(
+        lambda s: CrossEntropy(), "CE + alpha * the PEM's one-way loss, trained jointly (NPE)", joint_pem=True
+    ),
+)
+register_method(
+    "ce", Method(lambda s: CrossEntropy(), "plain cross-entropy (a detached PEM probe beside it)")
+)
+register_method(
+    "la_loss",
+    Method(
+        lambda s: LogitAdjusted(s.tau),
+        "the logit-adjusted loss CE(z + tau ln pi) (Menon et al.; Prior-LT's Bayias)",
+    ),
+)
