@@ -50,7 +50,10 @@ def _from_run(path) -> dict:
 
     run = {
         "counts": field(lambda r: np.asarray(r["counts"], dtype=float), "counts"),
-        "lam": field(lambda r: float(r["config"]["weight_decay"]), "config.weight_decay"),
+        "lam": field(
+            lambda r: float(r["config"].get("pem_weight_decay") or r["config"]["weight_decay"]),
+            "config.pem_weight_decay",
+        ),
         "weight": field(lambda r: float(r["config"]["alpha"]), "config.alpha"),
         "loss": field(lambda r: str(r["config"]["pem_loss"]), "config.pem_loss"),
         "norm_sq": field(lambda r: np.asarray(r["pem"]["mean_norm_sq"], dtype=float), "pem.mean_norm_sq"),

@@ -23,12 +23,28 @@ def _fmt(v, spec=".3f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _decay_line(cfg: dict, results: dict) -> str:
+    """Both weight decays the run trained with, and how each was chosen."""
+    pem = cfg.get("pem_weight_decay", cfg["weight_decay"])
+    how = (
+        f"set for lambda*s = {cfg['target_lambda_s']:g}"
+        if cfg.get("target_lambda_s") is not None
+        else "as given"
+    )
+    shared = " (shared: --shared-decay)" if cfg.get("shared_decay") else ""
+    return (
+        f"  weight decay: backbone {cfg['weight_decay']:.3g}{shared}, PEM {pem:.3g} ({how}; "
+        f"lambda*s felt {results['pem']['lambda_s']:.3g})"
+    )
+
+
 def format_summary(results: dict) -> str:
     cfg = results["config"]
     lines = [
         f"{cfg['dataset']}-LT ({cfg['profile']}, imbalance {cfg['imbalance']:g}), {cfg['model']}, method {cfg['method']}, "
         f"seed {cfg['seed']}, {cfg['epochs']} epochs in {results['train_seconds']:.0f} s; mean per-class "
         f"test accuracy (tau {cfg['tau']:g}):",
+        _decay_line(cfg, results),
         f"  {'rule':<22}" + "".join(f"{g:>9}" for g in GROUPS),
     ]
     lines[-1] += f"{'ECE %':>9}"
@@ -107,9 +123,9 @@ def advice_lines(advice: dict | None) -> list[str]:
     if recipe:
         epochs = "more than 100x the epochs" if recipe["epochs"] is None else f"{recipe['epochs']} epochs"
         lines.append(
-            f"  transient (lambda*s = {recipe['lambda_s']:.3g}): lambda*s = {recipe['target_lambda_s']:g} needs weight decay "
-            f"{recipe['weight_decay']:.3g} with this schedule (--target-lambda-s "
-            f"{recipe['target_lambda_s']:g} sets it), or {epochs}"
+            f"  transient (lambda*s = {recipe['lambda_s']:.3g}): lambda*s = {recipe['target_lambda_s']:g} needs a PEM "
+            f"weight decay of {recipe['pem_weight_decay']:.3g} with this schedule (--pem-weight-decay, or "
+            f"--target-lambda-s {recipe['target_lambda_s']:g}), or {epochs}"
         )
     return lines
 

@@ -48,7 +48,10 @@ def test_target_lambda_s_is_reached_on_each_data_set(tmp_path, settings):
     n = sum(res["counts"])
     steps = [-(-n // res["config"]["batch_size"])] * res["epochs"]
     felt, lines = _felt(
-        tmp_path / "run" / "metrics.jsonl", res["config"]["weight_decay"], res["config"]["momentum"], steps
+        tmp_path / "run" / "metrics.jsonl",
+        res["config"]["pem_weight_decay"],
+        res["config"]["momentum"],
+        steps,
     )
     assert felt == pytest.approx(1.7, rel=1e-9) and lines[-1]["lambda_s"] == pytest.approx(1.7, rel=1e-9)
     assert res["pem"]["lambda_s"] == pytest.approx(1.7, rel=1e-9) and res["advice"]["recipe"] is None
@@ -68,9 +71,9 @@ def test_transient_advice_gives_a_weight_decay_and_epochs_that_reach_equilibrium
     assert lam < 1 and advice["lambda_s"] == lam
     from dataclasses import replace
 
-    assert planned_lambda_s(replace(cfg, weight_decay=advice["weight_decay"]), steps) == pytest.approx(
-        1.0, rel=1e-12
-    )
+    assert planned_lambda_s(
+        replace(cfg, pem_weight_decay=advice["pem_weight_decay"]), steps
+    ) == pytest.approx(1.0, rel=1e-12)
     e = advice["epochs"]
     assert planned_lambda_s(cfg, steps[0], e) >= 1.0 > planned_lambda_s(cfg, steps[0], e - 1)
     assert reach_equilibrium(cfg, steps, 1.0) is None

@@ -199,7 +199,9 @@ def test_each_module_says_what_it_may_import(module):
         assert "import" in doc.lower(), f"{module}: its docstring does not say what it may import"
 
 
-MAX_FUNCTION_LINES = 200  # formatted lines; the two longest (ufm.simulate_ufm, TrainConfig.validate) are near it
+MAX_FUNCTION_LINES = (
+    200  # formatted lines; the two longest (ufm.simulate_ufm, TrainConfig.validate) are near it
+)
 MAX_PARAMETERS = 12  # beyond this a settings dataclass says more (ufm.UFMSettings, loop.step.StepContext)
 MAX_LOOP_ARGS = 8  # the training loop passes objects, not positional plumbing
 

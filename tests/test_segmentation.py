@@ -281,7 +281,7 @@ def test_shapes_run_end_to_end(tmp_path):
         pem["predicted"],
         predicted_priors(
             np.array(res["counts"]),
-            res["config"]["weight_decay"],
+            res["config"]["pem_weight_decay"],
             np.array(pem["mean_norm_sq"]),
             "mean",
             "logistic",

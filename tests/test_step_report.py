@@ -73,7 +73,7 @@ def test_step_report_reads_what_the_pem_trained_on(tmp_path, monkeypatch):
     C = len(res["counts"])
     learned = np.array([(h[labels == c] @ weight[c] + bias[c]).mean() for c in range(C)])
     np.testing.assert_allclose(lines[1]["pem_learned"], learned, atol=2e-5)
-    eq = pem_equilibrium(h, labels, C, res["config"]["weight_decay"], alpha=res["config"]["alpha"])
+    eq = pem_equilibrium(h, labels, C, res["config"]["pem_weight_decay"], alpha=res["config"]["alpha"])
     np.testing.assert_allclose(lines[1]["pem_equilibrium"], eq.eta, atol=1e-6)
 
 

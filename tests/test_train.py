@@ -456,14 +456,21 @@ def test_default_weight_decay_reaches_the_target_and_warns_when_absurd(tmp_path)
     )
     lines = [json.loads(line) for line in open(tmp_path / "r" / "metrics.jsonl")]
     steps = math.ceil(sum(res["counts"]) / 64)
-    felt = res["config"]["weight_decay"] * steps * sum(line["lr"] for line in lines) / (1 - 0.9)
+    felt = res["config"]["pem_weight_decay"] * steps * sum(line["lr"] for line in lines) / (1 - 0.9)
     assert (
         res["config"]["target_lambda_s"] == 1.5
         and felt == pytest.approx(1.5, rel=1e-9)
         and res["pem"]["lambda_s"] == pytest.approx(1.5)
     )
+    from npe_train.data.catalog import dataset
+
+    assert (
+        res["config"]["weight_decay"]
+        == dataset("synthetic").weight_decay
+        != res["config"]["pem_weight_decay"]
+    )
     cfg = make_config(dataset="synthetic", lr=1e-6, epochs=2, out=str(tmp_path / "s"))
     with pytest.warns(
-        UserWarning, match="^weight_decay: lambda\\*s = 1.5 with this schedule needs weight decay"
+        UserWarning, match="^pem_weight_decay: lambda\\*s = 1.5 with this schedule needs a PEM weight decay"
     ):
         build_schedule(cfg, build_data(cfg))

@@ -2,4 +2,4 @@
 give (``files.py``), segmentation sets (``segmentation.py``), shifting class streams' counts (``stream.py``) and training
 batches (``pipeline.py``). The bottom layer: imports ``npe_theory`` and third-party packages only."""
 
-from . import longtail, segmentation  # noqa: F401  (each registers its data sets in catalog.DATASETS)
+from . import digit_pairs, longtail, segmentation  # noqa: F401  (each registers its data sets in catalog.DATASETS)

@@ -22,7 +22,7 @@ def summarize_adaptation(name: str, results: dict) -> dict:
     cfg, series = results["config"], results["adaptation_series"]
     return {
         "name": name,
-        "weight_decay": cfg["weight_decay"],
+        "weight_decay": cfg.get("pem_weight_decay", cfg["weight_decay"]),
         "shift": cfg["shift"][0],
         "seed": cfg["seed"],
         "lambda_s": results["pem"]["lambda_s"],

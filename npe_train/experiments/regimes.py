@@ -26,7 +26,9 @@ def summarize_run(results: dict) -> dict:
     pem, cfg = results["pem"], results["config"]
     return {
         "dataset": cfg["dataset"],
-        "weight_decay": cfg["weight_decay"],
+        "weight_decay": cfg.get(
+            "pem_weight_decay", cfg["weight_decay"]
+        ),  # the PEM's (runs before it had its own: shared)
         "epochs": cfg["epochs"],
         "seed": cfg["seed"],
         "lambda_s": pem["lambda_s"],

@@ -52,9 +52,8 @@ def run_grid(runs: list[TrainConfig], gpus: list[str] | None = None, progress: b
     """Run every config not finished yet; returns the results of all of them, in grid order."""
     todo = [c for c in runs if not (Path(c.out) / "results.json").is_file()]
     for c in runs:  # a finished run is reused only if it is the run this grid asks for
-        derived = (
-            {"weight_decay"} if c.weight_decay is None else set()
-        )  # set from lambda*s when the run starts
+        # set from lambda*s when the run starts
+        derived = {k for k in ("weight_decay", "pem_weight_decay") if getattr(c, k) is None}
         asked, done = asdict(c), read_results(c.out).config if c not in todo else None
         if done is not None and {k: v for k, v in done.items() if k not in derived} != {
             k: v for k, v in asked.items() if k not in derived

@@ -26,6 +26,7 @@ from ..methods.objective import Objective
 from ..methods.trace import PemRecipe
 from ..models.classifiers import build_model
 from ..models.dense import build_seg_model
+from ..models.pem import pem_param_groups
 from ..run.config import TrainConfig
 from ..tasks.classification import Classification
 from ..tasks.segmentation import Segmentation
@@ -66,8 +67,7 @@ def build_data(cfg: TrainConfig, datasets=None):
 
 def build_network(cfg: TrainConfig, data):
     """The backbone with its PEM heads, for the data's input shape and class count."""
-    builder = build_seg_model if dense(cfg) else build_model
-    return builder(
+    args = (
         cfg.model,
         data.input_shape,
         data.num_classes,
@@ -76,10 +76,16 @@ def build_network(cfg: TrainConfig, data):
         cfg.pem_detach,
         cfg.weights,
     )
+    if dense(cfg):
+        return build_seg_model(*args)
+    head = method(cfg.method).classifier  # a cosine classifier for LDAM, at the scale its loss assumes
+    return build_model(*args, classifier=head, scale=cfg.ldam_scale)
 
 
 def pem_recipe(cfg: TrainConfig) -> PemRecipe:
-    return PemRecipe(weight_decay=cfg.weight_decay, momentum=cfg.momentum, alpha=cfg.alpha, loss=cfg.pem_loss)
+    return PemRecipe(
+        weight_decay=cfg.pem_weight_decay, momentum=cfg.momentum, alpha=cfg.alpha, loss=cfg.pem_loss
+    )
 
 
 def build_task(cfg: TrainConfig):
@@ -91,16 +97,36 @@ def build_task(cfg: TrainConfig):
 
 def method_settings(cfg: TrainConfig, counts) -> MethodSettings:
     """What the method's loss is made from: the run's tau, training class counts and epochs."""
-    return MethodSettings(tau=cfg.tau, counts=np.asarray(counts), epochs=cfg.epochs)
+    return MethodSettings(
+        tau=cfg.tau,
+        counts=np.asarray(counts),
+        epochs=cfg.epochs,
+        cb_beta=cfg.cb_beta,
+        focal_gamma=cfg.focal_gamma,
+        ldam_max_margin=cfg.ldam_max_margin,
+        ldam_scale=cfg.ldam_scale,
+    )
 
 
 def build_objective(cfg: TrainConfig, counts) -> Objective:
     """The registered method's classifier loss (``methods/catalog.py``) + alpha * the PEM loss."""
+    m = method(cfg.method)
     return Objective(
-        classifier_loss=method(cfg.method).make(method_settings(cfg, counts)),
+        classifier_loss=m.make(method_settings(cfg, counts)),
         alpha=cfg.alpha,
         pem_loss=cfg.pem_loss,
+        drw_epoch=drw_epoch(cfg),
+        drw_beta=cfg.drw_beta,
     )
+
+
+def drw_epoch(cfg: TrainConfig) -> int | None:
+    """The epoch the deferred re-weighting starts: --drw-epoch, else the method's share of the epochs (LDAM-DRW's code:
+    160 of 200), else None (never)."""
+    if cfg.drw_epoch is not None:
+        return cfg.drw_epoch
+    share = method(cfg.method).drw
+    return None if share is None else int(round(share * cfg.epochs))
 
 
 def build_mixing(cfg: TrainConfig):
@@ -135,7 +161,7 @@ def planned_lambda_s(cfg: TrainConfig, steps, epochs: int | None = None) -> floa
     sched = replace(cfg, epochs=epochs) if epochs != cfg.epochs else cfg
     steps = np.broadcast_to(np.asarray(steps, dtype=np.float64), (epochs,))
     return lambda_s(
-        cfg.weight_decay, [cfg.lr * lr_factor(sched, e) * steps[e] for e in range(epochs)], cfg.momentum
+        cfg.pem_weight_decay, [cfg.lr * lr_factor(sched, e) * steps[e] for e in range(epochs)], cfg.momentum
     )
 
 
@@ -153,7 +179,7 @@ def build_schedule(cfg: TrainConfig, data, world: int = 1):
     if cfg.target_lambda_s is None:
         return cfg, build_stream(cfg, data)
     cfg = with_target_lambda_s(
-        cfg, build_stream(replace(cfg, weight_decay=cfg.weight_decay or 1.0), data), world
+        cfg, build_stream(replace(cfg, pem_weight_decay=cfg.pem_weight_decay or 1.0), data), world
     )
     return cfg, build_stream(cfg, data)
 
@@ -167,19 +193,20 @@ def with_target_lambda_s(cfg: TrainConfig, stream, world: int = 1) -> TrainConfi
     if cfg.target_lambda_s is None:
         return cfg
     per_unit = planned_lambda_s(
-        replace(cfg, weight_decay=1.0), planned_steps(stream, cfg.batch_size, world, cfg.epochs)
+        replace(cfg, pem_weight_decay=1.0), planned_steps(stream, cfg.batch_size, world, cfg.epochs)
     )
     wd = float(cfg.target_lambda_s / per_unit)
     if (
         wd > MAX_SENSIBLE_DECAY
     ):  # the schedule's learning rates sum to little: the decay, not the loss, would drive training
         warnings.warn(
-            f"weight_decay: lambda*s = {cfg.target_lambda_s:g} with this schedule needs weight decay {wd:.3g} (the learning "
-            f"rates sum to {per_unit * (1 - cfg.momentum):.3g} over the run); give --weight-decay, more epochs or a larger "
-            f"--lr",
+            f"pem_weight_decay: lambda*s = {cfg.target_lambda_s:g} with this schedule needs a PEM weight decay of "
+            f"{wd:.3g} (the learning rates sum to {per_unit * (1 - cfg.momentum):.3g} over the run): a run this "
+            f"short is not trained; give more --epochs, a larger --lr or --pem-weight-decay"
+            + (" (with --shared-decay the backbone takes it too)" if cfg.shared_decay else ""),
             stacklevel=2,
         )
-    return replace(cfg, weight_decay=wd)
+    return replace(cfg, pem_weight_decay=wd, weight_decay=wd if cfg.shared_decay else cfg.weight_decay)
 
 
 def reach_equilibrium(
@@ -206,12 +233,13 @@ def reach_equilibrium(
     return {
         "target_lambda_s": target,
         "lambda_s": lam_s,
-        "weight_decay": cfg.weight_decay * target / lam_s,
+        "pem_weight_decay": cfg.pem_weight_decay * target / lam_s,
         "epochs": epochs,
     }
 
 
 def build_optimizer(cfg: TrainConfig, model):
     """SGD with momentum and weight decay on every parameter (the PEM's included), and its per-epoch schedule."""
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    groups = pem_param_groups(model, cfg.pem_weight_decay, cfg.weight_decay)  # the PEM at its own decay
+    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(cfg, e))

@@ -202,7 +202,7 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
                 else None
             )
         line = epoch_record(
-            epoch, lr, losses, felt_decay(trace, cfg.weight_decay, cfg.momentum), t0, report, plan.counts
+            epoch, lr, losses, felt_decay(trace, cfg.pem_weight_decay, cfg.momentum), t0, report, plan.counts
         )
         if report is not None:
             shown = {"npe_la_acc": f"{line['accuracy']['npe_la']:.3f}"} if "accuracy" in line else {}

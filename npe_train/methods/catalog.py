@@ -23,6 +23,7 @@ import numpy as np
 
 from npe_theory.registry import Registry
 
+from .baselines import LDAM, ClassBalanced
 from .objective import CrossEntropy, LogitAdjusted
 
 
@@ -81,5 +82,55 @@ register_method(
     Method(
         lambda s: LogitAdjusted(s.tau),
         "the logit-adjusted loss CE(z + tau ln pi) (Menon et al.; Prior-LT's Bayias)",
+    ),
+)
+register_method(
+    "balanced_softmax",
+    Method(
+        lambda s: LogitAdjusted(1.0),
+        "Balanced Softmax, CE(z + ln pi) (Ren et al. 2020): the la_loss method at tau 1",
+        same_as="la_loss",
+    ),
+)
+register_method(
+    "drw",
+    Method(
+        lambda s: CrossEntropy(),
+        "CE with deferred re-weighting: effective-number class weights "
+        "(beta --drw-beta) from --drw-epoch (default 80% of the epochs)",
+        drw=0.8,
+    ),
+)
+register_method(
+    "cb_ce",
+    Method(
+        lambda s: ClassBalanced(s.counts, s.cb_beta),
+        "class-balanced CE: weights (1 - beta) / "
+        "(1 - beta^N_c), beta --cb-beta, summing to C (Cui et al. 2019)",
+    ),
+)
+register_method(
+    "cb_focal",
+    Method(
+        lambda s: ClassBalanced(s.counts, s.cb_beta, "focal", s.focal_gamma),
+        "class-balanced softmax focal loss, (1 - p_y)^gamma CE with --focal-gamma (Cui et al. 2019)",
+    ),
+)
+register_method(
+    "ldam_drw",
+    Method(
+        lambda s: LDAM(s.counts, s.ldam_max_margin, s.ldam_scale),
+        "LDAM-DRW (Cao et al. 2019): margins ~ N_c^(-1/4), largest --ldam-max-margin, on cosine "
+        "logits scaled by --ldam-scale, deferred re-weighting from --drw-epoch (default 80%)",
+        classifier="cosine",
+        drw=0.8,
+    ),
+)
+register_method(
+    "ldam",
+    Method(
+        lambda s: LDAM(s.counts, s.ldam_max_margin, s.ldam_scale),
+        "LDAM without the deferred re-weighting",
+        classifier="cosine",
     ),
 )

@@ -134,6 +134,22 @@ class ResNet32(nn.Module):
         return F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1).flatten(1)
 
 
+class CosineClassifier(nn.Module):
+    """z_c = scale * cos(w_c, h): the normalized classifier of LDAM (Cao et al. 2019), no bias. ``scale`` sets the
+    logits' range, so the softmax can still be confident."""
+
+    def __init__(self, feature_dim: int, num_classes: int, scale: float = 30.0):
+        super().__init__()
+        self.scale = float(scale)
+        self.weight = nn.Parameter(torch.empty(num_classes, feature_dim).uniform_(-1, 1))
+
+    def forward(self, h):
+        return self.scale * F.normalize(h, dim=1) @ F.normalize(self.weight, dim=1).t()
+
+
+CLASSIFIERS = {"linear": lambda d, c, scale: nn.Linear(d, c), "cosine": CosineClassifier}
+
+
 class NPENet(nn.Module):
     """backbone -> features h -> (classifier logits z, PEM heads). The PEM reads the same features as the classifier."""
 
@@ -145,6 +161,8 @@ class NPENet(nn.Module):
         pem_hidden: int | None = None,
         pem_detach: bool = False,
         feature_dim: int | None = None,
+        classifier: str = "linear",
+        scale: float = 30.0,
     ):
         super().__init__()
         self.backbone = backbone
@@ -154,7 +172,9 @@ class NPENet(nn.Module):
                 "feature_dim: the backbone has no out_features attribute; give the width of the features it returns"
             )
         self.feature_dim = positive_int("feature_dim", feature_dim)
-        self.classifier = nn.Linear(self.feature_dim, num_classes)
+        if classifier not in CLASSIFIERS:
+            raise InputError(f"classifier: unknown {classifier!r}; choose from {', '.join(CLASSIFIERS)}")
+        self.classifier = CLASSIFIERS[classifier](self.feature_dim, num_classes, scale)
         # num_pems = 0 builds the same network without a PEM (for overhead measurements)
         self.pem = (
             PriorEstimator(self.feature_dim, num_classes, num_pems, pem_hidden, pem_detach)
@@ -367,6 +387,8 @@ def build_model(
     pem_hidden: int | None = None,
     pem_detach: bool = False,
     weights: str | None = None,
+    classifier: str = "linear",
+    scale: float = 30.0,
 ) -> NPENet:
     """The registered classification backbone ``name`` with our classifier and PEM on top. A backbone without
     ``out_features`` has its feature width measured by one forward pass at ``input_shape``."""
@@ -383,4 +405,4 @@ def build_model(
     width = getattr(backbone, "out_features", None)
     if entry.prefix or width is None:
         width = feature_width(backbone, input_shape)
-    return NPENet(backbone, num_classes, num_pems, pem_hidden, pem_detach, width)
+    return NPENet(backbone, num_classes, num_pems, pem_hidden, pem_detach, width, classifier, scale)

@@ -82,15 +82,24 @@ class TrainConfig:
     momentum: float = setting(0.9, "SGD momentum (0: plain SGD)")
     weight_decay: float | None = setting(
         None,
-        "SGD weight decay on every parameter, PEM included (default: the value that "
-        f"gives lambda*s = {DEFAULT_LAMBDA_S:g} on this data set and schedule, i.e. "
-        f"--target-lambda-s {DEFAULT_LAMBDA_S:g}: the PEM ends at equilibrium on any data set)",
+        "SGD weight decay of the backbone and classifier (default: the data set's standard value, "
+        "docs/data.md); the PEM's too unless --pem-weight-decay or --target-lambda-s is given",
+    )
+    pem_weight_decay: float | None = setting(
+        None,
+        "the PEM's own SGD weight decay, which sets its scale (lambda*s) and what the report predicts "
+        f"(default: --weight-decay if given, else the value --target-lambda-s {DEFAULT_LAMBDA_S:g} sets)",
     )
     target_lambda_s: float | None = setting(
         None,
-        "set the weight decay so the PEM feels lambda*s = X by the end, computed from "
-        "this data set's steps per epoch and the schedule (overrides --weight-decay; 1 or more "
-        "reaches equilibrium, 1.5 within 0.05 nats of it on four data sets)",
+        "set the PEM's weight decay so it feels lambda*s = X by the end, computed from this data set's "
+        "steps per epoch and the schedule (overrides --pem-weight-decay; 1 or more reaches equilibrium; "
+        f"default {DEFAULT_LAMBDA_S:g} when no weight decay is given)",
+    )
+    shared_decay: bool = setting(
+        False,
+        "one weight decay for every parameter: the backbone takes the PEM's (the recipe before the PEM had "
+        "its own; docs/regimes.md compares the two)",
     )
     schedule: str = setting("cosine", f"{' | '.join(SCHEDULES)}")
     milestones: list[int] = setting([], "step schedule: epochs after which lr x gamma")
@@ -124,6 +133,19 @@ class TrainConfig:
         action="extend",
         metavar="EPOCH=PROFILE:IMBALANCE",
     )
+    drw_epoch: int | None = setting(
+        None,
+        "deferred re-weighting: from this epoch (0-based) the classifier loss weighs "
+        "classes by their effective number (default: the method's, 80% of the epochs for "
+        "drw and ldam_drw; none for the others)",
+    )
+    drw_beta: float = setting(
+        0.9999, "deferred re-weighting: beta of the effective-number weights (1 - beta) / (1 - beta^N_c)"
+    )
+    cb_beta: float = setting(0.9999, "cb_ce, cb_focal: beta of the class-balanced weights")
+    focal_gamma: float = setting(1.0, "cb_focal: focusing exponent gamma of (1 - p_y)^gamma")
+    ldam_max_margin: float = setting(0.5, "ldam, ldam_drw: the rarest class's margin")
+    ldam_scale: float = setting(30.0, "ldam, ldam_drw: scale s of the cosine logits")
     tau: float = setting(1.0, "logit-adjustment strength at inference (and in la_loss)")
     tau_grid: list[float] = setting(
         [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0], "tau values of the recorded tau sweep"
@@ -181,10 +203,15 @@ class TrainConfig:
         cfg.eval_every = (
             (1 if cfg.shift else 0) if cfg.eval_every is None else cfg.eval_every
         )  # a stream: accuracy after shifts
-        if cfg.weight_decay is None and cfg.target_lambda_s is None:
-            cfg.target_lambda_s = (
-                DEFAULT_LAMBDA_S  # the weight decay follows from the data set's steps (loop/build.py)
-            )
+        if cfg.pem_weight_decay is None and cfg.target_lambda_s is None:
+            if cfg.weight_decay is not None and not cfg.shared_decay:
+                cfg.pem_weight_decay = cfg.weight_decay  # one decay given: every parameter takes it
+            else:  # the PEM's decay follows from the data set's steps (loop/build.py)
+                cfg.target_lambda_s = DEFAULT_LAMBDA_S
+        if cfg.shared_decay:
+            cfg.weight_decay = cfg.pem_weight_decay  # None until the target sets it (loop/build.py)
+        elif cfg.weight_decay is None:
+            cfg.weight_decay = entry.weight_decay  # the backbone keeps its data set's standard decay
         if cfg.model is None:
             cfg.model = entry.model
         if cfg.profile is None:
@@ -229,6 +256,11 @@ class TrainConfig:
                 f"no default network for {self.dataset}; choose from {', '.join(model_choices(entry.task))}",
             )
         net = model_entry(self.model)
+        if entry.task != "classification" and METHODS.get(self.method).classifier != "linear":
+            bad(
+                "method",
+                f"{self.method} needs a {METHODS.get(self.method).classifier} classifier, defined for classification only",
+            )
         dense = entry.task == "segmentation"
         if net.task != entry.task:
             bad(
@@ -277,19 +309,37 @@ class TrainConfig:
             "test_fraction",
             "mix_a",
             "mix_tau",
+            "drw_beta",
+            "cb_beta",
+            "focal_gamma",
+            "ldam_max_margin",
+            "ldam_scale",
         )
-        for name in numbers if self.weight_decay is not None else [n for n in numbers if n != "weight_decay"]:
+        decays = ("weight_decay", "pem_weight_decay")
+        for name in [
+            n for n in (*numbers, "pem_weight_decay") if n not in decays or getattr(self, n) is not None
+        ]:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v):
                 bad(name, f"expected a finite number, got {v!r}")
         if self.imbalance < 1:
             bad("imbalance", f"must be a number >= 1 (head over tail count), got {self.imbalance!r}")
-        for name in ("lr", "alpha", "gamma", "mix_a"):
+        for name in ("drw_beta", "cb_beta"):
+            if not 0 <= getattr(self, name) < 1:
+                bad(name, f"expected a number in [0, 1), got {getattr(self, name)!r}")
+        for name in ("focal_gamma", "ldam_max_margin"):
+            if getattr(self, name) < 0:
+                bad(name, f"expected a number >= 0, got {getattr(self, name)!r}")
+        for name in ("lr", "alpha", "gamma", "mix_a", "ldam_scale"):
             if getattr(self, name) <= 0:
                 bad(name, f"expected a number > 0, got {getattr(self, name)!r}")
-        if self.weight_decay is None and self.target_lambda_s is None:
-            bad("weight_decay", "give a weight decay or --target-lambda-s")
-        for name in ("weight_decay", "tau") if self.weight_decay is not None else ("tau",):
+        if self.pem_weight_decay is None and self.target_lambda_s is None:
+            bad("pem_weight_decay", "give the PEM's weight decay or --target-lambda-s")
+        if self.weight_decay is None and not (self.shared_decay and self.target_lambda_s is not None):
+            bad("weight_decay", "give the backbone's weight decay (or --shared-decay with --target-lambda-s)")
+        if not isinstance(self.shared_decay, bool):
+            bad("shared_decay", f"expected true or false, got {self.shared_decay!r}")
+        for name in [n for n in ("weight_decay", "tau") if getattr(self, n) is not None]:
             if getattr(self, name) < 0:
                 bad(name, f"expected a number >= 0, got {getattr(self, name)!r}")
         if not 0 <= self.momentum < 1:
@@ -320,6 +370,8 @@ class TrainConfig:
             )
         for name, most in (("workers", 1024), ("warmup_epochs", None), ("eval_every", MAX_COUNT)):
             setattr(self, name, nonnegative_int(name, getattr(self, name), maximum=most))
+        if self.drw_epoch is not None:
+            self.drw_epoch = nonnegative_int("drw_epoch", self.drw_epoch, maximum=MAX_COUNT)
         self.seed = nonnegative_int("seed", self.seed, maximum=2**63 - 1)
         if self.target_lambda_s is not None and (
             isinstance(self.target_lambda_s, bool)
@@ -328,9 +380,15 @@ class TrainConfig:
             or not 0 < self.target_lambda_s <= 1e3
         ):
             bad("target_lambda_s", f"expected a number in (0, 1000], got {self.target_lambda_s!r}")
-        if self.weight_decay is not None and self.weight_decay == 0:
+        if self.weight_decay == 0 and self.pem_weight_decay == 0:
             bad(
                 "weight_decay",
+                "must be > 0 for the PEM: without it its output grows without bound "
+                "(give --pem-weight-decay to decay the PEM alone)",
+            )
+        if self.pem_weight_decay is not None and not self.pem_weight_decay > 0:
+            bad(
+                "pem_weight_decay",
                 "must be > 0: without it the PEM output (joint, or the baselines' probe) grows without bound",
             )
         if self.warmup_epochs >= self.epochs:
