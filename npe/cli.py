@@ -63,6 +63,7 @@ TRAIN_COMMANDS = {
     "train": "train a network with PEMs on long-tailed data and report its learned priors",
     "sweep": "run seeds x methods x imbalances and write one mean/std table (CSV and Markdown)",
     "compare": "print finished runs side by side",
+    "reproduce": "run a results table (a TOML file or a shipped one) and write table.md and table.csv",
     "eval": "score a finished run on another test set or another test label distribution",
 }  # npe_train.cli registers them
 

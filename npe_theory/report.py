@@ -292,6 +292,11 @@ def pem_report(
 def summary_lines(pem: dict) -> list[str]:
     """The report in a few printable lines: every reference's centered RMSE, the regime and its note."""
     lines = []
+    if any(r.of == "learned_eval" and k in pem["prior_match"] for k, r in REFERENCES.items()):
+        lines.append(
+            "  (lines without 'eval-mode': the PEM's training-mode outputs, what its loss saw; 'eval-mode': the "
+            "outputs NPE-LA subtracts, with BatchNorm's running statistics; docs/report.md)"
+        )
     for key, ref in REFERENCES.items():
         m = pem["prior_match"].get(key)
         if m is None:

@@ -38,10 +38,19 @@ def _decay_line(cfg: dict, results: dict) -> str:
     )
 
 
+def _imbalance(cfg: dict, counts) -> str:
+    """The head-over-tail ratio the run trained at: the profile's, or the data's own measured one (natural counts)."""
+    if cfg["profile"] != "natural":
+        return f"{cfg['imbalance']:g}"
+    c = [n for n in counts if n > 0]
+    return f"{max(c) / min(c):.3g}, measured" if c else "-"
+
+
 def format_summary(results: dict) -> str:
     cfg = results["config"]
     lines = [
-        f"{cfg['dataset']}-LT ({cfg['profile']}, imbalance {cfg['imbalance']:g}), {cfg['model']}, method {cfg['method']}, "
+        f"{cfg['dataset']}-LT ({cfg['profile']}, imbalance {_imbalance(cfg, results['counts'])}), {cfg['model']}, "
+        f"method {cfg['method']}, "
         f"seed {cfg['seed']}, {cfg['epochs']} epochs in {results['train_seconds']:.0f} s; mean per-class "
         f"test accuracy (tau {cfg['tau']:g}):",
         _decay_line(cfg, results),
@@ -130,6 +139,12 @@ def advice_lines(advice: dict | None) -> list[str]:
     return lines
 
 
+def _table_names() -> list[str]:
+    from .experiments.reproduce import shipped_tables
+
+    return list(shipped_tables())
+
+
 def _overrides(args, names) -> dict:
     return {k: getattr(args, k) for k in names}
 
@@ -168,6 +183,29 @@ def cmd_sweep(args) -> int:
     )
     table = summarize(run_grid(runs, args.gpus, progress=not args.quiet))
     csv_path, md_path = write_tables(table, out)
+    print(md_path.read_text())
+    print(f"wrote {csv_path} and {md_path}")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from .experiments.reproduce import load_table, plan, summarize_rows, write_table
+    from .experiments.sweep import run_grid
+
+    table = load_table(args.table)
+    out = Path(args.out or f"runs/reproduce/{Path(args.table).stem}")
+    overrides = {k: v for k, v in (("data_dir", args.data_dir), ("device", args.device)) if v is not None}
+    runs = plan(table, out, overrides)
+    print(f"{table.title}: {len(table.rows)} rows x {len(table.seeds)} seeds = {len(runs)} runs in {out}")
+    if args.dry_run:
+        for row, cfg in runs:
+            state = "done" if (Path(cfg.out) / "results.json").is_file() else "to run"
+            print(
+                f"  {row.name:<24} seed {cfg.seed}  {cfg.dataset} {cfg.method} {cfg.epochs} epochs  {cfg.out}  ({state})"
+            )
+        return 0
+    results = run_grid([cfg for _, cfg in runs], args.gpus, progress=not args.quiet)
+    csv_path, md_path = write_table(table, summarize_rows(table, runs, results), out)
     print(md_path.read_text())
     print(f"wrote {csv_path} and {md_path}")
     return 0
@@ -324,6 +362,18 @@ def register(sub, helps: dict[str, str]) -> None:
     p.add_argument("--out", default="runs/sweep", help="sweep folder (default runs/sweep)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("reproduce", help=helps["reproduce"])
+    p.add_argument(
+        "table", metavar="TABLE", help="a table file (TOML), or a shipped table: " + ", ".join(_table_names())
+    )
+    p.add_argument("--data-dir", help="the data folder every run reads (CIFAR tables)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N for every run")
+    p.add_argument("--gpus", nargs="+", help="spread runs over these GPU ids (one run per GPU at a time)")
+    p.add_argument("--out", help="table folder (default runs/reproduce/TABLE)")
+    p.add_argument("--dry-run", action="store_true", help="print the runs it would make, and which are done")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("compare", help=helps["compare"])
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")

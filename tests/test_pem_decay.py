@@ -7,6 +7,7 @@ import json
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,3 +92,19 @@ def test_one_decay_given_applies_to_both():
 def test_bad_decays_name_the_argument(kw, word):
     with pytest.raises(InputError, match=f"^{word}"):
         make_config(dataset="synthetic", **kw)
+
+
+def test_a_run_that_has_not_fit_says_so(tmp_path):
+    """A collapsed run (a learning rate too small to move) is labelled under-fit, never a bare regime; a fitted one not."""
+    from npe_train.tasks.prior import fit_status
+
+    kw = dict(dataset="synthetic", imbalance=10, n_max=60, pem_weight_decay=1e-2)
+    stuck = train(make_config(**kw, epochs=3, lr=1e-6, out=str(tmp_path / "stuck")), progress=False)
+    fitted = train(make_config(**kw, epochs=20, lr=0.05, out=str(tmp_path / "fit")), progress=False)
+    assert not stuck["fit"]["fitted"] and stuck["pem"]["regime"].endswith(", under-fit")
+    assert "has not fit its training data" in stuck["pem"]["regime_note"]
+    assert fitted["fit"]["fitted"] and "under-fit" not in fitted["pem"]["regime"]
+    counts = np.array(stuck["counts"], dtype=float)
+    pi = counts / counts.sum()
+    assert stuck["fit"]["prior_loss"] == pytest.approx(-(pi * np.log(pi)).sum())
+    assert fit_status(float("nan"), counts)["fitted"] is False

@@ -22,6 +22,7 @@ import numpy as np
 
 from npe_theory.io import atomic_write
 from npe_theory.priors import count_profile
+from npe_theory.registry import Registry
 
 from .catalog import DataRequest, register_dataset
 from .files import DataError, load_cifar, load_image_folder, load_npy
@@ -44,6 +45,7 @@ class LongTailData:
     )
     y_val: np.ndarray | None = None
     val_source: str | None = None  # where it came from, for the report
+    train_index: np.ndarray | None = None  # the training samples' indices in the source's training arrays
 
     def __post_init__(self):
         # Canonical strides whatever the source: torch keeps a view's strides (even on size-1 axes), and
@@ -182,11 +184,31 @@ def unused_balanced(y: np.ndarray, used: np.ndarray, num_classes: int, seed: int
     return None if v < MIN_VAL_PER_CLASS else np.concatenate([p[:v] for p in pools])
 
 
-def long_tail_index(y, counts: np.ndarray, rng) -> np.ndarray:
-    """Indices of the first counts[c] samples of class c after a seeded shuffle."""
+LT_GENERATORS = Registry("long-tailed subset generator", "lt_generator")
+
+
+@LT_GENERATORS.register("toolkit")
+def long_tail_index(y, counts: np.ndarray, rng, seed: int = 0) -> np.ndarray:
+    """Indices of the first counts[c] samples of class c after a seeded shuffle (the run's generator ``rng``)."""
     idx = []
     for c, n in enumerate(counts):
         pool = rng.permutation(np.flatnonzero(y == c))
+        if len(pool) < n:
+            raise DataError(f"n_max: class {c} has {len(pool)} training samples, the profile asks for {n}")
+        idx.append(pool[:n])
+    return np.concatenate(idx)
+
+
+@LT_GENERATORS.register("ldam")
+def ldam_index(y, counts: np.ndarray, rng, seed: int = 0) -> np.ndarray:
+    """The LDAM-DRW code's CIFAR-LT subset: a NumPy RandomState seeded with ``seed``, each class's indices (in class
+    order, ascending) shuffled in turn by it, the first counts[c] kept. ``rng`` is not used, so the run's other draws
+    stay where the toolkit's generator leaves them only in distribution, not in value."""
+    legacy = np.random.RandomState(seed)
+    idx = []
+    for c, n in enumerate(counts):
+        pool = np.flatnonzero(y == c)
+        legacy.shuffle(pool)
         if len(pool) < n:
             raise DataError(f"n_max: class {c} has {len(pool)} training samples, the profile asks for {n}")
         idx.append(pool[:n])
@@ -243,7 +265,7 @@ def long_tailed(src: Source, request: DataRequest, name: str) -> LongTailData:
         if request.profile == "natural"
         else count_profile(request.profile, C, int(n_max), request.imbalance)
     )
-    used = long_tail_index(y, counts, rng)
+    used = LT_GENERATORS.get(request.lt_generator)(y, counts, rng, request.seed)
     if src.x_val is not None:
         val, source = (src.x_val, src.y_val), src.val_source
     else:
@@ -252,7 +274,7 @@ def long_tailed(src: Source, request: DataRequest, name: str) -> LongTailData:
             ((None, None), None) if keep is None else ((x[keep], y[keep]), "unused training samples")
         )
     xt, yt = _balanced(xt, yt, C, rng)
-    return LongTailData(x[used], y[used], xt, yt, counts, name, src.names, *val, source)
+    return LongTailData(x[used], y[used], xt, yt, counts, name, src.names, *val, source, train_index=used)
 
 
 def build(

@@ -57,6 +57,7 @@ def data_request(cfg: TrainConfig, datasets=None) -> DataRequest:
         test_fraction=cfg.test_fraction,
         lists={"train": cfg.train_list, "test": cfg.test_list, "val": cfg.val_list},
         datasets=None if datasets is None else tuple(datasets),
+        lt_generator=cfg.lt_generator,
     )
 
 

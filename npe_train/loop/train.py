@@ -21,6 +21,7 @@ Imports: every layer below it (``data/``, ``models/``, ``methods/``, ``tasks/``,
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import time
@@ -44,6 +45,7 @@ from ..run.metrics import TensorBoardLog, epoch_record, json_lines, write_metric
 from ..run.results import SCHEMA, environment
 from ..run.runfolder import claim, open_run
 from ..tasks.base import Held
+from ..tasks.prior import fit_status, mark_underfit
 from .build import (
     build_data,
     build_mixing,
@@ -80,6 +82,20 @@ def _wrap(model, compile_mode: str, rank_info, device):
         # to their size (two compilations, no more), rather than a symbolic recompilation on the second size
         net = torch.compile(net, mode=None if compile_mode == "default" else compile_mode, dynamic=False)
     return net
+
+
+def subset_record(data, generator: str) -> dict | None:
+    """Which source samples the run trained on: their indices, a SHA-256 of them (int64, little-endian) to compare
+    subsets across runs and toolkits at a glance, and the generator that drew them."""
+    if data.train_index is None:
+        return None
+    index = np.asarray(data.train_index, dtype="<i8")
+    return {
+        "generator": generator,
+        "sha256": hashlib.sha256(index.tobytes()).hexdigest(),
+        "size": int(index.size),
+        "index": index.tolist(),
+    }
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, task=None, datasets=None) -> dict:
@@ -220,7 +236,11 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
         report = task.evaluate(model, held, trace, stream.now(cfg.epochs - 1, trace))
     if not rank_info.main:
         return {"rank": rank_info.rank}
+    fit = fit_status(metrics[-1]["ce"], stream.counts_at(cfg.epochs - 1))
+    mark_underfit(report["pem"], fit)
     results = {
+        "fit": fit,
+        "train_subset": subset_record(data, cfg.lt_generator),
         "schema": SCHEMA,
         "config": asdict(cfg),
         "counts": stream.counts_at(cfg.epochs - 1).tolist(),

@@ -21,7 +21,7 @@ from npe_theory.losses import LOSSES
 from npe_theory.validate import nonnegative_int, positive_int
 
 from ..data.catalog import DATASETS, dataset
-from ..data.longtail import PROFILES
+from ..data.longtail import LT_GENERATORS, PROFILES
 from ..data.pipeline import PIPELINES
 from ..data.stream import parse_schedule
 from ..methods.catalog import METHODS
@@ -60,6 +60,12 @@ class TrainConfig:
     method: str = setting("npe", lambda: _choices(METHODS, "the methods"))
     profile: str | None = setting(
         None, f"count profile: {' | '.join(PROFILES)} (default: exp; natural for folder and npy)"
+    )
+    lt_generator: str = setting(
+        "toolkit",
+        "which samples make the long-tailed subset: toolkit (the run's seeded generator) "
+        "| ldam (the LDAM-DRW code's CIFAR-LT subset: a NumPy RandomState(seed) shuffling "
+        "each class in turn; docs/data.md)",
     )
     imbalance: float = setting(100.0, "head over tail count of the exp and step profiles")
     n_max: int | None = setting(None, "head-class count (default: by data set)")
@@ -234,7 +240,17 @@ class TrainConfig:
         def bad(name, msg):
             raise InputError(f"{name}: {msg}")
 
-        for name in ("dataset", "method", "schedule", "pem_loss", "compile", "pipeline", "profile", "mix"):
+        for name in (
+            "dataset",
+            "method",
+            "lt_generator",
+            "schedule",
+            "pem_loss",
+            "compile",
+            "pipeline",
+            "profile",
+            "mix",
+        ):
             if not isinstance(getattr(self, name), str):
                 bad(name, f"expected a name (a string), got {getattr(self, name)!r}")
         entry = dataset(self.dataset)
@@ -242,6 +258,7 @@ class TrainConfig:
         if self.pem_loss not in LOSSES:
             bad("pem_loss", f"unknown {self.pem_loss!r}; choose from {', '.join(LOSSES)}")
         for name, allowed in (
+            ("lt_generator", tuple(LT_GENERATORS)),
             ("schedule", SCHEDULES),
             ("profile", PROFILES),
             ("compile", COMPILE_MODES),
@@ -458,7 +475,9 @@ def add_config_flags(parser: argparse.ArgumentParser, exclude=()) -> list[str]:
         kind, is_list = _flag_type(hints[f.name])
         default = f.default if f.default is not MISSING else f.default_factory()
         text = f.metadata["help"]() if callable(f.metadata["help"]) else f.metadata["help"]
-        flag, help_text = "--" + f.name.replace("_", "-"), f"{text} (default {default!r})"
+        # a help text that explains its default already does not get a second, bare "(default None)"
+        shown = "" if default is None and "default" in text else f" (default {default!r})"
+        flag, help_text = "--" + f.name.replace("_", "-"), f"{text}{shown}"
         if kind is bool:
             parser.add_argument(flag, dest=f.name, action="store_const", const=True, help=help_text)
             parser.add_argument(

@@ -92,3 +92,33 @@ def prior_report(
             pem["learned"], recipe.weight_decay, pem["mean_norm_sq"], recipe.loss, True, recipe.alpha
         )
     return pem, implied
+
+
+UNDERFIT_SHARE = (
+    0.8  # a classifier loss above this share of the prior's entropy has learned little beyond the prior
+)
+
+
+def fit_status(train_loss: float, counts) -> dict:
+    """Whether the classifier fit its training data: its last epoch's loss against H(pi) = -sum pi_c ln pi_c, the loss
+    of predicting the class prior alone. ``fitted`` is False above ``UNDERFIT_SHARE`` of it (docs/regimes.md)."""
+    pi = np.asarray(counts, dtype=np.float64)
+    pi = pi[pi > 0] / pi.sum()
+    prior_loss = float(-(pi * np.log(pi)).sum())
+    return {
+        "train_loss": float(train_loss),
+        "prior_loss": prior_loss,
+        "fitted": bool(np.isfinite(train_loss) and train_loss <= UNDERFIT_SHARE * prior_loss),
+    }
+
+
+def mark_underfit(pem: dict, fit: dict) -> None:
+    """A run that has not fit says so in its regime: the PEM's numbers then describe an untrained network."""
+    if fit["fitted"]:
+        return
+    pem["regime"] = f"{pem['regime']}, under-fit"
+    pem["regime_note"] = (
+        f"the classifier has not fit its training data (training loss {fit['train_loss']:.3g} against "
+        f"{fit['prior_loss']:.3g} for predicting the class prior alone): train longer or check the learning "
+        f"rate before reading the PEM's numbers. " + pem["regime_note"]
+    )
