@@ -236,7 +236,7 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
         report = task.evaluate(model, held, trace, stream.now(cfg.epochs - 1, trace))
     if not rank_info.main:
         return {"rank": rank_info.rank}
-    fit = fit_status(metrics[-1]["ce"], stream.counts_at(cfg.epochs - 1))
+    fit = fit_status(metrics, stream.counts_at(cfg.epochs - 1))
     mark_underfit(report["pem"], fit)
     results = {
         "fit": fit,

@@ -97,7 +97,7 @@ register_method(
     Method(
         lambda s: CrossEntropy(),
         "CE with deferred re-weighting: effective-number class weights "
-        "(beta --drw-beta) from --drw-epoch (default 80% of the epochs)",
+        "(beta --drw-beta) from --drw-epoch (default 0.8 of the epochs)",
         drw=0.8,
     ),
 )
@@ -121,7 +121,7 @@ register_method(
     Method(
         lambda s: LDAM(s.counts, s.ldam_max_margin, s.ldam_scale),
         "LDAM-DRW (Cao et al. 2019): margins ~ N_c^(-1/4), largest --ldam-max-margin, on cosine "
-        "logits scaled by --ldam-scale, deferred re-weighting from --drw-epoch (default 80%)",
+        "logits scaled by --ldam-scale, deferred re-weighting from --drw-epoch (default 0.8 of the epochs)",
         classifier="cosine",
         drw=0.8,
     ),

@@ -142,7 +142,7 @@ class TrainConfig:
     drw_epoch: int | None = setting(
         None,
         "deferred re-weighting: from this epoch (0-based) the classifier loss weighs "
-        "classes by their effective number (default: the method's, 80% of the epochs for "
+        "classes by their effective number (default: the method's, 0.8 of the epochs for "
         "drw and ldam_drw; none for the others)",
     )
     drw_beta: float = setting(
@@ -236,6 +236,53 @@ class TrainConfig:
             cfg.out = f"runs/{cfg.dataset}-{cfg.method}-ir{cfg.imbalance:g}-seed{cfg.seed}"
         return cfg
 
+    def _check_numbers(self, bad) -> None:
+        """The numeric settings: finite, in range; the weight decays' combinations."""
+        numbers = (
+            "imbalance",
+            "lr",
+            "alpha",
+            "gamma",
+            "weight_decay",
+            "momentum",
+            "tau",
+            "test_fraction",
+            "mix_a",
+            "mix_tau",
+            "drw_beta",
+            "cb_beta",
+            "focal_gamma",
+            "ldam_max_margin",
+            "ldam_scale",
+        )
+        decays = ("weight_decay", "pem_weight_decay")
+        for name in [
+            n for n in (*numbers, "pem_weight_decay") if n not in decays or getattr(self, n) is not None
+        ]:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v):
+                bad(name, f"expected a finite number, got {v!r}")
+        if self.imbalance < 1:
+            bad("imbalance", f"must be a number >= 1 (head over tail count), got {self.imbalance!r}")
+        for name in ("drw_beta", "cb_beta"):
+            if not 0 <= getattr(self, name) < 1:
+                bad(name, f"expected a number in [0, 1), got {getattr(self, name)!r}")
+        for name in ("focal_gamma", "ldam_max_margin"):
+            if getattr(self, name) < 0:
+                bad(name, f"expected a number >= 0, got {getattr(self, name)!r}")
+        for name in ("lr", "alpha", "gamma", "mix_a", "ldam_scale"):
+            if getattr(self, name) <= 0:
+                bad(name, f"expected a number > 0, got {getattr(self, name)!r}")
+        if self.pem_weight_decay is None and self.target_lambda_s is None:
+            bad("pem_weight_decay", "give the PEM's weight decay or --target-lambda-s")
+        if self.weight_decay is None and not (self.shared_decay and self.target_lambda_s is not None):
+            bad("weight_decay", "give the backbone's weight decay (or --shared-decay with --target-lambda-s)")
+        if not isinstance(self.shared_decay, bool):
+            bad("shared_decay", f"expected true or false, got {self.shared_decay!r}")
+        for name in [n for n in ("weight_decay", "tau") if getattr(self, n) is not None]:
+            if getattr(self, name) < 0:
+                bad(name, f"expected a number >= 0, got {getattr(self, name)!r}")
+
     def validate(self) -> None:
         def bad(name, msg):
             raise InputError(f"{name}: {msg}")
@@ -315,50 +362,7 @@ class TrainConfig:
                 "train_list",
                 f"split lists are read by the list data set (--dataset list), not {self.dataset}",
             )
-        numbers = (
-            "imbalance",
-            "lr",
-            "alpha",
-            "gamma",
-            "weight_decay",
-            "momentum",
-            "tau",
-            "test_fraction",
-            "mix_a",
-            "mix_tau",
-            "drw_beta",
-            "cb_beta",
-            "focal_gamma",
-            "ldam_max_margin",
-            "ldam_scale",
-        )
-        decays = ("weight_decay", "pem_weight_decay")
-        for name in [
-            n for n in (*numbers, "pem_weight_decay") if n not in decays or getattr(self, n) is not None
-        ]:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v):
-                bad(name, f"expected a finite number, got {v!r}")
-        if self.imbalance < 1:
-            bad("imbalance", f"must be a number >= 1 (head over tail count), got {self.imbalance!r}")
-        for name in ("drw_beta", "cb_beta"):
-            if not 0 <= getattr(self, name) < 1:
-                bad(name, f"expected a number in [0, 1), got {getattr(self, name)!r}")
-        for name in ("focal_gamma", "ldam_max_margin"):
-            if getattr(self, name) < 0:
-                bad(name, f"expected a number >= 0, got {getattr(self, name)!r}")
-        for name in ("lr", "alpha", "gamma", "mix_a", "ldam_scale"):
-            if getattr(self, name) <= 0:
-                bad(name, f"expected a number > 0, got {getattr(self, name)!r}")
-        if self.pem_weight_decay is None and self.target_lambda_s is None:
-            bad("pem_weight_decay", "give the PEM's weight decay or --target-lambda-s")
-        if self.weight_decay is None and not (self.shared_decay and self.target_lambda_s is not None):
-            bad("weight_decay", "give the backbone's weight decay (or --shared-decay with --target-lambda-s)")
-        if not isinstance(self.shared_decay, bool):
-            bad("shared_decay", f"expected true or false, got {self.shared_decay!r}")
-        for name in [n for n in ("weight_decay", "tau") if getattr(self, n) is not None]:
-            if getattr(self, name) < 0:
-                bad(name, f"expected a number >= 0, got {getattr(self, name)!r}")
+        self._check_numbers(bad)
         if not 0 <= self.momentum < 1:
             bad("momentum", f"expected a number in [0, 1), got {self.momentum!r}")
         if not 0 < self.test_fraction < 1:

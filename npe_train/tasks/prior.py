@@ -99,9 +99,11 @@ UNDERFIT_SHARE = (
 )
 
 
-def fit_status(train_loss: float, counts) -> dict:
-    """Whether the classifier fit its training data: its last epoch's loss against H(pi) = -sum pi_c ln pi_c, the loss
-    of predicting the class prior alone. ``fitted`` is False above ``UNDERFIT_SHARE`` of it (docs/regimes.md)."""
+def fit_status(metrics, counts) -> dict:
+    """Whether the classifier fit its training data: its last epoch's loss (``metrics``: metrics.jsonl's lines, or the
+    loss itself) against H(pi) = -sum pi_c ln pi_c, the loss of predicting the class prior alone. ``fitted`` is False
+    above ``UNDERFIT_SHARE`` of it (docs/regimes.md)."""
+    train_loss = metrics[-1]["ce"] if isinstance(metrics, list) else metrics
     pi = np.asarray(counts, dtype=np.float64)
     pi = pi[pi > 0] / pi.sum()
     prior_loss = float(-(pi * np.log(pi)).sum())
