@@ -26,7 +26,7 @@ from npe_theory.validate import positive_int
 
 from .catalog import DataRequest, register_dataset
 from .files import DataError, read_image
-from .longtail import LongTailData
+from .longtail import LongTailData, _needs_folder
 
 IGNORE = -100  # torch's default ignore_index of cross_entropy, and of one_way_logistic_loss
 SHAPE_NAMES = ("disk", "square", "triangle", "ring")
@@ -249,14 +249,6 @@ def build_segmentation(
     )
 
 
-def _data_dir(request: DataRequest, name: str) -> str:
-    if request.data_dir is None:
-        raise DataError(
-            f"data_dir: {name} is read from a local folder; pass --data-dir (nothing is downloaded)"
-        )
-    return request.data_dir
-
-
 _SEG = {"task": "segmentation", "model": "fcn", "natural": True, "images": True}
 
 
@@ -276,11 +268,11 @@ def _shapes(request: DataRequest) -> LongTailData:
     "stare", **_SEG, reads=("data_dir",), help="segmentation: STARE retinal vessels from --data-dir"
 )
 def _stare(request: DataRequest) -> LongTailData:
-    return load_stare(_data_dir(request, "stare"), request.image_size, 0.5)
+    return load_stare(_needs_folder(request, "stare"), request.image_size, 0.5)
 
 
 @register_dataset(
     "ade20k", **_SEG, reads=("data_dir",), help="segmentation: ADE20K (ADEChallengeData2016) from --data-dir"
 )
 def _ade20k(request: DataRequest) -> LongTailData:
-    return load_ade20k(_data_dir(request, "ade20k"), request.image_size)
+    return load_ade20k(_needs_folder(request, "ade20k"), request.image_size)

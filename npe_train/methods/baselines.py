@@ -13,13 +13,21 @@ to effective-number class weights from that epoch on (``EpochState.class_weight`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .objective import cross_entropy, effective_number_weights
+
+
+def _on_device(cache: dict, device, make) -> torch.Tensor:
+    """``make()`` (a per-class NumPy vector) as float32 on ``device``, computed once per device."""
+    key = str(device)
+    if key not in cache:
+        cache[key] = torch.as_tensor(make(), dtype=torch.float32, device=device)
+    return cache[key]
 
 
 def _weighted_mean(per_sample: torch.Tensor, labels: torch.Tensor, weight, class_weight) -> torch.Tensor:
@@ -57,26 +65,16 @@ class ClassBalanced:
     _weights: dict = field(default_factory=dict, compare=False, repr=False)
 
     def weights(self, device) -> torch.Tensor:
-        key = str(device)
-        if key not in self._weights:
-            w = effective_number_weights(self.counts, self.beta)
-            self._weights[key] = torch.as_tensor(w, dtype=torch.float32, device=device)
-        return self._weights[key]
+        return _on_device(self._weights, device, lambda: effective_number_weights(self.counts, self.beta))
 
     def __call__(self, z, labels, weight, state):
         w = self.weights(z.device)
         if state.class_weight is not None:  # a DRW schedule on top re-weights again
             w = w * state.class_weight
         if self.base == "focal":
-            return FocalLoss(self.gamma)(z, labels, weight, _with_weight(state, w))
+            return FocalLoss(self.gamma)(z, labels, weight, replace(state, class_weight=w))
         ce = F.cross_entropy(z, labels.clamp_min(0), reduction="none")
         return _weighted_mean(ce, labels, weight, w)
-
-
-def _with_weight(state, w):
-    from dataclasses import replace
-
-    return replace(state, class_weight=w)
 
 
 def ldam_margins(counts, max_margin: float = 0.5) -> np.ndarray:
@@ -97,11 +95,7 @@ class LDAM:
     _margins: dict = field(default_factory=dict, compare=False, repr=False)
 
     def margins(self, device) -> torch.Tensor:
-        key = str(device)
-        if key not in self._margins:
-            m = ldam_margins(self.counts, self.max_margin)
-            self._margins[key] = torch.as_tensor(m, dtype=torch.float32, device=device)
-        return self._margins[key]
+        return _on_device(self._margins, device, lambda: ldam_margins(self.counts, self.max_margin))
 
     def __call__(self, z, labels, weight, state):
         shift = self.scale * self.margins(z.device)[labels.clamp_min(0)]

@@ -70,6 +70,13 @@ def model_entry(name) -> ModelEntry:
     return entry
 
 
+def check_images(name: str, input_shape, channels: int | None = None) -> None:
+    """InputError naming ``model`` unless ``input_shape`` is (C, H, W) (with C = ``channels`` when given)."""
+    if len(input_shape) != 3 or (channels is not None and input_shape[0] != channels):
+        want = "(3, height, width)" if channels == 3 else "(channels, height, width)"
+        raise InputError(f"model: {name} needs {want} images, got inputs of shape {tuple(input_shape)}")
+
+
 def model_choices(task: str) -> list[str]:
     """How the help lists the networks of a task: names, and ``family:NAME`` for families."""
     return [f"{n}:NAME" if e.prefix else n for n, e in MODELS.items() if e.task == task]

@@ -20,7 +20,7 @@ from torch import nn
 from npe_theory.errors import InputError
 from npe_theory.validate import positive_int
 
-from .catalog import MODELS, model_entry, register_model, split_name
+from .catalog import MODELS, check_images, model_entry, register_model, split_name
 from .pem import PriorEstimator
 
 
@@ -311,12 +311,6 @@ def timm_backbone(name: str, weights: str | None = None) -> nn.Module:
     return model
 
 
-def _images(name: str, input_shape, channels: int | None = None) -> None:
-    if len(input_shape) != 3 or (channels is not None and input_shape[0] != channels):
-        want = "(3, height, width)" if channels == 3 else "(channels, height, width)"
-        raise InputError(f"model: {name} needs {want} images, got inputs of shape {tuple(input_shape)}")
-
-
 @register_model(
     "torchvision",
     prefix=True,
@@ -326,7 +320,7 @@ def _images(name: str, input_shape, channels: int | None = None) -> None:
     help="a torchvision classifier, untrained or from --weights, its final Linear removed",
 )
 def _torchvision(input_shape, num_classes, weights=None, name=None):
-    _images(f"torchvision:{name}", input_shape, 3)
+    check_images(f"torchvision:{name}", input_shape, 3)
     return torchvision_backbone(name, weights)
 
 
@@ -339,7 +333,7 @@ def _torchvision(input_shape, num_classes, weights=None, name=None):
     help="a timm model, untrained or from --weights, without its classifier",
 )
 def _timm(input_shape, num_classes, weights=None, name=None):
-    _images(f"timm:{name}", input_shape, 3)
+    check_images(f"timm:{name}", input_shape, 3)
     return timm_backbone(name, weights)
 
 
@@ -364,7 +358,7 @@ def _cnn1d(input_shape, num_classes, weights=None, name=None):
     help="three 2-D conv + BatchNorm stages, 64-d features",
 )
 def _cnn2d(input_shape, num_classes, weights=None, name=None):
-    _images("cnn2d", input_shape)
+    check_images("cnn2d", input_shape)
     return CNN2D(input_shape[0])
 
 
@@ -375,7 +369,7 @@ def _cnn2d(input_shape, num_classes, weights=None, name=None):
     help="the CIFAR ResNet-32 of the long-tail literature",
 )
 def _resnet32(input_shape, num_classes, weights=None, name=None):
-    _images("resnet32", input_shape)
+    check_images("resnet32", input_shape)
     return ResNet32(input_shape[0])
 
 

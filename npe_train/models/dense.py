@@ -21,7 +21,7 @@ from torch import nn
 
 from npe_theory.errors import InputError
 
-from .catalog import model_entry, register_model
+from .catalog import check_images, model_entry, register_model
 from .pem import PriorEstimator
 
 
@@ -136,13 +136,6 @@ def deeplabv3(num_classes: int, weights: str | None = None) -> DeepLabFeatures:
     return DeepLabFeatures(model)
 
 
-def _images(name: str, input_shape) -> None:
-    if len(input_shape) != 3:
-        raise InputError(
-            f"model: {name} needs (channels, height, width) images, got inputs of shape {tuple(input_shape)}"
-        )
-
-
 @register_model(
     "fcn",
     task="segmentation",
@@ -151,7 +144,7 @@ def _images(name: str, input_shape) -> None:
     help="a small encoder-decoder for CPU (three stages, skip connections)",
 )
 def _fcn(input_shape, num_classes, weights=None, name=None):
-    _images("fcn", input_shape)
+    check_images("fcn", input_shape)
     return FCN(input_shape[0])
 
 
@@ -164,7 +157,7 @@ def _fcn(input_shape, num_classes, weights=None, name=None):
     help="torchvision's DeepLab-V3 (ResNet-50) up to its last 1x1 convolution, untrained or from --weights",
 )
 def _deeplabv3(input_shape, num_classes, weights=None, name=None):
-    _images("deeplabv3", input_shape)
+    check_images("deeplabv3", input_shape)
     return deeplabv3(num_classes, weights)
 
 
