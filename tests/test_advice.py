@@ -120,7 +120,7 @@ def test_advice_picks_the_best_rule_and_tau_on_validation_by_brute_force():
     zt, et = xt @ a, xt @ b
     marginal = et.mean(0)
     grid = [0.0, 0.5, 1.0, 2.0]
-    report = accuracy_report(zt, et, yt, counts, 1.0, grid, None, None, marginal)
+    report = accuracy_report(zt, et, yt, counts, 1.0, grid, {"npe_marginal": marginal})
     report["priors"] = {"counts": counts.tolist(), "implied": None, "marginal": marginal.tolist()}
     held = Held(data, torch.as_tensor(xt), torch.as_tensor(xt), lambda x: x, Dist())
     out = advise(model, held, report, 16, 1.0, grid)
@@ -144,11 +144,66 @@ def test_advice_picks_the_best_rule_and_tau_on_validation_by_brute_force():
     assert out["validation"] == {"source": "generated", "per_class": 20, "samples": 60}
 
 
+def test_advice_recommends_the_class_mean_prior_when_it_wins_on_validation():
+    """Logits carry a fixed bias v unrelated to the counts; the class-mean prior is v, so only that rule undoes it."""
+    rng = np.random.default_rng(1)
+    C = 3
+    counts = np.array([200, 40, 5])
+    v = np.array([0.0, 3.0, -3.0])
+    xv, yv = (
+        np.eye(C)[np.repeat(np.arange(C), 20)] * 2 + 0.3 * rng.normal(size=(60, C)),
+        np.repeat(np.arange(C), 20),
+    )
+    xt, yt = (
+        np.eye(C)[np.repeat(np.arange(C), 10)] * 2 + 0.3 * rng.normal(size=(30, C)),
+        np.repeat(np.arange(C), 10),
+    )
+    model = _Biased(v, rng.normal(size=(C, C)))
+    zt, et = model(torch.as_tensor(xt))[0].numpy(), model(torch.as_tensor(xt))[1][0].numpy()
+    grid = [0.5, 1.0, 2.0]
+    priors = {"npe_marginal": et.mean(0), "npe_class_mean": v}
+    report = accuracy_report(zt, et, yt, counts, 1.0, grid, priors)
+    report["priors"] = {
+        "counts": counts.tolist(),
+        "implied": None,
+        "marginal": et.mean(0).tolist(),
+        "class_mean": v.tolist(),
+    }
+    data = LongTailData(xt, yt, xt, yt, counts, "toy", x_val=xv, y_val=yv, val_source="generated")
+    out = advise(
+        model,
+        Held(data, torch.as_tensor(xt), torch.as_tensor(xt), lambda x: x, Dist()),
+        report,
+        16,
+        1.0,
+        grid,
+    )
+    zv = model(torch.as_tensor(xv))[0].numpy()
+    assert _brute_accuracy(zv - v, yv) == 1.0 > _brute_accuracy(zv, yv)
+    assert out["best"]["rule"] == "npe_class_mean" and out["best"]["validation_accuracy"] == 1.0
+    assert out["at_tau"]["npe_class_mean"]["validation"] == pytest.approx(_brute_accuracy(zv - v, yv))
+    assert report["accuracy"]["npe_class_mean"]["overall"] == pytest.approx(_brute_accuracy(zt - v, yt))
+
+
+class _Biased(_Fixed):
+    """logits = x + v (a fixed bias), eta = x @ B."""
+
+    def __init__(self, v, b):
+        super().__init__(np.eye(len(v)), b)
+        self.v = torch.as_tensor(v)
+
+    def forward(self, x):
+        return x + self.v, (x @ self.b)[None], x
+
+
 def test_marginal_rule_and_labels_on_a_run(tmp_path):
     res = train(
         make_config(dataset="digits", imbalance=50, epochs=3, out=str(tmp_path / "run")), progress=False
     )
     assert "npe_marginal" in res["accuracy"] and len(res["priors"]["marginal"]) == 10
+    # the class-mean prior is each class's own mean training-mode output: the diagonal of the class-mean matrix
+    np.testing.assert_allclose(res["priors"]["class_mean"], np.diag(res["pem"]["eta_matrix"]), rtol=1e-12)
+    assert "npe_class_mean" in res["accuracy"] and "npe_class_mean" in res["advice"]["at_tau"]
     counts = np.array(res["counts"])
     data = build("digits", 50.0)
     sizes = group_sizes(data.y_test, counts)

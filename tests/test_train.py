@@ -40,7 +40,14 @@ def test_run_folder_and_results(tmp_path):
     ):
         assert (run / name).is_file(), name
     saved = json.loads((run / "results.json").read_text())
-    assert saved["accuracy"].keys() == {"argmax", "posthoc_la", "npe_la", "npe_marginal", "npe_inverse"}
+    assert saved["accuracy"].keys() == {
+        "argmax",
+        "posthoc_la",
+        "npe_la",
+        "npe_marginal",
+        "npe_class_mean",
+        "npe_inverse",
+    }
     for rule in saved["accuracy"]:
         assert {"overall", "many", "medium", "few", "per_class"} <= saved["accuracy"][rule].keys()
         assert 0 <= saved["accuracy"][rule]["overall"] <= 1

@@ -196,12 +196,12 @@ def test_a_checked_refusal_is_exit_2(monkeypatch, capsys):
 
 
 def test_internal_error_during_a_run_logs_into_the_run_folder(tmp_path, monkeypatch, capsys):
-    import npe_train.loop.train as tr
+    import npe_train.methods.trace as tr
 
     def broken(*args, **kwargs):
         raise TypeError("a bug in the loop")
 
-    monkeypatch.setattr(tr, "record_epoch", broken)
+    monkeypatch.setattr(tr.Trace, "record_epoch", broken)
     err = one_line(
         capsys, main(["train", *BASE, "--out", str(tmp_path / "run")]), 1, "internal error: TypeError"
     )

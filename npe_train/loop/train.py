@@ -37,7 +37,7 @@ from ..data.image_list import on_device
 from ..data.pipeline import DevicePipeline, LoaderPipeline, preparer
 from ..device.distributed import cpu_threads, init_distributed
 from ..methods.feature_sample import EpochOutputs
-from ..methods.trace import epoch_replay, felt_decay, record_epoch
+from ..methods.trace import epoch_replay, felt_decay
 from ..models.pem import check_pem_decay
 from ..run.checkpoint import CHECKPOINT, Trainables, save_checkpoint
 from ..run.config import TrainConfig
@@ -207,8 +207,8 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
                 f"loss became {losses[0]} in epoch {epoch + 1}; the last good checkpoint "
                 f"({'epoch ' + str(epoch) if epoch > 0 else 'none yet'}) is kept in {out}"
             )
-        record_epoch(trace, lr, plan.fractions)
-        trace["stream"] = {"index": subset, "counts": plan.counts}  # what the report reads the PEM against
+        trace.record_epoch(lr, plan.fractions)
+        trace.stream = {"index": subset, "counts": plan.counts}  # what the report reads the PEM against
         if evaluated:
             report = task.evaluate(model, held, trace, stream.now(epoch, trace))
         else:  # the prior report from the outputs the steps computed: no forward pass (a task without it reports at evaluations)
@@ -256,7 +256,7 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
     }
     results["advice"] = {
         **task.advise(model, held, report),
-        "recipe": reach_equilibrium(cfg, [len(f) for f in trace["fractions"]], report["pem"]["lambda_s"]),
+        "recipe": reach_equilibrium(cfg, trace.steps, report["pem"]["lambda_s"]),
     }
     write_json(out / "results.json", results)
     from ..run.plots import plot_run

@@ -10,7 +10,7 @@ travels in the checkpoint, so a resumed run continues its replay where it stoppe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -28,12 +28,12 @@ class PemRecipe:
     alpha: float
     loss: str = "logistic"
 
-    def settings(self, trace: dict) -> PemSettings:
+    def settings(self, trace: Trace) -> PemSettings:
         """The prior report's settings after the epochs in ``trace``: batch-mean loss, decayed bias, weight alpha, and the
         schedule the steps took (each epoch's rate and number of steps; lambda_s from them, ``felt_decay``)."""
-        steps = [len(f) for f in trace["fractions"]]
+        steps = trace.steps
         schedule = (
-            {"lr": [float(v) for v in trace["lrs"]], "epochs": len(steps), "steps": steps} if steps else {}
+            {"lr": [float(v) for v in trace.lrs], "epochs": len(steps), "steps": steps} if steps else {}
         )
         return PemSettings(
             weight_decay=self.weight_decay,
@@ -47,32 +47,55 @@ class PemRecipe:
         )
 
 
-def new_trace(model) -> dict:
-    """The PEM heads' initial weights (K, C, D) and biases (K, C); per-epoch lists the training loop fills."""
-    trace = {
-        "lrs": [],
-        "fractions": [],
-        "init_weight": None,
-        "init_bias": None,
-        "replay": None,
-        "stream": None,
-    }  # the last epoch's samples (a shifting stream) and effective counts, for the report
-    if model.pem is not None and model.pem.is_linear:
-        trace["init_weight"] = np.stack([h.weight.detach().double().cpu().numpy() for h in model.pem.heads])
-        trace["init_bias"] = np.stack([h.bias.detach().double().cpu().numpy() for h in model.pem.heads])
-    return trace
+@dataclass
+class Trace:
+    """What the prior report needs beyond the network: per epoch the learning rate and every step's class shares
+    (steps, C); the PEM heads' initial weights (K, C, D) and biases (K, C), None for a PEM that is not linear; the
+    replay's state (heads and momentum buffers), None before a step; a shifting stream's last epoch
+    (``{"index", "counts"}``), None otherwise. ``as_dict`` / ``from_dict`` are the checkpoint's form."""
 
+    lrs: list = field(default_factory=list)
+    fractions: list = field(default_factory=list)
+    init_weight: np.ndarray | None = None
+    init_bias: np.ndarray | None = None
+    replay: dict | None = None
+    stream: dict | None = None
 
-def record_epoch(trace: dict, lr: float, fractions: np.ndarray) -> None:
-    """Append one epoch: the rate its steps used and each step's class shares (steps, C)."""
-    trace["lrs"].append(lr)
-    trace["fractions"].append(fractions)
+    @classmethod
+    def start(cls, model) -> Trace:
+        """An empty trace holding the PEM heads' initial weights when the PEM is linear."""
+        if model.pem is None or not model.pem.is_linear:
+            return cls()
+        heads = model.pem.heads
+        return cls(
+            init_weight=np.stack([h.weight.detach().double().cpu().numpy() for h in heads]),
+            init_bias=np.stack([h.bias.detach().double().cpu().numpy() for h in heads]),
+        )
+
+    def record_epoch(self, lr: float, fractions: np.ndarray) -> None:
+        """Append one epoch: the rate its steps used and each step's class shares (steps, C)."""
+        self.lrs.append(lr)
+        self.fractions.append(fractions)
+
+    @property
+    def steps(self) -> list[int]:
+        """The number of steps of each epoch so far."""
+        return [len(f) for f in self.fractions]
+
+    def as_dict(self) -> dict:
+        """The fields as a plain dict (what the checkpoint stores)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, value: dict) -> Trace:
+        """Inverse of ``as_dict``; the checkpoint checks the shapes before (``run/checkpoint._check_trace``)."""
+        return cls(**{f.name: value[f.name] for f in fields(cls)})
 
 
 class EpochReplay:
     """Advances the trace's replay over one epoch's steps as their feature rows arrive (``feature_sample.StepRows``)."""
 
-    def __init__(self, trace: dict, recipe: PemRecipe, lr: float, fractions: np.ndarray):
+    def __init__(self, trace: Trace, recipe: PemRecipe, lr: float, fractions: np.ndarray):
         self.trace, self.recipe, self.lr, self.fractions = trace, recipe, lr, fractions
 
     def advance(self, flushed) -> None:
@@ -85,8 +108,8 @@ class EpochReplay:
         ):  # the network diverged: its loss is not finite either, and the loop stops the run
             return
         trace, r = self.trace, self.recipe
-        state = trace["replay"] or {"weight": trace["init_weight"], "bias": trace["init_bias"]}
-        trace["replay"] = replay_steps(
+        state = trace.replay or {"weight": trace.init_weight, "bias": trace.init_bias}
+        trace.replay = replay_steps(
             state,
             rows,
             labels,
@@ -101,19 +124,19 @@ class EpochReplay:
         )
 
 
-def epoch_replay(trace: dict, recipe: PemRecipe, lr: float, fractions: np.ndarray) -> EpochReplay | None:
+def epoch_replay(trace: Trace, recipe: PemRecipe, lr: float, fractions: np.ndarray) -> EpochReplay | None:
     """The epoch's replay, or None for a PEM that is not linear (no replay)."""
-    return None if trace["init_weight"] is None else EpochReplay(trace, recipe, lr, fractions)
+    return None if trace.init_weight is None else EpochReplay(trace, recipe, lr, fractions)
 
 
-def replayed_heads(trace: dict) -> dict | None:
+def replayed_heads(trace: Trace) -> dict | None:
     """The replayed heads ``{"weight", "bias"}`` as ``npe_theory.report.pem_report`` reads them; None for a non-linear PEM or
     before a step."""
-    if trace["replay"] is None:
+    if trace.replay is None:
         return None
-    return {"weight": trace["replay"]["weight"], "bias": trace["replay"]["bias"]}
+    return {"weight": trace.replay["weight"], "bias": trace.replay["bias"]}
 
 
-def felt_decay(trace: dict, weight_decay: float, momentum: float) -> float:
+def felt_decay(trace: Trace, weight_decay: float, momentum: float) -> float:
     """lambda_s = weight_decay * sum over the steps taken of lr_t / (1 - momentum)."""
-    return lambda_s(weight_decay, [lr * len(f) for lr, f in zip(trace["lrs"], trace["fractions"])], momentum)
+    return lambda_s(weight_decay, [lr * k for lr, k in zip(trace.lrs, trace.steps)], momentum)

@@ -26,6 +26,7 @@ import torch
 from npe_theory.errors import InputError
 from npe_theory.io import atomic_write
 
+from ..methods.trace import Trace
 from .config import TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
@@ -100,7 +101,7 @@ def save_checkpoint(
     epoch: int,
     cfg: TrainConfig,
     parts: Trainables,
-    trace: dict,
+    trace: Trace,
     metrics: list[dict],
     written: list[str] | None = None,
 ) -> None:
@@ -122,7 +123,7 @@ def save_checkpoint(
         "epoch": epoch,
         "config": json.dumps(asdict(cfg)),
         "metrics": lines,
-        "trace": _tensors(_packed(trace)),
+        "trace": _tensors(_packed(trace.as_dict())),
     }
     buffer = io.BytesIO()
     torch.save(state, buffer)
@@ -169,7 +170,7 @@ def _read(path: Path, cfg: TrainConfig, device, damaged) -> dict:
     return ckpt
 
 
-def read_finished(path: Path, cfg: TrainConfig, model, device, num_classes: int, num_samples: int) -> dict:
+def read_finished(path: Path, cfg: TrainConfig, model, device, num_classes: int, num_samples: int) -> Trace:
     """A finished run's network into ``model`` and its PEM trace (``npe eval``); the checkpoint checked as on resume."""
 
     def damaged(field: str, why: str):
@@ -178,8 +179,7 @@ def read_finished(path: Path, cfg: TrainConfig, model, device, num_classes: int,
     ckpt = _read(path, cfg, device, damaged)
     if ckpt.get("epoch") != cfg.epochs - 1:
         raise damaged("epoch", f"is {ckpt.get('epoch')!r}: the run has not finished its {cfg.epochs} epochs")
-    trace = _unpacked(_arrays(ckpt.get("trace")))
-    _check_trace(trace, cfg.epochs, num_classes, num_samples, damaged)
+    trace = _checked_trace(ckpt, cfg.epochs, num_classes, num_samples, damaged)
     try:
         model.load_state_dict(ckpt.get("model"))
     except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -189,7 +189,7 @@ def read_finished(path: Path, cfg: TrainConfig, model, device, num_classes: int,
 
 def load_checkpoint(
     path: Path, cfg: TrainConfig, parts: Trainables, device, num_classes: int, num_samples: int
-) -> tuple[int, dict, list[dict]]:
+) -> tuple[int, Trace, list[dict]]:
     """Restore everything ``save_checkpoint`` wrote; returns (the next epoch, the PEM trace, the metrics lines so far)."""
 
     def damaged(field: str, why: str):
@@ -204,8 +204,7 @@ def load_checkpoint(
         not isinstance(m, dict) or m.get("epoch") != i for i, m in enumerate(metrics)
     ):
         raise damaged("metrics", f"do not hold one line per epoch 0..{epoch}")
-    trace = _unpacked(_arrays(ckpt.get("trace")))
-    _check_trace(trace, epoch + 1, num_classes, num_samples, damaged)
+    trace = _checked_trace(ckpt, epoch + 1, num_classes, num_samples, damaged)
     for field, restore in (
         ("model", parts.model.load_state_dict),
         ("optimizer", parts.opt.load_state_dict),
@@ -238,6 +237,13 @@ def _json_field(ckpt: dict, field: str, kind: type, damaged):
     if not isinstance(value, kind):
         raise damaged(field, f"is not a JSON {kind.__name__}")
     return value
+
+
+def _checked_trace(ckpt: dict, epochs: int, num_classes: int, num_samples: int, damaged) -> Trace:
+    """The checkpoint's trace after ``epochs`` epochs, its shapes checked (``_check_trace``)."""
+    trace = _unpacked(_arrays(ckpt.get("trace")))
+    _check_trace(trace, epochs, num_classes, num_samples, damaged)
+    return Trace.from_dict(trace)
 
 
 def _check_trace(trace, epochs: int, num_classes: int, num_samples: int, damaged) -> None:

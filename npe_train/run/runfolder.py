@@ -85,11 +85,11 @@ def open_run(
     """(first epoch, PEM trace, metrics lines): from the checkpoint when resuming, else fresh in a folder holding no
     other run (or, with ``resume``, one killed before its first checkpoint: it starts over). Writes config.json and
     the metrics so far."""
-    from ..methods.trace import new_trace
+    from ..methods.trace import Trace
     from .checkpoint import CHECKPOINT, identity, load_checkpoint
     from .metrics import write_metrics
 
-    start, trace, metrics = 0, new_trace(parts.model), []
+    start, trace, metrics = 0, Trace.start(parts.model), []
     if resume and (out / CHECKPOINT).exists():
         start, trace, metrics = load_checkpoint(
             out / CHECKPOINT, cfg, parts, device, num_classes, num_samples

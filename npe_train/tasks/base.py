@@ -31,6 +31,7 @@ import torch
 
 from ..data.longtail import LongTailData
 from ..device.distributed import Dist
+from ..methods.trace import Trace
 
 
 @dataclass
@@ -67,7 +68,7 @@ class Task(Protocol):
 
     def feature_terms(self, h: torch.Tensor, terms) -> tuple: ...
 
-    def evaluate(self, model, held: Held, trace: dict, now: Now) -> dict: ...
+    def evaluate(self, model, held: Held, trace: Trace, now: Now) -> dict: ...
 
     def figures(self, out, model, held: Held) -> None: ...
 

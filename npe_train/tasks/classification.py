@@ -12,7 +12,7 @@ import torch
 from ..data.image_list import batch, on_device
 from ..data.pipeline import augment, draw_augmentation
 from ..device.distributed import gather_rows
-from ..methods.trace import PemRecipe
+from ..methods.trace import PemRecipe, Trace
 from .base import Held, Now, train_mode_batches
 from .prior import conditional_slopes, forward_mode, prior_report
 from .rules import RULE_NAMES, accuracy_report
@@ -43,10 +43,14 @@ def predict(model, x: torch.Tensor, batch_size: int, prepare, train_mode: bool =
     return tuple(torch.cat(o).double().numpy() for o in outs)
 
 
+# results.json's ``priors`` key of each fixed-prior rule's vector (docs/metrics.md)
+PRIOR_KEYS = {"npe_marginal": "marginal", "npe_class_mean": "class_mean", "npe_inverse": "implied"}
+
+
 def evaluate_run(
     model,
     held: Held,
-    trace: dict,
+    trace: Trace,
     now: Now,
     recipe: PemRecipe,
     batch_size: int,
@@ -110,22 +114,19 @@ def evaluate_run(
     pem["conditional_slopes"] = conditional_slopes(
         pem["eta_matrix"], counts if now.report_counts is None else now.report_counts
     )
-    report = accuracy_report(
-        logits, eta, data.y_test, counts, tau, tau_grid, implied, now.stale_counts, marginal
-    )
-    return {
-        **report,
-        "pem": pem,
-        "priors": {
-            "counts": counts.tolist(),
-            "implied": None if implied is None else implied.tolist(),
-            "marginal": marginal.tolist(),
-        },
+    priors = {
+        "counts": counts.tolist(),
+        "implied": None if implied is None else implied.tolist(),
+        "marginal": marginal.tolist(),
+        "class_mean": pem["learned"],  # training mode, on each class's own samples
     }
+    fixed = {rule: priors[key] for rule, key in PRIOR_KEYS.items()}
+    report = accuracy_report(logits, eta, data.y_test, counts, tau, tau_grid, fixed, now.stale_counts)
+    return {**report, "pem": pem, "priors": priors}
 
 
 def step_report(
-    model, held: Held, trace: dict, now: Now, outputs, recipe: PemRecipe, warm: dict | None = None
+    model, held: Held, trace: Trace, now: Now, outputs, recipe: PemRecipe, warm: dict | None = None
 ) -> dict | None:
     """The prior report of one epoch on the feature rows its own steps computed (``EpochOutputs``), read by the PEM as it
     is at the epoch's end, as the replay and the equilibrium are (no backbone pass); every reference but the spread-aware
@@ -187,7 +188,7 @@ class Classification:
         """Each sample's features count toward each of its labels by the label's loss weight (1 without mixing)."""
         return h, [(t, torch.ones(len(t), device=h.device) if w is None else w) for t, w in terms]
 
-    def evaluate(self, model, held: Held, trace: dict, now: Now) -> dict:
+    def evaluate(self, model, held: Held, trace: Trace, now: Now) -> dict:
         # a cold start: results.json must not depend on where a run was resumed (the warm start is lost with the process)
         return evaluate_run(
             model,
@@ -202,7 +203,7 @@ class Classification:
             self.tau_grid,
         )
 
-    def step_report(self, model, held: Held, trace: dict, now: Now, outputs) -> dict | None:
+    def step_report(self, model, held: Held, trace: Trace, now: Now, outputs) -> dict | None:
         return step_report(model, held, trace, now, outputs, self.recipe, self.warm)
 
     def figures(self, out, model, held: Held) -> list:
@@ -228,17 +229,9 @@ def advise(model, held: Held, report: dict, batch_size: int, tau: float, tau_gri
         model, on_device(data.x_val, held.x_train.device), max(batch_size, 256), held.prepare
     )
     priors = report["priors"]
-    implied = None if priors["implied"] is None else np.asarray(priors["implied"])
+    fixed = {rule: priors.get(key) for rule, key in PRIOR_KEYS.items()}
     val = accuracy_report(
-        logits,
-        eta,
-        data.y_val,
-        np.asarray(priors["counts"]),
-        tau,
-        sorted({*tau_grid, tau}),
-        implied,
-        None,
-        np.asarray(priors["marginal"]),
+        logits, eta, data.y_val, np.asarray(priors["counts"]), tau, sorted({*tau_grid, tau}), fixed
     )
     scores = {("argmax", 0.0): val["accuracy"]["argmax"]["overall"]}
     scores.update(

@@ -14,7 +14,7 @@ import numpy as np
 from npe_theory.priors import implied_log_prior
 from npe_theory.report import pem_report
 
-from ..methods.trace import PemRecipe, replayed_heads
+from ..methods.trace import PemRecipe, Trace, replayed_heads
 from .rules import GROUPS
 
 
@@ -57,7 +57,7 @@ def prior_report(
     labels,
     counts,
     recipe: PemRecipe,
-    trace: dict,
+    trace: Trace,
     linear: bool,
     eta_eval=None,
     references: str = "all",

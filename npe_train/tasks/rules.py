@@ -10,7 +10,7 @@ from scipy.special import softmax
 from npe_theory.errors import InputError
 from npe_theory.validate import as_float_array, positive_int
 
-RULES = ("argmax", "posthoc_la", "npe_la", "npe_marginal", "npe_inverse")
+RULES = ("argmax", "posthoc_la", "npe_la", "npe_marginal", "npe_class_mean", "npe_inverse")
 STALE_RULE = (
     "posthoc_la_stale"  # a shifting stream only: post-hoc LA still using the counts before the last shift
 )
@@ -19,9 +19,13 @@ RULE_NAMES = {
     "posthoc_la": "post-hoc LA",
     "npe_la": "NPE-LA",
     "npe_marginal": "NPE marginal",
+    "npe_class_mean": "NPE class mean",
     "npe_inverse": "NPE inverse",
     STALE_RULE: "post-hoc stale",
 }
+# The rules that subtract one fixed vector (the same for every sample) and the key of ``priors`` that holds it;
+# posthoc_la's vector is ln pi of the counts, npe_la's prior is per sample (eta(x)) and argmax subtracts nothing
+FIXED_PRIOR_RULES = ("npe_marginal", "npe_class_mean", "npe_inverse", STALE_RULE)
 # Many / Medium / Few by training count (docs/data.md)
 GROUPS = {"many": lambda n: n > 100, "medium": lambda n: (n >= 20) & (n <= 100), "few": lambda n: n < 20}
 REPORT_GROUPS = ("overall", *GROUPS)  # the keys of every accuracy entry, besides per_class
@@ -108,53 +112,56 @@ def group_accuracy(correct: np.ndarray, y: np.ndarray, counts: np.ndarray) -> di
 
 
 def adjusted_logits(
-    rule: str,
-    logits: np.ndarray,
-    eta: np.ndarray,
-    log_prior: np.ndarray,
-    tau: float,
-    implied_prior: np.ndarray | None = None,
-    stale_prior: np.ndarray | None = None,
-    marginal_prior: np.ndarray | None = None,
+    rule: str, logits: np.ndarray, eta: np.ndarray, log_prior: np.ndarray, tau: float, priors=None
 ) -> np.ndarray:
-    """argmax: z; posthoc_la: z - tau ln pi (true counts); npe_la: z - tau eta(x);
-    npe_marginal: z - tau E_x[eta(x)], the PEM's average output over the training set (count-free, one vector);
-    npe_inverse: z - tau ln pi_hat, the log-prior Proposition 1 implies from the learned PEM outputs;
-    posthoc_la_stale: z - tau ln pi_old, the prior before the stream's last shift."""
+    """argmax: z; posthoc_la: z - tau ln pi (true counts); npe_la: z - tau eta(x); each rule of
+    ``FIXED_PRIOR_RULES``: z - tau priors[rule], one vector for every sample:
+
+    - npe_marginal: E_x[eta(x)], the PEM's eval-mode output averaged over the training set (count-free);
+    - npe_class_mean: the per-class mean of the PEM's training-mode output on its own class's training samples,
+      the report's learned vector (what is matched against ln N_c);
+    - npe_inverse: ln pi_hat, the log-prior Proposition 1 implies from the learned PEM outputs;
+    - posthoc_la_stale: ln pi_old, the prior before the stream's last shift."""
     if rule not in RULE_NAMES:
         raise InputError(f"rule: unknown {rule!r}; choose from {', '.join(RULE_NAMES)}")
     if rule == "argmax":
         return logits
-    if rule == "npe_inverse":
-        return logits - tau * implied_prior
-    if rule == STALE_RULE:
-        return logits - tau * stale_prior
-    if rule == "npe_marginal":
-        return logits - tau * marginal_prior
-    return logits - tau * (log_prior if rule == "posthoc_la" else eta)
+    if rule == "posthoc_la":
+        return logits - tau * log_prior
+    if rule == "npe_la":
+        return logits - tau * eta
+    vector = (priors or {}).get(rule)
+    if vector is None:
+        raise InputError(f"priors: rule {rule!r} needs its prior vector, none was given")
+    return logits - tau * vector
 
 
-def available_rules(implied_prior=None, stale_prior=None, marginal_prior=None) -> list[str]:
-    """The rules that apply: npe_inverse with an implied prior (a linear PEM), npe_marginal with a marginal one,
-    posthoc_la_stale with a stale one."""
-    given = {"npe_inverse": implied_prior, "npe_marginal": marginal_prior}
-    return [r for r in RULES if given.get(r, 0) is not None] + (
-        [STALE_RULE] if stale_prior is not None else []
+def available_rules(priors=None) -> list[str]:
+    """The rules that apply: argmax, posthoc_la and npe_la always; each fixed-prior rule whose vector ``priors`` holds
+    (npe_inverse needs a linear PEM, posthoc_la_stale a shifting stream)."""
+    given = {k: v for k, v in (priors or {}).items() if v is not None}
+    unknown = set(given) - set(FIXED_PRIOR_RULES)
+    if unknown:
+        raise InputError(
+            f"priors: unknown rule {sorted(unknown)[0]!r}; fixed-prior rules: {FIXED_PRIOR_RULES}"
+        )
+    return [r for r in RULES if r not in FIXED_PRIOR_RULES or r in given] + (
+        [STALE_RULE] if STALE_RULE in given else []
     )
 
 
-def accuracy_report(
-    logits, eta, y, counts, tau: float, tau_grid, implied_prior=None, stale_counts=None, marginal_prior=None
-) -> dict:
-    """Accuracy of every rule at ``tau`` and over ``tau_grid``; npe_inverse only when ``implied_prior`` is given,
-    npe_marginal only with ``marginal_prior``, posthoc_la_stale only when ``stale_counts`` are. Each count group's
-    size (``group_sizes``); where a count group is empty, accuracy by count thirds beside it (``accuracy_by_third``)."""
+def accuracy_report(logits, eta, y, counts, tau: float, tau_grid, priors=None, stale_counts=None) -> dict:
+    """Accuracy of every rule at ``tau`` and over ``tau_grid``; each fixed-prior rule only when ``priors`` holds its
+    vector (``adjusted_logits``), posthoc_la_stale only when ``stale_counts`` are given. Each count group's size
+    (``group_sizes``); where a count group is empty, accuracy by count thirds beside it (``accuracy_by_third``)."""
     log_prior = np.log(counts / counts.sum())
-    stale = None if stale_counts is None else np.log(stale_counts / np.sum(stale_counts))
-    rules = available_rules(implied_prior, stale, marginal_prior)
+    priors = {k: np.asarray(v, dtype=np.float64) for k, v in (priors or {}).items() if v is not None}
+    if stale_counts is not None:
+        priors[STALE_RULE] = np.log(stale_counts / np.sum(stale_counts))
+    rules = available_rules(priors)
 
     def adjusted(rule, t):
-        return adjusted_logits(rule, logits, eta, log_prior, t, implied_prior, stale, marginal_prior)
+        return adjusted_logits(rule, logits, eta, log_prior, t, priors)
 
     def acc(rule, t):
         return group_accuracy(adjusted(rule, t).argmax(1) == y, y, counts)

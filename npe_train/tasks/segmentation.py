@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..data.segmentation import IGNORE
-from ..methods.trace import PemRecipe
+from ..methods.trace import PemRecipe, Trace
 from ..models.dense import pixel_features
 from .base import Held, Now, train_mode_batches
 from .prior import forward_mode, prior_report
@@ -99,7 +99,7 @@ def _training_pixels(
 
 @torch.no_grad()
 def evaluate_segmentation(
-    model, held: Held, trace: dict, recipe: PemRecipe, batch_size: int, seed: int, tau: float
+    model, held: Held, trace: Trace, recipe: PemRecipe, batch_size: int, seed: int, tau: float
 ) -> dict:
     """``accuracy`` (mean class accuracy per rule, by frequency group), ``segmentation`` (IoU and the rest per rule) on
     the test set in eval mode, and the prior report (``pem``) on training pixels (pixel counts as the class counts)."""
@@ -112,7 +112,8 @@ def evaluate_segmentation(
     # the rules of classification, with the class axis last: priors broadcast over pixels
     log_prior = torch.as_tensor(np.log(data.counts / data.counts.sum()), dtype=torch.float32, device=device)
     implied_t = None if implied is None else torch.as_tensor(implied, dtype=torch.float32, device=device)
-    rules = available_rules(implied)
+    priors = {"npe_inverse": implied_t}
+    rules = available_rules(priors)
     conf = {r: torch.zeros(C, C, dtype=torch.int64, device=device) for r in rules}
     y_test = torch.as_tensor(data.y_test, device=device)
     model.eval()
@@ -121,7 +122,7 @@ def evaluate_segmentation(
         z, eta = logits.movedim(1, -1), heads.mean(0).movedim(1, -1)
         y = y_test[i : i + len(logits)]
         for r in rules:
-            conf[r] += confusion(adjusted_logits(r, z, eta, log_prior, tau, implied_t).argmax(-1), y, C)
+            conf[r] += confusion(adjusted_logits(r, z, eta, log_prior, tau, priors).argmax(-1), y, C)
     scores = {r: segmentation_scores(conf[r].cpu().numpy(), data.counts) for r in rules}
     return {"accuracy": {r: accuracy_entry(s) for r, s in scores.items()}, "segmentation": scores, "pem": pem}
 
@@ -156,7 +157,7 @@ class Segmentation:
         h, y = h[y != IGNORE], y[y != IGNORE]
         return h, [(y, torch.ones(len(y), device=h.device))]
 
-    def evaluate(self, model, held: Held, trace: dict, now: Now) -> dict:
+    def evaluate(self, model, held: Held, trace: Trace, now: Now) -> dict:
         return evaluate_segmentation(model, held, trace, self.recipe, self.batch_size, self.seed, self.tau)
 
     def figures(self, out, model, held: Held) -> list:

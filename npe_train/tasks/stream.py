@@ -13,7 +13,7 @@ import torch
 from npe_theory.errors import InputError
 
 from ..data.stream import Shift, draw_stream, pool_by_class, stale_counts, stream_counts
-from ..methods.trace import PemRecipe
+from ..methods.trace import PemRecipe, Trace
 from .adaptation import adaptation_report
 from .base import Now
 
@@ -27,7 +27,7 @@ class Stream(Protocol):
 
     def draw(self, gen: torch.Generator, epoch: int) -> np.ndarray | None: ...
 
-    def now(self, epoch: int, trace: dict) -> Now: ...
+    def now(self, epoch: int, trace: Trace) -> Now: ...
 
     def results(self, metrics: list[dict]) -> dict: ...
 
@@ -52,10 +52,10 @@ class FixedStream:
         """The epoch's samples: None, all of them (no draw is made from ``gen``)."""
         return None
 
-    def now(self, epoch: int, trace: dict) -> Now:
-        """The stream at ``epoch`` as an evaluation reads it; ``trace["stream"]``: the last epoch's "
-        "samples and effective counts."""
-        last = trace.get("stream") or {}
+    def now(self, epoch: int, trace: Trace) -> Now:
+        """The stream at ``epoch`` as an evaluation reads it; ``trace.stream``: the last epoch's samples and effective
+        counts."""
+        last = trace.stream or {}
         return Now(self.counts_at(epoch), last.get("counts"), last.get("index"), self.stale_at(epoch))
 
     def results(self, metrics: list[dict]) -> dict:
