@@ -106,6 +106,10 @@ def method_settings(cfg: TrainConfig, counts) -> MethodSettings:
         focal_gamma=cfg.focal_gamma,
         ldam_max_margin=cfg.ldam_max_margin,
         ldam_scale=cfg.ldam_scale,
+        wb_epochs=cfg.wb_epochs,
+        wb_lr=cfg.wb_lr,
+        wb_weight_decay=cfg.wb_weight_decay,
+        wb_max_norm=cfg.wb_max_norm,
     )
 
 
@@ -127,7 +131,15 @@ def drw_epoch(cfg: TrainConfig) -> int | None:
     if cfg.drw_epoch is not None:
         return cfg.drw_epoch
     share = method(cfg.method).drw
+    if callable(share):
+        return share(method_settings(cfg, None))
     return None if share is None else int(round(share * cfg.epochs))
+
+
+def build_stages(cfg: TrainConfig):
+    """The method's stage hooks (``methods/stages.py``), or None for a one-stage method."""
+    make = method(cfg.method).stages
+    return None if make is None else make(method_settings(cfg, None))
 
 
 def build_mixing(cfg: TrainConfig):

@@ -11,6 +11,7 @@ contracts of ``tasks/``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,7 +71,8 @@ class StepContext:
     """What every epoch of a run steps with. An epoch's plan reads the task, the mixing method, the global
     ``batch_size``, whether inputs are ``augment``-ed, this process's ``rank_info`` and the class count; its steps also
     the (wrapped) network ``net``, its optimizer, the input ``feed`` (``data/pipeline.py``), the objective, bf16
-    autocast (``use_amp``) and CUDA-graph step marks (``cudagraphs``)."""
+    autocast (``use_amp``), CUDA-graph step marks (``cudagraphs``) and a method's hook after each step (``after_step``,
+    ``methods/stages.py``)."""
 
     task: Task
     mixing: Mixing
@@ -84,6 +86,7 @@ class StepContext:
     objective: Objective | None = None
     use_amp: bool = False
     cudagraphs: bool = False
+    after_step: Callable[[], None] | None = None
 
 
 def epoch_plan(
@@ -162,6 +165,8 @@ def _epoch(ctx: StepContext, plan: EpochPlan, state: EpochState, replay, outputs
             torch.compiler.cudagraph_mark_step_begin()
         terms = task.loss_terms(pairs)
         step, h = train_step(ctx.net, ctx.opt, x, terms, ctx.objective, state, ctx.use_amp)
+        if ctx.after_step is not None:
+            ctx.after_step()
         sums += step * len(terms[0][0])
         if outputs is not None:
             outputs.add(h, terms)

@@ -53,6 +53,7 @@ from .build import (
     build_objective,
     build_optimizer,
     build_schedule,
+    build_stages,
     build_task,
     pem_recipe,
     reach_equilibrium,
@@ -139,6 +140,7 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
     check_pem_decay(opt, model)  # the report assumes it; a custom optimizer builder must keep it
     recipe = pem_recipe(cfg)  # how the PEM trains: its replay advances with it (methods/trace.py)
     objective, mixing = build_objective(cfg, data.counts), build_mixing(cfg)
+    stages = build_stages(cfg)  # a two-stage method's hooks (methods/stages.py), or None
     gen = torch.Generator().manual_seed(cfg.seed)  # the same on every rank: one permutation, sharded
     x_train = on_device(data.x_train, device)
     held = Held(
@@ -172,6 +174,7 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
         objective=objective,
         use_amp=use_amp,
         cudagraphs=cudagraphs,
+        after_step=None if stages is None else lambda: stages.after_step(model),
     )
 
     board = TensorBoardLog(cfg.tensorboard) if cfg.tensorboard and rank_info.main else None
@@ -191,13 +194,15 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
     )
     for epoch in bar:
         model.train()
+        if stages is not None:
+            stages.start_epoch(epoch, model, opt)
         now = stream.counts_at(epoch)
         subset = stream.draw(gen, epoch)
         state = objective.at_epoch(
             epoch, now, device
         )  # what the method's loss reads: the current prior, a re-weighting
         plan = epoch_plan(gen, data.y_train, ctx, epoch, now, subset)
-        lr = opt.param_groups[0]["lr"]  # the rate this epoch uses (the scheduler steps after it)
+        lr = opt.param_groups[-1]["lr"]  # the PEM's rate this epoch (the scheduler steps after it)
         evaluated = (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0) or epoch + 1 == cfg.epochs
         outputs = None if evaluated or width is None else EpochOutputs(len(plan.shard), width)
         losses = run_epoch(ctx, plan, state, epoch_replay(trace, recipe, lr, plan.fractions), outputs)

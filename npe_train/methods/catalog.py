@@ -25,12 +25,14 @@ from npe_theory.registry import Registry
 
 from .baselines import LDAM, ClassBalanced
 from .objective import CrossEntropy, LogitAdjusted
+from .stages import WeightBalancing
 
 
 @dataclass(frozen=True)
 class MethodSettings:
     """What a method's loss may be built from: ``tau`` (logit adjustment), the training ``counts`` (C,), the run's
-    ``epochs``, and the baselines' own settings (``cb_beta``, ``focal_gamma``, ``ldam_max_margin``, ``ldam_scale``)."""
+    ``epochs``, and the baselines' own settings (``cb_beta``, ``focal_gamma``, ``ldam_max_margin``, ``ldam_scale``, and
+    Weight Balancing's second stage: ``wb_epochs``, ``wb_lr``, ``wb_weight_decay``, ``wb_max_norm``)."""
 
     tau: float = 1.0
     counts: np.ndarray | None = None
@@ -39,20 +41,24 @@ class MethodSettings:
     focal_gamma: float = 1.0
     ldam_max_margin: float = 0.5
     ldam_scale: float = 30.0
+    wb_epochs: int = 10
+    wb_lr: float = 0.01
+    wb_weight_decay: float = 0.1
+    wb_max_norm: float = 0.1
 
 
 @dataclass(frozen=True)
 class Method:
     """A registered method: ``make(settings) -> ClassifierLoss`` and how it is run (module docstring). ``drw``: its
-    deferred re-weighting starts at this fraction of the epochs unless ``--drw-epoch`` says otherwise (None: none).
-    ``stages``: ``make_stages(settings, config) -> object`` with ``start_epoch(epoch, model, optimizer)`` and
-    ``after_step(model)`` (None: one stage). ``same_as``: another method this one equals (tested), said in the help."""
+    deferred re-weighting starts at this fraction of the epochs, or at the epoch ``drw(settings)`` returns, unless
+    ``--drw-epoch`` says otherwise (None: none). ``stages``: ``stages(settings) -> object`` with
+    ``start_epoch(epoch, model, optimizer)`` and ``after_step(model)`` (``methods/stages.py``; None: one stage). ``same_as``: another method this one equals (tested), said in the help."""
 
     make: Callable[[MethodSettings], object]
     help: str
     joint_pem: bool = False
     classifier: str = "linear"
-    drw: float | None = None
+    drw: float | Callable[[MethodSettings], int] | None = None
     stages: Callable | None = None
     same_as: str | None = None
 
@@ -132,5 +138,16 @@ register_method(
         lambda s: LDAM(s.counts, s.ldam_max_margin, s.ldam_scale),
         "LDAM without the deferred re-weighting",
         classifier="cosine",
+    ),
+)
+register_method(
+    "weight_balancing",
+    Method(
+        lambda s: CrossEntropy(),
+        "Weight Balancing (Alshammari et al. 2022): CE at the tuned --weight-decay, then the last --wb-epochs "
+        "retrain the classifier alone with class-balanced CE (beta --drw-beta), weight decay --wb-weight-decay, "
+        "a cosine rate from --wb-lr and per-class MaxNorm (--wb-max-norm)",
+        drw=lambda s: s.epochs - s.wb_epochs,
+        stages=lambda s: WeightBalancing(s.epochs, s.wb_epochs, s.wb_lr, s.wb_weight_decay, s.wb_max_norm),
     ),
 )

@@ -152,6 +152,16 @@ class TrainConfig:
     focal_gamma: float = setting(1.0, "cb_focal: focusing exponent gamma of (1 - p_y)^gamma")
     ldam_max_margin: float = setting(0.5, "ldam, ldam_drw: the rarest class's margin")
     ldam_scale: float = setting(30.0, "ldam, ldam_drw: scale s of the cosine logits")
+    wb_epochs: int = setting(
+        10, "weight_balancing: the last epochs of the run, which retrain the classifier alone (stage 2)"
+    )
+    wb_lr: float = setting(0.01, "weight_balancing: stage 2's initial learning rate (cosine to 0)")
+    wb_weight_decay: float = setting(0.1, "weight_balancing: the classifier's weight decay in stage 2")
+    wb_max_norm: float = setting(
+        0.1,
+        "weight_balancing: MaxNorm radius as a share of the classifier's row-norm range at stage 2's start "
+        "(r = min + share * (max - min))",
+    )
     tau: float = setting(1.0, "logit-adjustment strength at inference (and in la_loss)")
     tau_grid: list[float] = setting(
         [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0], "tau values of the recorded tau sweep"
@@ -254,6 +264,9 @@ class TrainConfig:
             "focal_gamma",
             "ldam_max_margin",
             "ldam_scale",
+            "wb_lr",
+            "wb_weight_decay",
+            "wb_max_norm",
         )
         decays = ("weight_decay", "pem_weight_decay")
         for name in [
@@ -267,10 +280,10 @@ class TrainConfig:
         for name in ("drw_beta", "cb_beta"):
             if not 0 <= getattr(self, name) < 1:
                 bad(name, f"expected a number in [0, 1), got {getattr(self, name)!r}")
-        for name in ("focal_gamma", "ldam_max_margin"):
+        for name in ("focal_gamma", "ldam_max_margin", "wb_weight_decay", "wb_max_norm"):
             if getattr(self, name) < 0:
                 bad(name, f"expected a number >= 0, got {getattr(self, name)!r}")
-        for name in ("lr", "alpha", "gamma", "mix_a", "ldam_scale"):
+        for name in ("lr", "alpha", "gamma", "mix_a", "ldam_scale", "wb_lr"):
             if getattr(self, name) <= 0:
                 bad(name, f"expected a number > 0, got {getattr(self, name)!r}")
         if self.pem_weight_decay is None and self.target_lambda_s is None:
@@ -393,6 +406,11 @@ class TrainConfig:
             setattr(self, name, nonnegative_int(name, getattr(self, name), maximum=most))
         if self.drw_epoch is not None:
             self.drw_epoch = nonnegative_int("drw_epoch", self.drw_epoch, maximum=MAX_COUNT)
+        self.wb_epochs = positive_int("wb_epochs", self.wb_epochs, maximum=MAX_COUNT)
+        if self.method == "weight_balancing" and self.wb_epochs >= self.epochs:
+            bad("wb_epochs", f"stage 2 takes the last {self.wb_epochs} of {self.epochs} epochs; give fewer than --epochs")
+        if self.wb_max_norm > 1:
+            bad("wb_max_norm", f"expected a share in [0, 1] of the row-norm range, got {self.wb_max_norm!r}")
         self.seed = nonnegative_int("seed", self.seed, maximum=2**63 - 1)
         if self.target_lambda_s is not None and (
             isinstance(self.target_lambda_s, bool)
