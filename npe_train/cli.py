@@ -8,13 +8,16 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from npe_theory.references import table_references
 from npe_theory.report import summary_lines
 
 from .run.config import add_config_flags
 from .run.results import read_results
 from .tasks.rules import REPORT_GROUPS as GROUPS
-from .tasks.rules import RULE_NAMES
+from .tasks.rules import GROUPS as COUNT_GROUPS
+from .tasks.rules import INDEX_GROUPS, INDEX_LABELS, RULE_NAMES
 
 SWEEP_SETS = ("method", "imbalance", "seed", "out")  # a sweep sets these per run itself
 
@@ -78,6 +81,7 @@ def format_summary(results: dict) -> str:
         )
         for rule, v in results["accuracy_by_third"].items():
             lines.append(f"  {RULE_NAMES[rule]:<22}" + " " * 9 + "".join(f"{_fmt(x):>9}" for x in v.values()))
+    lines += index_group_lines(results)
     if (
         "segmentation" in results
     ):  # per pixel: mIoU overall and by pixel-frequency third (docs/segmentation.md)
@@ -105,6 +109,29 @@ def format_summary(results: dict) -> str:
     lines += summary_lines(results["pem"])
     lines.append(f"  run folder: {cfg['out']}")
     return "\n".join(lines)
+
+
+def index_group_lines(results: dict) -> list[str]:
+    """Accuracy by class-index range, as the official codes group CIFAR-LT's classes (head / medium / tail); sources
+    with the same ranges share one block, and a block that repeats the count groups class for class is left out."""
+    by_index, counts = results.get("accuracy_by_index", {}), np.asarray(results["counts"])
+    blocks: dict[tuple, list[str]] = {}
+    for source in by_index:
+        blocks.setdefault(INDEX_GROUPS[source][len(counts)], []).append(source)
+    members = [np.flatnonzero(rule(counts)).tolist() for rule in COUNT_GROUPS.values()]
+    lines = []
+    for ranges, sources in blocks.items():
+        if [list(range(a, b)) for a, b in ranges] == members:
+            continue
+        spans = " / ".join(f"{a}-{b - 1}" for a, b in ranges)
+        label = " and ".join(INDEX_LABELS[s] for s in sources)
+        lines.append(
+            f"  {'by class index':<22}" + " " * 9 + "".join(f"{g:>9}" for g in ("head", "medium", "tail"))
+        )
+        lines.append(f"    ({label}: classes {spans})")
+        for rule, v in by_index[sources[0]].items():
+            lines.append(f"  {RULE_NAMES[rule]:<22}" + " " * 9 + "".join(f"{_fmt(x):>9}" for x in v.values()))
+    return lines
 
 
 def advice_lines(advice: dict | None) -> list[str]:

@@ -40,8 +40,14 @@ def test_a_table_runs_once_and_writes_mean_and_std(tmp_path, capsys):
     accs = [read_results(out / f"CE-seed{s}").raw["accuracy"]["npe_la"]["overall"] for s in (0, 1)]
     assert float(rows[0]["npe_la_overall_mean"]) == pytest.approx(np.mean(accs))
     assert float(rows[0]["npe_la_overall_std"]) == pytest.approx(np.std(accs, ddof=1))
+    heads = [
+        read_results(out / f"CE-seed{s}").raw["accuracy_by_index"]["npe_official"]["npe_la"]["head"]
+        for s in (0, 1)
+    ]
+    assert float(rows[0]["npe_la_npe_official_head_mean"]) == pytest.approx(np.mean(heads))
     md = (out / "table.md").read_text()
     assert "| CE | ce | 2 |" in md and "12.5" in md and "a paper" in md
+    assert "npe_la head (NPE code's index groups)" in md and "npe_la many" in md
     stamp = (out / "CE-seed0" / "results.json").stat().st_mtime_ns
     capsys.readouterr()
     assert main(["reproduce", str(tmp_path / "t.toml"), "--out", str(out), "--dry-run"]) == 0

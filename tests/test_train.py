@@ -340,6 +340,35 @@ def test_expected_calibration_error_against_a_direct_loop():
         expected_calibration_error(np.eye(2), np.array([0, 2]))
 
 
+def test_the_summary_prints_index_groups_beside_count_groups_only_where_they_differ():
+    from npe_train.cli import index_group_lines
+    from npe_train.tasks.rules import accuracy_report
+
+    y = np.repeat(np.arange(100), 2)
+    logits = np.full((200, 100), -5.0)
+    logits[np.arange(200), np.where(y < 50, y, 0)] = 5.0
+    counts = np.array([500 - 4 * c for c in range(100)])
+    rep = accuracy_report(logits, np.zeros_like(logits), y, counts, 1.0, [1.0])
+    lines = index_group_lines({**rep, "counts": counts.tolist()})
+    # 100 classes: the two codes' ranges differ, so each has its block, labelled with its ranges
+    assert [ln.strip() for ln in lines if ln.strip().startswith("(")] == [
+        "(the NPE code's index groups: classes 0-35 / 36-70 / 71-99)",
+        "(Prior-LT's index groups: classes 0-32 / 33-65 / 66-99)",
+    ]
+    # argmax is the first rule of each block: header, label, then argmax
+    assert f"{14 / 35:.3f}" in lines[2] and f"{17 / 33:.3f}" in lines[7]
+    # 10 classes whose count groups are the index groups class for class: nothing to add
+    ten = np.array([1000, 600, 300, 90, 60, 40, 25, 15, 10, 5])
+    y10 = np.repeat(np.arange(10), 3)
+    rep10 = accuracy_report(np.eye(10)[y10], np.zeros((30, 10)), y10, ten, 1.0, [1.0])
+    assert index_group_lines({**rep10, "counts": ten.tolist()}) == []
+    # the same 10 classes with CIFAR-10-LT's counts (8 of them above 100): one shared block
+    cifar = np.array([5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50])
+    rep10 = accuracy_report(np.eye(10)[y10], np.zeros((30, 10)), y10, cifar, 1.0, [1.0])
+    shared = index_group_lines({**rep10, "counts": cifar.tolist()})
+    assert "(the NPE code's index groups and Prior-LT's index groups: classes 0-2 / 3-6 / 7-9)" in shared[1]
+
+
 def test_index_groups_of_the_official_codes():
     from npe_train.tasks.rules import accuracy_report
 

@@ -77,7 +77,9 @@ def test_stage_two_freezes_the_backbone_and_keeps_the_classifier_in_its_ball(tmp
     res = train(cfg, progress=False)
     model = seen["model"]
     after = model.backbone.state_dict()
-    assert all(torch.equal(seen["backbone"][k], after[k]) for k in after)  # weights and any running statistics
+    assert all(
+        torch.equal(seen["backbone"][k], after[k]) for k in after
+    )  # weights and any running statistics
     assert (kind == "batchnorm") == any("running_mean" in k for k in after)
     assert not torch.equal(seen["classifier"], model.classifier.weight.detach())
     norms = torch.linalg.vector_norm(seen["classifier"].double(), dim=1)

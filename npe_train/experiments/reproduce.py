@@ -28,10 +28,11 @@ from npe_theory.errors import InputError
 from npe_theory.io import atomic_write, read_toml_table, write_csv
 
 from ..run.config import TrainConfig, make_config
-from ..tasks.rules import REPORT_GROUPS as GROUPS
+from ..tasks.rules import GROUPS, INDEX_GROUPS
 
 TABLES = "tables"  # package data of npe_train: the shipped tables
 SHOWN_RULES = ("argmax", "posthoc_la", "npe_la", "npe_inverse")
+INDEX_PARTS = ("head", "medium", "tail")
 ROW_KEYS = {"name", "published", "source"}
 
 
@@ -145,6 +146,18 @@ def summarize_rows(table: Table, runs: list[tuple[Row, TrainConfig]], results: l
                 line[f"{rule}_{g}_std"] = (
                     float(np.std(ok, ddof=1)) if len(ok) == len(vals) and len(ok) > 1 else None
                 )
+            for (
+                source
+            ) in INDEX_GROUPS:  # head / medium / tail by class index, as the official codes group CIFAR-LT
+                for part in INDEX_PARTS:
+                    vals = [
+                        res.get("accuracy_by_index", {}).get(source, {}).get(rule, {}).get(part) for res in rs
+                    ]
+                    full = all(v is not None for v in vals)
+                    line[f"{rule}_{source}_{part}_mean"] = float(np.mean(vals)) if full else None
+                    line[f"{rule}_{source}_{part}_std"] = (
+                        float(np.std(vals, ddof=1)) if full and len(vals) > 1 else None
+                    )
         lines.append(line)
     return lines
 
@@ -160,6 +173,9 @@ def write_table(table: Table, lines: list[dict], out: Path) -> tuple[Path, Path]
     head = (
         ["row", "method", "seeds"] + [f"{r} overall" for r in SHOWN_RULES] + [f"npe_la {g}" for g in GROUPS]
     )
+    by_index = any(line.get("npe_la_npe_official_head_mean") is not None for line in lines)
+    if by_index:  # CIFAR-LT's class order: the NPE code's index groups beside the count groups
+        head += [f"npe_la {p} (NPE code's index groups)" for p in INDEX_PARTS]
     head += ["published (not ours)", "source"]
     md = [f"# {table.title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for line in lines:
@@ -167,6 +183,8 @@ def write_table(table: Table, lines: list[dict], out: Path) -> tuple[Path, Path]
             cell(line, f"{r}_overall") for r in SHOWN_RULES
         ]
         cells += [cell(line, f"npe_la_{g}") for g in GROUPS]
+        if by_index:
+            cells += [cell(line, f"npe_la_npe_official_{p}") for p in INDEX_PARTS]
         cells += ["-" if line["published"] is None else f"{line['published']:g}", line["source"] or "-"]
         md.append("| " + " | ".join(cells) + " |")
     md_path = out / "table.md"

@@ -15,7 +15,9 @@ import math
 
 import torch
 
-RADIUS_KEY = "max_norm_radius"  # kept in the optimizer's first group, so a resumed run projects onto the same ball
+RADIUS_KEY = (
+    "max_norm_radius"  # kept in the optimizer's first group, so a resumed run projects onto the same ball
+)
 
 
 class WeightBalancing:
@@ -40,7 +42,9 @@ class WeightBalancing:
         for p in model.parameters():
             p.requires_grad_(id(p) in keep)
         model.backbone.eval()
-        if epoch == self.first:  # the stage begins: a fresh momentum, and the radius from the stage-1 classifier
+        if (
+            epoch == self.first
+        ):  # the stage begins: a fresh momentum, and the radius from the stage-1 classifier
             for p in model.classifier.parameters():
                 optimizer.state.pop(p, None)
             group[RADIUS_KEY] = max_norm_radius(model.classifier.weight, self.share)

@@ -408,7 +408,10 @@ class TrainConfig:
             self.drw_epoch = nonnegative_int("drw_epoch", self.drw_epoch, maximum=MAX_COUNT)
         self.wb_epochs = positive_int("wb_epochs", self.wb_epochs, maximum=MAX_COUNT)
         if self.method == "weight_balancing" and self.wb_epochs >= self.epochs:
-            bad("wb_epochs", f"stage 2 takes the last {self.wb_epochs} of {self.epochs} epochs; give fewer than --epochs")
+            bad(
+                "wb_epochs",
+                f"stage 2 takes the last {self.wb_epochs} of {self.epochs} epochs; give fewer than --epochs",
+            )
         if self.wb_max_norm > 1:
             bad("wb_max_norm", f"expected a share in [0, 1] of the row-norm range, got {self.wb_max_norm!r}")
         self.seed = nonnegative_int("seed", self.seed, maximum=2**63 - 1)

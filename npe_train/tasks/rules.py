@@ -34,6 +34,7 @@ INDEX_GROUPS = {
     "npe_official": {10: ((0, 3), (3, 7), (7, 10)), 100: ((0, 36), (36, 71), (71, 100))},
     "prior_lt": {10: ((0, 3), (3, 7), (7, 10)), 100: ((0, 33), (33, 66), (66, 100))},
 }
+INDEX_LABELS = {"npe_official": "the NPE code's index groups", "prior_lt": "Prior-LT's index groups"}
 ECE_BINS = 15
 THIRDS = ("many", "medium", "few")  # thirds of the classes by training count, most frequent first
 
