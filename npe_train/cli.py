@@ -15,9 +15,9 @@ from npe_theory.report import summary_lines
 
 from .run.config import add_config_flags
 from .run.results import read_results
-from .tasks.rules import REPORT_GROUPS as GROUPS
 from .tasks.rules import GROUPS as COUNT_GROUPS
 from .tasks.rules import INDEX_GROUPS, INDEX_LABELS, RULE_NAMES
+from .tasks.rules import REPORT_GROUPS as GROUPS
 
 SWEEP_SETS = ("method", "imbalance", "seed", "out")  # a sweep sets these per run itself
 

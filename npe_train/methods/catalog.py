@@ -52,7 +52,8 @@ class Method:
     """A registered method: ``make(settings) -> ClassifierLoss`` and how it is run (module docstring). ``drw``: its
     deferred re-weighting starts at this fraction of the epochs, or at the epoch ``drw(settings)`` returns, unless
     ``--drw-epoch`` says otherwise (None: none). ``stages``: ``stages(settings) -> object`` with
-    ``start_epoch(epoch, model, optimizer)`` and ``after_step(model)`` (``methods/stages.py``; None: one stage). ``same_as``: another method this one equals (tested), said in the help."""
+    ``start_epoch(epoch, model, optimizer)`` and ``after_step(model)`` (``methods/stages.py``; None: one stage).
+    ``same_as``: another method this one equals (tested), said in the help."""
 
     make: Callable[[MethodSettings], object]
     help: str
