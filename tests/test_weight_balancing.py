@@ -116,3 +116,8 @@ def test_weight_balancing_settings_are_checked(tmp_path):
         tiny(tmp_path, wb_max_norm=1.5).validate()
     with pytest.raises(ValueError, match="^wb_lr"):
         tiny(tmp_path, wb_lr=0.0).validate()
+    with pytest.raises(ValueError, match="^epochs"):
+        tiny(tmp_path, epochs=1, wb_epochs=None).validate()
+    # the default stage 2: the demo's 10 epochs, a fifth of a shorter run, never the whole run
+    for epochs, want in ((200, 10), (50, 10), (30, 6), (4, 1), (2, 1)):
+        assert drw_epoch(tiny(tmp_path, epochs=epochs, wb_epochs=None).resolved()) == epochs - want

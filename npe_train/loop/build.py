@@ -20,6 +20,7 @@ from npe_theory.report import EQUILIBRIUM_LAMBDA_S
 
 from ..data.catalog import DataRequest, dataset
 from ..data.stream import parse_schedule
+from ..methods.stages import stage_epochs
 from ..methods.catalog import MethodSettings, method
 from ..methods.mixing import NoMixing, UniMixing
 from ..methods.objective import Objective
@@ -106,7 +107,7 @@ def method_settings(cfg: TrainConfig, counts) -> MethodSettings:
         focal_gamma=cfg.focal_gamma,
         ldam_max_margin=cfg.ldam_max_margin,
         ldam_scale=cfg.ldam_scale,
-        wb_epochs=cfg.wb_epochs,
+        wb_epochs=stage_epochs(cfg.epochs) if cfg.wb_epochs is None else cfg.wb_epochs,
         wb_lr=cfg.wb_lr,
         wb_weight_decay=cfg.wb_weight_decay,
         wb_max_norm=cfg.wb_max_norm,

@@ -20,6 +20,11 @@ RADIUS_KEY = (
 )
 
 
+def stage_epochs(epochs: int) -> int:
+    """Stage 2's default length: 10 epochs (the authors' demo), a fifth of a run shorter than 50, at least 1."""
+    return max(1, min(10, epochs // 5))
+
+
 class WeightBalancing:
     """Stage 2 from epoch ``epochs - stage_epochs`` on: every parameter but the classifier's frozen (the backbone
     in eval mode, so BatchNorm statistics hold too); the classifier trained by SGD at lr_k = lr (1 + cos(pi k / K)) / 2

@@ -152,8 +152,10 @@ class TrainConfig:
     focal_gamma: float = setting(1.0, "cb_focal: focusing exponent gamma of (1 - p_y)^gamma")
     ldam_max_margin: float = setting(0.5, "ldam, ldam_drw: the rarest class's margin")
     ldam_scale: float = setting(30.0, "ldam, ldam_drw: scale s of the cosine logits")
-    wb_epochs: int = setting(
-        10, "weight_balancing: the last epochs of the run, which retrain the classifier alone (stage 2)"
+    wb_epochs: int | None = setting(
+        None,
+        "weight_balancing: the last epochs of the run, which retrain the classifier alone (stage 2; "
+        "default 10, or a fifth of the epochs in a run shorter than 50)",
     )
     wb_lr: float = setting(0.01, "weight_balancing: stage 2's initial learning rate (cosine to 0)")
     wb_weight_decay: float = setting(0.1, "weight_balancing: the classifier's weight decay in stage 2")
@@ -406,8 +408,11 @@ class TrainConfig:
             setattr(self, name, nonnegative_int(name, getattr(self, name), maximum=most))
         if self.drw_epoch is not None:
             self.drw_epoch = nonnegative_int("drw_epoch", self.drw_epoch, maximum=MAX_COUNT)
-        self.wb_epochs = positive_int("wb_epochs", self.wb_epochs, maximum=MAX_COUNT)
-        if self.method == "weight_balancing" and self.wb_epochs >= self.epochs:
+        if self.method == "weight_balancing" and self.epochs < 2:
+            bad("epochs", "weight_balancing trains in two stages: give at least 2 epochs")
+        if self.wb_epochs is not None:
+            self.wb_epochs = positive_int("wb_epochs", self.wb_epochs, maximum=MAX_COUNT)
+        if self.method == "weight_balancing" and self.wb_epochs is not None and self.wb_epochs >= self.epochs:
             bad(
                 "wb_epochs",
                 f"stage 2 takes the last {self.wb_epochs} of {self.epochs} epochs; give fewer than --epochs",
