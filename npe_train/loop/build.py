@@ -20,10 +20,10 @@ from npe_theory.report import EQUILIBRIUM_LAMBDA_S
 
 from ..data.catalog import DataRequest, dataset
 from ..data.stream import parse_schedule
-from ..methods.stages import stage_epochs
 from ..methods.catalog import MethodSettings, method
 from ..methods.mixing import NoMixing, UniMixing
 from ..methods.objective import Objective
+from ..methods.stages import stage_epochs
 from ..methods.trace import PemRecipe
 from ..models.classifiers import build_model
 from ..models.dense import build_seg_model
