@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import difflib
 import sys
 
 from npe_theory.errors import InputError
@@ -23,7 +24,27 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse's default prints the whole usage block first
-        raise UsageError(f"{self.prog}: error: {message}")
+        raise UsageError(f"{self.prog}: error: {message}{self._did_you_mean(message)}")
+
+    def parse_args(self, args=None, namespace=None):
+        self._given = list(sys.argv[1:] if args is None else args)
+        return super().parse_args(args, namespace)
+
+    def _did_you_mean(self, message: str) -> str:
+        """For an unknown option, the closest known ones (Python 3.11's argparse suggests none)."""
+        if not message.startswith("unrecognized arguments:"):
+            return ""
+        actions = list(self._actions)
+        words = [w for w in getattr(self, "_given", []) if not w.startswith("-")]
+        for a in self._actions:  # the options of the command given, which the top parser reports as unknown
+            if isinstance(a, argparse._SubParsersAction) and words and words[0] in a.choices:
+                actions += a.choices[words[0]]._actions
+        known = [o for a in actions for o in a.option_strings if o.startswith("--")]
+        for word in message.split(":", 1)[1].split():
+            close = difflib.get_close_matches(word.split("=", 1)[0], known, n=2, cutoff=0.7)
+            if word.startswith("-") and close:
+                return f" (did you mean {' or '.join(close)}?)"
+        return ""
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -72,18 +93,32 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt  # SIGTERM stops a run the way Ctrl-C does: the last checkpoint is kept
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning on the command line: one line saying it is a warning, without the source line that made it
+    look like a crash."""
+    return f"npe: warning: {_one_line(message)}\n"
+
+
 def main(argv=None) -> int:
     import signal
     import threading
+    import warnings
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
-        return _main(argv)
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    shown = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning
     try:
-        return _main(argv)
+        if (
+            threading.current_thread() is not threading.main_thread()
+        ):  # signal handlers belong to the main thread
+            return _main(argv)
+        previous = signal.signal(signal.SIGTERM, _terminate)
+        try:
+            return _main(argv)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        warnings.formatwarning = shown
 
 
 def _main(argv: list[str]) -> int:
@@ -92,6 +127,9 @@ def _main(argv: list[str]) -> int:
         runfolder.last_claimed = None
     try:
         parser = build_parser(argv)  # inside: a plugin that fails to import is one line too
+        if not argv:  # bare ``npe``: the commands, not a complaint that one is missing
+            parser.print_help()
+            return 0
         missing = parser.get_default("missing_extra")
         if missing and argv and argv[0] in TRAIN_COMMANDS:
             raise UsageError(

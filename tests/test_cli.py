@@ -22,6 +22,32 @@ def test_help_lists_subcommands():
         assert cmd in out.stdout
 
 
+def test_bare_npe_lists_the_commands(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    for cmd in ("check", "priors", "train", "report", "eval", "reproduce"):
+        assert f"    {cmd}" in out, cmd
+
+
+@pytest.mark.parametrize(
+    "argv, hint",
+    [
+        (["priors", "--imbalanse", "10"], "--imbalance"),
+        (["train", "--weight-decy", "1"], "--weight-decay"),
+        (["train", "--sed=3"], "--seed"),
+    ],
+)
+def test_a_mistyped_option_gets_a_suggestion(capsys, argv, hint):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"did you mean {hint}" in err, err
+
+
+def test_an_unlike_option_gets_no_guess(capsys):
+    assert main(["priors", "--zzzzzz", "1"]) == 2
+    assert "did you mean" not in capsys.readouterr().err
+
+
 def test_check_passes_and_writes_json(tmp_path):
     path = tmp_path / "check.json"
     assert main(["check", "--quiet", "--json", str(path)]) == 0

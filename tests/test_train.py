@@ -455,8 +455,8 @@ def test_no_step_and_no_training_mode_batch_holds_a_single_sample(n, batch, worl
 
 
 def test_threads_setting_and_default(tmp_path, monkeypatch):
-    """--threads sets torch's and BLAS's threads for the run; without it, OMP_NUM_THREADS, else the usable cores shared
-    among local ranks (at most 8). The count used is recorded in results.json."""
+    """--threads sets torch's and BLAS's threads for the run; without it, OMP_NUM_THREADS, else one (more is several
+    times slower on a busy machine, benchmarks/threads.py). The count used is recorded in results.json."""
     from threadpoolctl import threadpool_info
 
     from npe_train.device.distributed import cpu_threads
@@ -472,13 +472,48 @@ def test_threads_setting_and_default(tmp_path, monkeypatch):
         assert res["environment"]["threads"] == 1 and torch.get_num_threads() == 1
         assert all(p["num_threads"] == 1 for p in threadpool_info())
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-        cores = len(os.sched_getaffinity(0))
-        assert cpu_threads(None) == max(1, min(8, cores // 2))
+        torch.set_num_threads(2)
+        assert cpu_threads(None) == 1 and torch.get_num_threads() == 1
         monkeypatch.setenv("OMP_NUM_THREADS", "3")
         assert cpu_threads(None) == 3 and torch.get_num_threads() == 3
     finally:
         cpu_threads(before)
+
+
+def test_the_thread_hint_names_the_likely_cause_of_slowness():
+    from npe_train.device.distributed import thread_hint
+
+    busy = thread_hint(2, 1.0, load=3.5, cores=2)
+    assert busy and "--threads 1" in busy and "load (3.5)" in busy
+    assert thread_hint(2, 1.0, load=1.0, cores=2) is None  # cores to spare
+    assert thread_hint(1, 1.0, load=9.0, cores=2) is None  # one thread: the load is someone else's
+    idle = thread_hint(1, 45.0, load=0.5, cores=16)
+    assert idle and "--threads 8" in idle
+    assert thread_hint(1, 45.0, load=0.5, cores=2) is None  # two cores: more threads would not pay
+    assert thread_hint(1, 5.0, load=0.5, cores=16) is None  # a fast epoch
+
+
+def test_a_busy_machine_is_named_in_one_warning_line(tmp_path, monkeypatch, capsys):
+    import npe_train.device.distributed as dd
+    from npe.cli import main
+
+    import warnings
+
+    monkeypatch.setattr(dd.os, "getloadavg", lambda: (64.0, 64.0, 64.0))
+
+    def to_stderr(
+        message, category, filename, lineno, file=None, line=None
+    ):  # as Python shows it outside pytest
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    monkeypatch.setattr(warnings, "showwarning", to_stderr)
+    args = ["train", "--dataset", "synthetic", "--imbalance", "10", "--n-max", "40", "--epochs", "2"]
+    try:
+        assert main([*args, "--threads", "2", "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    finally:
+        torch.set_num_threads(1)
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "threads:" in ln]
+    assert len(err) == 1 and err[0].startswith("npe: warning: threads: this run uses 2 CPU threads"), err
 
 
 def test_default_weight_decay_reaches_the_target_and_warns_when_absurd(tmp_path):

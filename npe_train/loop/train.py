@@ -25,6 +25,7 @@ import hashlib
 import math
 import random
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from npe_theory.io import write_json
 
 from ..data.image_list import on_device
 from ..data.pipeline import DevicePipeline, LoaderPipeline, preparer
-from ..device.distributed import cpu_threads, init_distributed
+from ..device.distributed import cpu_threads, init_distributed, thread_hint
 from ..methods.feature_sample import EpochOutputs
 from ..methods.trace import epoch_replay, felt_decay
 from ..models.pem import check_pem_decay
@@ -205,8 +206,15 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
         lr = opt.param_groups[-1]["lr"]  # the PEM's rate this epoch (the scheduler steps after it)
         evaluated = (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0) or epoch + 1 == cfg.epochs
         outputs = None if evaluated or width is None else EpochOutputs(len(plan.shard), width)
+        began = time.perf_counter()
         losses = run_epoch(ctx, plan, state, epoch_replay(trace, recipe, lr, plan.fractions), outputs)
         sched.step()
+        if (
+            epoch == start and device.type == "cpu" and rank_info.main
+        ):  # once: is the thread count slowing it?
+            hint = thread_hint(torch.get_num_threads(), time.perf_counter() - began)
+            if hint:
+                warnings.warn(hint, stacklevel=2)
         if not all(math.isfinite(v) for v in losses):
             raise TrainingDiverged(
                 f"loss became {losses[0]} in epoch {epoch + 1}; the last good checkpoint "

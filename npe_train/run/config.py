@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -182,11 +183,13 @@ class TrainConfig:
     pipeline: str = setting(
         "device", f"{' | '.join(PIPELINES)}: data set on the device, or a standard DataLoader"
     )
-    workers: int = setting(4, "DataLoader worker processes (loader pipeline)")
+    workers: int | None = setting(
+        None, "DataLoader worker processes (loader pipeline; default 4, at most the cores less one)"
+    )
     threads: int | None = setting(
         None,
-        "CPU threads for torch and BLAS (default: OMP_NUM_THREADS if set, else the cores "
-        "this process may use, shared among local ranks, at most 8)",
+        "CPU threads for torch and BLAS (default: OMP_NUM_THREADS if set, else 1: more "
+        "threads are several times slower on a busy machine; results depend on the count)",
     )
     eval_every: int | None = setting(
         None, "test-set evaluation every N epochs, 0: the last only (default 0, 1 with --shift)"
@@ -236,7 +239,13 @@ class TrainConfig:
             cfg.profile = "natural" if entry.natural else "exp"
         if entry.on_disk:
             cfg.pipeline = "loader"  # the samples stay on disk: batches are read by DataLoader workers
-        cfg.image_size = cfg.image_size or entry.image_size
+        if cfg.image_size is None:  # 0 is not "the default": validate refuses it
+            cfg.image_size = entry.image_size
+        if cfg.workers is None:  # the main process needs a core too
+            cores = (
+                len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            )
+            cfg.workers = max(0, min(4, cores - 1))
         if cfg.pem_detach is None and cfg.method in METHODS:
             cfg.pem_detach = not METHODS.get(cfg.method).joint_pem
         if cfg.augment is None:
