@@ -11,8 +11,8 @@ there is one). ``npe check`` exits 1 when a claim fails, ``npe train`` when a ru
 from __future__ import annotations
 
 import argparse
-import errno
 import difflib
+import errno
 import sys
 
 from npe_theory.errors import InputError

@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 import subprocess
 import sys
 
@@ -494,10 +493,10 @@ def test_the_thread_hint_names_the_likely_cause_of_slowness():
 
 
 def test_a_busy_machine_is_named_in_one_warning_line(tmp_path, monkeypatch, capsys):
+    import warnings
+
     import npe_train.device.distributed as dd
     from npe.cli import main
-
-    import warnings
 
     monkeypatch.setattr(dd.os, "getloadavg", lambda: (64.0, 64.0, 64.0))
 
