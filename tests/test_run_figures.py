@@ -91,3 +91,53 @@ def test_run_figure_legends_do_not_cover_data(tmp_path):
         outside for name, outside in seen if name in ("training_curves.png", "accuracy_by_group.png")
     ), seen
     plt.close("all")
+
+
+def _captured(monkeypatch):
+    from npe_train.run import plots
+
+    figs = {}
+    real = plots.save_figure
+
+    def keep(fig, path, **kw):
+        figs[path.name] = fig
+        return real(fig, path, **kw)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    return figs
+
+
+def test_training_curves_draw_every_epochs_prior_report(tmp_path, monkeypatch):
+    """The prior-match panel has one point per epoch (metrics.jsonl holds them all), not one per evaluation; a run
+    evaluated once shows its accuracy as bars, one per rule."""
+    from npe_train.loop.train import train
+    from npe_train.run.config import make_config
+    from npe_train.run.plots import plot_run
+
+    out = tmp_path / "run"
+    res = train(
+        make_config(dataset="synthetic", imbalance=10, n_max=40, epochs=5, out=str(out)), progress=False
+    )
+    figs = _captured(monkeypatch)
+    plot_run(out, res)
+    axes = figs["training_curves.png"].axes
+    lines = [ln for ln in axes[2].get_lines() if ln.get_label().startswith("vs_")]
+    assert lines and all(len(ln.get_xdata()) == 5 for ln in lines)
+    np.testing.assert_allclose(
+        lines[0].get_xdata(),
+        [json.loads(x)["lambda_s"] for x in (out / "metrics.jsonl").read_text().splitlines()],
+    )
+    assert len(axes[1].patches) == len(res["accuracy"])  # a bar per rule
+    heights = sorted(p.get_height() for p in axes[1].patches)
+    assert heights == sorted(v["overall"] for v in res["accuracy"].values())
+
+
+def test_reliability_leaves_empty_bins_empty(tmp_path, monkeypatch):
+    from npe_train.run.plots import _reliability
+
+    figs = _captured(monkeypatch)
+    bins = {"count": [0, 3, 0, 2], "accuracy": [None, 1.0, None, 0.5], "confidence": [None, 0.3, None, 0.9]}
+    _reliability(tmp_path / "reliability.png", {"calibration": {"argmax": {"ece": 0.1, "bins": bins}}})
+    bars = figs["reliability.png"].axes[0].patches
+    assert sorted((round(b.get_x(), 6), b.get_height()) for b in bars) == [(0.25, 1.0), (0.75, 0.5)]
+    assert "2 empty bins" in figs["reliability.png"].axes[0].get_title()

@@ -13,8 +13,10 @@ from npe_theory.figures import plot_eta_matrix, plot_prior_report, save_figure, 
 from npe_theory.references import table_references
 from npe_theory.report import EQUILIBRIUM_LAMBDA_S
 
-from ..tasks.rules import REPORT_GROUPS, RULES
+from ..tasks.rules import REPORT_GROUPS, RULE_NAMES, RULES
 from .results import read_results
+
+RMSE_FLOOR = 1e-3  # the replay matches to 1e-7; drawn at this floor so the other curves keep the scale
 
 
 def plot_run(out, results: dict | None = None) -> list[Path]:
@@ -41,12 +43,20 @@ def _reliability(path, results) -> Path:
         cal = results["calibration"][rule]
         bins = cal["bins"]
         edges = np.linspace(0, 1, len(bins["count"]) + 1)
-        acc = [a if a is not None else 0.0 for a in bins["accuracy"]]
+        # an empty bin has no accuracy: no bar (an accuracy of 0 would read as "always wrong")
+        acc = np.array([np.nan if a is None else a for a in bins["accuracy"]])
+        full = ~np.isnan(acc)
         ax.bar(
-            edges[:-1], acc, width=np.diff(edges), align="edge", edgecolor="k", alpha=0.7, label="accuracy"
+            edges[:-1][full],
+            acc[full],
+            width=np.diff(edges)[full],
+            align="edge",
+            edgecolor="k",
+            alpha=0.7,
+            label="accuracy",
         )
         ax.plot([0, 1], [0, 1], "k--", lw=1)
-        ax.set_title(f"{rule}: ECE {100 * cal['ece']:.1f}%", fontsize=9)
+        ax.set_title(f"{rule}: ECE {100 * cal['ece']:.1f}% ({int((~full).sum())} empty bins)", fontsize=9)
         ax.set_xlabel("top-1 confidence")
     np.atleast_1d(axes)[0].set_ylabel("accuracy in bin")
     return save_figure(fig, path, dpi=110)
@@ -60,23 +70,44 @@ def _curves(path, metrics) -> Path:
     axes[0].set_yscale("log")
     axes[0].set_title("training loss")
     ev = [m for m in metrics if "accuracy" in m]
-    for rule in RULES:
-        if ev and rule in ev[0]["accuracy"]:
+    rules = [r for r in RULES if ev and r in ev[0]["accuracy"]]
+    if len(ev) > 1:
+        for rule in rules:
             axes[1].plot(
                 [m["epoch"] + 1 for m in ev], [m["accuracy"][rule] for m in ev], marker="o", ms=3, label=rule
-            )  # a lone evaluation shows
-    axes[1].set_title("balanced test accuracy (mean per class)")
+            )
+        axes[1].set_title("balanced test accuracy (mean per class)")
+        axes[1].set_xlabel("epoch")
+    elif ev:  # one evaluation: a bar per rule says more than a column of dots
+        vals = [ev[0]["accuracy"][r] for r in rules]
+        axes[1].bar(range(len(rules)), vals, color=[f"C{i}" for i in range(len(rules))])
+        axes[1].set_xticks(
+            range(len(rules)), [RULE_NAMES[r] for r in rules], rotation=30, ha="right", fontsize=7
+        )
+        axes[1].set_ylim(max(0.0, min(vals) - 0.1), min(1.0, max(vals) + 0.05))
+        axes[1].set_title(
+            f"balanced test accuracy at epoch {ev[0]['epoch'] + 1}, the only evaluation\n"
+            "(--eval-every N for a curve)",
+            fontsize=10,
+        )
+    # the prior report is in every epoch's line (from the epoch's own steps), not only at evaluations
     for key in table_references():
-        if ev and f"prior_rmse_{key}" in ev[0]:
+        got = [m for m in metrics if m.get(f"prior_rmse_{key}") is not None]
+        if got:
             axes[2].plot(
-                [m["lambda_s"] for m in ev], [m[f"prior_rmse_{key}"] for m in ev], marker="o", ms=3, label=key
+                [m["lambda_s"] for m in got],
+                [max(m[f"prior_rmse_{key}"], RMSE_FLOOR) for m in got],
+                marker="o",
+                ms=2,
+                label=key,
             )
     axes[2].set_yscale("log")
     axes[2].axvline(EQUILIBRIUM_LAMBDA_S, color="k", ls=":", lw=1, label="equilibrium threshold")
-    axes[2].set_title("PEM centered RMSE (nats) against lambda*s")
+    axes[2].set_title(
+        f"PEM centered RMSE (nats) against lambda*s, each epoch (floor {RMSE_FLOOR:g})", fontsize=10
+    )
     axes[2].set_xlabel("lambda*s (weight decay felt)")
-    for ax in axes[:2]:
-        ax.set_xlabel("epoch")
+    axes[0].set_xlabel("epoch")
     for ax in axes:
         ax.grid(alpha=0.3)
     # legends beside the panels, not over the curves
