@@ -10,13 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
+from npe_theory.errors import InputError
+from npe_theory.io import write_json
 from npe_theory.references import table_references
 from npe_theory.report import summary_lines
 
 from .run.config import add_config_flags
 from .run.results import read_results
 from .tasks.rules import GROUPS as COUNT_GROUPS
-from .tasks.rules import INDEX_GROUPS, INDEX_LABELS, RULE_NAMES
+from .tasks.rules import INDEX_GROUPS, INDEX_LABELS, RULE_NAMES, RULES
 from .tasks.rules import REPORT_GROUPS as GROUPS
 
 SWEEP_SETS = ("method", "imbalance", "seed", "out")  # a sweep sets these per run itself
@@ -288,12 +290,24 @@ def cmd_compare(args) -> int:
 def cmd_eval(args) -> int:
     from .experiments.evaluate import evaluate_finished
 
-    out, path = evaluate_finished(args.run, args.data_dir, args.test_profile)
+    if args.export and not args.rule:
+        raise InputError("export: says which rule to write; give --rule too (best, or a rule's name)")
+    out, path = evaluate_finished(args.run, args.data_dir, args.test_profile, args.rule, args.tau)
     print(f"{'rule':<24}{'mean per class':>16}{'sample accuracy':>17}   (test counts {out['test_counts']})")
     for rule, acc in out["accuracy"].items():
         print(
             f"{RULE_NAMES.get(rule, rule):<24}{100 * acc['overall']:>15.1f}%{100 * out['sample_accuracy'][rule]:>16.1f}%"
         )
+    chosen = out.get("chosen")
+    if chosen:
+        print(
+            f"chosen: {chosen['name']} at tau {chosen['tau']:g}: {100 * chosen['accuracy']['overall']:.1f}% mean per "
+            f"class ({chosen['formula']})"
+        )
+        if args.export:
+            print(
+                f"wrote the rule to {write_json(Path(args.export), {k: v for k, v in chosen.items() if 'accuracy' not in k})}"
+            )
     print(f"wrote {path}")
     return 0
 
@@ -416,5 +430,14 @@ def register(sub, helps: dict[str, str]) -> None:
         metavar="exp:R|reversed:R",
         help="subsample the test set: head classes (exp) or tail "
         "classes (reversed) most frequent, imbalance R",
+    )
+    p.add_argument(
+        "--rule",
+        help="report this rule as the chosen one: best (the rule and tau the run's validation set chose) or "
+        f"one of {', '.join(RULES)}",
+    )
+    p.add_argument("--tau", type=float, help="score every rule at this tau (default: the run's, or best's)")
+    p.add_argument(
+        "--export", metavar="FILE", help="with --rule: write the rule (its tau and prior vector) as JSON"
     )
     p.set_defaults(func=cmd_eval)

@@ -57,6 +57,9 @@ def test_eval_with_a_test_profile(finished, kind, capsys):
         (["--test-profile", "exp:0.5"], "test_profile"),
         (["--test-profile", "flat"], "test_profile"),
         ([], "RUN_DIR"),
+        (["--rule", "npe_la_typo"], "rule"),
+        (["--rule", "npe_la", "--tau", "-1"], "tau"),
+        (["--export", "x.json"], "export"),
     ],
 )
 def test_eval_refuses_bad_input_in_one_line(finished, tmp_path, capsys, argv, word):
@@ -81,3 +84,57 @@ def test_eval_of_an_unfinished_run_is_refused(finished, tmp_path, capsys):
     code = main(["eval", str(copy)])
     err = capsys.readouterr().err
     assert code == 2 and "has not finished" in err, err
+
+
+def test_the_run_writes_its_chosen_rule_and_eval_applies_any_rule(finished, tmp_path, capsys):
+    """rule.json is the validation set's choice with its prior written out; npe eval --rule/--tau scores one rule at
+    one tau; at tau 0 every rule is the network's argmax (an independent check of the tau wiring)."""
+    from npe_train.experiments.evaluate import evaluate_finished
+    from npe_train.tasks.rules import PRIOR_KEYS
+
+    out, res = finished
+    spec = json.loads((out / "rule.json").read_text())
+    best = res["advice"]["best"]
+    assert (spec["rule"], spec["tau"]) == (best["rule"], best["tau"] or 0.0) and res["advice"][
+        "rule_file"
+    ] == "rule.json"
+    if spec["rule"] in PRIOR_KEYS:
+        assert spec["prior"] == res["priors"][PRIOR_KEYS[spec["rule"]]]
+    ev, path = evaluate_finished(out, rule="npe_marginal", tau=0.0)
+    assert path.name == "eval-npe_marginal-tau0.json"
+    for rule, acc in ev["accuracy"].items():
+        assert acc["overall"] == pytest.approx(res["accuracy"]["argmax"]["overall"], abs=1e-12), rule
+    ev, _ = evaluate_finished(out, rule="posthoc_la", tau=1.0)
+    counts = np.asarray(res["counts"], dtype=float)
+    np.testing.assert_allclose(ev["chosen"]["prior"], np.log(counts / counts.sum()), rtol=1e-12)
+    assert ev["chosen"]["accuracy"] == ev["accuracy"]["posthoc_la"] == res["accuracy"]["posthoc_la"]
+    target = tmp_path / "rule.json"
+    assert main(["eval", str(out), "--rule", "best", "--export", str(target)]) == 0
+    exported = json.loads(target.read_text())
+    assert exported["rule"] == best["rule"] and "chosen:" in capsys.readouterr().out
+
+
+def test_apply_rule_matches_its_formula():
+    from npe_train.tasks.rules import apply_rule, rule_spec
+
+    rng = np.random.default_rng(0)
+    z, eta = rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
+    priors = {
+        "counts": [50, 10, 2],
+        "marginal": [0.3, -0.1, 0.5],
+        "class_mean": [2.0, 1.0, 0.0],
+        "implied": None,
+    }
+    lp = np.log(np.array([50, 10, 2]) / 62)
+    np.testing.assert_allclose(apply_rule(rule_spec("posthoc_la", 0.5, priors), z), z - 0.5 * lp)
+    np.testing.assert_allclose(
+        apply_rule(rule_spec("npe_class_mean", 2.0, priors), z), z - 2.0 * np.array([2.0, 1.0, 0.0])
+    )
+    np.testing.assert_allclose(apply_rule(rule_spec("npe_la", 0.75, priors), z, eta), z - 0.75 * eta)
+    np.testing.assert_allclose(apply_rule(rule_spec("argmax", 3.0, priors), z), z)
+    with pytest.raises(ValueError, match="^eta"):
+        apply_rule(rule_spec("npe_la", 1.0, priors), z)
+    with pytest.raises(ValueError, match="^rule"):
+        rule_spec("npe_inverse", 1.0, priors)  # no implied prior in this run
+    with pytest.raises(ValueError, match="^spec.prior"):
+        apply_rule(rule_spec("npe_marginal", 1.0, priors), z[:, :2])

@@ -171,3 +171,17 @@ def test_train_takes_a_users_torch_datasets_and_matches_the_same_arrays_from_fil
     assert from_sets["pem"]["learned"] == from_files["pem"]["learned"]
     with pytest.raises(ValueError, match="^datasets"):
         train(make_config(dataset="torch", out=str(tmp_path / "c"), **common), progress=False)
+
+
+def test_a_validation_list_missing_a_class_is_named_before_training(tree, tmp_path, capsys):
+    lines = [ln for ln in (tree / "val.txt").read_text().splitlines() if ln and not ln.endswith(" 2")]
+    partial = tmp_path / "val_partial.txt"
+    partial.write_text("\n".join(lines) + "\n")
+    args = ["train", "--dataset", "list", "--data-dir", str(tree), "--train-list", str(tree / "train.txt")]
+    args += ["--test-list", str(tree / "test.txt"), "--val-list", str(partial), "--epochs", "2"]
+    assert main([*args, "--image-size", "16", "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        len(err.splitlines()) == 1 and "validation set (the validation list): class 2 has no sample" in err
+    ), err
+    assert not (tmp_path / "run").exists()  # refused before a run folder is made

@@ -267,6 +267,12 @@ def long_tailed(src: Source, request: DataRequest, name: str) -> LongTailData:
     )
     used = LT_GENERATORS.get(request.lt_generator)(y, counts, rng, request.seed)
     if src.x_val is not None:
+        absent = np.flatnonzero(np.bincount(np.asarray(src.y_val), minlength=C)[:C] == 0)
+        if absent.size:  # found now, not as a test-set error after training
+            raise DataError(
+                f"validation set ({src.val_source}): class {int(absent[0])} has no sample; the advice scores each "
+                "class's accuracy, so every class needs one"
+            )
         val, source = (src.x_val, src.y_val), src.val_source
     else:
         keep = unused_balanced(y, used, C, request.seed)

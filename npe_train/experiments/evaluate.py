@@ -21,6 +21,7 @@ import numpy as np
 from npe_theory.errors import InputError
 from npe_theory.io import write_json
 from npe_theory.priors import count_profile
+from npe_theory.validate import as_float_array
 
 from ..data.image_list import on_device
 from ..data.pipeline import preparer
@@ -30,6 +31,7 @@ from ..run.checkpoint import CHECKPOINT, read_finished
 from ..run.config import make_config
 from ..run.results import SCHEMA, read_results
 from ..tasks.base import Held
+from ..tasks.rules import RULES, rule_spec
 
 PROFILE = re.compile(r"^(exp|reversed):([0-9.eE+]+)$")
 EVAL_STREAM = 0xE7A1  # the test subsample's own generator, [seed, EVAL_STREAM]
@@ -57,11 +59,24 @@ def profile_index(y_test: np.ndarray, num_classes: int, spec: str, seed: int) ->
     )
 
 
-def evaluate_finished(run, data_dir: str | None = None, test_profile: str | None = None) -> tuple[dict, Path]:
-    """(the evaluation, the file it was written to: RUN/eval-<what>.json) of the finished run in folder ``run``."""
+def evaluate_finished(
+    run, data_dir: str | None = None, test_profile: str | None = None, rule: str | None = None, tau=None
+) -> tuple[dict, Path]:
+    """(the evaluation, the file it was written to: RUN/eval-<what>.json) of the finished run in folder ``run``.
+
+    ``tau``: every rule at this tau instead of the run's. ``rule``: the rule to report as ``chosen`` (with its record,
+    ``tasks.rules.rule_spec``); ``"best"``: the rule and tau the run's validation set chose (results.json's advice)."""
     folder = Path(run)
     finished = read_results(folder)
     cfg = make_config(**finished.config)
+    if rule == "best":
+        best = (finished.raw.get("advice") or {}).get("best")
+        if not best:
+            raise InputError("rule: best needs the run's validation choice, and this run's advice has none")
+        rule, tau = best["rule"], best["tau"] if tau is None else tau
+    if rule is not None and rule not in RULES:
+        raise InputError(f"rule: unknown {rule!r}; choose from best, {', '.join(RULES)}")
+    tau = None if tau is None else float(as_float_array("tau", [tau], nonnegative=True)[0])
     if dense(cfg):
         raise InputError(
             "RUN_DIR: npe eval scores classification runs; a segmentation run's test images come with its data set"
@@ -82,6 +97,8 @@ def evaluate_finished(run, data_dir: str | None = None, test_profile: str | None
         preparer(data.x_train.dtype, device),
         Dist(),
     )
+    if tau is not None:  # scored at another tau; the checkpoint was checked against the run's own settings
+        used = replace(used, tau=tau)
     report = build_task(used).evaluate(model.eval(), held, trace, stream.now(cfg.epochs - 1, trace))
     tested = np.bincount(data.y_test, minlength=data.num_classes)
     sample = {
@@ -98,6 +115,14 @@ def evaluate_finished(run, data_dir: str | None = None, test_profile: str | None
         "pem": report["pem"],
         "config": asdict(cfg),
     }
+    if rule is not None:
+        if rule not in report["accuracy"]:
+            raise InputError(f"rule: {rule} does not apply to this run (npe_inverse needs a linear PEM)")
+        out["chosen"] = {
+            **rule_spec(rule, used.tau, report["priors"]),
+            "accuracy": report["accuracy"][rule],
+            "sample_accuracy": sample[rule],
+        }
     tag = (
         "-".join(
             filter(
@@ -107,6 +132,8 @@ def evaluate_finished(run, data_dir: str | None = None, test_profile: str | None
                     if data_dir is None
                     else "data-" + re.sub(r"[^A-Za-z0-9_.-]", "_", Path(data_dir).name),
                     None if test_profile is None else test_profile.replace(":", ""),
+                    None if rule is None else rule,
+                    None if tau is None else f"tau{tau:g}",
                 ],
             )
         )

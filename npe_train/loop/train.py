@@ -47,6 +47,7 @@ from ..run.results import SCHEMA, environment
 from ..run.runfolder import claim, open_run
 from ..tasks.base import Held
 from ..tasks.prior import fit_status, mark_underfit
+from ..tasks.rules import rule_spec
 from .build import (
     build_data,
     build_mixing,
@@ -271,6 +272,10 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
         **task.advise(model, held, report),
         "recipe": reach_equilibrium(cfg, trace.steps, report["pem"]["lambda_s"]),
     }
+    if "priors" in report:  # classification: the rule to use at inference, as a file (docs/metrics.md)
+        best = results["advice"].get("best") or {"rule": "npe_la", "tau": cfg.tau}
+        write_json(out / "rule.json", rule_spec(best["rule"], best["tau"] or 0.0, report["priors"]))
+        results["advice"]["rule_file"] = "rule.json"
     write_json(out / "results.json", results)
     from ..run.plots import plot_run
 

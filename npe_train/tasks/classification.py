@@ -15,7 +15,7 @@ from ..device.distributed import gather_rows
 from ..methods.trace import PemRecipe, Trace
 from .base import Held, Now, train_mode_batches
 from .prior import conditional_slopes, forward_mode, prior_report
-from .rules import RULE_NAMES, accuracy_report
+from .rules import PRIOR_KEYS, RULE_NAMES, accuracy_report
 
 
 @torch.no_grad()
@@ -41,10 +41,6 @@ def predict(model, x: torch.Tensor, batch_size: int, prepare, train_mode: bool =
             for store, t in zip(outs, (logits, heads.mean(0), h)):
                 store.append(t.float().cpu())
     return tuple(torch.cat(o).double().numpy() for o in outs)
-
-
-# results.json's ``priors`` key of each fixed-prior rule's vector (docs/metrics.md)
-PRIOR_KEYS = {"npe_marginal": "marginal", "npe_class_mean": "class_mean", "npe_inverse": "implied"}
 
 
 def evaluate_run(
@@ -223,7 +219,7 @@ def advise(model, held: Held, report: dict, batch_size: int, tau: float, tau_gri
         return {
             "validation": None,
             "why": "no validation set: some class has fewer than 5 training samples the long-tailed "
-            "subset leaves unused (a smaller --n-max leaves some)",
+            "subset leaves unused; give one (--val-list, a val/ folder beside train/, or X_val.npy / y_val.npy)",
         }
     logits, eta, _ = predict(
         model, on_device(data.x_val, held.x_train.device), max(batch_size, 256), held.prepare

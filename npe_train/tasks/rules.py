@@ -202,3 +202,63 @@ def accuracy_report(logits, eta, y, counts, tau: float, tau_grid, priors=None, s
 def index_groups(per_class, ranges) -> dict:
     """Mean per-class accuracy over head / medium / tail class-index ranges."""
     return {name: float(np.mean(per_class[a:b])) for name, (a, b) in zip(("head", "medium", "tail"), ranges)}
+
+
+# results.json's ``priors`` key of each fixed-prior rule's vector (docs/metrics.md)
+PRIOR_KEYS = {"npe_marginal": "marginal", "npe_class_mean": "class_mean", "npe_inverse": "implied"}
+RULE_FORMAT = "npe-rule/1"
+
+
+def rule_spec(rule: str, tau: float, priors: dict) -> dict:
+    """The inference rule ``rule`` at ``tau`` as a self-contained record (rule.json): which logits it subtracts
+    (``"adjusted = z - tau * prior"`` with the prior vector written out, or ``"z - tau * eta(x)"`` for NPE-LA, which
+    needs the network's PEM), from results.json's ``priors`` (counts, marginal, class_mean, implied)."""
+    if rule not in RULE_NAMES or rule == STALE_RULE:
+        raise InputError(f"rule: unknown {rule!r}; choose from {', '.join(RULES)}")
+    tau = float(as_float_array("tau", [tau])[0])
+    if rule == "argmax":
+        vector, tau = None, 0.0
+    elif rule == "posthoc_la":
+        counts = np.asarray(priors["counts"], dtype=np.float64)
+        vector = np.log(counts / counts.sum())
+    elif rule == "npe_la":
+        vector = None
+    else:
+        vector = priors.get(PRIOR_KEYS[rule])
+        if vector is None:
+            raise InputError(f"rule: {rule} has no prior in this run (npe_inverse needs a linear PEM)")
+    return {
+        "format": RULE_FORMAT,
+        "rule": rule,
+        "name": RULE_NAMES[rule],
+        "tau": tau,
+        "per_sample": rule == "npe_la",
+        "formula": "z - tau * eta(x)"
+        if rule == "npe_la"
+        else ("z" if rule == "argmax" else "z - tau * prior"),
+        "prior": None if vector is None else [float(v) for v in vector],
+    }
+
+
+def apply_rule(spec: dict, logits, eta=None) -> np.ndarray:
+    """The adjusted logits of a rule record (``rule_spec``): z, z - tau * prior, or z - tau * eta(x) (``eta``, the
+    PEM's (N, C) eval-mode outputs, needed for NPE-LA only). Predict with ``argmax(axis=1)``."""
+    if not isinstance(spec, dict) or spec.get("format") != RULE_FORMAT or spec.get("rule") not in RULE_NAMES:
+        raise InputError(f"spec: not a rule record ({RULE_FORMAT}, as rule.json holds)")
+    z = as_float_array("logits", logits)
+    if z.ndim != 2:
+        raise InputError(f"logits: expected (N, C), got shape {z.shape}")
+    tau = float(spec["tau"])
+    if spec["per_sample"]:
+        if eta is None:
+            raise InputError("eta: NPE-LA subtracts the PEM's outputs eta(x); give them, shape (N, C)")
+        e = as_float_array("eta", eta)
+        if e.shape != z.shape:
+            raise InputError(f"eta: expected shape {z.shape} like the logits, got {e.shape}")
+        return z - tau * e
+    if spec["prior"] is None:
+        return z
+    prior = as_float_array("spec.prior", spec["prior"])
+    if prior.shape != (z.shape[1],):
+        raise InputError(f"spec.prior: {prior.size} values for {z.shape[1]} classes")
+    return z - tau * prior
