@@ -241,8 +241,19 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    runs = [read_results(r) for r in args.runs]
-    names = [Path(r).name for r in args.runs]
+    runs, names, unfinished = [], [], []
+    for (
+        folder
+    ) in args.runs:  # a folder without results.json (still training, or killed) is skipped with a note
+        if Path(folder).is_dir() and not (Path(folder) / "results.json").exists():
+            unfinished.append(str(folder))
+            continue
+        runs.append(read_results(folder))  # a damaged results.json stays an error
+        names.append(Path(folder).name)
+    if not runs:
+        raise InputError(f"RUN_DIR: no finished run (results.json) in {', '.join(unfinished)}")
+    for folder in unfinished:
+        print(f"npe compare: skipped {folder}: no results.json (not finished)", file=sys.stderr)
     width = max(12, *(len(n) for n in names)) + 2
     rows = [
         ("dataset", lambda r: r.config["dataset"]),

@@ -273,3 +273,41 @@ def test_a_data_set_that_cannot_be_built_leaves_no_folder(tmp_path, capsys):
     )
     one_line(capsys, code, 2, "data_dir")
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_keeps_the_time_of_every_segment(tmp_path, kill_after):
+    cfg = tiny(tmp_path)
+    with pytest.raises(kill_after(3)):
+        train(cfg, progress=False)
+    first = [json.loads(x)["seconds"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    res = train(cfg, resume=True, progress=False)
+    lines = [json.loads(x)["seconds"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[: len(first)] == first and all(
+        b > a for a, b in zip(lines, lines[1:])
+    )  # the clock continues
+    assert res["train_seconds"] == lines[-1]
+    again = train(cfg, resume=True, progress=False)  # a finished run: nothing trains, nothing is re-timed
+    assert again["train_seconds"] == res["train_seconds"]
+
+
+def test_resume_with_other_epochs_says_what_changed_and_why(tmp_path, capsys):
+    train(tiny(tmp_path, epochs=2), progress=False)
+    args = ["train", "--dataset", "synthetic", "--imbalance", "20", "--n-max", "100", "--seed", "4"]
+    code = main([*args, "--epochs", "3", "--out", str(tmp_path / "run"), "--resume", "--quiet"])
+    err = one_line(capsys, code, 2, "epochs")
+    assert "follows from --epochs" in err and "give a new --out" in err
+
+
+def test_compare_skips_an_unfinished_folder(tmp_path, capsys):
+    train(tiny(tmp_path, epochs=2), progress=False)
+    (tmp_path / "half").mkdir()
+    assert main(["compare", str(tmp_path / "run"), str(tmp_path / "half")]) == 0
+    captured = capsys.readouterr()
+    assert (
+        "skipped" in captured.err and str(tmp_path / "half") in captured.err and "synthetic" in captured.out
+    )
+
+
+def test_the_default_folder_names_epochs_and_lr_when_not_the_defaults():
+    assert make_config().resolved().out == "runs/mnist1d-npe-ir100-seed0"
+    assert make_config(epochs=5, lr=0.1).resolved().out == "runs/mnist1d-npe-ir100-e5-lr0.1-seed0"

@@ -182,8 +182,9 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
     board = TensorBoardLog(cfg.tensorboard) if cfg.tensorboard and rank_info.main else None
     step_report = getattr(task, "step_report", None)  # optional: a task may report only at its evaluations
     width = getattr(model, "feature_dim", None) if step_report is not None else None
+    done = float(metrics[-1].get("seconds", 0.0)) if metrics else 0.0  # the earlier segments of a resumed run
     t0, report, written = (
-        time.perf_counter(),
+        time.perf_counter() - done,  # seconds in metrics.jsonl and train_seconds count every segment
         None,
         [],
     )  # written: metrics.jsonl's lines as JSON, each serialized once
@@ -260,7 +261,9 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
         "counts": stream.counts_at(cfg.epochs - 1).tolist(),
         "class_names": data.class_names,
         "epochs": cfg.epochs,
-        "train_seconds": time.perf_counter() - t0,
+        "train_seconds": metrics[-1]["seconds"]
+        if metrics
+        else 0.0,  # training and its reports, not this resume's start
         "device": str(device),
         "bf16": use_amp,
         "world_size": rank_info.world,

@@ -164,8 +164,15 @@ def _read(path: Path, cfg: TrainConfig, device, damaged) -> dict:
     saved = _json_field(ckpt, "config", dict, damaged)
     if identity(saved) != identity(asdict(cfg)):
         changed = sorted(k for k in identity(asdict(cfg)) if saved.get(k) != asdict(cfg)[k])
+        why = ""
+        if {"weight_decay", "pem_weight_decay"} & set(changed) and cfg.target_lambda_s is not None:
+            why = (
+                "; the PEM's weight decay follows from --epochs, --lr and the steps per epoch (--target-lambda-s), "
+                "so changing them changes it"
+            )
         raise InputError(
             f"resume: the run in {path.parent} was made with other settings ({', '.join(changed) or 'unknown keys'})"
+            f"{why}; a run cannot be extended or changed: give a new --out"
         )
     return ckpt
 

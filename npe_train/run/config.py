@@ -194,7 +194,11 @@ class TrainConfig:
     eval_every: int | None = setting(
         None, "test-set evaluation every N epochs, 0: the last only (default 0, 1 with --shift)"
     )
-    out: str | None = setting(None, "run folder (default runs/<dataset>-<method>-ir<imbalance>-seed<seed>)")
+    out: str | None = setting(
+        None,
+        "run folder (default runs/<dataset>-<method>-ir<imbalance>[-e<epochs>][-lr<lr>]-seed<seed>, "
+        "epochs and lr when not the defaults)",
+    )
     train_list: str | None = setting(
         None,
         "list data set: the training split, one 'relative/path label' line per image "
@@ -253,8 +257,14 @@ class TrainConfig:
         if isinstance(cfg.compile, bool):  # configs written before compile took a mode
             cfg.compile = "default" if cfg.compile else "none"
         cfg.validate()
-        if cfg.out is None:
-            cfg.out = f"runs/{cfg.dataset}-{cfg.method}-ir{cfg.imbalance:g}-seed{cfg.seed}"
+        if cfg.out is None:  # the epochs and lr join the name when they are not the defaults
+            base = TrainConfig()
+            extra = "".join(
+                f"-{tag}{getattr(cfg, key):g}"
+                for key, tag in (("epochs", "e"), ("lr", "lr"))
+                if getattr(cfg, key) != getattr(base, key)
+            )
+            cfg.out = f"runs/{cfg.dataset}-{cfg.method}-ir{cfg.imbalance:g}{extra}-seed{cfg.seed}"
         return cfg
 
     def _check_numbers(self, bad) -> None:
