@@ -285,21 +285,44 @@ def register(sub) -> None:
         "ufm", help="train the unconstrained feature model with a PEM and compare with Proposition 1"
     )
     _profile_args(p, 10, 500)
-    p.add_argument("--dim", type=int, default=16)
-    p.add_argument("--lam-features", type=float, default=5e-4)
-    p.add_argument("--lam-classifier", type=float, default=5e-4)
-    p.add_argument("--lam-pem", type=float, default=5e-4)
+    p.add_argument(
+        "--dim", type=int, default=16, help="feature dimension D (default 16; at least C for collapse)"
+    )
+    p.add_argument(
+        "--lam-features", type=float, default=5e-4, help="weight decay of the free features (default 5e-4)"
+    )
+    p.add_argument(
+        "--lam-classifier", type=float, default=5e-4, help="weight decay of the classifier (default 5e-4)"
+    )
+    p.add_argument(
+        "--lam-pem",
+        type=float,
+        default=5e-4,
+        help="weight decay of the PEM, lambda of Proposition 1 (default 5e-4)",
+    )
     p.add_argument(
         "--loss",
         choices=loss_names(),
         default="logistic",
         help=f"one-way PEM loss: {' | '.join(loss_names())} (default logistic)",
     )
-    p.add_argument("--nonlinearity", choices=("relu", "none"), default="relu")
-    p.add_argument("--reduction", choices=("sum", "mean"), default="mean")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--nonlinearity",
+        choices=("relu", "none"),
+        default="relu",
+        help="applied to the free features before the heads (default relu)",
+    )
+    p.add_argument(
+        "--reduction",
+        choices=("sum", "mean"),
+        default="mean",
+        help="the losses summed or averaged over samples (default mean)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialization (default 0)")
     p.add_argument("--tol", type=float, default=1e-10, help="projected-gradient tolerance (default 1e-10)")
-    p.add_argument("--max-iter", type=int, default=20000)
+    p.add_argument(
+        "--max-iter", type=int, default=20000, help="most projected-gradient iterations (default 20000)"
+    )
     p.add_argument(
         "--no-classifier-bias",
         dest="classifier_bias",

@@ -1,5 +1,15 @@
 """npe_train: train networks with Prior Estimation Modules and compare learned priors with the closed form.
 
+    from npe_train import make_config, train
+    run = train(make_config(dataset="mnist1d", imbalance=100))   # results.json's content; a run folder
+    print(run["accuracy"]["npe_la"]["overall"], run["pem"]["prior_match"]["vs_closed_form"])
+
+    from npe_train import attach_pem                               # a PEM on your own backbone
+    net = attach_pem(backbone, num_classes=10, feature_dim=512)    # net(x) -> (logits, PEM heads, features)
+
+Your own loop: ``PriorEstimator``, ``one_way_logistic_loss``, ``npe_adjust`` and ``pem_param_groups``
+(examples/minimal_npe.py). The command line: ``npe --help``. Docs: docs/README.md.
+
 Layers, bottom to top (docs/architecture.md): ``data/``, ``models/``, ``device/``; ``methods/``;
 ``tasks/``; ``run/``; ``loop/``; ``experiments/``; ``cli.py``. A module imports from its own layer
 and the layers below, never from above (tests/test_layering.py walks the imports).
@@ -18,6 +28,10 @@ __all__ = [
     "train",
     "make_config",
     "TrainConfig",
+    "attach_pem",
+    "from_torchvision",
+    "rule_spec",
+    "apply_rule",
 ]
 
 
@@ -26,6 +40,14 @@ def __getattr__(name):  # the loop and its config load on first use: ``from npe_
         from .loop.train import train
 
         return train
+    if name in ("attach_pem", "from_torchvision"):
+        from .models import classifiers
+
+        return getattr(classifiers, name)
+    if name in ("rule_spec", "apply_rule"):
+        from .tasks import rules
+
+        return getattr(rules, name)
     if name in ("make_config", "TrainConfig"):
         from .run import config
 

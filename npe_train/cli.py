@@ -205,10 +205,18 @@ def cmd_sweep(args) -> int:
     base = make_config(args.config, **_overrides(args, args.config_fields))
     out = Path(args.out)
     runs = grid(base, args.seeds, args.methods, args.imbalances, out)
+    done = sum((Path(cfg.out) / "results.json").exists() for cfg in runs)
+    todo = f"{len(runs) - done} to make" + (f", {done} finished and reused" if done else "")
     print(
         f"sweep: {len(runs)} runs ({len(set(args.methods))} methods x {len(set(args.imbalances))} "
-        f"imbalances x {len(set(args.seeds))} seeds) "
-        f"in {out}" + (f" over GPUs {', '.join(args.gpus)}" if args.gpus else ", one after another")
+        f"imbalances x {len(set(args.seeds))} seeds) in {out}: {todo}"
+        + (
+            ""
+            if done == len(runs)
+            else f" over GPUs {', '.join(args.gpus)}"
+            if args.gpus
+            else ", one after another"
+        )
     )
     table = summarize(run_grid(runs, args.gpus, progress=not args.quiet))
     csv_path, md_path = write_tables(table, out)
@@ -360,6 +368,12 @@ def _figures_with_regimes(draw):
     return run
 
 
+def method_choices() -> list[str]:
+    from .methods.catalog import METHODS
+
+    return list(METHODS)
+
+
 def register(sub, helps: dict[str, str]) -> None:
     """Add ``train``, ``sweep``, ``compare`` and ``eval`` to ``sub`` with the one-line ``helps`` of ``npe.cli`` (which lists them
     without importing this module), and the ``--retrain-*`` flags to ``figures``."""
@@ -407,9 +421,16 @@ def register(sub, helps: dict[str, str]) -> None:
         "mnist1d_lt_equilibrium or cifar100_lt (flags given here override it)",
     )
     p.set_defaults(config_fields=add_config_flags(p, exclude=SWEEP_SETS))
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", default=["npe", "ce"], help="from npe, ce, la_loss")
-    p.add_argument("--imbalances", type=float, nargs="+", default=[100.0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed (default 0 1 2)")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=["npe", "ce"],
+        help=f"registered methods (default npe ce): {', '.join(method_choices())}",
+    )
+    p.add_argument(
+        "--imbalances", type=float, nargs="+", default=[100.0], help="head over tail counts (default 100)"
+    )
     p.add_argument("--gpus", nargs="+", help="spread runs over these GPU ids (one run per GPU at a time)")
     p.add_argument("--out", default="runs/sweep", help="sweep folder (default runs/sweep)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -221,3 +221,27 @@ def test_priors_like_train_uses_the_trainers_settings(tmp_path):
         [float(r["predicted"]) for r in csv.DictReader(open(tmp_path / "p.csv"))], want, rtol=1e-12
     )
     assert run("priors", "--classes", "5").returncode == 2  # no --lam and no run: refused
+
+
+def test_every_option_of_every_command_has_help():
+    import argparse
+
+    from npe.cli import build_parser
+
+    parser = build_parser(["train"])  # with the training commands
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [
+        f"npe {name} {action.option_strings[0]}"
+        for name, command in sub.choices.items()
+        for action in command._actions
+        if action.option_strings and not action.help and action.option_strings[0] != "-h"
+    ]
+    assert not missing, missing
+
+
+def test_every_public_name_of_npe_train_imports():
+    import npe_train
+
+    for name in npe_train.__all__:
+        assert getattr(npe_train, name) is not None, name
+    assert npe_train.__doc__.index("from npe_train import") < npe_train.__doc__.index("Layers")  # usage first

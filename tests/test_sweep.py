@@ -73,7 +73,7 @@ def test_parallel_path_matches_sequential(tmp_path):
         timeout=600,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "npe_la overall" in out.stdout
+    assert "| NPE-LA |" in out.stdout and "NPE-LA few" in out.stdout  # the printed sweep.md
     seq = run_grid(
         grid(make_config(dataset="synthetic", epochs=2), [0, 1], ["npe"], [10], tmp_path / "seq"),
         progress=False,

@@ -26,7 +26,7 @@ from npe_theory.references import table_references
 from ..run.config import TrainConfig
 from ..run.results import read_results
 from ..tasks.rules import REPORT_GROUPS as GROUPS
-from ..tasks.rules import RULES
+from ..tasks.rules import RULE_NAMES, RULES
 
 
 def grid(base: TrainConfig, seeds, methods, imbalances, out: Path) -> list[TrainConfig]:
@@ -148,39 +148,56 @@ def write_tables(table: list[dict], out: Path) -> tuple[Path, Path]:
         return "-" if m is None else f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
 
     dense = any(row.get("argmax_miou_mean") is not None for row in table)
-    miou = [f"{rule} mIoU{part}" for rule in RULES for part in ("", " few")] if dense else []
-    head = (
-        ["dataset", "method", "mix", "imbalance", "seeds"]
-        + [f"{rule} {g}" for rule in RULES for g in GROUPS]
-        + miou
-        + [f"PEM RMSE {k}" for k in table_references()]
-        + ["lambda*s"]
-        + [f"{rule} ECE %" for rule in RULES]
+    rules = [r for r in RULES if any(row.get(f"{r}_overall_mean") is not None for row in table)]
+    key_cells = lambda row: [
+        row["dataset"],
+        row["method"],
+        row.get("mix", "none"),
+        f"{row['imbalance']:g}",
+        str(row["seeds"]),
+    ]
+    keys = ["dataset", "method", "mix", "imbalance", "seeds"]
+
+    def block(title, head, cells_of):  # one narrow table per question; sweep.csv holds every column at once
+        out = [
+            f"## {title}",
+            "",
+            "| " + " | ".join(keys + head) + " |",
+            "|" + "---|" * (len(keys) + len(head)),
+        ]
+        out += ["| " + " | ".join(key_cells(row) + cells_of(row)) + " |" for row in table]
+        return out + [""]
+
+    lines = block(
+        "Mean per-class test accuracy (%) by rule",
+        [RULE_NAMES[r] for r in rules],
+        lambda row: [cell(row, f"{r}_overall", 100.0) for r in rules],
     )
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in table:
-        cells = [
-            row["dataset"],
-            row["method"],
-            row.get("mix", "none"),
-            f"{row['imbalance']:g}",
-            str(row["seeds"]),
-        ]
-        cells += [cell(row, f"{rule}_{g}", 100.0) for rule in RULES for g in GROUPS]
-        cells += (
-            [cell(row, f"{rule}_miou{part}", 100.0) for rule in RULES for part in ("", "_few")]
-            if dense
-            else []
+    lines += block(
+        "NPE-LA by count group (%) and its calibration",
+        [f"NPE-LA {g}" for g in GROUPS if g != "overall"] + ["NPE-LA ECE %"],
+        lambda row: (
+            [cell(row, f"npe_la_{g}", 100.0) for g in GROUPS if g != "overall"]
+            + [cell(row, "npe_la_ece", 100.0)]
+        ),
+    )
+    if dense:
+        lines += block(
+            "mIoU (%) by rule, overall and on the rarest third",
+            [f"{RULE_NAMES[r]} mIoU{part}" for r in rules for part in ("", " few")],
+            lambda row: [cell(row, f"{r}_miou{part}", 100.0) for r in rules for part in ("", "_few")],
         )
-        cells += [cell(row, f"pem_rmse_{k}", digits=3) for k in table_references()] + [
-            cell(row, "lambda_s", digits=3)
-        ]
-        cells += [cell(row, f"{rule}_ece", 100.0) for rule in RULES]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += block(
+        "The PEM: centered RMSE (nats) against each reference, and lambda*s",
+        [f"vs {k[3:] if k.startswith('vs_') else k}" for k in table_references()] + ["lambda*s"],
+        lambda row: (
+            [cell(row, f"pem_rmse_{k}", digits=3) for k in table_references()]
+            + [cell(row, "lambda_s", digits=3)]
+        ),
+    )
     text = (
-        "Mean ± standard deviation over seeds; accuracy is mean per-class test accuracy in percent.\n\n"
+        "Mean ± standard deviation over seeds; every column of every rule (and each rule's ECE) is in sweep.csv.\n\n"
         + "\n".join(lines)
-        + "\n"
     )
     atomic_write(md_path, lambda tmp: tmp.write_text(text))
     return csv_path, md_path

@@ -116,6 +116,8 @@ class PriorEstimator(nn.Module):
         return torch.stack([head(features.movedim(1, -1)) for head in self.heads]).movedim(-1, 2)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """eta(h) = (1/K) sum_k eta_k(h): the heads' mean output, (B, C) for features (B, D) (or per pixel, with the
+        class axis second, for (B, D, H, W)). NPE-LA subtracts it from the logits (``npe_adjust``)."""
         return self.heads_output(features).mean(0)
 
 
