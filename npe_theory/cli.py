@@ -175,6 +175,23 @@ def cmd_figures(args) -> int:
     return 0
 
 
+STATIONARY_GRAD = 1e-6  # a projected gradient below this is a stationary point for the comparison's purposes
+
+
+def ufm_status(message: str, grad_norm: float) -> str:
+    """scipy's stop message in words: "ABNORMAL" there means the line search could make no further progress, which at
+    a tiny projected gradient is convergence to the limits of float64, not a failure."""
+    text = message.strip().rstrip(":").strip()
+    if text.upper().startswith("ABNORMAL"):
+        if grad_norm <= STATIONARY_GRAD:
+            return (
+                f"stationary (projected gradient {grad_norm:.2e}; scipy reports 'ABNORMAL': its line search could go no "
+                "further in float64, which at this gradient is convergence)"
+            )
+        return f"NOT converged: the line search failed at projected gradient {grad_norm:.2e} (try another --seed)"
+    return f"{text.lower()} (projected gradient {grad_norm:.2e})"
+
+
 def cmd_ufm(args) -> int:
     from .priors import count_profile, prior_match
     from .ufm import simulate_ufm
@@ -199,7 +216,7 @@ def cmd_ufm(args) -> int:
         features=args.features,
     )
     print(
-        f"{r.message} after {r.iterations} iterations, {r.seconds:.1f} s; projected gradient {r.grad_norm:.2e}"
+        f"L-BFGS-B: {ufm_status(r.message, r.grad_norm)} after {r.iterations} iterations, {r.seconds:.1f} s"
     )
     print(f"NC1 {r.nc1:.2e}, largest off-diagonal cosine of class means {r.max_offdiag_cosine:.2e}")
     print(f"{'class':>5} {'N_c':>6} {'||mu||^2':>9} {'learned':>10} {'predicted':>10}")

@@ -260,7 +260,7 @@ for _key, _ref in (
     (
         "implied_vs_log_counts",
         Reference(
-            "ln N_c, the implied prior (inverse)",
+            "implied prior (NPE inverse) vs ln N_c",
             "implied prior",
             "log_counts",
             of="implied_log_prior",

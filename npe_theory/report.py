@@ -297,12 +297,22 @@ def summary_lines(pem: dict) -> list[str]:
             "  (lines without 'eval-mode': the PEM's training-mode outputs, what its loss saw; 'eval-mode': the "
             "outputs NPE-LA subtracts, with BatchNorm's running statistics; docs/report.md)"
         )
+    lines.append(
+        f"  (centered RMSE and max deviation in nats, after removing the best constant: under {CLOSE_NATS:g} is a close "
+        f"match, above {FAR_NATS:g} a poor one; slope 1 means the same spread)"
+    )
     for key, ref in REFERENCES.items():
         m = pem["prior_match"].get(key)
         if m is None:
             continue
         model = pem.get(f"{ref.field}_model")
         label = ref.label + (f" ({model})" if model else "")
+        if ref.of != "learned" and ref.of != "learned_eval":  # another quantity than the PEM's outputs
+            slope = "-" if m["slope"] is None else f"{m['slope']:.2f}"
+            lines.append(
+                f"  {label:<37} centered RMSE {m['centered_rmse']:.3f}, max dev {m['max_deviation']:.3f}, slope {slope}"
+            )
+            continue
         slope = "-" if m["slope"] is None else f"{m['slope']:.2f}"
         lines.append(
             f"  PEM vs {label:<30} centered RMSE {m['centered_rmse']:.3f}, max dev {m['max_deviation']:.3f}, slope {slope}"
@@ -311,13 +321,17 @@ def summary_lines(pem: dict) -> list[str]:
         d = pem["decomposition"]
         lines.append(
             f"  gap split: non-stationarity {d['non_stationarity']:.3f} (learned vs equilibrium), "
-            f"non-collapse {d['non_collapse']:.3f} (equilibrium vs Prop. 1), NC1 {pem['nc1']:.3g}"
+            f"non-collapse {d['non_collapse']:.3f} (equilibrium vs Prop. 1)"
         )
         if "spread" in d:
             lines.append(
                 f"  non-collapse split: spread {d['spread']:.3f} (spread-aware vs Prop. 1), "
                 f"rest {d['rest']:.3f} (equilibrium vs spread-aware)"
             )
+    if pem.get("nc1") is not None:
+        lines.append(
+            f"  NC1 {pem['nc1']:.3g}: within-class over between-class feature spread (0 is Neural Collapse; not part of the gap)"
+        )
     lines.append(f"  regime: {pem['regime']} ({pem['regime_note']})")
     slope = pem["prior_match"]["vs_log_counts"]["slope"]
     if (
@@ -329,4 +343,34 @@ def summary_lines(pem: dict) -> list[str]:
         )
     if not pem["closed_form_applies"]:
         lines.append("  (MLP PEM: the closed form, the equilibrium and the replay assume a linear PEM)")
+    lines.append(f"  found: {finding(pem)}")
     return lines
+
+
+CLOSE_NATS, FAR_NATS = 0.05, 0.2  # the summary's reading of a centered RMSE
+
+
+def finding(pem: dict) -> str:
+    """One sentence on what the report found: how far the PEM is from ln N_c, and whether Proposition 1 (or the
+    exact equilibrium, for a PEM still moving) explains the difference."""
+    m = pem["prior_match"]
+    log_n = m["vs_log_counts"]
+    slope = "-" if log_n["slope"] is None else f"{log_n['slope']:.2f}"
+    near = f"{log_n['centered_rmse']:.2f} nats from ln N_c, slope {slope}"
+    refs = [(k, m[k]["centered_rmse"]) for k in ("vs_closed_form", "vs_equilibrium") if k in m]
+    if not refs:
+        return f"the PEM is {near}; no closed form applies to this PEM"
+    close = [kv for kv in refs if kv[1] <= CLOSE_NATS]  # Proposition 1 first when it is close enough
+    key, best = close[0] if close else min(refs, key=lambda kv: kv[1])
+    which = (
+        "Proposition 1 at the measured norms"
+        if key == "vs_closed_form"
+        else "the exact equilibrium of its objective"
+    )
+    if log_n["centered_rmse"] <= CLOSE_NATS:
+        return f"the PEM is ln N_c up to a constant ({near})"
+    if best <= CLOSE_NATS:
+        return f"the PEM is not ln N_c ({near}), but {which} explains it to {best:.2f} nats"
+    if best <= FAR_NATS:
+        return f"the PEM is {near}; {which} explains it to {best:.2f} nats, a partial match ({pem['regime']} regime)"
+    return f"the PEM is {near}, and no reference explains it (best: {which}, {best:.2f} nats): read the regime note"

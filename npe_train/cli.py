@@ -77,6 +77,11 @@ def format_summary(results: dict) -> str:
             + " " * 9
             + "".join(f"{str(v['classes']) + '/' + str(v['test_samples']):>9}" for v in sizes.values())
         )
+    lines.append(
+        "  (post-hoc LA: z - tau ln pi, the true counts; NPE-LA: z - tau eta(x), the PEM per sample; NPE marginal: "
+        "z - tau E_x[eta(x)], one vector; NPE class mean: z - tau m, m_c the PEM's mean on class c; NPE inverse: "
+        "z - tau ln pi_hat, the prior Proposition 1 implies; docs/metrics.md)"
+    )
     if "accuracy_by_third" in results:  # a count group is empty: thirds of the classes by count beside it
         lines.append(
             f"  {'by count thirds':<22}" + " " * 9 + "".join(f"{g:>9}" for g in ("many", "medium", "few"))
@@ -150,13 +155,23 @@ def advice_lines(advice: dict | None) -> list[str]:
             f"  validation set ({v['samples']} samples, {v['per_class']} per class, {v['source']}) prefers {best['name']}{tau}: "
             f"{_fmt(best['validation_accuracy'])} there, {_fmt(best['test_accuracy'])} on test"
         )
+        remedy = {  # what to do about it
+            "argmax": "the network is already balanced (a re-balancing loss?) or tau is too large for it: use the "
+            "validation set's choice above",
+            "posthoc_la": "with the counts known, post-hoc LA is the rule to use; NPE-LA is for counts you do not have "
+            "(a lagging PEM, see the regime below, also costs accuracy)",
+        }
         for other, name in (("argmax", "the network's own argmax"), ("posthoc_la", "post-hoc LA")):
             b = advice["npe_la_below"][other]
             if b["validation"] or b["test"]:
                 lines.append(
                     f"  NPE-LA is below {name} (validation: {'yes' if b['validation'] else 'no'}, test: "
-                    f"{'yes' if b['test'] else 'no'})"
+                    f"{'yes' if b['test'] else 'no'}): {remedy[other]}"
                 )
+        if advice.get("rule_file"):
+            lines.append(
+                f"  the chosen rule, with its prior, is in {advice['rule_file']} (npe eval RUN --rule best scores it)"
+            )
     recipe = advice.get("recipe")
     if recipe:
         epochs = "more than 100x the epochs" if recipe["epochs"] is None else f"{recipe['epochs']} epochs"

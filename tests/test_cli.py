@@ -245,3 +245,34 @@ def test_every_public_name_of_npe_train_imports():
     for name in npe_train.__all__:
         assert getattr(npe_train, name) is not None, name
     assert npe_train.__doc__.index("from npe_train import") < npe_train.__doc__.index("Layers")  # usage first
+
+
+def test_ufm_status_says_abnormal_is_convergence_only_at_a_tiny_gradient():
+    from npe_theory.cli import ufm_status
+
+    assert ufm_status("ABNORMAL: ", 3.7e-10).startswith("stationary")
+    assert ufm_status("ABNORMAL: ", 1e-2).startswith("NOT converged")
+    assert "pgtol" in ufm_status("CONVERGENCE: NORM OF PROJECTED GRADIENT <= PGTOL", 1e-10)
+
+
+@pytest.mark.parametrize(
+    "log_n, prop1, eq, start",
+    [
+        (0.03, 0.02, 0.01, "the PEM is ln N_c up to a constant"),
+        (0.43, 0.04, 0.02, "the PEM is not ln N_c (0.43 nats from ln N_c, slope 0.72), but Proposition 1"),
+        (
+            0.43,
+            0.06,
+            0.02,
+            "the PEM is not ln N_c (0.43 nats from ln N_c, slope 0.72), but the exact equilibrium",
+        ),
+        (0.43, 0.15, 0.12, "the PEM is 0.43 nats from ln N_c, slope 0.72; the exact equilibrium"),
+        (0.9, 0.5, 0.4, "the PEM is 0.90 nats from ln N_c, slope 0.72, and no reference explains it"),
+    ],
+)
+def test_the_summary_closes_with_what_the_report_found(log_n, prop1, eq, start):
+    from npe_theory.report import finding
+
+    m = lambda r: {"centered_rmse": r, "max_deviation": r, "slope": 0.72}  # noqa: E731
+    pem = {"prior_match": {"vs_log_counts": m(log_n), "vs_closed_form": m(prop1), "vs_equilibrium": m(eq)}}
+    assert finding({**pem, "regime": "equilibrium"}).startswith(start)
