@@ -289,8 +289,9 @@ def pem_report(
     return out
 
 
-def summary_lines(pem: dict) -> list[str]:
-    """The report in a few printable lines: every reference's centered RMSE, the regime and its note."""
+def summary_lines(pem: dict, sign: str = "eta") -> list[str]:
+    """The report in a few printable lines: every reference's centered RMSE, the regime and its note. ``sign``: how the
+    outputs were read (``npe report --sign``), so a suspected sign error points the right way."""
     lines = []
     if any(r.of == "learned_eval" and k in pem["prior_match"] for k, r in REFERENCES.items()):
         lines.append(
@@ -337,9 +338,13 @@ def summary_lines(pem: dict) -> list[str]:
     if (
         slope is not None and slope < 0
     ):  # a PEM's output grows with ln N_c; falling outputs point at the other sign convention
+        fix = (
+            "the official code's PEM output is p = -eta; npe report --sign p reads such files"
+            if sign == "eta"
+            else "these were read with --sign p (negated); if the files hold eta itself, leave --sign out"
+        )
         lines.append(
-            f"  warning: the learned outputs fall as the counts grow (slope {slope:.2f} on ln N_c): a likely sign error "
-            f"(the official code's PEM output is p = -eta; npe report --sign p reads such files)"
+            f"  warning: the learned outputs fall as the counts grow (slope {slope:.2f} on ln N_c): a likely sign error ({fix})"
         )
     if not pem["closed_form_applies"]:
         lines.append("  (MLP PEM: the closed form, the equilibrium and the replay assume a linear PEM)")

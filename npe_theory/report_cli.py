@@ -43,6 +43,12 @@ def load_outputs(folder, sign: str = "eta") -> tuple[np.ndarray, np.ndarray, np.
         raise InputError(f"DIR: no folder {folder}")
     if sign not in SIGNS:
         raise InputError(f"--sign: expected one of {', '.join(SIGNS)}, got {sign!r}")
+    if not (folder / "eta.npy").exists() and (folder / "results.json").exists():
+        raise InputError(
+            f"DIR: {folder} is an npe train run folder, which holds its prior report already (results.json): "
+            f"npe priors --from {folder} predicts from it, npe eval {folder} re-scores it; npe report reads a dump "
+            "of eta.npy, features.npy and labels.npy (docs/report.md)"
+        )
     eta = _load_array(folder, "eta.npy")
     if eta.ndim == 3:  # K heads: averaged, as NPE-LA does at inference
         eta = eta.mean(0)
@@ -74,6 +80,29 @@ def load_outputs(folder, sign: str = "eta") -> tuple[np.ndarray, np.ndarray, np.
     return eta, features, labels, counts
 
 
+def assumed(settings, num_samples: int) -> str:
+    """The settings the report used, in one line, with how the steps of each epoch were counted."""
+    s = settings
+    parts = [
+        f"weight decay {s.weight_decay:g}",
+        f"alpha {s.alpha:g}",
+        f"loss {s.loss}",
+        f"reduction {s.reduction}",
+    ]
+    parts += [f"bias {'decayed' if s.bias else 'none'}", f"momentum {s.momentum:g}"]
+    if s.lr is None:
+        parts.append(f"lambda*s {s.lambda_s:g} (given)")
+    else:
+        counted = (
+            "steps per epoch as given"
+            if s.steps is not None
+            else f"steps per epoch = ceil({num_samples} samples / batch {s.batch_size}); give steps = [...] if your "
+            "loader dropped the last batch or sampled"
+        )
+        parts.append(f"{s.epochs} epochs, {counted}")
+    return ", ".join(parts)
+
+
 def cmd_report(args) -> int:
     from .figures import plot_eta_matrix, plot_prior_report
     from .report import pem_report, summary_lines
@@ -95,7 +124,8 @@ def cmd_report(args) -> int:
     plot_prior_report(out / "pem_vs_log_counts.png", report)
     plot_eta_matrix(out / "eta_matrix.png", report)
     print(f"PEM report of {folder} ({len(labels)} samples, {counts.size} classes):")
-    print("\n".join(summary_lines(report)))
+    print(f"  settings assumed: {assumed(settings, len(labels))}")
+    print("\n".join(summary_lines(report, sign=args.sign)))
     print(f"wrote {out / 'report.json'}, pem_vs_log_counts.png, eta_matrix.png")
     return 0
 

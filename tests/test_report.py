@@ -231,6 +231,18 @@ def test_npe_report_on_a_plain_pytorch_model_equals_npe_trains_report(tmp_path):
         "report", str(folder), "--out", str(tmp_path / "wrong")
     )  # the files hold p = -eta, read as eta
     assert wrong.returncode == 0 and "warning: the learned outputs fall as the counts grow" in wrong.stdout
+    assert "--sign p reads such files" in wrong.stdout
+    # read the other way round: the hint points back, never at the flag already given
+    np.save(tmp_path / "flipped.npy", -np.load(folder / "eta.npy"))
+    for name in ("features.npy", "labels.npy", "settings.toml"):
+        (tmp_path / "flip").mkdir(exist_ok=True)
+        (tmp_path / "flip" / name).write_bytes((folder / name).read_bytes())
+    (tmp_path / "flip" / "eta.npy").write_bytes((tmp_path / "flipped.npy").read_bytes())
+    flipped = npe("report", str(tmp_path / "flip"), "--sign", "p")
+    assert "leave --sign out" in flipped.stdout and "--sign p reads such files" not in flipped.stdout
+    # the settings it assumed, and how it counted the steps
+    assert "settings assumed: weight decay 0.002, alpha 1, loss logistic" in out.stdout
+    assert f"ceil({len(Y)} samples / batch 32)" in out.stdout
     saved = json.loads((folder / "report.json").read_text())["pem"]
     assert (folder / "pem_vs_log_counts.png").read_bytes()[:4] == b"\x89PNG"
     # the same network through npe_train's own path: attach_pem, the training-mode pass, the shared report
@@ -341,3 +353,10 @@ def test_a_pem_past_the_clock_but_far_from_its_equilibrium_is_reported_as_laggin
     assert gap > EQUILIBRIUM_GAP and behind["lagging"] is True and f"{gap:.2f} nats" in behind["regime_note"]
     early = pem_report(at_optimum + offsets, h, y, counts, PemSettings(weight_decay=1e-2, lambda_s=0.5))
     assert early["regime"] == "transient" and early["lagging"] is False
+
+
+def test_npe_report_on_a_train_run_folder_points_at_priors_from(tmp_path):
+    (tmp_path / "results.json").write_text("{}")
+    out = npe("report", str(tmp_path))
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert f"npe priors --from {tmp_path}" in out.stderr
