@@ -285,3 +285,34 @@ def test_user_data_brings_its_own_validation_split(tmp_path):
         np.save(folder / f"{name}.npy", arr)
     data = build("npy", 1.0, "natural", data_dir=str(folder))
     assert data.val_source == "X_val.npy and y_val.npy" and data.x_val.shape == (9, 4)
+
+
+class _SizedNet(torch.nn.Module):
+    """Like torchvision's ViT: built for one image size (``image_size``) and refusing any other."""
+
+    def __init__(self, image_size=64, says_size=True):
+        super().__init__()
+        self.size = image_size
+        if says_size:
+            self.image_size = image_size
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 16, stride=16), torch.nn.Flatten())
+        self.fc = torch.nn.Linear(8 * (image_size // 16) ** 2, 5)
+
+    def forward(self, x):
+        torch._assert(x.shape[-1] == self.size, f"Wrong image height! Expected {self.size}")
+        return self.fc(self.body(x))
+
+
+def test_from_torchvision_probes_at_the_models_own_input_size():
+    from npe_train.models.classifiers import from_torchvision
+
+    net = from_torchvision(_SizedNet(64), 7)  # probed at 64 x 64, not 224
+    logits, heads, h = net(torch.zeros(2, 3, 64, 64))
+    assert logits.shape == (2, 7) and h.shape == (2, 8 * 16)
+    net = from_torchvision(_SizedNet(32), 3, input_shape=(3, 32, 32))
+    assert net(torch.zeros(1, 3, 32, 32))[0].shape == (1, 3)
+    plain = _SizedNet(
+        64, says_size=False
+    )  # a model that does not say its size: 224 is tried, the error says what to do
+    with pytest.raises(ValueError, match="^input_shape: the backbone does not take inputs \\(3, 224, 224\\)"):
+        from_torchvision(plain, 7)

@@ -188,3 +188,12 @@ def test_timm_optimizer_factory_exempts_the_pem_bias_unless_given_pem_param_grou
             )
             == []
         )
+
+
+@needs_torchvision
+def test_a_vit_built_for_another_size_is_probed_at_its_own_size():
+    model = torchvision.models.vit_b_16(weights=None, image_size=64)
+    net = from_torchvision(model, 7)  # no input_shape: the ViT's image_size, not 224
+    with torch.no_grad():
+        logits, _, h = net.eval()(torch.randn(2, 3, 64, 64))
+    assert logits.shape == (2, 7) and h.shape == (2, 768)

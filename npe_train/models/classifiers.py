@@ -235,6 +235,12 @@ def feature_width(backbone: nn.Module, input_shape) -> int:
     try:
         with torch.no_grad():
             out = backbone(torch.zeros(2, *input_shape))
+    except (RuntimeError, ValueError, AssertionError) as exc:  # a network built for another input size
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(
+            f"input_shape: the backbone does not take inputs {tuple(input_shape)} ({first}); give the (C, H, W) "
+            "of your data"
+        ) from None
     finally:
         backbone.train(was_training)
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
@@ -252,10 +258,14 @@ def from_torchvision(
     num_pems: int = 1,
     pem_hidden: int | None = None,
     pem_detach: bool = False,
-    input_shape=(3, 224, 224),
+    input_shape=None,
 ) -> NPENet:
     """A torchvision classifier with its final Linear replaced by our classifier and a PEM; the feature width is
-    measured by one forward pass at ``input_shape``."""
+    measured by one forward pass at ``input_shape`` (default: the model's own ``image_size`` when it has one, as
+    torchvision's ViTs do, else 3 x 224 x 224)."""
+    if input_shape is None:
+        size = getattr(model, "image_size", None)
+        input_shape = (3, size, size) if isinstance(size, int) else (3, 224, 224)
     backbone = strip_head(model)
     return attach_pem(
         backbone, num_classes, feature_width(backbone, input_shape), num_pems, pem_hidden, pem_detach
