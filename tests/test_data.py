@@ -66,3 +66,22 @@ def test_clear_errors():
         build("digits", 2, n_max=1000)
     with pytest.raises(ValueError, match="^imbalance"):
         build("synthetic", 0.5)
+
+
+def test_wide_images_are_scaled_to_8_bits_not_saturated(tmp_path):
+    from PIL import Image
+
+    from npe_train.data.files import DataError, read_image
+
+    a = np.array([[0, 32768, 65535, 1000]], dtype=np.uint16)
+    Image.fromarray(a).save(tmp_path / "i16.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "i16.png", "RGB", None)[..., 0], np.round(a / 257.0))
+    f = np.array([[0.0, 0.5, 1.0, 0.25]], dtype=np.float32)
+    Image.fromarray(f).save(tmp_path / "f.tiff")
+    np.testing.assert_array_equal(read_image(tmp_path / "f.tiff", "RGB", None)[..., 0], np.round(f * 255))
+    Image.fromarray(f * 4).save(tmp_path / "big.tiff")
+    with pytest.raises(DataError, match="floating-point image with values up to 4"):
+        read_image(tmp_path / "big.tiff", "RGB", None)
+    labels = np.array([[0, 3, 7, 1]], dtype=np.uint16)
+    Image.fromarray(labels).save(tmp_path / "mask.png")  # a 16-bit label map keeps its class ids
+    np.testing.assert_array_equal(read_image(tmp_path / "mask.png", "L", None, labels=True), labels)

@@ -311,3 +311,29 @@ def test_compare_skips_an_unfinished_folder(tmp_path, capsys):
 def test_the_default_folder_names_epochs_and_lr_when_not_the_defaults():
     assert make_config().resolved().out == "runs/mnist1d-npe-ir100-seed0"
     assert make_config(epochs=5, lr=0.1).resolved().out == "runs/mnist1d-npe-ir100-e5-lr0.1-seed0"
+
+
+def test_a_fifo_in_place_of_the_checkpoint_is_refused_not_read_forever(tmp_path, kill_after, capsys):
+    import os
+
+    cfg = tiny(tmp_path)
+    with pytest.raises(kill_after(2)):
+        train(cfg, progress=False)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    ckpt.unlink()
+    os.mkfifo(ckpt)
+    args = [
+        "train",
+        "--dataset",
+        "synthetic",
+        "--imbalance",
+        "20",
+        "--n-max",
+        "100",
+        "--epochs",
+        "5",
+        "--seed",
+        "4",
+    ]
+    code = main([*args, "--out", str(tmp_path / "run"), "--resume", "--quiet"])
+    one_line(capsys, code, 2, "not a regular file")

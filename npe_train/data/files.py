@@ -146,6 +146,41 @@ def _class_folders(root: Path) -> list[Path]:
 MAX_IMAGE_PIXELS = 1 << 26  # 67 M pixels (8192 x 8192): checked from the header, before any pixel is decoded
 
 
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # PIL's 16-bit, 32-bit integer and float images
+
+
+def _to_8bit(im, path: Path, labels: bool):
+    """A 16-bit or floating-point image as 8-bit without saturating (PIL's own conversion clips at 255): 16-bit
+    integers scaled by 255 / 65535, floats in [0, 1] by 255; label maps keep their values, which must fit 0..255."""
+    from PIL import Image
+
+    if im.mode not in WIDE_MODES:
+        return im
+    arr = np.asarray(im)
+    if not np.all(np.isfinite(arr)) or arr.min() < 0:
+        raise DataError(f"data_dir: {path} holds negative or non-finite pixel values ({im.mode} image)")
+    if labels:
+        if arr.max() > 255 or (arr.dtype.kind == "f" and np.any(arr != np.round(arr))):
+            raise DataError(
+                f"data_dir: label map {path} holds values beyond the class ids 0..255 ({im.mode} image)"
+            )
+        return Image.fromarray(arr.astype(np.uint8))
+    if arr.dtype.kind == "f":
+        if arr.max() > 1.0:
+            raise DataError(
+                f"data_dir: {path} is a floating-point image with values up to {float(arr.max()):g}; "
+                "save it as 8-bit or with values in [0, 1]"
+            )
+        scaled = arr * 255.0
+    elif arr.max() > 65535:
+        raise DataError(
+            f"data_dir: {path} is a 32-bit image with values beyond 16 bits; save it as 8- or 16-bit"
+        )
+    else:
+        scaled = arr.astype(np.float64) * (255.0 / 65535.0)
+    return Image.fromarray(np.round(scaled).astype(np.uint8))
+
+
 def read_image(path: Path, mode: str, size: int | None, labels: bool = False) -> np.ndarray:
     """One image as an array in PIL ``mode`` ("RGB" or "L"), resized to size x size when given (nearest for
     label maps). Its size is read from the header and bounded before decoding; DataError naming the file."""
@@ -158,7 +193,7 @@ def read_image(path: Path, mode: str, size: int | None, labels: bool = False) ->
                     f"data_dir: {path} claims {im.size[0]}x{im.size[1]} pixels, more than the "
                     f"{MAX_IMAGE_PIXELS} an image may have"
                 )
-            im = im.convert(mode)
+            im = _to_8bit(im, path, labels).convert(mode)
             if size is not None:
                 im = im.resize((size, size), Image.NEAREST if labels else Image.BILINEAR)
             return np.asarray(im, dtype=np.uint8)

@@ -17,6 +17,7 @@ import io
 import json
 import math
 import pickle
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -137,6 +138,12 @@ def identity(config: dict) -> dict:
 
 def _read(path: Path, cfg: TrainConfig, device, damaged) -> dict:
     """The checkpoint's dict, its format and settings checked (tensors and plain values only: weights_only)."""
+    try:
+        regular = stat.S_ISREG(Path(path).stat().st_mode)
+    except OSError as exc:
+        raise InputError(f"checkpoint: cannot read {path} ({exc.strerror})") from None
+    if not regular:  # a FIFO or a device would block torch.load forever
+        raise InputError(f"checkpoint: {path} is not a regular file; delete it to start the run over")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except (
