@@ -22,7 +22,23 @@ class UsageError(Exception):
     """A bad command-line value: reported in one line, exit code 2."""
 
 
+def _given_text(text: str) -> str:
+    """The type of every string-valued argument: an empty value is refused, never read as "the current folder" or
+    "the default" (a path, a name, a device)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty value (give a path, a name or a number)")
+    return text
+
+
 class _Parser(argparse.ArgumentParser):
+    def add_argument(self, *args, **kwargs):
+        """Every argument that takes a string (no type, or ``str``) refuses an empty one (``_given_text``)."""
+        action = kwargs.get("action")
+        takes_value = action in (None, "store", "append", "extend") and kwargs.get("nargs") != 0
+        if takes_value and kwargs.get("type") in (None, str):
+            kwargs["type"] = _given_text
+        return super().add_argument(*args, **kwargs)
+
     def error(self, message):  # argparse's default prints the whole usage block first
         raise UsageError(f"{self.prog}: error: {message}{self._did_you_mean(message)}")
 
@@ -126,6 +142,9 @@ def _main(argv: list[str]) -> int:
     if runfolder is not None:  # a folder held by an earlier command of this process is not this command's
         runfolder.last_claimed = None
     try:
+        from npe_theory.validate import env_threads
+
+        env_threads()  # a malformed OMP_NUM_THREADS is one line here, before torch's OpenMP reads and warns about it
         parser = build_parser(argv)  # inside: a plugin that fails to import is one line too
         if not argv:  # bare ``npe``: the commands, not a complaint that one is missing
             parser.print_help()

@@ -17,13 +17,13 @@ from .losses import loss_names
 def cmd_check(args) -> int:
     from .checks import format_table, run_checks
 
-    if args.json:
+    if args.json is not None:
         check_writable("--json", args.json)
     rows = run_checks(progress=not args.quiet)
     print(format_table(rows))
     failed = [r for r in rows if not r.passed]
     print(f"\n{len(rows) - len(failed)} passed, {len(failed)} failed")
-    if args.json:
+    if args.json is not None:
         write_json(args.json, [r.as_dict() for r in rows], indent=2)
     return 1 if failed else 0
 
@@ -34,41 +34,35 @@ PLAIN = {"loss": "exp", "reduction": "sum", "bias": False, "weight": 1.0}
 
 
 def _from_run(path) -> dict:
-    """counts, weight decay, alpha, loss, per-class norms and learned outputs of a finished run's results.json."""
+    """counts, weight decay, alpha, loss, per-class norms and learned outputs of a finished run's results.json, read
+    through the shared checks of ``npe_theory.runfiles``."""
     from .errors import InputError
-    from .io import read_json
+    from .runfiles import read_results_file
 
     folder = Path(path)
     file = folder / "results.json" if folder.is_dir() else folder
-    raw = read_json(file, "--from")
-
-    def field(get, what):
-        try:
-            return get(raw)
-        except (KeyError, TypeError, IndexError):
-            raise InputError(f"--from: {file} has no {what} (not a finished run of npe train)") from None
-
-    run = {
-        "counts": field(lambda r: np.asarray(r["counts"], dtype=float), "counts"),
-        "lam": field(
-            lambda r: float(r["config"].get("pem_weight_decay") or r["config"]["weight_decay"]),
-            "config.pem_weight_decay",
-        ),
-        "weight": field(lambda r: float(r["config"]["alpha"]), "config.alpha"),
-        "loss": field(lambda r: str(r["config"]["pem_loss"]), "config.pem_loss"),
-        "norm_sq": field(lambda r: np.asarray(r["pem"]["mean_norm_sq"], dtype=float), "pem.mean_norm_sq"),
-        "learned": field(lambda r: np.asarray(r["pem"]["learned"], dtype=float), "pem.learned"),
+    raw = read_results_file(file, "--from")
+    cfg, pem = raw["config"], raw["pem"]
+    for key in ("mean_norm_sq", "learned"):
+        if pem.get(key) is None:
+            raise InputError(
+                f"--from: {file} has no pem.{key} (a run of npe train with a linear PEM writes it)"
+            )
+    for key in ("pem_loss", "alpha"):
+        if cfg.get(key) is None:
+            raise InputError(f"--from: {file} has no config.{key} (not a finished run of npe train)")
+    if cfg.get("pem_weight_decay") is None and cfg.get("weight_decay") is None:
+        raise InputError(f"--from: {file} has no config.pem_weight_decay (not a finished run of npe train)")
+    # the PEM's own decay when the run had one (a zero there is refused by the check, never replaced)
+    lam = cfg["pem_weight_decay"] if cfg.get("pem_weight_decay") is not None else cfg["weight_decay"]
+    return {
+        "counts": np.asarray(raw["counts"], dtype=float),
+        "lam": float(lam),
+        "weight": float(cfg["alpha"]),
+        "loss": cfg["pem_loss"],
+        "norm_sq": np.asarray(pem["mean_norm_sq"], dtype=float),
+        "learned": np.asarray(pem["learned"], dtype=float),
     }
-    C = run["counts"].size
-    if (
-        C < 2
-        or any(run[k].shape != (C,) for k in ("norm_sq", "learned"))
-        or not np.all(np.isfinite(run["norm_sq"]))
-    ):
-        raise InputError(
-            f"--from: {file}: counts, pem.mean_norm_sq and pem.learned must hold one finite value per class"
-        )
-    return run
 
 
 def _as_trained(opts: dict) -> bool:
@@ -105,7 +99,9 @@ def cmd_priors(args) -> int:
         counts, lam, norm_sq = (
             count_profile(args.profile, args.classes, args.max, args.imbalance),
             args.lam,
-            args.norm_sq or 1.0,
+            1.0
+            if args.norm_sq is None
+            else args.norm_sq,  # 0 is a value (refused below without a bias), not "unset"
         )
         source = (
             f"{args.profile} profile: {args.classes} classes, n_max {args.max}, imbalance "
@@ -159,7 +155,7 @@ def cmd_priors(args) -> int:
             f"the run's learned outputs vs this prediction: centered RMSE "
             f"{prior_match(run['learned'], reference=eta).centered_rmse:.3f} nats"
         )
-    if args.csv:
+    if args.csv is not None:
         print(f"wrote {write_csv(args.csv, rows)}")
     return 0
 
@@ -233,7 +229,7 @@ def cmd_ufm(args) -> int:
     if len(set(r.counts.tolist())) > 1:
         m = prior_match(r.eta_learned, r.counts)
         print(f"learned vs ln N_c: slope {m.slope:.3f}, centered RMSE {m.centered_rmse:.3f}")
-    if args.json:
+    if args.json is not None:
         print(f"wrote {write_json(args.json, r.summary())}")
     return 0
 

@@ -22,9 +22,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, InputTypeError
 from .losses import get_loss
-from .validate import REDUCTIONS, as_float_array, as_float_scalar, choice, momentum_value, positive_int
+from .validate import (
+    REDUCTIONS,
+    as_float_array,
+    as_float_scalar,
+    choice,
+    class_ids,
+    matrix,
+    momentum_value,
+    positive_int,
+    scalar_or_array,
+)
 
 MAX_STEPS = 10_000_000  # bounded work: a replay longer than this is refused
 
@@ -50,7 +60,7 @@ def steps_per_epoch(num_samples: int, batch_size: int) -> int:
 
 def loss_slope(eta: np.ndarray, loss: str) -> np.ndarray:
     """l'(eta) of a registered loss: -sigmoid(-eta) (logistic), -exp(-eta) (exp), -2 max(0, 1 - eta) (squared_hinge)."""
-    return get_loss(loss).slope(eta)
+    return scalar_or_array(get_loss(loss).slope(as_float_array("eta", eta)))
 
 
 def heavy_ball_pem(
@@ -75,7 +85,8 @@ def heavy_ball_pem(
     into ``means`` (default: all steps in epoch 0). init_weight: (K, C, D), init_bias (K, C):
     the K heads' starting values (default one head at zero). Returns ``{"weight", "bias",
     "eta_per_epoch"}``: final parameters and, after each epoch, the head-averaged
-    ``w_c . m_c + b_c`` with that epoch's means, shape (E, C). With spread features the class-mean
+    ``w_c . m_c + b_c`` with that epoch's means, shape (E, C) (an epoch without a step: the parameters it
+    ended with, which the previous epoch left). With spread features the class-mean
     gradient underestimates the push of a convex loss; ``replay_steps`` takes the steps' own rows.
     """
     loss = get_loss(loss)
@@ -93,7 +104,7 @@ def heavy_ball_pem(
     E, C, D = means.shape
     fractions = as_float_array("fractions", fractions, nonnegative=True)
     if fractions.shape not in ((C,), (T, C)):
-        raise InputError(f"fractions: expected ({C},) or ({T}, {C}), got {fractions.shape}")
+        raise InputError(f"fractions, means: expected fractions ({C},) or ({T}, {C}), got {fractions.shape}")
     fractions = np.broadcast_to(fractions, (T, C))
     epoch_of_step = np.zeros(T, dtype=np.int64) if epoch_of_step is None else np.asarray(epoch_of_step)
     if (
@@ -115,12 +126,12 @@ def heavy_ball_pem(
         )
     if not bias:
         b[:] = 0.0
-    out = np.full((E, C), np.nan)
+    out = np.empty((E, C))
     with np.errstate(all="ignore"):  # a diverging replay is reported below, not warned about per step
         _replay(w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, out)
     if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
         raise InputError(
-            "lrs: the replayed steps diverged (the PEM's parameters overflowed); "
+            "lam, lrs: the replayed steps diverged (the PEM's parameters overflowed); "
             "these learning rates are too large for this loss scale"
         )
     return {"weight": w, "bias": b, "eta_per_epoch": out}
@@ -128,13 +139,26 @@ def heavy_ball_pem(
 
 def _replay(w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, out) -> None:
     """The steps of ``heavy_ball_pem``, updating w, b in place."""
-    T, velocity = lrs.size, None
+    T, velocity, done = lrs.size, None, 0  # done: epochs whose end has been recorded
+
+    def record(
+        upto: int,
+    ) -> None:  # epochs done..upto-1 end at the current parameters (no step of theirs is left)
+        nonlocal done
+        for e in range(done, upto):
+            out[e] = (np.einsum("kcd,cd->kc", w, means[e]) + b).mean(0)
+        done = max(done, upto)
+
     for t in range(T):
+        record(
+            int(epoch_of_step[t])
+        )  # epochs without a step before this one keep the parameters they started with
         m = means[epoch_of_step[t]]
         push = alpha * fractions[t] * loss.slope(np.einsum("kcd,cd->kc", w, m) + b)  # (K, C)
         velocity = _heavy_ball(w, b, velocity, push[..., None] * m, push, lrs[t], lam, momentum, bias)
         if t + 1 == T or epoch_of_step[t + 1] != epoch_of_step[t]:
-            out[epoch_of_step[t]] = (np.einsum("kcd,cd->kc", w, m) + b).mean(0)
+            record(int(epoch_of_step[t]) + 1)
+    record(len(means))
 
 
 def _heavy_ball(w, b, velocity, gw_loss, gb_loss, lr, lam, momentum, bias):
@@ -178,15 +202,22 @@ def replay_steps(
     new state (the inputs are not modified).
     """
     loss = get_loss(loss)
+    if not isinstance(state, dict) or "weight" not in state or "bias" not in state:
+        raise InputTypeError(
+            f"state: expected a dict with the heads' weight and bias, got {type(state).__name__}"
+        )
     w, b = as_float_array("state", state["weight"]).copy(), as_float_array("state", state["bias"]).copy()
     if w.ndim != 3 or b.shape != w.shape[:2]:
         raise InputError(f"state: expected heads (K, C, D) and biases (K, C), got {w.shape} and {b.shape}")
     K, C, D = w.shape
-    h = as_float_array("rows", rows)
+    h = matrix("rows", rows, cols=D)
     lrs = as_float_array("lrs", lrs, nonnegative=True)
+    if lrs.ndim != 1:
+        raise InputError(f"lrs: expected one learning rate per step (a 1-D array), got shape {lrs.shape}")
     T = lrs.size
     fractions = as_float_array("fractions", fractions, nonnegative=True)
-    labels, step_of_row = np.asarray(labels), np.asarray(step_of_row)
+    labels = class_ids("labels", labels, C)
+    step_of_row = class_ids("step_of_row", step_of_row, max(T, 1))  # step indices: integers in [0, T)
     omega = as_float_array("weight", weight, nonnegative=True)
     n = len(h)
     if (
@@ -197,7 +228,7 @@ def replay_steps(
         or fractions.shape != (T, C)
     ):
         raise InputError(
-            f"rows, labels, weight, step_of_row, fractions: expected ({n}, {D}), ({n},) x 3 and ({T}, {C}), got "
+            f"rows, labels, weight, step_of_row, fractions, lrs: expected ({n}, {D}), ({n},) x 3 and ({T}, {C}), got "
             f"{h.shape}, {labels.shape}, {omega.shape}, {step_of_row.shape}, {fractions.shape}"
         )
     if n and (
@@ -240,7 +271,7 @@ def replay_steps(
             velocity = _heavy_ball(w, b, velocity, gw, gb, lrs[t], lam, momentum, bias)
     if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
         raise InputError(
-            "lrs: the replayed steps diverged (the PEM's parameters overflowed); "
+            "lam, lrs: the replayed steps diverged (the PEM's parameters overflowed); "
             "these learning rates are too large for this loss scale"
         )
     out = {"weight": w, "bias": b, "velocity_weight": None, "velocity_bias": None}

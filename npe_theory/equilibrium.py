@@ -24,7 +24,7 @@ import numpy as np
 from .errors import InputError
 from .losses import get_loss
 from .optimum import optimal_logit
-from .validate import MAX_CLASSES, REDUCTIONS, as_float_array, as_float_scalar, choice, positive_int
+from .validate import REDUCTIONS, as_float_scalar, choice, features_and_labels, positive_int
 
 # Relative size of an objective decrease float64 still resolves (a few ulps of F): below it, Newton has nothing left to give.
 _RESOLUTION = 8 * np.finfo(np.float64).eps
@@ -61,16 +61,10 @@ def pem_equilibrium(
     """
     spec = get_loss(loss)
     choice("reduction", reduction, REDUCTIONS)
-    h = as_float_array("features", features)
-    y = np.asarray(labels)
-    C = positive_int("num_classes", num_classes, maximum=MAX_CLASSES)
+    h, y, C = features_and_labels(features, labels, num_classes, every_class=False)
     lam = as_float_scalar("lam", lam, positive=True)
     alpha = as_float_scalar("alpha", alpha, positive=True)
     max_iter = positive_int("max_iter", max_iter, maximum=10_000)
-    if h.ndim != 2 or y.shape != (len(h),):
-        raise InputError(f"features, labels: expected (N, D) and (N,), got {h.shape} and {y.shape}")
-    if y.dtype.kind not in "iu" or (y.size and (y.min() < 0 or y.max() >= C)):
-        raise InputError(f"labels: expected integer class ids in [0, {C})")
     kappa = 1.0 / len(h) if reduction == "mean" else 1.0
     if start is not None and (np.shape(start.weight) != (C, h.shape[1]) or np.shape(start.bias) != (C,)):
         raise InputError(

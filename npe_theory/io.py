@@ -92,26 +92,76 @@ MAX_TEXT_BYTES = 16 << 20  # a config, settings, counts or results file; far lar
 MAX_ARRAY_BYTES = 8 << 30  # one .npy file loaded into memory
 
 
-def read_text(path, label: str, limit: int = MAX_TEXT_BYTES) -> str:
-    """The UTF-8 text of a small regular file, its size checked before reading (``/dev/zero`` or a FIFO is
-    refused, not read forever). InputError starting with ``label`` when absent, a folder, too large or not text."""
+def memory_budget() -> int:
+    """Bytes one data set may take in memory: ``MAX_ARRAY_BYTES``, or the machine's available memory when that is
+    less (Linux: MemAvailable of /proc/meminfo; elsewhere the physical memory)."""
+    available = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if available is None:
+        try:
+            available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            available = MAX_ARRAY_BYTES
+    return min(MAX_ARRAY_BYTES, available)
+
+
+def check_memory(label: str, nbytes: int, what: str) -> None:
+    """Refuse, before allocating, work whose arrays would take more than ``memory_budget()``: InputError naming
+    ``label`` and what would not fit."""
+    budget = memory_budget()
+    if nbytes > budget:
+        raise InputError(
+            f"{label}: {what} would take {nbytes / 2**30:.1f} GiB, more than the {budget / 2**30:.1f} GiB available "
+            f"for it (smaller images, fewer samples or a machine with more memory)"
+        )
+
+
+def open_regular(path, label: str, limit: int | None = None, error=InputError):
+    """``path`` opened for reading in binary, only if it is a regular file (at most ``limit`` bytes when given).
+
+    Opened with O_NONBLOCK and checked by fstat on the open descriptor, so a FIFO, a device or a socket is refused
+    without blocking (opening a FIFO for reading otherwise waits for a writer forever) and the check is of the file
+    actually read. ``error`` (InputError or a subclass) starting with ``label`` for anything else."""
     import stat
 
     path = Path(path)
     try:
-        info = path.stat()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise InputError(f"{label}: no file {path}") from None
+        raise error(f"{label}: no file {path}") from None
+    except IsADirectoryError:
+        raise error(f"{label}: {path} is a folder, not a file") from None
     except OSError as exc:
-        raise InputError(f"{label}: cannot read {path} ({exc.strerror})") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise InputError(f"{label}: {path} is a folder, not a file")
-    if not stat.S_ISREG(info.st_mode):
-        raise InputError(f"{label}: {path} is not a regular file")
-    if info.st_size > limit:
-        raise InputError(f"{label}: {path} is {info.st_size} bytes, more than the {limit} this file may hold")
+        raise error(f"{label}: cannot read {path} ({exc.strerror})") from None
     try:
-        with path.open("rb") as fh:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise error(f"{label}: {path} is a folder, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise error(f"{label}: {path} is not a regular file (a FIFO, device or socket is not read)")
+        if limit is not None and info.st_size > limit:
+            raise error(f"{label}: {path} is {info.st_size} bytes, more than the {limit} this file may hold")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_text(path, label: str, limit: int = MAX_TEXT_BYTES) -> str:
+    """The UTF-8 text of a small regular file, its size checked before reading (``/dev/zero`` or a FIFO is
+    refused, not read forever). InputError starting with ``label`` when absent, a folder, too large or not text."""
+    path = Path(path)
+    try:
+        with open_regular(path, label, limit) as fh:
             data = fh.read(limit + 1)
     except OSError as exc:
         raise InputError(f"{label}: cannot read {path} ({exc.strerror})") from None
@@ -149,15 +199,12 @@ def read_toml_table(path, label: str, table: str) -> dict:
     return raw
 
 
-def _npy_header(path: Path, label: str, limit: int):
+def _npy_header(fh, path: Path, label: str, limit: int):
     """(shape, dtype) from a .npy header, checked against the file's real size and ``limit`` before any allocation."""
-    with path.open("rb") as fh:
-        version = np.lib.format.read_magic(fh)
-        read = (
-            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        )
-        shape, _, dtype = read(fh, max_header_size=10000)
-        offset = fh.tell()
+    version = np.lib.format.read_magic(fh)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read(fh, max_header_size=10000)
+    offset = fh.tell()
     if dtype.hasobject:
         raise InputError(f"{label}: {path} holds Python objects, not numbers (not loaded)")
     claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
@@ -176,13 +223,15 @@ def read_array(path, label: str, required: bool = True, limit: int = MAX_ARRAY_B
     None when absent and not ``required``. Failures raise InputError starting with ``label`` (the argument or
     file the user named), never a NumPy traceback."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         if required:
             raise InputError(f"{label}: no file {path}")
         return None
     try:
-        _npy_header(path, label, limit)
-        return np.load(path, allow_pickle=False)
+        with open_regular(path, label) as fh:  # a FIFO or a device in its place is refused, not read
+            _npy_header(fh, path, label, limit)
+            fh.seek(0)
+            return np.load(fh, allow_pickle=False)
     except (ValueError, OSError, EOFError, TypeError, SyntaxError, MemoryError) as exc:
         if isinstance(exc, InputError):
             raise

@@ -17,7 +17,7 @@ import numpy as np
 from .errors import InputError
 from .lambertw import blockwise, lambert_w_of_exp
 from .losses import get_loss
-from .validate import as_float_array, scalar_or_array
+from .validate import as_float_array, broadcastable, scalar_or_array
 
 _TINY = np.finfo(np.float64).tiny
 
@@ -86,6 +86,7 @@ def objective(eta, n, lam, loss: str = "exp", feature_norm_sq=1.0):
     n = as_float_array("n", n, positive=True)
     lam = as_float_array("lam", lam, positive=True)
     fns = as_float_array("feature_norm_sq", feature_norm_sq, positive=True)
+    broadcastable(eta=eta, n=n, lam=lam, feature_norm_sq=fns)
     with np.errstate(
         over="ignore"
     ):  # beyond the float range the objective is +inf, its true (overflowed) value

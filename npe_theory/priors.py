@@ -59,16 +59,23 @@ def _counts(counts) -> np.ndarray:
 def saturation(
     counts, lam, feature_norm_sq=1.0, reduction: str = "sum", bias: bool = False, weight: float = 1.0
 ) -> np.ndarray:
-    """x_c = weight * m_c * (feature_norm_sq_c + [bias]) / lam, m_c = N_c ("sum") or pi_c ("mean")."""
+    """x_c = weight * m_c * (feature_norm_sq_c + [bias]) / lam, m_c = N_c ("sum") or pi_c ("mean"); +inf where x_c
+    lies beyond the float64 range (its true value overflowed: ``predicted_priors`` works in log space and takes it)."""
     n = _effective_counts(counts, reduction, weight)
-    return n * _norm_term(feature_norm_sq, bias, n.shape) / as_float_scalar("lam", lam, positive=True)
+    with np.errstate(over="ignore"):
+        return n * _norm_term(feature_norm_sq, bias, n.shape) / as_float_scalar("lam", lam, positive=True)
 
 
 def _effective_counts(counts, reduction: str, weight: float) -> np.ndarray:
     counts = _counts(counts)
     choice("reduction", reduction, REDUCTIONS)
     weight = as_float_scalar("weight", weight, positive=True)
-    return weight * (counts if reduction == "sum" else counts / counts.sum())
+    out = weight * (counts if reduction == "sum" else counts / counts.sum())
+    if not np.all(out > 0):
+        raise InputError(
+            f"weight, counts: the effective counts weight * m_c underflow to 0 (weight {weight!r})"
+        )
+    return out
 
 
 def _norm_term(feature_norm_sq, bias: bool, shape) -> np.ndarray:
@@ -112,7 +119,9 @@ def norm_statistics(norm_sq, counts) -> tuple[float, float]:
     n = as_float_array("norm_sq", norm_sq, positive=True)
     c = _counts(counts)
     if n.shape != c.shape:
-        raise InputError(f"norm_sq: expected one squared norm per class ({c.size}), got shape {n.shape}")
+        raise InputError(
+            f"norm_sq, counts: expected one squared norm per class ({c.size}), got shape {n.shape}"
+        )
     lc = np.log(c) - np.log(c).mean()
     ln = np.log(n)
     denom = float(lc @ lc)
@@ -187,7 +196,8 @@ def prior_match(estimates, counts=None, *, reference=None) -> PriorMatch:
     r = np.log(_counts(counts)) if counts is not None else as_float_array("reference", reference)
     if e.ndim != 1 or e.shape != r.shape:
         raise InputError(
-            f"estimates: expected shape {r.shape} to match {'counts' if counts is not None else 'reference'}, got {e.shape}"
+            f"estimates, {'counts' if counts is not None else 'reference'}: expected estimates of shape {r.shape} "
+            f"to match, got {e.shape}"
         )
     if e.size < 2:
         raise InputError("estimates: need at least 2 classes to compare up to a constant")

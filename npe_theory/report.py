@@ -23,7 +23,17 @@ from .losses import check_loss
 from .priors import norm_statistics, prior_match
 from .references import DERIVED_FIELDS, REFERENCES, ReportContext
 from .spread import spread_statistics
-from .validate import REDUCTIONS, as_float_array, as_float_scalar, choice, momentum_value, positive_int
+from .validate import (
+    REDUCTIONS,
+    as_float_array,
+    as_float_scalar,
+    choice,
+    class_count,
+    class_ids,
+    instance,
+    momentum_value,
+    positive_int,
+)
 
 #: lambda_s at and above which a PEM is reported as at equilibrium. Near its optimum the PEM output
 #: relaxes like exp(-lambda_s (1 + eta sigmoid(eta))), never slower than exp(-lambda_s) (docs/theory.md,
@@ -164,21 +174,15 @@ def check_inputs(eta, features, labels, counts) -> tuple[np.ndarray, np.ndarray,
     counts = as_float_array("counts", counts, positive=True)
     if counts.ndim != 1 or counts.size < 2:
         raise InputError(f"counts: expected one count per class (at least 2), got shape {counts.shape}")
-    y = np.asarray(labels)
-    if y.ndim != 1 or y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
-        raise InputError(f"labels: expected a 1-D array of integer class ids, got {y.dtype} {y.shape}")
-    C, n = counts.size, len(y)
-    if n and (y.min() < 0 or y.max() >= C):
-        raise InputError(
-            f"labels: class ids must lie in [0, {C}) (one per count), got [{y.min()}, {y.max()}]"
-        )
-    present = np.bincount(y, minlength=C)
-    if not present.all():
-        raise InputError(f"labels: class {int(np.argmin(present))} has no sample")
+    C = class_count("counts", counts.size, minimum=2)
+    y = class_ids("labels", labels, C, every_class=True, against="counts")
+    n = len(y)
     h = as_float_array("features", features)
     if h.ndim != 2 or len(h) != n:
-        raise InputError(f"features: expected shape ({n}, D) (one row per label), got {h.shape}")
-    return _outputs("eta", eta, n, C), h, y.astype(np.int64), counts
+        raise InputError(
+            f"features, labels: expected features of shape ({n}, D) (one row per label), got {h.shape}"
+        )
+    return _outputs("eta", eta, n, C), h, y, counts
 
 
 LEVELS = ("all", "core")
@@ -209,6 +213,9 @@ def pem_report(
     the end of training whose cost grows with the epochs run). ``warm``: a dict kept between calls on one run; the exact
     equilibrium starts from the last one found there and leaves its own (the same answer within the solver's tolerance).
     """
+    instance(
+        "settings", settings, PemSettings, "a PemSettings (the PEM's weight decay, alpha, loss and schedule)"
+    )
     choice("references", references, LEVELS)
     eta, h, y, counts = check_inputs(eta, features, labels, counts)
     ctx = ReportContext(

@@ -108,11 +108,11 @@ def cmd_report(args) -> int:
     from .report import pem_report, summary_lines
 
     folder = Path(args.dir)
-    check_writable("--out", args.out or folder, folder=True)
+    check_writable("--out", folder if args.out is None else args.out, folder=True)
     eta, features, labels, counts = load_outputs(folder, args.sign)
     settings = load_settings(Path(args.settings) if args.settings else folder / "settings.toml")
     report = pem_report(eta, features, labels, counts, settings)
-    out = Path(args.out) if args.out else folder
+    out = folder if args.out is None else Path(args.out)
     result = {
         "schema": "npe-report/1",
         "source": str(folder),

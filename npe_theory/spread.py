@@ -26,6 +26,7 @@ May import: numpy, scipy, the npe_theory modules below it (no torch).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,11 +36,20 @@ from .errors import InputError
 from .lambertw import lambert_w_of_exp
 from .losses import get_loss
 from .priors import _effective_counts
-from .validate import MAX_CLASSES, REDUCTIONS, as_float_array, as_float_scalar, choice, positive_int
+from .validate import (
+    REDUCTIONS,
+    as_float_array,
+    as_float_scalar,
+    choice,
+    class_count,
+    features_and_labels,
+    instance,
+)
 
 
-class NoRoot(ArithmeticError):
-    """The fixed point was not found (a degenerate problem, e.g. a weight decay near 0 with spread features)."""
+class NoRoot(InputError, ArithmeticError):
+    """The fixed point was not found (a degenerate problem, e.g. a weight decay near 0 with spread features); the
+    public functions name ``lam`` in its message."""
 
 
 @dataclass(frozen=True)
@@ -67,18 +77,10 @@ def class_spread(
 
     A thin SVD of each class's centered features: cost O(n_c D min(n_c, D)), no (D, D) matrix per class.
     """
-    h = as_float_array("features", features)
-    y = np.asarray(labels)
-    C = positive_int("num_classes", num_classes, maximum=MAX_CLASSES)
-    if h.ndim != 2 or y.shape != (len(h),):
-        raise InputError(f"features, labels: expected (N, D) and (N,), got {h.shape} and {y.shape}")
-    if y.dtype.kind not in "iu" or (y.size and (y.min() < 0 or y.max() >= C)):
-        raise InputError(f"labels: expected integer class ids in [0, {C})")
+    h, y, C = features_and_labels(features, labels, num_classes)
     eig, proj, null, along, norm_sq = [], [], np.zeros(C), np.zeros(C), np.zeros(C)
     for c in range(C):
         xc = h[y == c]
-        if len(xc) == 0:
-            raise InputError(f"labels: class {c} has no sample")
         m = xc.mean(0)
         _, sv, vt = np.linalg.svd((xc - m) / np.sqrt(len(xc)), full_matrices=False)
         keep = sv**2 > rank_tol * max(float(sv[0] ** 2) if sv.size else 0.0, 1e-300)
@@ -96,6 +98,9 @@ def spread_statistics(spread: ClassSpread) -> tuple[float, float]:
     """(mean over classes of ||mu_c||^2, mean over classes of Var(h . mu_c / ||mu_c|| | c) / ||mu_c||^2) of a
     ``class_spread`` result: the scale of Proposition 1's x_c, and the squared coefficient of variation of the features
     along their class mean (how far the spread moves the optimum; ``along_mean`` builds the model from the two)."""
+    _spread(spread)
+    if spread.norm_sq is None or spread.along is None:
+        raise InputError("spread: holds no feature norms (class_spread makes them; along_mean does not)")
     norm_sq = spread.norm_sq
     ok = norm_sq > 0
     return float(norm_sq.mean()), float(np.mean(spread.along[ok] / norm_sq[ok])) if ok.any() else 0.0
@@ -105,13 +110,47 @@ def along_mean(norm_sq, spread_ratio, num_classes: int, *, bias: bool = True) ->
     """The two-statistic model: every class mean has squared norm ``norm_sq`` and its features vary along the
     mean's direction with variance ``spread_ratio * norm_sq`` (the squared coefficient of variation of
     ``h . m / ||m||``), and not across it. Scalars or per-class arrays."""
-    n = np.broadcast_to(as_float_array("norm_sq", norm_sq, nonnegative=True), (num_classes,))
-    rho = np.broadcast_to(as_float_array("spread_ratio", spread_ratio, nonnegative=True), (num_classes,))
+    num_classes = class_count("num_classes", num_classes)
+    n, rho = (
+        _per_class(name, value, num_classes)
+        for name, value in (("norm_sq", norm_sq), ("spread_ratio", spread_ratio))
+    )
+    with np.errstate(over="ignore"):
+        if not np.all(np.isfinite(rho * n)):
+            raise InputError("norm_sq, spread_ratio: the variance spread_ratio * norm_sq overflows float64")
     return ClassSpread(
         [np.array([rho[c] * n[c]]) for c in range(num_classes)],
         [np.array([n[c]]) for c in range(num_classes)],
         np.full(num_classes, 1.0 if bias else 0.0),
     )
+
+
+def _per_class(name: str, value, num_classes: int) -> np.ndarray:
+    arr = as_float_array(name, value, nonnegative=True)
+    if arr.size != 1 and arr.shape != (num_classes,):
+        raise InputError(
+            f"{name}: expected one number or {num_classes} (one per class), got shape {arr.shape}"
+        )
+    return np.broadcast_to(arr.reshape(-1), (num_classes,))
+
+
+@contextmanager
+def _named(names: str):
+    """A solver that fails on valid but extreme input (a weight decay near 0 or the float range's end) says so as an
+    InputError naming the arguments, not as an arithmetic error from inside."""
+    try:
+        with np.errstate(
+            all="ignore"
+        ):  # an extreme trial is caught by the finiteness checks, not warned about
+            yield
+    except ArithmeticError as exc:
+        raise NoRoot(
+            f"{names}: {exc}; the weight decay or the outputs are too extreme for the spread model"
+        ) from None
+
+
+def _spread(spread) -> ClassSpread:
+    return instance("spread", spread, ClassSpread, "a ClassSpread (from class_spread or along_mean)")
 
 
 def _moments(
@@ -161,7 +200,10 @@ def _solve_pair(loss, a: float, lam: float, eig, proj, null: float, u0: float) -
             mu, s2 = _moments(np.exp(u), np.exp(v), lam, eig, proj, null)
             if not (np.isfinite(mu) and np.isfinite(s2)):
                 return [1e30, 1e30]
-            m1, m2 = loss.gaussian_log_moments(mu, s2)
+            try:
+                m1, m2 = loss.gaussian_log_moments(mu, s2)
+            except ArithmeticError:  # a trial point the quadrature cannot resolve: far from the root
+                return [1e30, 1e30]
             out = [u - log_a - m1, v - log_a - m2]
             return out if np.all(np.isfinite(out)) else [1e30, 1e30]
 
@@ -183,6 +225,7 @@ def spread_logit(
 ) -> np.ndarray:
     """E[eta_c | y = c] at the optimum of a linear PEM when class c's features are Gaussian with the given
     spread (module docstring): ``mu_c = p_c g1_c(r_c)``. Reduces to ``predicted_priors`` at zero spread."""
+    _spread(spread)
     loss = get_loss(loss)
     choice("reduction", reduction, REDUCTIONS)
     lam = as_float_scalar("lam", lam, positive=True)
@@ -190,16 +233,17 @@ def spread_logit(
     if a.ndim != 1 or a.size != len(spread.null):
         raise InputError(f"counts: expected {len(spread.null)} classes, got shape {a.shape}")
     out = np.empty(a.size)
-    for c in range(a.size):
-        eig, proj, null = spread.eig[c], spread.proj[c], float(spread.null[c])
-        if float(proj.sum()) + null <= 0:
-            out[c] = 0.0  # no feature and no bias: the PEM cannot move
-            continue
-        u = _solve_exp(float(a[c]), lam, eig, proj, null)
-        v = u
-        if not loss.curvature_is_push:
-            u, v = _solve_pair(loss, float(a[c]), lam, eig, proj, null, u)
-        out[c] = _moments(np.exp(u), np.exp(v), lam, eig, proj, null)[0]
+    with _named("lam, counts"):
+        for c in range(a.size):
+            eig, proj, null = spread.eig[c], spread.proj[c], float(spread.null[c])
+            if float(proj.sum()) + null <= 0:
+                out[c] = 0.0  # no feature and no bias: the PEM cannot move
+                continue
+            u = _solve_exp(float(a[c]), lam, eig, proj, null)
+            v = u
+            if not loss.curvature_is_push:
+                u, v = _solve_pair(loss, float(a[c]), lam, eig, proj, null, u)
+            out[c] = _moments(np.exp(u), np.exp(v), lam, eig, proj, null)[0]
     if not np.all(np.isfinite(out)):
         raise InputError(f"lam, counts: the optimum leaves the float64 range (lam = {lam!r})")
     return out
@@ -215,18 +259,22 @@ def spread_inverse(
     ``p = mu / g1(r)``, ``ln(r / p) = ln(E[l''] / E[p])``. Then ``ln a_c = ln p - ln E[p(t)]`` as in
     ``spread_logit``. Outputs at or below 0 (no preimage) and outputs beyond what any share reaches
     (features without a spread-free direction) are clamped to shares e^-700 and e^300."""
+    _spread(spread)
     loss = get_loss(loss)
     lam = as_float_scalar("lam", lam, positive=True)
     weight = as_float_scalar("weight", weight, positive=True)
     e = as_float_array("eta", eta)
     if e.shape != (len(spread.null),):
         raise InputError(f"eta: expected {len(spread.null)} per-class outputs, got shape {e.shape}")
-    out = np.array(
-        [
-            _inverse_one(float(e[c]), lam, spread.eig[c], spread.proj[c], float(spread.null[c]), loss)
-            for c in range(e.size)
-        ]
-    )
+    with _named("lam, eta"):
+        out = np.array(
+            [
+                _inverse_one(float(e[c]), lam, spread.eig[c], spread.proj[c], float(spread.null[c]), loss)
+                for c in range(e.size)
+            ]
+        )
+    if not np.all(np.isfinite(out)):
+        raise NoRoot(f"lam, eta: the inverse leaves the float64 range (lam = {lam!r})")
     return np.clip(out, -700.0, 300.0) - np.log(weight)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from npe_theory.errors import InputError
-from npe_theory.io import write_json
+from npe_theory.io import check_writable, write_json
 from npe_theory.references import table_references
 from npe_theory.report import summary_lines
 
@@ -245,7 +245,7 @@ def cmd_reproduce(args) -> int:
     from .experiments.sweep import run_grid
 
     table = load_table(args.table)
-    out = Path(args.out or f"runs/reproduce/{Path(args.table).stem}")
+    out = Path(f"runs/reproduce/{Path(args.table).stem}" if args.out is None else args.out)
     overrides = {k: v for k, v in (("data_dir", args.data_dir), ("device", args.device)) if v is not None}
     runs = plan(table, out, overrides)
     print(f"{table.title}: {len(table.rows)} rows x {len(table.seeds)} seeds = {len(runs)} runs in {out}")
@@ -324,8 +324,10 @@ def cmd_compare(args) -> int:
 def cmd_eval(args) -> int:
     from .experiments.evaluate import evaluate_finished
 
-    if args.export and not args.rule:
+    if args.export is not None and args.rule is None:
         raise InputError("export: says which rule to write; give --rule too (best, or a rule's name)")
+    if args.export is not None:
+        check_writable("--export", args.export)  # before the evaluation, not after it
     out, path = evaluate_finished(args.run, args.data_dir, args.test_profile, args.rule, args.tau)
     print(f"{'rule':<24}{'mean per class':>16}{'sample accuracy':>17}   (test counts {out['test_counts']})")
     for rule, acc in out["accuracy"].items():
@@ -338,7 +340,7 @@ def cmd_eval(args) -> int:
             f"chosen: {chosen['name']} at tau {chosen['tau']:g}: {100 * chosen['accuracy']['overall']:.1f}% mean per "
             f"class ({chosen['formula']})"
         )
-        if args.export:
+        if args.export is not None:
             print(
                 f"wrote the rule to {write_json(Path(args.export), {k: v for k, v in chosen.items() if 'accuracy' not in k})}"
             )
@@ -468,7 +470,7 @@ def register(sub, helps: dict[str, str]) -> None:
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("eval", help=helps["eval"])
-    p.add_argument("run", metavar="RUN_DIR", help="a finished run folder (results.json and checkpoint.pt)")
+    p.add_argument("run", metavar="RUN_DIR", help="a finished run folder (results.json and its checkpoint)")
     p.add_argument(
         "--data-dir", help="read the test set from this folder instead (same kind of data as the run's)"
     )

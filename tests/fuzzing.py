@@ -90,7 +90,7 @@ def _finite_or_allowed(value, allow_inf: bool) -> bool:
         return all(_finite_or_allowed(v, allow_inf) for v in value)
     if value is None or isinstance(value, (str, bool)):
         return True
-    if hasattr(value, "detach"):  # a torch tensor
+    if callable(getattr(value, "detach", None)) and hasattr(value, "dtype"):  # a torch tensor (not a module)
         value = value.detach().double().numpy()
     if hasattr(value, "__dataclass_fields__"):
         return all(_finite_or_allowed(getattr(value, k), allow_inf) for k in value.__dataclass_fields__)

@@ -9,6 +9,7 @@ import pytest
 from npe.cli import main
 from npe_theory.priors import count_profile
 from npe_train.loop.train import train
+from npe_train.run.checkpoint import CHECKPOINT, read_checkpoint, write_checkpoint
 from npe_train.run.config import make_config
 
 
@@ -73,14 +74,12 @@ def test_eval_refuses_bad_input_in_one_line(finished, tmp_path, capsys, argv, wo
 def test_eval_of_an_unfinished_run_is_refused(finished, tmp_path, capsys):
     import shutil
 
-    import torch
-
     out, _ = finished
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    state = torch.load(copy / "checkpoint.pt", weights_only=True)
+    state = read_checkpoint(copy / CHECKPOINT)
     state["epoch"] = 1
-    torch.save(state, copy / "checkpoint.pt")
+    write_checkpoint(copy / CHECKPOINT, state)
     code = main(["eval", str(copy)])
     err = capsys.readouterr().err
     assert code == 2 and "has not finished" in err, err

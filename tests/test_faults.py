@@ -14,6 +14,7 @@ import torch
 
 from npe.cli import main
 from npe_train.loop.train import train
+from npe_train.run.checkpoint import CHECKPOINT, read_checkpoint
 from npe_train.run.config import make_config
 
 
@@ -50,8 +51,8 @@ def test_killed_and_resumed_runs_are_bit_identical(tmp_path, kill_after, kills):
         assert resumed[key] == full[key]
     for key in ("learned", "finite_time", "equilibrium", "lambda_s", "eta_matrix"):
         assert resumed["pem"][key] == full["pem"][key], key
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
-    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
+    a = read_checkpoint(tmp_path / "full" / CHECKPOINT)["model"]
+    b = read_checkpoint(tmp_path / "cut" / CHECKPOINT)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     lines = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in lines] == list(range(5))
@@ -59,15 +60,29 @@ def test_killed_and_resumed_runs_are_bit_identical(tmp_path, kill_after, kills):
     assert [x["lambda_s"] for x in lines] == [x["lambda_s"] for x in full_lines]
 
 
-@pytest.mark.parametrize("damage", [b"", b"PK\x03\x04 truncated"])
+@pytest.mark.parametrize(
+    "damage", ["empty", "five bytes of JSON", "a header claiming more than the file", "the structure cut"]
+)
 def test_damaged_checkpoint_is_a_clear_error(tmp_path, kill_after, capsys, damage):
     cfg = tiny(tmp_path)
     with pytest.raises(kill_after(2)):
         train(cfg, progress=False)
-    ckpt = tmp_path / "run" / "checkpoint.pt"
-    ckpt.write_bytes(damage if damage else b"")
-    if damage:
+    ckpt = tmp_path / "run" / CHECKPOINT
+    whole = ckpt.read_bytes()
+    if damage == "empty":
+        ckpt.write_bytes(b"")
+    elif damage == "five bytes of JSON":
         ckpt.write_bytes(open(tmp_path / "run" / "config.json", "rb").read()[:5])
+    elif damage == "a header claiming more than the file":
+        ckpt.write_bytes((2**40).to_bytes(8, "little") + whole[8:100])
+    else:  # a well-formed safetensors file whose JSON structure is cut short
+        from safetensors.torch import save
+
+        state = read_checkpoint(ckpt)
+        text = json.dumps({"format": 5, "epoch": state["epoch"]})[:-3]
+        ckpt.write_bytes(
+            save({"npe.structure": torch.frombuffer(bytearray(text.encode()), dtype=torch.uint8)})
+        )
     code = main(
         [
             "train",
@@ -136,9 +151,9 @@ def test_two_runs_into_one_folder(tmp_path):
     )
     try:
         deadline = time.time() + 120
-        while not (out / "checkpoint.pt").exists() and time.time() < deadline:
+        while not (out / CHECKPOINT).exists() and time.time() < deadline:
             time.sleep(0.2)
-        assert (out / "checkpoint.pt").exists(), (
+        assert (out / CHECKPOINT).exists(), (
             first.stderr.read() if first.poll() is not None else "first run too slow"
         )
         second = subprocess.run(
@@ -192,9 +207,7 @@ def test_full_or_read_only_output_keeps_what_was_computed(tmp_path, monkeypatch,
         ["train", "--dataset", "synthetic", "--epochs", "5", "--out", str(tmp_path / "run"), "--quiet"]
     )
     one_line(capsys, code, 2, os.strerror(err))
-    assert (
-        torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["epoch"] == 1
-    )  # the last good one is kept
+    assert read_checkpoint(tmp_path / "run" / CHECKPOINT)["epoch"] == 1  # the last good one is kept
 
 
 @pytest.mark.parametrize("case", ["under a file", "a folder for a file, a file for a folder"])
@@ -319,7 +332,7 @@ def test_a_fifo_in_place_of_the_checkpoint_is_refused_not_read_forever(tmp_path,
     cfg = tiny(tmp_path)
     with pytest.raises(kill_after(2)):
         train(cfg, progress=False)
-    ckpt = tmp_path / "run" / "checkpoint.pt"
+    ckpt = tmp_path / "run" / CHECKPOINT
     ckpt.unlink()
     os.mkfifo(ckpt)
     args = [

@@ -59,7 +59,7 @@ def test_dense_maps_equal_flattened_pixels():
 def test_loss_rejects_bad_input():
     with pytest.raises(ValueError, match="^target"):
         one_way_logistic_loss(torch.zeros(2, 3), torch.tensor([0, 3]))
-    with pytest.raises(ValueError, match="^target"):
+    with pytest.raises(ValueError, match="^eta, target"):  # a shape mismatch names both
         one_way_logistic_loss(torch.zeros(2, 3), torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match="^reduction"):
         one_way_logistic_loss(torch.zeros(2, 3), torch.tensor([0, 1]), reduction="avg")

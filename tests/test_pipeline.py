@@ -9,6 +9,7 @@ import torch
 from npe_train.data.files import CIFAR_MEAN, CIFAR_STD, write_fake_cifar
 from npe_train.data.pipeline import DevicePipeline, LoaderPipeline, augment, draw_augmentation, preparer
 from npe_train.loop.train import train
+from npe_train.run.checkpoint import CHECKPOINT, read_checkpoint
 from npe_train.run.config import make_config
 
 
@@ -77,8 +78,8 @@ def test_loader_pipeline_trains_the_same_network(tmp_path):
         make_config(out=str(tmp_path / "std"), pipeline="loader", workers=2, **common), progress=False
     )
     assert fast["config"]["augment"] is True
-    a = torch.load(tmp_path / "fast" / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "std" / "checkpoint.pt", weights_only=False)["model"]
+    a = read_checkpoint(tmp_path / "fast" / CHECKPOINT)["model"]
+    b = read_checkpoint(tmp_path / "std" / CHECKPOINT)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert fast["accuracy"] == standard["accuracy"] and fast["pem"]["learned"] == standard["pem"]["learned"]
 

@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from npe_theory import optimal_logit
 from npe_theory.report import EQUILIBRIUM_LAMBDA_S, PemSettings, pem_report, regime
 from npe_train.data.longtail import build
 from npe_train.loop.train import train
+from npe_train.run.checkpoint import CHECKPOINT, read_checkpoint
 from npe_train.run.config import make_config
 
 
@@ -53,7 +55,7 @@ def test_closed_form_uses_the_runs_lambda_bias_and_alpha(run):
     from npe_train.models.classifiers import build_model
 
     model = build_model(cfg.model, data.input_shape, data.num_classes)
-    model.load_state_dict(torch.load(f"{cfg.out}/checkpoint.pt", weights_only=False)["model"])
+    model.load_state_dict(read_checkpoint(Path(cfg.out) / CHECKPOINT)["model"])
     with torch.no_grad():
         h = (
             model.backbone(torch.as_tensor(data.x_train)).double().numpy()

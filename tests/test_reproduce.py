@@ -58,7 +58,11 @@ def test_a_table_runs_once_and_writes_mean_and_std(tmp_path, capsys):
 
 @pytest.mark.parametrize("name", sorted(shipped_tables()))
 def test_every_shipped_table_plans(name, tmp_path):
-    runs = plan(load_table(name), tmp_path, {"data_dir": str(tmp_path)})
+    cifar = name.startswith("cifar")
+    if not cifar:  # a data folder no row reads is refused, not silently ignored
+        with pytest.raises(ValueError, match="^data_dir: no row"):
+            plan(load_table(name), tmp_path, {"data_dir": str(tmp_path)})
+    runs = plan(load_table(name), tmp_path, {"data_dir": str(tmp_path)} if cifar else None)
     assert runs and len({cfg.out for _, cfg in runs}) == len(runs)
     if name.startswith("cifar"):
         assert all(cfg.lt_generator == "ldam" for _, cfg in runs)

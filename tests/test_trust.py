@@ -20,6 +20,7 @@ import torch
 
 from npe.cli import main
 from npe_train.loop.train import train
+from npe_train.run.checkpoint import CHECKPOINT, read_checkpoint, write_checkpoint
 from npe_train.run.config import make_config
 
 BASE = [
@@ -74,16 +75,18 @@ class Marker:
     "variant", ["raw pickle", "torch.save of an object", "real checkpoint with an object inside"]
 )
 def test_crafted_checkpoint_runs_no_code(tmp_path, kill_after, capsys, variant):
+    """A pickle in place of the run's checkpoint (the earlier checkpoint.pt, read with weights_only on a safe torch)."""
     out, marker = tmp_path / "run", tmp_path / "PWNED"
     with pytest.raises(kill_after(2)):
         train(tiny(out), progress=False)
+    state = read_checkpoint(out / CHECKPOINT)
+    (out / CHECKPOINT).unlink()  # only the earlier format is left to read
     ckpt = out / "checkpoint.pt"
     if variant == "raw pickle":
         ckpt.write_bytes(pickle.dumps(Marker(marker)))
     elif variant == "torch.save of an object":
         torch.save({"model": Marker(marker)}, ckpt)
     else:
-        state = torch.load(ckpt, weights_only=True)
         state["config"] = Marker(marker)
         torch.save(state, ckpt)
     code = main(["train", *BASE, "--out", str(out), "--resume"])
@@ -152,9 +155,9 @@ def test_tampered_checkpoint_fields_are_named(tmp_path, kill_after, capsys, fiel
     out = tmp_path / "run"
     with pytest.raises(kill_after(2)):
         train(tiny(out), progress=False)
-    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    state = read_checkpoint(out / CHECKPOINT)
     state[field] = value
-    torch.save(state, out / "checkpoint.pt")
+    write_checkpoint(out / CHECKPOINT, state)
     code = main(["train", *BASE, "--out", str(out), "--resume"])
     one_line(capsys, code, 2, word)
 
@@ -163,9 +166,9 @@ def test_checkpoint_trace_lengths_are_checked(tmp_path, kill_after, capsys):
     out = tmp_path / "run"
     with pytest.raises(kill_after(2)):
         train(tiny(out), progress=False)
-    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    state = read_checkpoint(out / CHECKPOINT)
     state["trace"]["lrs"].append(0.1)  # one more epoch in the trace than the checkpoint says
-    torch.save(state, out / "checkpoint.pt")
+    write_checkpoint(out / CHECKPOINT, state)
     one_line(capsys, main(["train", *BASE, "--out", str(out), "--resume"]), 2, "trace.lrs")
 
 
@@ -450,7 +453,7 @@ def test_resume_a_folder_killed_before_its_first_checkpoint(tmp_path, monkeypatc
     monkeypatch.setattr(tr, "save_checkpoint", die)
     with pytest.raises(Killed):
         train(tiny(tmp_path / "cut"), progress=False)
-    assert not (tmp_path / "cut" / "checkpoint.pt").exists() and (tmp_path / "cut" / "config.json").exists()
+    assert not (tmp_path / "cut" / CHECKPOINT).exists() and (tmp_path / "cut" / "config.json").exists()
     monkeypatch.undo()
     resumed = train(tiny(tmp_path / "cut"), resume=True, progress=False)
     assert resumed["accuracy"] == full["accuracy"] and resumed["pem"]["learned"] == full["pem"]["learned"]
@@ -523,8 +526,28 @@ def test_a_real_full_disk_keeps_the_last_good_checkpoint(small_tmpfs, monkeypatc
     code = main(["train", *BASE, "--out", str(out)])
     err = one_line(capsys, code, 2, "disk is full")
     assert str(out) in err
-    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1  # the last good one
+    assert read_checkpoint(out / CHECKPOINT)["epoch"] == 1  # the last good one
     assert not list(out.glob("*.tmp")), "a partial file was left behind"
+
+
+@mounts
+def test_a_full_disk_under_the_tensorboard_log_is_the_same_one_line_with_its_path(
+    small_tmpfs, tmp_path, capsys
+):
+    """The TensorBoard events are written in the training thread: a full disk there is the one-line error naming the
+    event file (no traceback from a writer thread), and the run folder keeps its last checkpoint."""
+    pytest.importorskip("tensorboard")
+    with open(small_tmpfs / "filler", "wb") as fh:  # the log's disk is full from the start
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+        except OSError:
+            pass
+    out = tmp_path / "run"
+    code = main(["train", *BASE, "--out", str(out), "--tensorboard", str(small_tmpfs / "tb")])
+    err = one_line(capsys, code, 2, "disk is full")
+    assert str(small_tmpfs / "tb") in err and "events.out.tfevents" in err
+    assert "Traceback" not in err
 
 
 @mounts
@@ -561,13 +584,13 @@ def test_sigterm_stops_like_ctrl_c_and_says_how_to_resume(tmp_path):
         [sys.executable, "-m", "npe", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.time() + 120
-    while not (out / "checkpoint.pt").exists() and time.time() < deadline and run.poll() is None:
+    while not (out / CHECKPOINT).exists() and time.time() < deadline and run.poll() is None:
         time.sleep(0.2)
     run.send_signal(signal.SIGTERM)
     _, err = run.communicate(timeout=120)
     assert run.returncode == 130, err
     assert "interrupted" in err and "continue the run with: npe train" in err and "--resume" in err, err
-    saved = torch.load(out / "checkpoint.pt", weights_only=True)["epoch"]
+    saved = read_checkpoint(out / CHECKPOINT)["epoch"]
     assert 0 <= saved < 399
 
 
@@ -696,12 +719,12 @@ def test_every_trace_field_of_a_checkpoint_is_checked(field, killed_checkpoint, 
     for i, make in enumerate(HOSTILE_TENSORS):
         run = tmp_path / f"r{i}"
         shutil.copytree(killed_checkpoint, run)
-        state = torch.load(run / "checkpoint.pt", weights_only=True)
+        state = read_checkpoint(run / CHECKPOINT)
         node = state["trace"]
         for key in field[:-1]:
             node = node[key]
         node[field[-1]] = make(node[field[-1]])
-        torch.save(state, run / "checkpoint.pt")
+        write_checkpoint(run / CHECKPOINT, state)
         code = main(["train", *BASE, "--out", str(run), "--resume"])
         err = capsys.readouterr().err
         if field == ("stream", "index") and i == 0:  # None is what a fixed stream stores: the run goes on
@@ -715,14 +738,89 @@ def test_a_format_3_checkpoint_still_resumes(killed_checkpoint, tmp_path):
     resumes to the same result as the uninterrupted run."""
     run = tmp_path / "old"
     shutil.copytree(killed_checkpoint, run)
-    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state = read_checkpoint(run / CHECKPOINT)
     packed = state["trace"]["fractions"]
     state["trace"]["fractions"] = list(torch.split(packed["shares"], packed["steps"]))
     state["format"] = 3
-    torch.save(state, run / "checkpoint.pt")
+    write_checkpoint(run / CHECKPOINT, state)
     resumed = train(tiny(run), resume=True, progress=False)
     full = train(tiny(tmp_path / "full"), progress=False)
     assert (
         resumed["accuracy"] == full["accuracy"]
         and resumed["pem"]["equilibrium"] == full["pem"]["equilibrium"]
     )
+
+
+# ---- the checkpoint format: safetensors, and the earlier pickle-based one on a safe torch only ----
+
+
+def test_torch_load_is_gated_by_the_version_without_known_bypasses():
+    from npe_train.models.weights import torch_load_is_safe
+
+    assert not torch_load_is_safe("2.5.1") and not torch_load_is_safe("2.9.1+cu121")
+    assert torch_load_is_safe("2.10.0") and torch_load_is_safe("2.13.0+cpu")
+
+
+def test_an_earlier_checkpoint_resumes_bit_identically_and_is_replaced(tmp_path, kill_after):
+    """A run killed under the earlier format (torch.save, format 4) continues to the same network and results as an
+    uninterrupted run, and its next checkpoint is written in the safetensors format."""
+    full = train(tiny(tmp_path / "full"), progress=False)
+    cut = tmp_path / "cut"
+    with pytest.raises(kill_after(2)):
+        train(tiny(cut), progress=False)
+    state = read_checkpoint(cut / CHECKPOINT)
+    torch.save({**state, "format": 4}, cut / "checkpoint.pt")
+    (cut / CHECKPOINT).unlink()
+    resumed = train(tiny(cut), resume=True, progress=False)
+    assert resumed["accuracy"] == full["accuracy"] and resumed["pem"]["learned"] == full["pem"]["learned"]
+    assert not (cut / "checkpoint.pt").exists() and (cut / CHECKPOINT).exists()
+    a, b = (
+        read_checkpoint(tmp_path / "full" / CHECKPOINT)["model"],
+        read_checkpoint(cut / CHECKPOINT)["model"],
+    )
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_on_an_unsafe_torch_pickle_files_are_refused_in_one_line(tmp_path, kill_after, capsys, monkeypatch):
+    import npe_train.models.weights as weights
+
+    out = tmp_path / "run"
+    with pytest.raises(kill_after(2)):
+        train(tiny(out), progress=False)
+    torch.save(read_checkpoint(out / CHECKPOINT), out / "checkpoint.pt")
+    (out / CHECKPOINT).unlink()
+    monkeypatch.setattr(weights, "torch_load_is_safe", lambda version=None: False)
+    err = one_line(capsys, main(["train", *BASE, "--out", str(out), "--resume"]), 2, "CVE-2025-32434")
+    assert "checkpoint.pt" in err and ".safetensors" in err
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "w.pt")
+    with pytest.raises(ValueError, match="^weights: .*cannot read safely"):
+        weights.read_state_dict(tmp_path / "w.pt")
+
+
+def test_state_dicts_read_from_safetensors_and_from_torch_save_alike(tmp_path):
+    from safetensors.torch import save_file
+
+    from npe_train.models.weights import read_state_dict
+
+    state = torch.nn.Linear(3, 2).state_dict()
+    save_file(state, tmp_path / "w.safetensors")
+    torch.save(state, tmp_path / "w.pt")
+    for name in ("w.safetensors", "w.pt"):
+        got = read_state_dict(tmp_path / name)
+        assert set(got) == set(state) and all(torch.equal(got[k], state[k]) for k in state)
+    (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
+    with pytest.raises(ValueError, match="^weights: .*not a readable safetensors file"):
+        read_state_dict(tmp_path / "bad.safetensors")
+
+
+def test_a_checkpoint_structure_pointing_at_a_missing_tensor_is_named(tmp_path, kill_after, capsys):
+    from safetensors.torch import save
+
+    out = tmp_path / "run"
+    with pytest.raises(kill_after(2)):
+        train(tiny(out), progress=False)
+    text = json.dumps({"format": 5, "model": {"$tensor": "t999"}}).encode()
+    (out / CHECKPOINT).write_bytes(
+        save({"npe.structure": torch.frombuffer(bytearray(text), dtype=torch.uint8)})
+    )
+    one_line(capsys, main(["train", *BASE, "--out", str(out), "--resume"]), 2, "stored tensor")

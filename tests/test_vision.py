@@ -12,6 +12,7 @@ from conftest import optional_module
 from npe_train.data.files import write_fake_cifar
 from npe_train.loop.train import train
 from npe_train.models.classifiers import attach_pem, feature_width, from_torchvision, timm_backbone
+from npe_train.run.checkpoint import CHECKPOINT, read_checkpoint
 from npe_train.run.config import make_config
 
 torchvision = optional_module("torchvision")
@@ -84,7 +85,7 @@ def test_npe_train_with_a_torchvision_backbone_local_weights_and_a_last_batch_of
     n = sum(res["counts"])
     assert n % 16 == 1, n  # the case under test
     assert res["config"]["model"] == "torchvision:resnet18" and len(res["pem"]["learned"]) == 10
-    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    ckpt = read_checkpoint(tmp_path / "run" / CHECKPOINT)
     assert ckpt["trace"]["fractions"]["steps"] == [n // 16]
     # lr 1e-9: the trained conv1 is still the loaded one (to rounding), not a fresh random init
     torch.testing.assert_close(

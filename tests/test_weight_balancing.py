@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from npe_train.loop.build import drw_epoch
 from npe_train.loop.train import train
 from npe_train.methods import stages as wb
+from npe_train.run.checkpoint import CHECKPOINT, read_checkpoint
 from npe_train.run.config import make_config
 
 
@@ -102,8 +103,8 @@ def test_stage_two_changes_the_result_and_survives_resume(tmp_path, kill_after):
         train(cfg, progress=False)
     resumed = train(cfg, resume=True, progress=False)
     assert resumed["accuracy"] == full["accuracy"]
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
-    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
+    a = read_checkpoint(tmp_path / "full" / CHECKPOINT)["model"]
+    b = read_checkpoint(tmp_path / "cut" / CHECKPOINT)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     drw = train(tiny(tmp_path, "drw", method="drw", drw_epoch=4), progress=False)
     assert drw["accuracy"]["argmax"] != full["accuracy"]["argmax"]  # stage 2 is more than the re-weighting

@@ -22,6 +22,7 @@ _Z_MAX = 38.6  # exp(-z^2 / 2) below the smallest float64 beyond it
 _Z_STEP = (
     0.5  # trapezoid step in units of 1 / s: error ~ exp(-2 pi^2 / (s h)) = exp(-4 pi^2) ~ 1e-17 relative
 )
+_S_MAX = 1e5  # output spread beyond which the rule would need more than 1.5e7 nodes: refused, not allocated
 
 
 def _logistic_of_x(x: np.ndarray) -> np.ndarray:
@@ -49,6 +50,10 @@ def _tilted(mu: float, s2: float) -> tuple[float, float]:
     axis, so the trapezoid rule converges like exp(-2 pi (pi / s) / h); the step h = 0.5 / s (at most 0.5) keeps that
     below 1e-16. Fixed Gauss-Hermite rules lose accuracy as s grows (48 nodes: errors near 1e-5 at s = 2.8)."""
     s = np.sqrt(s2)
+    if not s <= _S_MAX:  # NaN included
+        raise ArithmeticError(
+            f"the PEM output's spread {s:.3g} is beyond the {_S_MAX:g} the quadrature resolves"
+        )
     h = _Z_STEP / max(s, 1.0)
     # the mass lies between z = 0 (the Gaussian's peak) and z = (s^2 - mu) / s (where the sigmoid turns on); twelve
     # units beyond either, the Gaussian factor is below e^-72 of its value there

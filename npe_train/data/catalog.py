@@ -53,7 +53,9 @@ class DatasetEntry:
     task: str = "classification"
     model: str | None = None  # the network a run gets without --model (None: the user must choose)
     natural: bool = False  # keeps the data's own class counts by default (profile natural) and allows it
-    reads: tuple[str, ...] = ()  # of "data_dir", "lists", "datasets": what it needs from the settings
+    # of "data_dir", "lists", "datasets", "image_size", "test_fraction": the settings it reads (a setting given for a
+    # data set that does not read it is refused, never ignored)
+    reads: tuple[str, ...] = ()
     on_disk: bool = False  # samples are read as batches need them (the loader pipeline), not held in memory
     images: bool = False  # (C, H, W) images: crop-and-flip augmentation applies
     augment: bool = False  # augmentation on by default

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from npe_theory.errors import InputError
-from npe_theory.io import read_array
+from npe_theory.io import check_memory, open_regular, read_array
 from npe_theory.validate import MAX_CLASSES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -52,12 +52,8 @@ class _ArraysOnly(pickle.Unpickler):
 
 def _unpickle(path: Path) -> dict:
     """One CIFAR batch file (a pickled dict) through ``_ArraysOnly``; anything else is a DataError naming the file."""
-    if path.stat().st_size > MAX_BATCH_BYTES:
-        raise DataError(
-            f"data_dir: {path} is {path.stat().st_size} bytes, more than a CIFAR batch file holds"
-        )
     try:
-        with path.open("rb") as fh:
+        with open_regular(path, "data_dir", MAX_BATCH_BYTES, DataError) as fh:  # no FIFO, no oversized file
             content = _ArraysOnly(fh, encoding="bytes").load()
     except (
         pickle.UnpicklingError,
@@ -187,7 +183,7 @@ def read_image(path: Path, mode: str, size: int | None, labels: bool = False) ->
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with open_regular(path, "data_dir", error=DataError) as fh, Image.open(fh) as im:
             if im.size[0] * im.size[1] > MAX_IMAGE_PIXELS:
                 raise DataError(
                     f"data_dir: {path} claims {im.size[0]}x{im.size[1]} pixels, more than the "
@@ -203,16 +199,28 @@ def read_image(path: Path, mode: str, size: int | None, labels: bool = False) ->
         raise DataError(f"data_dir: cannot read image {path} ({exc.__class__.__name__})") from None
 
 
+HELD_BYTES_PER_VALUE = 5  # a decoded uint8 value and its float32 copy, normalized, held together for a moment
+
+
 def _read_images(folders: list[Path], image_size: int | None, where: str):
     images, labels, shape = [], [], None
-    for c, folder in enumerate(folders):
+    listed = []
+    for folder in folders:
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DataError(f"data_dir: class folder {folder} has no images ({', '.join(IMAGE_SUFFIXES)})")
+        listed.append(files)
+    total = sum(len(files) for files in listed)
+    for c, files in enumerate(listed):
         for f in files:
             arr = read_image(f, "RGB", image_size or None).transpose(2, 0, 1)
-            if shape is None:
+            if shape is None:  # every image has this shape (checked below): the set's memory is known now
                 shape = arr.shape
+                check_memory(
+                    "image_size" if image_size else "data_dir",
+                    total * int(np.prod(shape)) * HELD_BYTES_PER_VALUE,
+                    f"{total} {where} images of {shape[2]}x{shape[1]} pixels",
+                )
             elif arr.shape != shape:
                 raise DataError(
                     f"data_dir: {f} is {arr.shape[2]}x{arr.shape[1]}, others are {shape[2]}x{shape[1]}; "

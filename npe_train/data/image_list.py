@@ -12,11 +12,13 @@ user's ``torch.utils.data.Dataset`` (``from_datasets``). Imports: NumPy, torch, 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
 
+from npe_theory.io import open_regular
 from npe_theory.validate import MAX_CLASSES
 
 from .files import DataError, read_image
@@ -171,12 +173,10 @@ def read_list(root: Path, list_file, what: str) -> tuple[np.ndarray, np.ndarray]
     """(paths, labels) of a list file: one ``relative/path label`` per line (blank lines and # comments skipped);
     paths must stay under ``root``. DataError naming the file and line."""
     path = Path(list_file).expanduser()
-    if not path.is_file():
-        raise DataError(f"{what}: no list file {path}")
-    if path.stat().st_size > MAX_LIST_BYTES:
-        raise DataError(f"{what}: {path} is larger than {MAX_LIST_BYTES >> 30} GiB; not a split list")
     paths, labels = [], []
-    with path.open(encoding="utf-8", errors="strict") as fh:
+    with io.TextIOWrapper(
+        open_regular(path, what, MAX_LIST_BYTES, DataError), encoding="utf-8", errors="strict"
+    ) as fh:
         try:
             for n, line in enumerate(fh, 1):
                 line = line.strip()
@@ -191,7 +191,8 @@ def read_list(root: Path, list_file, what: str) -> tuple[np.ndarray, np.ndarray]
                         f"{what}: {path}, line {n}: expected 'relative/path label' with a path under the data folder, "
                         f"got {line[:80]!r}"
                     )
-                if not label.isdigit() or int(label) >= MAX_CLASSES:
+                # ASCII digits only: str.isdigit also accepts superscripts and other digits that int() refuses
+                if not (label.isascii() and label.isdigit()) or int(label) >= MAX_CLASSES:
                     raise DataError(
                         f"{what}: {path}, line {n}: the label must be a class id in [0, {MAX_CLASSES}), got {label[:20]!r}"
                     )

@@ -404,7 +404,7 @@ def _own(x, y, xt, yt, xv, yv, names, request: DataRequest, val_source: str) -> 
     "folder",
     model="resnet32",
     natural=True,
-    reads=("data_dir",),
+    reads=("data_dir", "image_size", "test_fraction"),
     images=True,
     help="your image folder: --data-dir with train/ and test/ (and val/) of one sub-folder per class",
 )
@@ -420,7 +420,7 @@ def _folder_source(request: DataRequest) -> Source:
     "npy",
     model="mlp",
     natural=True,
-    reads=("data_dir",),
+    reads=("data_dir", "test_fraction"),
     help="your arrays: --data-dir with X.npy and y.npy (and X_test/y_test, X_val/y_val)",
 )
 def _npy_source(request: DataRequest) -> Source:
@@ -431,7 +431,7 @@ def _npy_source(request: DataRequest) -> Source:
     "list",
     model="resnet32",
     natural=True,
-    reads=("data_dir", "lists"),
+    reads=("data_dir", "lists", "image_size"),
     on_disk=True,
     images=True,
     image_size=32,

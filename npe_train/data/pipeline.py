@@ -150,9 +150,31 @@ class LoaderPipeline:
     def epoch(self, order: torch.Tensor, draws: torch.Tensor | None, batch_size: int):
         keys = (order[:, None] if draws is None else torch.cat([order[:, None], draws], dim=1)).tolist()
         self.sampler.batches = [keys[i : i + batch_size] for i in range(0, len(keys), batch_size)]
-        for x, y in self.loader:
-            x = x.to(self.device, non_blocking=True)
-            yield (
-                (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x),
-                y.to(self.device, non_blocking=True),
-            )
+        try:
+            for x, y in self.loader:
+                x = x.to(self.device, non_blocking=True)
+                yield (
+                    (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x),
+                    y.to(self.device, non_blocking=True),
+                )
+        except Exception as exc:
+            clean = worker_error(exc)
+            if clean is exc:
+                raise
+            raise clean from None
+
+
+def worker_error(exc: Exception) -> Exception:
+    """A DataLoader worker's exception as the worker raised it. torch re-raises it in the main process with the
+    worker's whole traceback inside its message; the message (e.g. which image cannot be read) is what a user acts
+    on, and with ``--workers 0`` it is all they see. Anything else is returned as it is."""
+    text = str(exc)
+    if "in DataLoader worker process" not in text or "Original Traceback" not in text:
+        return exc
+    marker = f"{type(exc).__name__}: "
+    at = text.rfind(marker)
+    message = text[at + len(marker) :].strip() if at >= 0 else text.strip().splitlines()[-1]
+    try:
+        return type(exc)(message)
+    except Exception:  # an exception type that takes other arguments: keep torch's
+        return exc

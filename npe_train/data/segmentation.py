@@ -249,7 +249,7 @@ def build_segmentation(
     )
 
 
-_SEG = {"task": "segmentation", "model": "fcn", "natural": True, "images": True}
+_SEG = {"task": "segmentation", "model": "fcn", "natural": True, "images": True, "reads": ("image_size",)}
 
 
 @register_dataset(
@@ -265,14 +265,18 @@ def _shapes(request: DataRequest) -> LongTailData:
 
 
 @register_dataset(
-    "stare", **_SEG, reads=("data_dir",), help="segmentation: STARE retinal vessels from --data-dir"
+    "stare",
+    **{**_SEG, "reads": ("data_dir", "image_size")},
+    help="segmentation: STARE retinal vessels from --data-dir",
 )
 def _stare(request: DataRequest) -> LongTailData:
     return load_stare(_needs_folder(request, "stare"), request.image_size, 0.5)
 
 
 @register_dataset(
-    "ade20k", **_SEG, reads=("data_dir",), help="segmentation: ADE20K (ADEChallengeData2016) from --data-dir"
+    "ade20k",
+    **{**_SEG, "reads": ("data_dir", "image_size")},
+    help="segmentation: ADE20K (ADEChallengeData2016) from --data-dir",
 )
 def _ade20k(request: DataRequest) -> LongTailData:
     return load_ade20k(_needs_folder(request, "ade20k"), request.image_size)

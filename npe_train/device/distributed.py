@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 from npe_theory.errors import InputError
+from npe_theory.validate import env_threads, usable_cores
 
 
 @dataclass(frozen=True)
@@ -26,29 +27,81 @@ class Dist:
         return self.rank == 0
 
 
+DEVICE_TYPES = (
+    "cpu",
+    "cuda",
+    "mps",
+)  # what the loop runs on; torch knows more (meta, xla, ...) that it cannot
+
+
 def pick_device(name: str) -> torch.device:
-    """``auto``: CUDA when there is a device, else the CPU; or the device named."""
+    """``auto``: CUDA when there is a device, else the CPU; or the device named: ``cpu``, ``cuda``, ``cuda:N`` (N below
+    the device count), or ``mps`` where torch has it. InputError naming ``device`` for anything else."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"device: unknown {name!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("device: cuda asked for, but no CUDA device is available")
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"device: unknown {name!r}; give auto, cpu, cuda or cuda:N") from None
+    if dev.type not in DEVICE_TYPES:
+        raise InputError(
+            f"device: {name!r} is a device the training loop does not run on; give auto, cpu, cuda or cuda:N"
+        )
+    if dev.type == "cpu" and dev.index not in (None, 0):
+        raise InputError(f"device: {name!r}: the CPU is one device (give cpu; threads are --threads)")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError("device: cuda asked for, but no CUDA device is available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(
+                f"device: {name!r}, but this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise InputError("device: mps asked for, but this torch has no MPS device")
     return dev
+
+
+MAX_WORLD = 1 << 16  # processes of one launch
+
+
+def _env_int(var: str, default: int | None, low: int, high: int | None = None) -> int | None:
+    """An integer environment variable of a torchrun launch, checked: InputError naming the variable."""
+    text = os.environ.get(var)
+    if text is None or text.strip() == "":
+        return default
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()) or int(text) < low or (high is not None and int(text) > high):
+        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise InputError(f"{var}: expected an integer {bound} (a torchrun launch sets it), got {text[:40]!r}")
+    return int(text)
+
+
+def launch_env() -> tuple[int, int, int]:
+    """(WORLD_SIZE, RANK, LOCAL_RANK) of the environment, each checked; a multi-process launch also needs
+    MASTER_ADDR and MASTER_PORT (torchrun sets all five)."""
+    world = _env_int("WORLD_SIZE", 1, 1, MAX_WORLD)
+    rank = _env_int("RANK", None if world > 1 else 0, 0, world - 1)
+    local = _env_int("LOCAL_RANK", 0, 0, MAX_WORLD - 1)
+    if world > 1:
+        missing = [v for v in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(v, "").strip()]
+        if missing:
+            raise InputError(
+                f"{missing[0]}: WORLD_SIZE is {world} but {', '.join(missing)} not set; start a multi-process run "
+                "with torchrun, which sets them"
+            )
+        _env_int("MASTER_PORT", None, 1, 65535)
+    return world, rank, local
 
 
 def init_distributed(device_name: str, batch_size: int) -> tuple[Dist, torch.device]:
     """(rank info, device): one process unless WORLD_SIZE > 1, then a process group (NCCL on CUDA, else gloo) over
     which the global ``batch_size`` must split evenly."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world, _, local = launch_env()
     if world == 1:
         return Dist(), pick_device(device_name)
     use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
-    local = int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device(f"cuda:{local}") if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
@@ -58,7 +111,18 @@ def init_distributed(device_name: str, batch_size: int) -> tuple[Dist, torch.dev
 
 
 def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return usable_cores()
+
+
+def check_workers(workers: int) -> int:
+    """DataLoader worker processes, at most the cores this process may use (each is a process holding a copy of the
+    data set's reader: more than the cores only compete for them and for memory)."""
+    cores = _cores()
+    if workers > cores:
+        raise InputError(
+            f"workers: {workers} DataLoader processes on the {cores} core(s) this process may use; give at most {cores}"
+        )
+    return workers
 
 
 def cpu_threads(threads: int | None) -> int:
@@ -67,9 +131,16 @@ def cpu_threads(threads: int | None) -> int:
     more (0.92x the time at 2 threads on 2 idle cores) and lose several times over when the cores are shared
     (3.8x the time at 2 threads on 2 busy cores: OpenMP threads spin-wait on each other; benchmarks/threads.py).
     Results depend on the count: the same seed at another count sums in another order (docs/reliability.md)."""
+    cores = _cores()
+    source = "threads"
     if threads is None:
-        env = os.environ.get("OMP_NUM_THREADS", "")
-        threads = int(env) if env.isdigit() and int(env) > 0 else 1
+        env = env_threads()
+        threads, source = (env, "OMP_NUM_THREADS") if env is not None else (1, "threads")
+    if threads > cores:  # OpenMP threads beyond the cores spin-wait on each other: a run slows to a near halt
+        raise InputError(
+            f"{source}: {threads} threads on the {cores} core(s) this process may use would spin-wait on each other "
+            f"(a run slows to a near halt); give at most {cores}"
+        )
     torch.set_num_threads(threads)
     from threadpoolctl import threadpool_limits
 

@@ -27,7 +27,7 @@ from ..data.image_list import on_device
 from ..data.pipeline import preparer
 from ..device.distributed import Dist, pick_device
 from ..loop.build import build_data, build_network, build_schedule, build_task, dense
-from ..run.checkpoint import CHECKPOINT, read_finished
+from ..run.checkpoint import CHECKPOINT, checkpoint_in, read_finished
 from ..run.config import make_config
 from ..run.results import SCHEMA, read_results
 from ..tasks.base import Held
@@ -81,12 +81,18 @@ def evaluate_finished(
         raise InputError(
             "RUN_DIR: npe eval scores classification runs; a segmentation run's test images come with its data set"
         )
-    used = replace(cfg, data_dir=data_dir) if data_dir is not None else cfg
+    # checked like a new run's settings: a data set that reads no folder refuses --data-dir instead of ignoring it
+    used = make_config(**{**finished.config, "data_dir": data_dir}) if data_dir is not None else cfg
     data = build_data(used)
     used, stream = build_schedule(used, data)
     device = pick_device(cfg.device)
     model = build_network(used, data).to(device)
-    trace = read_finished(folder / CHECKPOINT, cfg, model, device, data.num_classes, len(data.y_train))
+    saved = checkpoint_in(folder)
+    if saved is None:
+        raise InputError(
+            f"RUN_DIR: {folder} has no checkpoint ({CHECKPOINT}); npe eval needs the trained network"
+        )
+    trace = read_finished(saved, cfg, model, device, data.num_classes, len(data.y_train))
     if test_profile is not None:
         keep = profile_index(data.y_test, data.num_classes, test_profile, cfg.seed)
         data = replace(data, x_test=data.x_test[keep], y_test=data.y_test[keep])

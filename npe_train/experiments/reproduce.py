@@ -27,6 +27,7 @@ import numpy as np
 from npe_theory.errors import InputError
 from npe_theory.io import atomic_write, read_toml_table, write_csv
 
+from ..data.catalog import dataset
 from ..run.config import TrainConfig, make_config
 from ..tasks.rules import GROUPS, INDEX_GROUPS
 
@@ -106,22 +107,28 @@ def load_table(name_or_path) -> Table:
 
 
 def plan(table: Table, out: Path, overrides: dict | None = None) -> list[tuple[Row, TrainConfig]]:
-    """(row, resolved config) of every run, in table order; ``overrides`` (e.g. the data folder) apply to all."""
-    runs = []
+    """(row, resolved config) of every run, in table order; ``overrides`` (the device) apply to all, the data folder
+    (``data_dir``) to the rows whose data set reads one (a CPU row of a mixed table generates its data). A data folder
+    that no row reads is refused, not ignored."""
+    overrides = dict(overrides or {})
+    folder = overrides.pop("data_dir", None)
+    runs, read = [], False
     for row in table.rows:
         merged = {**table.base, **row.settings}
         recipe = merged.pop("config", None)  # a shipped recipe or settings file under the row's own settings
         for seed in table.seeds:
-            settings = {
-                **merged,
-                **(overrides or {}),
-                "seed": seed,
-                "out": str(out / f"{row.name}-seed{seed}"),
-            }
+            settings = {**merged, **overrides, "seed": seed, "out": str(out / f"{row.name}-seed{seed}")}
             try:
-                runs.append((row, make_config(recipe, **settings)))
+                cfg = make_config(recipe, **settings)
+                if folder is not None and "data_dir" in dataset(cfg.dataset).reads:
+                    cfg, read = make_config(recipe, **settings, data_dir=folder), True
             except InputError as exc:
                 raise InputError(f"TABLE: row {row.name}: {exc}") from None
+            runs.append((row, cfg))
+    if folder is not None and not read:
+        raise InputError(
+            f"data_dir: no row of {table.title} reads a data folder (its data sets generate their data)"
+        )
     return runs
 
 

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from npe_theory.dynamics import lambda_s, steps_per_epoch
+from npe_theory.errors import InputError
 from npe_theory.report import EQUILIBRIUM_LAMBDA_S
 
-from ..data.catalog import DataRequest, dataset
+from ..data.catalog import DATASETS, DataRequest, dataset
 from ..data.stream import parse_schedule
 from ..methods.catalog import MethodSettings, method
 from ..methods.mixing import NoMixing, UniMixing
@@ -48,6 +49,12 @@ def dense(cfg: TrainConfig) -> bool:
 def data_request(cfg: TrainConfig, datasets=None) -> DataRequest:
     """The settings that choose the run's data; a shifting stream's training set is a pool of n_max samples of every class
     (imbalance 1). ``datasets``: a user's (train, test[, validation]) torch Datasets for the ``torch`` data set."""
+    if datasets is not None and "datasets" not in dataset(cfg.dataset).reads:
+        readers = ", ".join(DATASETS.where(lambda e: "datasets" in e.reads))
+        raise InputError(
+            f"datasets: the {cfg.dataset} data set does not read your Datasets (give dataset={readers!r} to train on "
+            "them); they would be ignored"
+        )
     return DataRequest(
         imbalance=1.0 if cfg.shift else cfg.imbalance,
         profile=cfg.profile,

@@ -36,7 +36,7 @@ from npe_theory.io import write_json
 
 from ..data.image_list import on_device
 from ..data.pipeline import DevicePipeline, LoaderPipeline, preparer
-from ..device.distributed import cpu_threads, init_distributed, thread_hint
+from ..device.distributed import check_workers, cpu_threads, init_distributed, thread_hint
 from ..methods.feature_sample import EpochOutputs
 from ..methods.trace import epoch_replay, felt_decay
 from ..models.pem import check_pem_decay
@@ -125,7 +125,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, task=No
     model = build_network(cfg, data).to(device)
     task = build_task(cfg) if task is None else task
     if cfg.tensorboard:
-        TensorBoardLog.writer_class()  # a missing package is said before the run folder exists
+        TensorBoardLog.modules()  # a missing package is said before the run folder exists
     with claim(Path(cfg.out), rank_info.main):
         return _train(cfg, data, model, task, stream, (rank_info, device), resume, progress)
 
@@ -151,7 +151,7 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
     feed = (
         DevicePipeline(x_train, torch.as_tensor(data.y_train, device=device), channels_last)
         if cfg.pipeline == "device"
-        else LoaderPipeline(data.x_train, data.y_train, device, channels_last, cfg.workers)
+        else LoaderPipeline(data.x_train, data.y_train, device, channels_last, check_workers(cfg.workers))
     )
     use_amp = cfg.amp if cfg.amp is not None else device.type == "cuda"
     parts = Trainables(model, opt, sched, gen)

@@ -24,7 +24,8 @@ def _check_target(eta: torch.Tensor, target: torch.Tensor, ignore_index: int) ->
         raise InputError(f"eta: expected (B, C) or (B, C, H, W), got shape {tuple(eta.shape)}")
     if target.shape != eta.shape[:1] + eta.shape[2:]:
         raise InputError(
-            f"target: expected shape {tuple(eta.shape[:1] + eta.shape[2:])} for eta {tuple(eta.shape)}, got {tuple(target.shape)}"
+            f"eta, target: expected target shape {tuple(eta.shape[:1] + eta.shape[2:])} for eta "
+            f"{tuple(eta.shape)}, got {tuple(target.shape)}"
         )
     valid = target[target != ignore_index]
     if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= eta.shape[1]):
@@ -76,6 +77,12 @@ def heads_loss(
 
     ``weight`` (B,): the batch mean of weight_i * l_i instead (a mixed sample's share of this label, UniMix).
     """
+    if validate:
+        tensor_arg("heads", heads)
+        if heads.ndim < 3 or heads.shape[0] < 1:
+            raise InputError(
+                f"heads: expected (K, B, C, ...) outputs of K >= 1 PEM heads, got {tuple(heads.shape)}"
+            )
     if weight is None:
         return sum(
             one_way_logistic_loss(h, target, loss=loss, validate=validate and k == 0)
@@ -100,7 +107,9 @@ def npe_adjust(logits: torch.Tensor, eta: torch.Tensor, tau: float = 1.0) -> tor
     tensor_arg("logits", logits)
     tensor_arg("eta", eta)
     if logits.shape != eta.shape:
-        raise InputError(f"eta: shape {tuple(eta.shape)} does not match logits {tuple(logits.shape)}")
+        raise InputError(
+            f"eta, logits: eta's shape {tuple(eta.shape)} does not match the logits' {tuple(logits.shape)}"
+        )
     out = logits - as_float_scalar("tau", tau) * eta
     if (
         not bool(torch.isfinite(out).all())

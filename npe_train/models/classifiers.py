@@ -18,10 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from npe_theory.errors import InputError
-from npe_theory.validate import positive_int
+from npe_theory.validate import class_count, instance, nonnegative_int, positive_int
 
 from .catalog import MODELS, check_images, model_entry, register_model, split_name
-from .pem import PriorEstimator
+from .pem import MAX_PARAMETERS, PriorEstimator
+from .weights import read_state_dict
 
 
 class MLP(nn.Module):
@@ -165,14 +166,23 @@ class NPENet(nn.Module):
         scale: float = 30.0,
     ):
         super().__init__()
-        self.backbone = backbone
+        self.backbone = instance(
+            "backbone", backbone, nn.Module, "a torch.nn.Module that returns (B, D) features"
+        )
         feature_dim = feature_dim if feature_dim is not None else getattr(backbone, "out_features", None)
         if feature_dim is None:
             raise InputError(
                 "feature_dim: the backbone has no out_features attribute; give the width of the features it returns"
             )
-        self.feature_dim = positive_int("feature_dim", feature_dim)
-        if classifier not in CLASSIFIERS:
+        self.feature_dim = positive_int("feature_dim", feature_dim, maximum=MAX_PARAMETERS)
+        num_classes = class_count("num_classes", num_classes)
+        num_pems = nonnegative_int("num_pems", num_pems, maximum=MAX_PARAMETERS)
+        if self.feature_dim * num_classes > MAX_PARAMETERS:  # checked before anything is allocated
+            raise InputError(
+                f"feature_dim, num_classes: a {self.feature_dim} x {num_classes} classifier has more than "
+                f"{MAX_PARAMETERS} weights"
+            )
+        if not isinstance(classifier, str) or classifier not in CLASSIFIERS:
             raise InputError(f"classifier: unknown {classifier!r}; choose from {', '.join(CLASSIFIERS)}")
         self.classifier = CLASSIFIERS[classifier](self.feature_dim, num_classes, scale)
         # num_pems = 0 builds the same network without a PEM (for overhead measurements)
@@ -263,18 +273,37 @@ def from_torchvision(
     """A torchvision classifier with its final Linear replaced by our classifier and a PEM; the feature width is
     measured by one forward pass at ``input_shape`` (default: the model's own ``image_size`` when it has one, as
     torchvision's ViTs do, else 3 x 224 x 224)."""
+    instance("model", model, nn.Module, "a torchvision-style torch.nn.Module")
     if input_shape is None:
         size = getattr(model, "image_size", None)
         input_shape = (3, size, size) if isinstance(size, int) else (3, 224, 224)
+    input_shape = _input_shape(input_shape)
     backbone = strip_head(model)
     return attach_pem(
         backbone, num_classes, feature_width(backbone, input_shape), num_pems, pem_hidden, pem_detach
     )
 
 
+MAX_INPUT_VALUES = (
+    3 << 26
+)  # one probe sample: 3 channels of the largest image a data set may hold (2^26 pixels)
+
+
+def _input_shape(value) -> tuple[int, ...]:
+    """A (C, H, W)-like shape of positive ints whose probe batch (two samples) stays small."""
+    if not isinstance(value, (tuple, list)) or not value:
+        raise InputError(f"input_shape: expected a shape such as (3, 224, 224), got {value!r}")
+    shape = tuple(positive_int("input_shape", v, maximum=MAX_INPUT_VALUES) for v in value)
+    if math.prod(shape) > MAX_INPUT_VALUES:
+        raise InputError(
+            f"input_shape: {shape} holds more than the {MAX_INPUT_VALUES} values a probe may use"
+        )
+    return shape
+
+
 def _load_state(model: nn.Module, weights: str, name: str) -> None:
+    state = read_state_dict(weights)
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except (OSError, RuntimeError, pickle.UnpicklingError, AttributeError, TypeError) as exc:
         raise InputError(f"weights: cannot load {weights} into {name} ({str(exc).splitlines()[0]})") from None

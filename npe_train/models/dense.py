@@ -13,8 +13,6 @@ Imports: torch, torchvision (lazily), ``npe_theory``, ``catalog.py`` and ``pem.p
 
 from __future__ import annotations
 
-import pickle
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,6 +21,7 @@ from npe_theory.errors import InputError
 
 from .catalog import check_images, model_entry, register_model
 from .pem import PriorEstimator
+from .weights import read_state_dict
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -122,12 +121,13 @@ def deeplabv3(num_classes: int, weights: str | None = None) -> DeepLabFeatures:
         ) from None
     model = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
     if weights is not None:
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
-            raise InputError(f"weights: cannot read {weights} ({str(exc).splitlines()[0]})") from None
+        state = read_state_dict(weights)
         own = model.state_dict()
-        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        usable = {
+            k: v
+            for k, v in state.items()
+            if k in own and isinstance(v, torch.Tensor) and own[k].shape == v.shape
+        }
         if not usable:
             raise InputError(f"weights: no tensor of {weights} fits deeplabv3_resnet50")
         model.load_state_dict(

@@ -13,9 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from npe_theory.errors import InputError, InputTypeError
-from npe_theory.validate import as_float_scalar, positive_int
+from npe_theory.validate import as_float_scalar, class_count, instance, positive_int
 
-MAX_PARAMETERS = 2**31  # bounded work: a PEM of more weights than this is refused
+MAX_PARAMETERS = (
+    2**28
+)  # bounded memory: a PEM (or classifier) of more weights than this (1 GiB in float32) is refused
 
 
 def tensor_arg(name: str, value, integer: bool = False) -> torch.Tensor:
@@ -49,14 +51,11 @@ class PriorEstimator(nn.Module):
         init_std: float = 1e-3,
     ):
         super().__init__()
-        in_features, num_classes, num_pems = (
+        in_features, num_pems = (
             positive_int(name, v, maximum=MAX_PARAMETERS)
-            for name, v in (
-                ("in_features", in_features),
-                ("num_classes", num_classes),
-                ("num_pems", num_pems),
-            )
+            for name, v in (("in_features", in_features), ("num_pems", num_pems))
         )
+        num_classes = class_count("num_classes", num_classes)
         if hidden is not None:
             hidden = positive_int("hidden", hidden, maximum=MAX_PARAMETERS)
         width = hidden if hidden is not None else num_classes
@@ -138,6 +137,7 @@ def pem_param_groups(
     ``other_weight_decay`` (default the same). The prior report assumes the PEM's bias is decayed like its weights
     (docs/theory.md, section 2); optimizer factories that exempt biases from decay (Hugging Face Trainer, timm's
     ``create_optimizer_v2`` given a model) break that unless given these groups."""
+    instance("model", model, nn.Module, "a torch.nn.Module holding a PriorEstimator")
     wd = as_float_scalar("weight_decay", weight_decay, nonnegative=True)
     other = (
         wd
@@ -159,6 +159,8 @@ def pem_param_groups(
 def check_pem_decay(optimizer: torch.optim.Optimizer, model: nn.Module) -> list[str]:
     """Names of the PEM parameters that ``optimizer`` leaves without weight decay (a group with weight_decay 0, or not in
     any group), with a warning naming them: the report's closed form, equilibrium and replay assume a decayed PEM."""
+    instance("optimizer", optimizer, torch.optim.Optimizer, "a torch.optim.Optimizer")
+    instance("model", model, nn.Module, "a torch.nn.Module holding a PriorEstimator")
     decay = {id(p): g.get("weight_decay", 0.0) for g in optimizer.param_groups for p in g["params"]}
     missing = [name for name, p in pem_parameters(model).items() if not decay.get(id(p), 0.0) > 0]
     if missing:

@@ -1,10 +1,13 @@
 """The checkpoint: what a resumed run needs, written and read side by side, with no code in it.
 
-``checkpoint.pt`` is read with ``torch.load(weights_only=True)``, which builds tensors and plain
-containers only and never calls anything named in the file. So everything in it is a tensor, a
-number, a string, or a list/dict of those: the config and the metrics lines travel as JSON text,
-the PEM trace's NumPy arrays as tensors. Every field read back is checked before use, and a bad
-one is an ``InputError`` naming the file and the field (docs/reliability.md).
+``checkpoint.safetensors`` (format 5) holds every tensor of the run's state (the network, the optimizer's buffers,
+the random generators, the PEM trace's arrays) in the safetensors format, which is a JSON header and raw bytes and
+cannot hold code, and the rest of the state (the optimizer's and schedule's settings, the epoch, the config, the
+metrics lines) as one JSON text that points at those tensors by name. It is read the same way on every torch.
+The earlier ``checkpoint.pt`` (formats 3 and 4, written with ``torch.save``) is still read, with
+``torch.load(weights_only=True)`` and only on a torch that reads it safely (``models/weights.py``); the next
+checkpoint of a resumed run is written in format 5 and replaces it. Every field read back is checked before use,
+and a bad one is an ``InputError`` naming the file and the field (docs/reliability.md).
 
 The run's folder is not part of its identity: ``out`` is left out of the settings a resume must
 match, so a moved or copied run folder continues where it stopped.
@@ -13,11 +16,8 @@ Imports: npe_theory, torch, ``config.py``.
 
 from __future__ import annotations
 
-import io
 import json
 import math
-import pickle
-import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,16 +26,23 @@ import torch
 
 from npe_theory.errors import InputError
 from npe_theory.io import atomic_write
+from npe_theory.runfiles import FieldFault, check_config, check_metrics_lines, loads_strict
 
 from ..methods.trace import Trace
+from ..models.weights import load_safetensors, torch_load
 from .config import TrainConfig
 
-CHECKPOINT = "checkpoint.pt"
-FORMAT = 4  # 1: pickled NumPy arrays and dicts (needed the unrestricted unpickler); 2: no replay state; neither is read any more;
-READ = (
-    3,
-    4,
-)  # 3: the class shares as one small tensor per epoch (4 packs them into one: saving 200 epochs took 5 ms more)
+CHECKPOINT = "checkpoint.safetensors"
+LEGACY = (
+    "checkpoint.pt"  # formats 3 and 4 (torch.save): read on a torch that reads them safely, then replaced
+)
+FORMAT = 5
+# 1: pickled NumPy arrays and dicts (needed the unrestricted unpickler); 2: no replay state; neither is read any more.
+# 3: the class shares as one small tensor per epoch; 4: packed into one (saving 200 epochs took 5 ms more); 3 and 4
+# are torch.save files. 5: safetensors with a JSON structure.
+READ = (3, 4, 5)
+STRUCTURE = "npe.structure"  # the tensor (UTF-8 bytes) holding the JSON structure of a format-5 checkpoint
+TENSOR, KEYED = "$tensor", "$keyed"  # the structure's markers: a stored tensor; a dict with non-string keys
 PLACE_ONLY = ("out", "tensorboard")  # settings that say where a run (or its log) lives, not what it is
 
 
@@ -86,6 +93,98 @@ def _arrays(value):
     return value
 
 
+def _flatten(value, tensors: dict):
+    """``value`` as JSON with every tensor moved into ``tensors`` (named by its place) and replaced by a marker."""
+    if isinstance(value, torch.Tensor):
+        key = f"t{len(tensors)}"
+        tensors[key] = (
+            value.detach().cpu().contiguous().clone()
+        )  # safetensors stores no shared or strided storage
+        return {TENSOR: key}
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value) and not {TENSOR, KEYED} & set(value):
+            return {k: _flatten(v, tensors) for k, v in value.items()}
+        return {
+            KEYED: [[k, _flatten(v, tensors)] for k, v in value.items()]
+        }  # the optimizer's state by param index
+    if isinstance(value, (list, tuple)):
+        return [_flatten(v, tensors) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(
+        f"checkpoint: cannot store a {type(value).__name__}"
+    )  # ours to fix: nothing else is written
+
+
+def _unflatten(value, tensors: dict):
+    """Inverse of ``_flatten``; a marker naming no stored tensor or a malformed keyed dict raises FieldFault."""
+    if isinstance(value, dict):
+        if set(value) == {TENSOR}:
+            key = value[TENSOR]
+            if not isinstance(key, str) or key not in tensors:
+                raise FieldFault("structure", "a reference to a stored tensor")
+            return tensors[key]
+        if set(value) == {KEYED}:
+            pairs = value[KEYED]
+            if not isinstance(pairs, list) or not all(
+                isinstance(p, list) and len(p) == 2 and isinstance(p[0], (int, str)) for p in pairs
+            ):
+                raise FieldFault("structure", "a list of key-value pairs")
+            return {k: _unflatten(v, tensors) for k, v in pairs}
+        return {k: _unflatten(v, tensors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unflatten(v, tensors) for v in value]
+    return value
+
+
+def serialize(state: dict) -> bytes:
+    """A checkpoint's state as the bytes of a format-5 file (safetensors: tensors, and the JSON structure as bytes)."""
+    from safetensors.torch import save
+
+    tensors: dict = {}
+    structure = json.dumps(_flatten(state, tensors))
+    tensors[STRUCTURE] = torch.frombuffer(bytearray(structure.encode()), dtype=torch.uint8)
+    return save(tensors, metadata={"format": f"npe-checkpoint/{FORMAT}"})
+
+
+def read_checkpoint(path) -> dict:
+    """The state dict of a checkpoint file of any format this version reads (``checkpoint.safetensors``, or an
+    earlier ``checkpoint.pt`` on a torch that reads it safely), its structure checked but not yet its fields (the
+    readers below check those against the run). For inspection, tools and tests."""
+    path = Path(path)
+    label = "checkpoint"
+    if path.name == LEGACY or path.suffix == ".pt":
+        return torch_load(path, label, "a checkpoint")
+    tensors = load_safetensors(path, label)
+    raw = tensors.pop(STRUCTURE, None)
+    if raw is None or raw.dtype != torch.uint8 or raw.ndim != 1:
+        raise InputError(
+            f"{label}: {path} is a safetensors file but not a checkpoint of ours (no {STRUCTURE})"
+        )
+    try:
+        return _unflatten(loads_strict(bytes(raw.numpy()).decode("utf-8")), tensors)
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        raise InputError(
+            f"{label}: {path}: its structure is not valid JSON; delete it to start the run over"
+        ) from None
+    except FieldFault as fault:
+        raise InputError(f"{label}: {path}: {fault.args[0]} is not {fault.args[1]}") from None
+
+
+def write_checkpoint(path, state: dict) -> None:
+    """Write a checkpoint's state dict as a format-5 file, atomically (serialized in memory first)."""
+    data = serialize(state)
+    atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
+
+
+def checkpoint_in(folder) -> Path | None:
+    """The checkpoint file of a run folder: format 5, else an earlier ``checkpoint.pt``, else None."""
+    for name in (CHECKPOINT, LEGACY):
+        if (Path(folder) / name).exists():
+            return Path(folder) / name
+    return None
+
+
 @dataclass(frozen=True)
 class Trainables:
     """What a checkpoint saves and a resume restores besides the trace: the network, its optimizer and learning-rate
@@ -126,9 +225,10 @@ def save_checkpoint(
         "metrics": lines,
         "trace": _tensors(_packed(trace.as_dict())),
     }
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
+    write_checkpoint(path, state)
+    legacy = Path(path).with_name(LEGACY)
+    if legacy.exists():  # a run resumed from the earlier format now has its state in the new one
+        legacy.unlink()
 
 
 def identity(config: dict) -> dict:
@@ -137,38 +237,20 @@ def identity(config: dict) -> dict:
 
 
 def _read(path: Path, cfg: TrainConfig, device, damaged) -> dict:
-    """The checkpoint's dict, its format and settings checked (tensors and plain values only: weights_only)."""
+    """The checkpoint's dict (tensors on the CPU), its format and settings checked."""
     try:
-        regular = stat.S_ISREG(Path(path).stat().st_mode)
-    except OSError as exc:
-        raise InputError(f"checkpoint: cannot read {path} ({exc.strerror})") from None
-    if not regular:  # a FIFO or a device would block torch.load forever
-        raise InputError(f"checkpoint: {path} is not a regular file; delete it to start the run over")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except (
-        pickle.UnpicklingError,
-        RuntimeError,
-        EOFError,
-        OSError,
-        ValueError,
-        TypeError,
-        AttributeError,
-        KeyError,
-        IndexError,
-        UnicodeDecodeError,
-        RecursionError,
-        MemoryError,
-    ) as exc:
-        raise InputError(
-            f"checkpoint: {path} is damaged, not a checkpoint of ours, or holds something other than tensors "
-            f"and plain values ({type(exc).__name__}); delete it to start the run over"
-        ) from None
+        ckpt = read_checkpoint(path)
+    except InputError as exc:
+        raise InputError(f"{exc}; delete it to start the run over") from None
     if not isinstance(ckpt, dict):
         raise damaged("content", f"is a {type(ckpt).__name__}, not a checkpoint")
     if ckpt.get("format") not in READ:
         raise damaged("format", f"is {ckpt.get('format')!r}, expected {FORMAT} (written by another version)")
     saved = _json_field(ckpt, "config", dict, damaged)
+    try:
+        check_config(saved)
+    except FieldFault as fault:
+        raise damaged(fault.args[0], f"is not {fault.args[1]}") from None
     if identity(saved) != identity(asdict(cfg)):
         changed = sorted(k for k in identity(asdict(cfg)) if saved.get(k) != asdict(cfg)[k])
         why = ""
@@ -214,10 +296,14 @@ def load_checkpoint(
     if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch < cfg.epochs:
         raise damaged("epoch", f"is {epoch!r}, expected an integer in [0, {cfg.epochs})")
     metrics = _json_field(ckpt, "metrics", list, damaged)
-    if len(metrics) != epoch + 1 or any(
-        not isinstance(m, dict) or m.get("epoch") != i for i, m in enumerate(metrics)
-    ):
+    if len(metrics) != epoch + 1:
         raise damaged("metrics", f"do not hold one line per epoch 0..{epoch}")
+    try:
+        check_metrics_lines(metrics)  # the same check as metrics.jsonl's (npe_theory.runfiles)
+    except FieldFault as fault:
+        raise damaged(
+            "metrics", f"are not metrics.jsonl's lines ({fault.args[0]} is not {fault.args[1]})"
+        ) from None
     trace = _checked_trace(ckpt, epoch + 1, num_classes, num_samples, damaged)
     for field, restore in (
         ("model", parts.model.load_state_dict),
@@ -245,9 +331,13 @@ def _json_field(ckpt: dict, field: str, kind: type, damaged):
     if not isinstance(text, str):
         raise damaged(field, "is missing or not JSON text")
     try:
-        value = json.loads(text)
+        value = loads_strict(
+            text
+        )  # NaN, Infinity and oversized numbers refused, as in the run folder's files
     except (ValueError, RecursionError):
         raise damaged(field, "is not valid JSON") from None
+    except FieldFault as fault:
+        raise damaged(field, f"holds {fault.args[0]}, not {fault.args[1]}") from None
     if not isinstance(value, kind):
         raise damaged(field, f"is not a JSON {kind.__name__}")
     return value

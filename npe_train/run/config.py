@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -19,7 +18,7 @@ from pathlib import Path
 from npe_theory.errors import InputError
 from npe_theory.io import read_toml_table
 from npe_theory.losses import LOSSES
-from npe_theory.validate import nonnegative_int, positive_int
+from npe_theory.validate import nonnegative_int, positive_int, usable_cores
 
 from ..data.catalog import DATASETS, dataset
 from ..data.longtail import LT_GENERATORS, PROFILES
@@ -34,6 +33,8 @@ COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-auto
 MAX_COUNT = 10**7  # epochs, batch size, heads, ...: bounded work, a clear error above
 MAX_N_MAX = 10**5  # head-class count: 20x the largest of the long-tailed benchmarks (Places-LT: 4,980)
 MAX_IMAGE_SIZE = 4096  # resized images are held in memory
+MAX_TAU_GRID = 256  # tau values of the recorded sweep: each scores every rule on the test and validation sets
+MAX_BATCH_BYTES = 2 << 30  # one float32 batch of images at --image-size: refused above, before any is read
 #: lambda*s the default weight decay is set for: every run at or above it sat within 0.05 nats of its equilibrium on four
 #: data sets (docs/regimes.md); a fixed weight decay gives lambda*s 0.4 on one set and 2.4 on another
 DEFAULT_LAMBDA_S = 1.5
@@ -180,8 +181,10 @@ class TrainConfig:
         const="default",
         metavar="MODE",
     )
-    pipeline: str = setting(
-        "device", f"{' | '.join(PIPELINES)}: data set on the device, or a standard DataLoader"
+    pipeline: str | None = setting(
+        None,
+        f"{' | '.join(PIPELINES)}: data set on the device, or a standard DataLoader (default: device; loader for "
+        "data sets read from disk as batches need them)",
     )
     workers: int | None = setting(
         None, "DataLoader worker processes (loader pipeline; default 4, at most the cores less one)"
@@ -241,15 +244,14 @@ class TrainConfig:
             cfg.model = entry.model
         if cfg.profile is None:
             cfg.profile = "natural" if entry.natural else "exp"
-        if entry.on_disk:
-            cfg.pipeline = "loader"  # the samples stay on disk: batches are read by DataLoader workers
+        if (
+            cfg.pipeline is None
+        ):  # samples that stay on disk are read by DataLoader workers; an explicit choice is checked
+            cfg.pipeline = "loader" if entry.on_disk else "device"
         if cfg.image_size is None:  # 0 is not "the default": validate refuses it
             cfg.image_size = entry.image_size
         if cfg.workers is None:  # the main process needs a core too
-            cores = (
-                len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-            )
-            cfg.workers = max(0, min(4, cores - 1))
+            cfg.workers = max(0, min(4, usable_cores() - 1))
         if cfg.pem_detach is None and cfg.method in METHODS:
             cfg.pem_detach = not METHODS.get(cfg.method).joint_pem
         if cfg.augment is None:
@@ -397,6 +399,18 @@ class TrainConfig:
                 f"split lists are read by the list data set (--dataset list), not {self.dataset}",
             )
         self._check_numbers(bad)
+        default_fraction = TrainConfig.__dataclass_fields__["test_fraction"].default
+        for option, given in (
+            ("data_dir", self.data_dir is not None),
+            ("image_size", self.image_size is not None),
+            ("test_fraction", self.test_fraction != default_fraction),
+        ):  # a setting the data set would not read is refused: a run must not look as if it used it
+            if given and option not in entry.reads:
+                readers = DATASETS.where(lambda e: option in e.reads)
+                bad(
+                    option,
+                    f"the {self.dataset} data set does not read it (it is read by {', '.join(readers) or 'none'})",
+                )
         if not 0 <= self.momentum < 1:
             bad("momentum", f"expected a number in [0, 1), got {self.momentum!r}")
         if not 0 < self.test_fraction < 1:
@@ -471,7 +485,18 @@ class TrainConfig:
                 for t in self.tau_grid
             )
         ):
-            bad("tau_grid", f"expected a list of numbers >= 0, got {self.tau_grid!r}")
+            bad("tau_grid", f"expected a list of numbers >= 0, got {self.tau_grid!r:.80}")
+        if len(self.tau_grid) > MAX_TAU_GRID:
+            bad("tau_grid", f"{len(self.tau_grid)} values, more than the {MAX_TAU_GRID} a sweep may score")
+        if entry.images and self.image_size is not None:
+            batch_bytes = 4 * 3 * self.image_size**2 * self.batch_size
+            if batch_bytes > MAX_BATCH_BYTES:
+                bad(
+                    "image_size",
+                    f"a batch of {self.batch_size} RGB images at {self.image_size}x{self.image_size} takes "
+                    f"{batch_bytes / 2**30:.1f} GiB, more than {MAX_BATCH_BYTES / 2**30:g} GiB (a smaller --image-size "
+                    "or --batch-size)",
+                )
         if not isinstance(self.shift, list) or not all(isinstance(e, str) for e in self.shift):
             bad("shift", f"expected a list of EPOCH=PROFILE:IMBALANCE entries, got {self.shift!r}")
         if self.shift:
@@ -488,8 +513,10 @@ class TrainConfig:
             "test_list",
             "val_list",
         ):
-            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
-                bad(name, f"expected a path or name (a string), got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                # an empty path would be the current folder, an empty device the default: refused, not guessed
+                bad(name, f"expected a path or name (a non-empty string), got {value!r}")
 
 
 def _choices(registry, what: str) -> str:

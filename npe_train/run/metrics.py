@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from npe_theory.errors import InputError
-from npe_theory.io import atomic_write
+from npe_theory.io import atomic_write, ensure_folder, why
 
 METRICS = "metrics.jsonl"
 
@@ -64,22 +64,47 @@ def write_metrics(out: Path, metrics: list[dict], written: list[str] | None = No
 
 
 class TensorBoardLog:
-    """The numeric scalars of each metrics.jsonl line (losses, lr, lambda_s, accuracy per rule, prior RMSEs, NC1), written
-    through ``torch.utils.tensorboard`` at step = epoch; lists (per-class values) stay in metrics.jsonl only."""
+    """The numeric scalars of each metrics.jsonl line (losses, lr, lambda_s, accuracy per rule, prior RMSEs, NC1) as a
+    TensorBoard event file in ``folder``, at step = epoch; lists (per-class values) stay in metrics.jsonl only.
+
+    The events are written and flushed in this thread, record by record (tensorboard's own record format), not by
+    SummaryWriter's background thread: a full disk or a vanished folder is then one OSError naming the event file,
+    raised where the run can stop cleanly with its last checkpoint, not a traceback from another thread."""
 
     def __init__(self, folder: str):
-        self.writer = self.writer_class()(log_dir=folder)
+        import os
+        import socket
+
+        record_writer, self._event, self._scalar = self.modules()
+        folder = ensure_folder(folder)
+        self.path = (
+            folder / f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.npe"
+        )
+        self._guarded(lambda: setattr(self, "_file", open(self.path, "ab")))
+        self._writer = record_writer(self._file)
+        self._record(self._event(wall_time=time.time(), file_version="brain.Event:2"))
 
     @staticmethod
-    def writer_class():
-        """torch's SummaryWriter, or a one-line InputError when the tensorboard package it needs is missing."""
+    def modules():
+        """(RecordWriter, Event, scalar summary) of the tensorboard package, or a one-line InputError without it."""
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from tensorboard.compat.proto.event_pb2 import Event
+            from tensorboard.summary.writer.record_writer import RecordWriter
+            from torch.utils.tensorboard.summary import scalar
         except ImportError:
             raise InputError(
                 "tensorboard: the tensorboard package is not installed (pip install tensorboard)"
             ) from None
-        return SummaryWriter
+        return RecordWriter, Event, scalar
+
+    def _guarded(self, act) -> None:
+        try:
+            act()
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot write {self.path}: {why(self.path, exc)}") from None
+
+    def _record(self, event) -> None:
+        self._guarded(lambda: (self._writer.write(event.SerializeToString()), self._writer.flush()))
 
     def write(self, line: dict) -> None:
         def scalars(prefix: str, value):
@@ -90,8 +115,11 @@ class TensorBoardLog:
                 yield prefix, value
 
         for tag, value in scalars("", {k: v for k, v in line.items() if k != "epoch"}):
-            self.writer.add_scalar(tag, value, global_step=line["epoch"])
-        self.writer.flush()
+            event = self._event(wall_time=time.time(), step=line["epoch"], summary=self._scalar(tag, value))
+            self._record(event)
 
     def close(self) -> None:
-        self.writer.close()
+        try:
+            self._file.close()
+        except OSError:  # a full disk was reported when it happened; closing must not mask that
+            pass

@@ -4,7 +4,6 @@ Imports: `npe_theory.figures`, `tasks/rules.py` and `results.py`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import numpy as np
 from npe_theory.figures import plot_eta_matrix, plot_prior_report, save_figure, subplots
 from npe_theory.references import table_references
 from npe_theory.report import EQUILIBRIUM_LAMBDA_S
+from npe_theory.runfiles import read_metrics_file
 
 from ..tasks.rules import REPORT_GROUPS, RULE_NAMES, RULES
 from .results import read_results
@@ -24,7 +24,7 @@ def plot_run(out, results: dict | None = None) -> list[Path]:
     out = Path(out)
     if results is None:
         results = read_results(out).raw
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    metrics = read_metrics_file(out / "metrics.jsonl", "RUN_DIR")
     return [
         plot_prior_report(out / "pem_vs_log_counts.png", results["pem"]),
         plot_eta_matrix(out / "eta_matrix.png", results["pem"]),

@@ -18,7 +18,7 @@ from pathlib import Path
 from npe_theory.errors import InputError
 from npe_theory.io import ensure_folder, write_json
 
-RUN_FILES = ("checkpoint.pt", "results.json", "metrics.jsonl")
+RUN_FILES = ("checkpoint.safetensors", "checkpoint.pt", "results.json", "metrics.jsonl")
 last_claimed: Path | None = None  # the folder this process last held: where the command line puts a crash log
 
 
@@ -58,12 +58,12 @@ def check_fresh(out: Path, resuming: dict | None = None) -> None:
     """
     found = [name for name in RUN_FILES if (out / name).exists()]
     if resuming is not None and found == ["metrics.jsonl"] and (out / "metrics.jsonl").stat().st_size == 0:
-        from npe_theory.io import read_json
+        from npe_theory.runfiles import read_config_file
 
         from .checkpoint import identity
 
         try:
-            saved = read_json(out / "config.json", "resume")
+            saved = read_config_file(out / "config.json", "resume")
         except InputError:
             saved = None
         if isinstance(saved, dict) and identity(saved) == resuming:
@@ -86,14 +86,13 @@ def open_run(
     other run (or, with ``resume``, one killed before its first checkpoint: it starts over). Writes config.json and
     the metrics so far."""
     from ..methods.trace import Trace
-    from .checkpoint import CHECKPOINT, identity, load_checkpoint
+    from .checkpoint import checkpoint_in, identity, load_checkpoint
     from .metrics import write_metrics
 
     start, trace, metrics = 0, Trace.start(parts.model), []
-    if resume and (out / CHECKPOINT).exists():
-        start, trace, metrics = load_checkpoint(
-            out / CHECKPOINT, cfg, parts, device, num_classes, num_samples
-        )
+    saved = checkpoint_in(out) if resume else None
+    if saved is not None:
+        start, trace, metrics = load_checkpoint(saved, cfg, parts, device, num_classes, num_samples)
     elif main:
         check_fresh(out, identity(asdict(cfg)) if resume else None)
     if main:

@@ -8,7 +8,7 @@ import numpy as np
 from scipy.special import softmax
 
 from npe_theory.errors import InputError
-from npe_theory.validate import as_float_array, positive_int
+from npe_theory.validate import as_float_array, as_float_scalar, instance, positive_int
 
 RULES = ("argmax", "posthoc_la", "npe_la", "npe_marginal", "npe_class_mean", "npe_inverse")
 STALE_RULE = (
@@ -213,20 +213,30 @@ def rule_spec(rule: str, tau: float, priors: dict) -> dict:
     """The inference rule ``rule`` at ``tau`` as a self-contained record (rule.json): which logits it subtracts
     (``"adjusted = z - tau * prior"`` with the prior vector written out, or ``"z - tau * eta(x)"`` for NPE-LA, which
     needs the network's PEM), from results.json's ``priors`` (counts, marginal, class_mean, implied)."""
-    if rule not in RULE_NAMES or rule == STALE_RULE:
+    if not isinstance(rule, str) or rule not in RULE_NAMES or rule == STALE_RULE:
         raise InputError(f"rule: unknown {rule!r}; choose from {', '.join(RULES)}")
-    tau = float(as_float_array("tau", [tau])[0])
+    tau = as_float_scalar("tau", tau, nonnegative=True)
+    instance("priors", priors, dict, "results.json's priors mapping (counts, marginal, class_mean, implied)")
     if rule == "argmax":
         vector, tau = None, 0.0
     elif rule == "posthoc_la":
-        counts = np.asarray(priors["counts"], dtype=np.float64)
-        vector = np.log(counts / counts.sum())
+        if "counts" not in priors:
+            raise InputError("priors: holds no counts (post-hoc LA subtracts ln pi from the training counts)")
+        counts = as_float_array("priors.counts", priors["counts"], positive=True)
+        if counts.ndim != 1 or counts.size < 2:
+            raise InputError(f"priors.counts: expected one count per class, got shape {counts.shape}")
+        vector = np.log(counts) - np.log(counts.sum())
     elif rule == "npe_la":
         vector = None
     else:
         vector = priors.get(PRIOR_KEYS[rule])
         if vector is None:
             raise InputError(f"rule: {rule} has no prior in this run (npe_inverse needs a linear PEM)")
+        vector = as_float_array(f"priors.{PRIOR_KEYS[rule]}", vector)
+        if vector.ndim != 1:
+            raise InputError(
+                f"priors.{PRIOR_KEYS[rule]}: expected one value per class, got shape {vector.shape}"
+            )
     return {
         "format": RULE_FORMAT,
         "rule": rule,
@@ -248,7 +258,7 @@ def apply_rule(spec: dict, logits, eta=None) -> np.ndarray:
     z = as_float_array("logits", logits)
     if z.ndim != 2:
         raise InputError(f"logits: expected (N, C), got shape {z.shape}")
-    tau = float(spec["tau"])
+    tau = as_float_scalar("spec.tau", spec.get("tau"), nonnegative=True)
     if spec["per_sample"]:
         if eta is None:
             raise InputError("eta: NPE-LA subtracts the PEM's outputs eta(x); give them, shape (N, C)")
@@ -260,5 +270,5 @@ def apply_rule(spec: dict, logits, eta=None) -> np.ndarray:
         return z
     prior = as_float_array("spec.prior", spec["prior"])
     if prior.shape != (z.shape[1],):
-        raise InputError(f"spec.prior: {prior.size} values for {z.shape[1]} classes")
+        raise InputError(f"spec.prior, logits: {prior.size} prior values for logits of {z.shape[1]} classes")
     return z - tau * prior
