@@ -20,6 +20,8 @@ the total decay a parameter has felt (docs/theory.md, section 5).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .errors import InputError, InputTypeError
@@ -37,6 +39,9 @@ from .validate import (
 )
 
 MAX_STEPS = 10_000_000  # bounded work: a replay longer than this is refused
+_LAZY_FROM = (
+    1 << 16
+)  # PEM weights above which a replay step updates only its present classes (below, all is cheaper)
 
 
 def lambda_s(weight_decay, lrs, momentum: float = 0.0) -> float:
@@ -161,6 +166,127 @@ def _replay(w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch
     record(len(means))
 
 
+class _Flush(NamedTuple):
+    """One call's steps: every row, its class and loss weight, the row bounds of each step, the steps' class shares and
+    learning rates."""
+
+    rows: np.ndarray
+    labels: np.ndarray
+    omega: np.ndarray
+    bounds: np.ndarray
+    fractions: np.ndarray
+    lrs: np.ndarray
+
+
+class _Rule(NamedTuple):
+    """The update: weight decay, momentum, loss weight, the loss object, and whether the heads have a bias."""
+
+    lam: float
+    momentum: float
+    alpha: float
+    loss: object
+    bias: bool
+
+
+def _step_gradients(w, b, flush: _Flush, t: int, rule: _Rule):
+    """The loss gradients (K, C, D) and (K, C) of step t's rows, on every class (zero for the absent ones)."""
+    K, C, _ = w.shape
+    part = slice(flush.bounds[t], flush.bounds[t + 1])
+    x, y, om = flush.rows[part], flush.labels[part], flush.omega[part]
+    total = np.bincount(y, weights=om, minlength=C)
+    coef = (
+        rule.alpha
+        * flush.fractions[t][y]
+        * np.divide(om, total[y], out=np.zeros_like(om), where=total[y] > 0)
+    )
+    push = rule.loss.slope(np.einsum("knd,nd->kn", w[:, y], x) + b[:, y]) * coef  # (K, n)
+    gw, gb = np.zeros_like(w), np.zeros_like(b)
+    for k in range(K):
+        gw[k] = _class_sums(push[k][:, None] * x, y, C)
+        gb[k] = np.bincount(y, weights=push[k], minlength=C)
+    return gw, gb
+
+
+def _class_sums(values: np.ndarray, y: np.ndarray, C: int) -> np.ndarray:
+    """(C, D) sums of the rows of ``values`` by class ``y`` (sorted once, then added by runs)."""
+    out = np.zeros((C, values.shape[1]))
+    if len(y):
+        order = np.argsort(y, kind="stable")
+        present, starts = np.unique(y[order], return_index=True)
+        out[present] = np.add.reduceat(values[order], starts, axis=0)
+    return out
+
+
+def _lazy_heavy_ball(w, b, velocity, flush: _Flush, first: int, rule: _Rule) -> None:
+    """Steps ``first``.. of the replay with every buffer set, updating only the classes a step has rows of.
+
+    A class with no row in a step only feels weight decay and momentum: (w, v) -> (w - lr (mu v + lam w), mu v + lam w),
+    a linear map A_t = [[1 - lr_t lam, -lr_t mu], [lam, mu]] on each coordinate. Such steps are applied in one product
+    when the class next has rows (and at the end), so a step costs its present classes' rows, not all C x D weights:
+    the same arithmetic regrouped (docs/report.md, "The report at scale"). T is one flush of steps (16 in training),
+    so the T^2 range products are few."""
+    lrs, lam, momentum, bias = flush.lrs, rule.lam, rule.momentum, rule.bias
+    T = len(lrs)
+    K, C, D = w.shape
+    vw, vb = velocity
+    maps = np.stack([np.array([[1 - lr * lam, -lr * momentum], [lam, momentum]]) for lr in lrs])  # (T, 2, 2)
+    ranges = np.empty((T + 1, T + 1, 2, 2))  # ranges[a, z]: A_{z-1} ... A_a (identity when z <= a)
+    for a in range(T + 1):
+        ranges[a, a] = np.eye(2)
+        for z in range(a + 1, T + 1):
+            ranges[a, z] = maps[z - 1] @ ranges[a, z - 1]
+    done = np.full(C, first)  # the steps each class's parameters have been brought through
+
+    def catch_up(classes, upto: int) -> None:  # classes: indices, or slice(None) for all (no gather then)
+        m = ranges[done[classes], upto]  # (n, 2, 2)
+        wc, vc = w[:, classes], vw[:, classes]
+        new_w = m[None, :, 0, 0, None] * wc + m[None, :, 0, 1, None] * vc
+        vw[:, classes] = m[None, :, 1, 0, None] * wc + m[None, :, 1, 1, None] * vc
+        w[:, classes] = new_w
+        if bias:
+            bc, ub = b[:, classes], vb[:, classes]
+            new_b = m[None, :, 0, 0] * bc + m[None, :, 0, 1] * ub
+            vb[:, classes] = m[None, :, 1, 0] * bc + m[None, :, 1, 1] * ub
+            b[:, classes] = new_b
+        done[classes] = upto
+
+    for t in range(first, T):
+        part = slice(flush.bounds[t], flush.bounds[t + 1])
+        y = flush.labels[part]
+        if len(y) == 0:
+            continue
+        present = np.unique(y)
+        catch_up(present, t)
+        gw, gb = _present_gradients(
+            w, b, (flush.rows[part], y, flush.omega[part]), present, flush.fractions[t], rule
+        )
+        vw[:, present] = momentum * vw[:, present] + gw + lam * w[:, present]
+        w[:, present] -= lrs[t] * vw[:, present]
+        if bias:
+            vb[:, present] = momentum * vb[:, present] + gb + lam * b[:, present]
+            b[:, present] -= lrs[t] * vb[:, present]
+        done[present] = t + 1
+    catch_up(slice(None), T)
+    if not bias:  # no bias to move: its buffer only decays by the momentum, as a plain step leaves it
+        vb *= momentum ** (T - first)
+
+
+def _present_gradients(w, b, step_rows, present, shares, rule: _Rule):
+    """Loss gradients (K, P, D) and (K, P) of one step's rows ``(x, y, omega)`` for its P present classes (sorted, as
+    np.unique gives)."""
+    x, y, om = step_rows
+    alpha, loss = rule.alpha, rule.loss
+    slot = np.searchsorted(present, y)
+    total = np.bincount(slot, weights=om, minlength=len(present))
+    coef = alpha * shares[y] * np.divide(om, total[slot], out=np.zeros_like(om), where=total[slot] > 0)
+    push = loss.slope(np.einsum("knd,nd->kn", w[:, y], x) + b[:, y]) * coef  # (K, n)
+    order = np.argsort(slot, kind="stable")
+    starts = np.searchsorted(slot[order], np.arange(len(present)))
+    gw = np.add.reduceat(push[:, order, None] * x[order][None], starts, axis=1)
+    gb = np.add.reduceat(push[:, order], starts, axis=1)
+    return gw, gb
+
+
 def _heavy_ball(w, b, velocity, gw_loss, gb_loss, lr, lam, momentum, bias):
     """One step of torch.optim.SGD with momentum and weight decay on (w, b), in place; returns the buffers [vw, vb]."""
     gw = gw_loss + lam * w
@@ -175,7 +301,7 @@ def _heavy_ball(w, b, velocity, gw_loss, gb_loss, lr, lam, momentum, bias):
     return velocity
 
 
-def replay_steps(
+def advance_replay(
     state: dict,
     rows,
     labels,
@@ -199,14 +325,15 @@ def replay_steps(
     rows: exactly the PEM's own gradient when the rows are all of the step's class-c rows, and
     otherwise its estimate from the ones kept. ``state``: ``{"weight" (K, C, D), "bias" (K, C)}``
     and, after a first call, the momentum buffers ``velocity_weight``, ``velocity_bias``. Returns the
-    new state (the inputs are not modified).
+    state with its float64 arrays updated in place (saving four copies of C x D values per call at thousands of
+    classes; ``replay_steps`` is the same on a copy).
     """
     loss = get_loss(loss)
     if not isinstance(state, dict) or "weight" not in state or "bias" not in state:
         raise InputTypeError(
             f"state: expected a dict with the heads' weight and bias, got {type(state).__name__}"
         )
-    w, b = as_float_array("state", state["weight"]).copy(), as_float_array("state", state["bias"]).copy()
+    w, b = as_float_array("state", state["weight"]), as_float_array("state", state["bias"])
     if w.ndim != 3 or b.shape != w.shape[:2]:
         raise InputError(f"state: expected heads (K, C, D) and biases (K, C), got {w.shape} and {b.shape}")
     K, C, D = w.shape
@@ -249,26 +376,29 @@ def replay_steps(
     velocity = None
     if state.get("velocity_weight") is not None:
         velocity = [
-            as_float_array("state", state["velocity_weight"]).copy(),
-            as_float_array("state", state["velocity_bias"]).copy(),
+            as_float_array("state", state["velocity_weight"]),
+            as_float_array("state", state["velocity_bias"]),
         ]
     if not bias:
         b[:] = 0.0
     bounds = np.searchsorted(step_of_row, np.arange(T + 1))
+    flush = _Flush(h, labels, omega, bounds, fractions, lrs)
+    rule = _Rule(lam, momentum, alpha, loss, bias)
     with np.errstate(all="ignore"):
-        for t in range(T):
-            part = slice(bounds[t], bounds[t + 1])
-            x, y, om = h[part], labels[part], omega[part]
-            total = np.bincount(y, weights=om, minlength=C)
-            coef = (
-                alpha * fractions[t][y] * np.divide(om, total[y], out=np.zeros_like(om), where=total[y] > 0)
-            )
-            push = loss.slope(np.einsum("knd,nd->kn", w[:, y], x) + b[:, y]) * coef  # (K, n)
-            gw, gb = np.zeros_like(w), np.zeros_like(b)
-            for k in range(K):
-                np.add.at(gw[k], y, push[k][:, None] * x)
-                gb[k] = np.bincount(y, weights=push[k], minlength=C)
-            velocity = _heavy_ball(w, b, velocity, gw, gb, lrs[t], lam, momentum, bias)
+        first = 0
+        if T and (
+            velocity is None or momentum == 0
+        ):  # a first step sets every class's buffer: the plain update
+            gw, gb = _step_gradients(w, b, flush, 0, rule)
+            velocity, first = _heavy_ball(w, b, None, gw, gb, lrs[0], lam, momentum, bias), 1
+        if (
+            momentum == 0 or K * C * D <= _LAZY_FROM
+        ):  # plain steps: no momentum to carry, or few weights to skip
+            for t in range(first, T):
+                gw, gb = _step_gradients(w, b, flush, t, rule)
+                velocity = _heavy_ball(w, b, velocity, gw, gb, lrs[t], lam, momentum, bias)
+        elif first < T:
+            _lazy_heavy_ball(w, b, velocity, flush, first, rule)
     if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
         raise InputError(
             "lam, lrs: the replayed steps diverged (the PEM's parameters overflowed); "
@@ -278,6 +408,47 @@ def replay_steps(
     if velocity is not None:
         out.update(velocity_weight=velocity[0], velocity_bias=velocity[1])
     return out
+
+
+def replay_steps(
+    state: dict,
+    rows,
+    labels,
+    weight,
+    step_of_row,
+    fractions,
+    lrs,
+    lam,
+    *,
+    momentum: float = 0.9,
+    alpha: float = 1.0,
+    loss: str = "logistic",
+    bias: bool = True,
+) -> dict:
+    """``advance_replay`` on a copy of ``state``: the new state, the inputs left as they were."""
+    if not isinstance(state, dict) or "weight" not in state or "bias" not in state:
+        raise InputTypeError(
+            f"state: expected a dict with the heads' weight and bias, got {type(state).__name__}"
+        )
+    fresh = {
+        key: None if value is None else np.array(as_float_array("state", value), dtype=np.float64)
+        for key, value in state.items()
+        if key in ("weight", "bias", "velocity_weight", "velocity_bias")
+    }
+    return advance_replay(
+        fresh,
+        rows,
+        labels,
+        weight,
+        step_of_row,
+        fractions,
+        lrs,
+        lam,
+        momentum=momentum,
+        alpha=alpha,
+        loss=loss,
+        bias=bias,
+    )
 
 
 def finite_time_logit(

@@ -260,8 +260,11 @@ def plot_prior_report(path, pem: dict) -> Path:
     return save_figure(fig, path, dpi=120)
 
 
-def plot_eta_matrix(path, pem: dict) -> Path:
-    """E[eta(x) | y = c'] as a C x C image: the diagonal is the learned prior, the rest the feature conditioning."""
+def plot_eta_matrix(path, pem: dict) -> Path | None:
+    """E[eta(x) | y = c'] as a C x C image: the diagonal is the learned prior, the rest the feature conditioning.
+    None (no file) when the report kept no matrix (more classes than ``report.MAX_ETA_MATRIX``)."""
+    if pem.get("eta_matrix") is None:
+        return None
     mat = np.array(pem["eta_matrix"])
     fig, ax = subplots(figsize=(5.2, 4.4))
     if mat.min() < 0 < mat.max():  # both signs: a diverging map centred on zero

@@ -21,7 +21,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .collapse import class_means
+from .collapse import class_means_of
 from .dynamics import finite_time_logit
 from .equilibrium import pem_equilibrium
 from .errors import InputError
@@ -55,7 +55,7 @@ class ReportContext:
 
     @cached_property
     def class_mean_features(self) -> np.ndarray:
-        return class_means(self.features, self.labels, self.num_classes)
+        return class_means_of(self.features, self.labels, self.num_classes)
 
     @cached_property
     def norm_sq(self) -> np.ndarray:
@@ -64,13 +64,13 @@ class ReportContext:
 
     @cached_property
     def learned(self) -> np.ndarray:
-        return np.diag(class_means(self.eta, self.labels, self.num_classes)).copy()
+        return _own_class_mean(self.eta, self.labels, self.num_classes)
 
     @cached_property
     def learned_eval(self) -> np.ndarray | None:
         if self.eta_eval is None:
             return None
-        return np.diag(class_means(self.eta_eval, self.labels, self.num_classes)).copy()
+        return _own_class_mean(self.eta_eval, self.labels, self.num_classes)
 
     @cached_property
     def equilibrium(self):
@@ -142,6 +142,13 @@ class ReportContext:
             bias=s.bias,
             steps=s.steps,
         )[-1]
+
+
+def _own_class_mean(eta: np.ndarray, labels: np.ndarray, C: int) -> np.ndarray:
+    """m_c = mean over class-c samples of eta_c(x): the diagonal of E[eta | y], without the C x C matrix. ``eta``: (N, C),
+    or (N,) already each sample's own class."""
+    own = (eta if eta.ndim == 1 else eta[np.arange(len(labels)), labels]).astype(np.float64)
+    return np.bincount(labels, weights=own, minlength=C) / np.bincount(labels, minlength=C)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from .collapse import class_means, nc1
+from .collapse import class_means, nc1_of
 from .dynamics import lambda_s, steps_per_epoch
 from .errors import InputError
 from .losses import check_loss
@@ -161,23 +161,25 @@ def regime(lam_s: float) -> tuple[str, str]:
 
 
 def _outputs(name: str, value, n: int, C: int) -> np.ndarray:
-    arr = as_float_array(name, value)
-    if arr.shape != (n, C):
+    arr = as_float_array(name, value, single=True)
+    if arr.shape not in ((n, C), (n,)):
         raise InputError(
-            f"{name}: expected shape ({n}, {C}) (one row per sample, one column per class), got {arr.shape}"
+            f"{name}: expected shape ({n}, {C}) (one row per sample, one column per class) or ({n},) (each sample's "
+            f"own class only), got {arr.shape}"
         )
     return arr
 
 
 def check_inputs(eta, features, labels, counts) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Validated float64 eta (N, C), features (N, D), int labels (N,) in [0, C) and counts (C,)."""
+    """Validated eta (N, C), features (N, D) (float64, or float32 as given: the report reads them by class or chunk in
+    float64), int labels (N,) in [0, C) and float64 counts (C,)."""
     counts = as_float_array("counts", counts, positive=True)
     if counts.ndim != 1 or counts.size < 2:
         raise InputError(f"counts: expected one count per class (at least 2), got shape {counts.shape}")
     C = class_count("counts", counts.size, minimum=2)
     y = class_ids("labels", labels, C, every_class=True, against="counts")
     n = len(y)
-    h = as_float_array("features", features)
+    h = as_float_array("features", features, single=True)
     if h.ndim != 2 or len(h) != n:
         raise InputError(
             f"features, labels: expected features of shape ({n}, D) (one row per label), got {h.shape}"
@@ -186,6 +188,34 @@ def check_inputs(eta, features, labels, counts) -> tuple[np.ndarray, np.ndarray,
 
 
 LEVELS = ("all", "core")
+REPORT_SHARE = 0.05  # the share of training's arithmetic the per-epoch report may take by default
+SMALL_REPORT = 1e9  # operations under which the report runs every epoch whatever the share (about 0.1 s)
+NEWTON_STEPS = 3  # Newton steps a warm-started equilibrium takes per class and report, for the estimate
+
+
+def report_flops(counts, width: int) -> float:
+    """Estimated arithmetic of one per-epoch report on features of ``width`` dimensions: per class the equilibrium's
+    Newton steps in the cheaper of its two forms, ``min(n_c, D)^2 max(n_c, D)`` each (``equilibrium._NewtonStep``,
+    D = width + 1 with the bias), plus NC1's projection ``N D (C - 1)``."""
+    n = as_float_array("counts", counts, positive=True)
+    D = positive_int("width", width) + 1.0
+    return float(NEWTON_STEPS * np.sum(np.minimum(n, D) ** 2 * np.maximum(n, D)) + n.sum() * D * (n.size - 1))
+
+
+def report_cadence(counts, width: int, parameters: int) -> int:
+    """1 when one report costs little (``SMALL_REPORT`` operations); else the smallest N such that a report every N
+    epochs costs at most ``REPORT_SHARE`` of training, whose arithmetic
+    per epoch is taken as 6 multiply-adds per parameter and sample (forward and backward; a convolution does more, so
+    the estimate errs towards reporting less often). Deterministic: the same data and network give the same N."""
+    n = as_float_array("counts", counts, positive=True)
+    training = 6.0 * n.sum() * positive_int("parameters", parameters)
+    cost = report_flops(n, width)
+    return 1 if cost <= SMALL_REPORT else max(1, int(np.ceil(cost / (REPORT_SHARE * training))))
+
+
+MAX_ETA_MATRIX = (
+    256  # classes up to which the report keeps E[eta | y] whole (its diagonal, the learned prior, always)
+)
 
 
 def pem_report(
@@ -202,7 +232,9 @@ def pem_report(
     warm: dict | None = None,
 ) -> dict:
     """The prior report of a PEM. eta: (N, C) PEM outputs (the prior signal, growing with ln N_c) on the
-    training samples, features: (N, D) the features the PEM read, labels: (N,), counts: (C,) training counts.
+    training samples, or (N,) each sample's output for its own class (all the learned prior needs: at thousands of
+    classes the full matrix is large; E[eta | y] is then not reported), features: (N, D) the features the PEM read
+    (float32 is read as it is), labels: (N,), counts: (C,) training counts.
 
     Every registered reference (``npe_theory.references``) is computed and matched against the learned outputs.
     ``replayed``: the heads of the optimizer replay the training loop ran (``{"weight": (K, C, D), "bias": (K, C)}``).
@@ -236,8 +268,13 @@ def pem_report(
         "learned": ctx.learned.tolist(),
         "log_counts": np.log(counts).tolist(),
         "mean_norm_sq": ctx.norm_sq.tolist(),
-        "eta_matrix": class_means(eta, y, counts.size).tolist(),
-        "nc1": nc1(h, y, counts.size),
+        # C x C: kept up to MAX_ETA_MATRIX classes (at 8,000 it would be 64 M numbers in results.json)
+        "eta_matrix": (
+            class_means(eta, y, counts.size).tolist()
+            if eta.ndim == 2 and counts.size <= MAX_ETA_MATRIX
+            else None
+        ),
+        "nc1": nc1_of(h, y, ctx.class_mean_features),
         "closed_form_applies": bool(linear),
         "lambda_s": lam_s,
         "regime": name,

@@ -122,11 +122,11 @@ def cmd_report(args) -> int:
     }
     write_json(out / "report.json", result)
     plot_prior_report(out / "pem_vs_log_counts.png", report)
-    plot_eta_matrix(out / "eta_matrix.png", report)
+    matrix = plot_eta_matrix(out / "eta_matrix.png", report)
     print(f"PEM report of {folder} ({len(labels)} samples, {counts.size} classes):")
     print(f"  settings assumed: {assumed(settings, len(labels))}")
     print("\n".join(summary_lines(report, sign=args.sign)))
-    print(f"wrote {out / 'report.json'}, pem_vs_log_counts.png, eta_matrix.png")
+    print(f"wrote {out / 'report.json'}, pem_vs_log_counts.png" + (", eta_matrix.png" if matrix else ""))
     return 0
 
 

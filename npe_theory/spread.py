@@ -80,7 +80,7 @@ def class_spread(
     h, y, C = features_and_labels(features, labels, num_classes)
     eig, proj, null, along, norm_sq = [], [], np.zeros(C), np.zeros(C), np.zeros(C)
     for c in range(C):
-        xc = h[y == c]
+        xc = h[y == c].astype(np.float64, copy=False)  # float32 features: this class alone in float64
         m = xc.mean(0)
         _, sv, vt = np.linalg.svd((xc - m) / np.sqrt(len(xc)), full_matrices=False)
         keep = sv**2 > rank_tol * max(float(sv[0] ** 2) if sv.size else 0.0, 1e-300)

@@ -15,16 +15,20 @@ REDUCTIONS = ("sum", "mean")
 
 def _untorched(value):
     """A torch tensor's values on the CPU, detached (NumPy cannot read a tensor that requires grad or lives on a
-    GPU, and has no bfloat16); anything else as it is."""
+    GPU, and has no bfloat16): float32 and float64 as they are, other floating types in float64, so a tensor and
+    the same values saved as .npy are read alike; anything else as it is."""
     if type(value).__module__.partition(".")[0] == "torch" and hasattr(value, "detach"):
         value = value.detach().cpu()
-        if value.is_floating_point():
+        if value.is_floating_point() and str(value.dtype) not in ("torch.float32", "torch.float64"):
             value = value.double()
     return value
 
 
-def as_float_array(name: str, value, *, positive: bool = False, nonnegative: bool = False) -> np.ndarray:
-    """float64 array of ``value``; finite, and > 0 or >= 0 when asked.
+def as_float_array(
+    name: str, value, *, positive: bool = False, nonnegative: bool = False, single: bool = False
+) -> np.ndarray:
+    """float64 array of ``value``; finite, and > 0 or >= 0 when asked. ``single``: a float32 array is checked and kept as
+    it is (no float64 copy: a feature matrix of 10^5 x 2,048 is 1.9 GB in float64; its readers upcast by the chunk).
 
     Refused, naming ``name``: booleans, complex numbers, strings and other non-numbers, ragged
     lists, and integers beyond the float64 range (rather than rounding them to infinity).
@@ -43,7 +47,8 @@ def as_float_array(name: str, value, *, positive: bool = False, nonnegative: boo
         if kind != "O" or any(isinstance(v, (bool, np.bool_, complex, str, bytes)) for v in raw.ravel()):
             raise InputError(f"{name}: expected numbers, got {_show(value)}")
     try:
-        arr = raw.astype(np.float64)
+        # float64 input is read in place (the checks below only read it); float32 too when ``single``
+        arr = raw if single and raw.dtype == np.float32 else raw.astype(np.float64, copy=False)
     except (TypeError, ValueError):
         raise InputError(f"{name}: expected numbers, got {_show(value)}") from None
     except OverflowError:
@@ -109,9 +114,11 @@ def instance(name: str, value, kind, what: str):
     return value
 
 
-def matrix(name: str, value, rows: int | None = None, cols: int | None = None) -> np.ndarray:
-    """A finite float64 (rows, cols) array (either size free when None)."""
-    arr = as_float_array(name, value)
+def matrix(
+    name: str, value, rows: int | None = None, cols: int | None = None, single: bool = False
+) -> np.ndarray:
+    """A finite float64 (rows, cols) array (either size free when None); float32 kept with ``single``."""
+    arr = as_float_array(name, value, single=single)
     if (
         arr.ndim != 2
         or (rows is not None and arr.shape[0] != rows)
@@ -153,9 +160,10 @@ def class_ids(
 
 
 def features_and_labels(features, labels, num_classes, every_class: bool = True):
-    """(features (N, D) float64, labels (N,) int64 in [0, C), C) checked together, naming the argument at fault."""
+    """(features (N, D) float64, or float32 as given, labels (N,) int64 in [0, C), C) checked together, naming the
+    argument at fault. Readers of float32 features accumulate in float64 (by class or by chunk)."""
     C = class_count("num_classes", num_classes)
-    h = matrix("features", features)
+    h = matrix("features", features, single=True)
     y = class_ids("labels", labels, C)
     if len(y) != len(h):
         raise InputError(f"features, labels: {len(h)} feature rows but {len(y)} labels (one per row)")

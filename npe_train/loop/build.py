@@ -17,7 +17,7 @@ import torch
 
 from npe_theory.dynamics import lambda_s, steps_per_epoch
 from npe_theory.errors import InputError
-from npe_theory.report import EQUILIBRIUM_LAMBDA_S
+from npe_theory.report import EQUILIBRIUM_LAMBDA_S, report_cadence
 
 from ..data.catalog import DATASETS, DataRequest, dataset
 from ..data.stream import parse_schedule
@@ -203,6 +203,17 @@ def build_schedule(cfg: TrainConfig, data, world: int = 1):
         cfg, build_stream(replace(cfg, pem_weight_decay=cfg.pem_weight_decay or 1.0), data), world
     )
     return cfg, build_stream(cfg, data)
+
+
+def report_every(cfg: TrainConfig, data, model) -> int:
+    """The per-epoch report's cadence: ``--report-every`` when given, else from the report's estimated cost against
+    training's (``npe_theory.report.report_cadence``). Computed from the data and the network, so a resumed run
+    reports the same epochs; the config keeps None ("by cost") and results.json the cadence used."""
+    width = getattr(model, "feature_dim", None)
+    if cfg.report_every is not None or width is None:
+        return cfg.report_every or 1
+    parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return report_cadence(data.counts, width, max(parameters, 1))
 
 
 MAX_SENSIBLE_DECAY = 0.1  # a weight decay above this shrinks every weight by more than lr/10 a step

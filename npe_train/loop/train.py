@@ -46,6 +46,7 @@ from ..run.metrics import TensorBoardLog, epoch_record, json_lines, write_metric
 from ..run.results import SCHEMA, environment
 from ..run.runfolder import claim, open_run
 from ..tasks.base import Held
+from ..tasks.forecast import forecast_epochs, forecast_now, score, warning_line
 from ..tasks.prior import fit_status, mark_underfit
 from ..tasks.rules import rule_spec
 from .build import (
@@ -57,8 +58,11 @@ from .build import (
     build_schedule,
     build_stages,
     build_task,
+    lr_factor,
     pem_recipe,
+    planned_steps,
     reach_equilibrium,
+    report_every,
     run_label,
 )
 from .step import StepContext, epoch_plan, run_epoch
@@ -180,8 +184,11 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
     )
 
     board = TensorBoardLog(cfg.tensorboard) if cfg.tensorboard and rank_info.main else None
+    every = report_every(cfg, data, model)
     step_report = getattr(task, "step_report", None)  # optional: a task may report only at its evaluations
     width = getattr(model, "feature_dim", None) if step_report is not None else None
+    foreseen = set(forecast_epochs(cfg.forecast_at, cfg.epochs)) if width is not None else set()
+    steps_planned = planned_steps(stream, cfg.batch_size, rank_info.world, cfg.epochs) if foreseen else []
     done = float(metrics[-1].get("seconds", 0.0)) if metrics else 0.0  # the earlier segments of a resumed run
     t0, report, written = (
         time.perf_counter() - done,  # seconds in metrics.jsonl and train_seconds count every segment
@@ -207,7 +214,9 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
         plan = epoch_plan(gen, data.y_train, ctx, epoch, now, subset)
         lr = opt.param_groups[-1]["lr"]  # the PEM's rate this epoch (the scheduler steps after it)
         evaluated = (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0) or epoch + 1 == cfg.epochs
-        outputs = None if evaluated or width is None else EpochOutputs(len(plan.shard), width)
+        reported = (epoch + 1) % every == 0  # the per-epoch report's cadence (evaluations always report)
+        keep = width is not None and ((reported and not evaluated) or epoch in foreseen)
+        outputs = EpochOutputs(len(plan.shard), width) if keep else None
         began = time.perf_counter()
         losses = run_epoch(ctx, plan, state, epoch_replay(trace, recipe, lr, plan.fractions), outputs)
         sched.step()
@@ -229,12 +238,27 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
         else:  # the prior report from the outputs the steps computed: no forward pass (a task without it reports at evaluations)
             report = (
                 step_report(model, held, trace, stream.now(epoch, trace), outputs)
-                if outputs is not None
+                if outputs is not None and reported
                 else None
             )
+        forecast = None
+        if epoch in foreseen and rank_info.main:  # where the PEM is headed, while the recipe can still change
+            left = [
+                cfg.lr * lr_factor(cfg, e)
+                for e in range(epoch + 1, cfg.epochs)
+                for _ in range(steps_planned[e])
+            ]
+            felt = felt_decay(trace, cfg.pem_weight_decay, cfg.momentum)
+            forecast = forecast_now(outputs, trace, recipe, stream.counts_at(epoch), left, felt)
+            if forecast is not None:
+                if progress:
+                    bar.write(warning_line(epoch, cfg.epochs, forecast))
+                bar.set_postfix(forecast=forecast["regime"] or "made")
         line = epoch_record(
             epoch, lr, losses, felt_decay(trace, cfg.pem_weight_decay, cfg.momentum), t0, report, plan.counts
         )
+        if forecast is not None:
+            line["forecast"] = forecast
         if report is not None:
             shown = {"npe_la_acc": f"{line['accuracy']['npe_la']:.3f}"} if "accuracy" in line else {}
             bar.set_postfix(loss=f"{losses[0]:.3f}", **shown, regime=line["regime"])
@@ -261,6 +285,7 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
         "counts": stream.counts_at(cfg.epochs - 1).tolist(),
         "class_names": data.class_names,
         "epochs": cfg.epochs,
+        "report_every": every,  # the per-epoch report's cadence used (the config's None: by cost)
         "train_seconds": metrics[-1]["seconds"]
         if metrics
         else 0.0,  # training and its reports, not this resume's start
@@ -271,6 +296,11 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
         **report,
         **stream.results(metrics),
     }
+    made = [(m["epoch"], m["forecast"]) for m in metrics if isinstance(m.get("forecast"), dict)]
+    if made and "pem" in results and results["pem"].get("learned") is not None:
+        results["pem"]["forecast"] = score(
+            made, results["pem"]["learned"], results["pem"]["mean_norm_sq"], results["counts"], cfg.epochs
+        )
     results["advice"] = {
         **task.advise(model, held, report),
         "recipe": reach_equilibrium(cfg, trace.steps, report["pem"]["lambda_s"]),

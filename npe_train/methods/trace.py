@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from npe_theory.dynamics import lambda_s, replay_steps
+from npe_theory.dynamics import advance_replay, lambda_s, replay_steps
 from npe_theory.report import PemSettings
 
 
@@ -108,8 +108,10 @@ class EpochReplay:
         ):  # the network diverged: its loss is not finite either, and the loop stops the run
             return
         trace, r = self.trace, self.recipe
+        # the trace owns its replay state and advances it in place; the initial heads it keeps as they are
+        advance = advance_replay if trace.replay is not None else replay_steps
         state = trace.replay or {"weight": trace.init_weight, "bias": trace.init_bias}
-        trace.replay = replay_steps(
+        trace.replay = advance(
             state,
             rows,
             labels,

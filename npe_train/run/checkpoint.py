@@ -231,9 +231,14 @@ def save_checkpoint(
         legacy.unlink()
 
 
+# settings added after runs were written without them, with the value those runs had in effect
+SINCE = {"report_every": 1}  # the per-epoch report ran every epoch before it had a cadence
+
+
 def identity(config: dict) -> dict:
-    """The settings that make a run what it is (its folder left out)."""
-    return {k: v for k, v in config.items() if k not in PLACE_ONLY}
+    """The settings that make a run what it is (its folder left out; a setting an earlier version did not write takes
+    the value that version used)."""
+    return {**SINCE, **{k: v for k, v in config.items() if k not in PLACE_ONLY}}
 
 
 def _read(path: Path, cfg: TrainConfig, device, damaged) -> dict:

@@ -197,6 +197,17 @@ class TrainConfig:
     eval_every: int | None = setting(
         None, "test-set evaluation every N epochs, 0: the last only (default 0, 1 with --shift)"
     )
+    forecast_at: list[float] = setting(
+        [0.1, 0.25, 0.5],
+        "forecast the final PEM after the epochs that end these shares of the run (a linear PEM, one label per "
+        "sample; metrics.jsonl and the progress output say where it is headed; none: an empty list in a config file)",
+    )
+    report_every: int | None = setting(
+        None,
+        "the per-epoch prior report every N epochs (evaluations always report); default: every epoch when it is "
+        "cheap, else the smallest N at which its estimated cost stays within a twentieth of training's "
+        "(docs/report.md, 'The report at scale')",
+    )
     out: str | None = setting(
         None,
         "run folder (default runs/<dataset>-<method>-ir<imbalance>[-e<epochs>][-lr<lr>]-seed<seed>, "
@@ -437,6 +448,8 @@ class TrainConfig:
                 f"crop + flip needs images ({', '.join(DATASETS.where(lambda e: e.images and e.task == 'classification'))}), "
                 f"not {self.dataset}",
             )
+        if self.report_every is not None:
+            self.report_every = positive_int("report_every", self.report_every, maximum=MAX_COUNT)
         for name, most in (("workers", 1024), ("warmup_epochs", None), ("eval_every", MAX_COUNT)):
             setattr(self, name, nonnegative_int(name, getattr(self, name), maximum=most))
         if self.drw_epoch is not None:
@@ -486,6 +499,18 @@ class TrainConfig:
             )
         ):
             bad("tau_grid", f"expected a list of numbers >= 0, got {self.tau_grid!r:.80}")
+        if (
+            not isinstance(self.forecast_at, list)
+            or len(self.forecast_at) > MAX_TAU_GRID
+            or any(
+                isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < 1
+                for s in self.forecast_at
+            )
+        ):
+            bad(
+                "forecast_at",
+                f"expected at most {MAX_TAU_GRID} shares of the run in (0, 1), got {self.forecast_at!r:.80}",
+            )
         if len(self.tau_grid) > MAX_TAU_GRID:
             bad("tau_grid", f"{len(self.tau_grid)} values, more than the {MAX_TAU_GRID} a sweep may score")
         if entry.images and self.image_size is not None:

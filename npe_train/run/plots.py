@@ -25,7 +25,7 @@ def plot_run(out, results: dict | None = None) -> list[Path]:
     if results is None:
         results = read_results(out).raw
     metrics = read_metrics_file(out / "metrics.jsonl", "RUN_DIR")
-    return [
+    made = [
         plot_prior_report(out / "pem_vs_log_counts.png", results["pem"]),
         plot_eta_matrix(out / "eta_matrix.png", results["pem"]),
         _curves(out / "training_curves.png", metrics),
@@ -33,6 +33,7 @@ def plot_run(out, results: dict | None = None) -> list[Path]:
         *([_reliability(out / "reliability.png", results)] if "calibration" in results else []),
         *([plot_iou(out / "iou_by_frequency.png", results)] if "segmentation" in results else []),
     ]
+    return [p for p in made if p is not None]  # the eta matrix is drawn up to MAX_ETA_MATRIX classes
 
 
 def _reliability(path, results) -> Path:

@@ -40,7 +40,10 @@ def predict(model, x: torch.Tensor, batch_size: int, prepare, train_mode: bool =
             logits, heads, h = model(prepare(xb))
             for store, t in zip(outs, (logits, heads.mean(0), h)):
                 store.append(t.float().cpu())
-    return tuple(torch.cat(o).double().numpy() for o in outs)
+    # logits and outputs in float64 for the rules; features in float32, as computed (the report reads them by class or
+    # chunk in float64: a float64 copy of 10^5 x 2,048 features would be 1.9 GB)
+    logits, eta, h = (torch.cat(o) for o in outs)
+    return logits.double().numpy(), eta.double().numpy(), h.numpy()
 
 
 def evaluate_run(
@@ -135,7 +138,7 @@ def step_report(
     with torch.no_grad():
         eta = model.pem.heads_output(h).mean(0)
     eta, h, y = gather_rows(
-        (eta.double().cpu().numpy(), h.double().cpu().numpy(), labels.to(torch.int64).cpu().numpy()),
+        (eta.double().cpu().numpy(), h.float().cpu().numpy(), labels.to(torch.int64).cpu().numpy()),
         held.rank_info,
     )
     counts = np.asarray(now.counts if now.report_counts is None else now.report_counts)

@@ -1,0 +1,204 @@
+"""The forecast of the final PEM (npe_theory/forecast.py) against independent references.
+
+- Collapsed features (every class-c row its mean): the Gaussian model is exact, and the forecast must equal
+  ``dynamics.heavy_ball_pem`` (class-mean heavy-ball, written separately) from the same heads, zero buffers.
+- Spread features and momentum buffers: a plain simulation in the full feature space written here, each step's
+  expectations E[l'(t)], E[l''(t)] by scipy's adaptive quadrature and S w by the covariance matrix itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+from scipy.integrate import quad
+from scipy.special import expit
+
+from npe_theory.dynamics import heavy_ball_pem
+from npe_theory.forecast import forecast_pem
+
+
+def _setup(rng, C, D, K, spread):
+    counts = rng.integers(3, 12, size=C).astype(float)
+    y = np.repeat(np.arange(C), counts.astype(int))
+    means = rng.normal(size=(C, D)) * 2
+    h = means[y] + spread * rng.normal(size=(len(y), D))
+    w = 0.1 * rng.normal(size=(K, C, D))
+    b = 0.1 * rng.normal(size=(K, C))
+    return counts, y, h, w, b
+
+
+@given(
+    C=st.integers(2, 5),
+    D=st.integers(1, 6),
+    K=st.integers(1, 2),
+    T=st.integers(1, 40),
+    seed=st.integers(0, 2**16),
+)
+@example(C=2, D=1, K=1, T=1, seed=0)
+def test_collapsed_features_give_the_class_mean_heavy_ball(C, D, K, T, seed):
+    rng = np.random.default_rng(seed)
+    counts, y, h, w, b = _setup(rng, C, D, K, spread=0.0)
+    lrs = rng.uniform(0.01, 0.2, T)
+    got = forecast_pem(h, y, counts, {"weight": w, "bias": b}, lrs, 5e-3, momentum=0.9)
+    ref = heavy_ball_pem(
+        np.stack([h[y == c].mean(0) for c in range(C)]),
+        counts / counts.sum(),
+        lrs,
+        5e-3,
+        momentum=0.9,
+        init_weight=w,
+        init_bias=b,
+    )
+    means = np.stack([h[y == c].mean(0) for c in range(C)])
+    final = (np.einsum("kcd,cd->kc", ref["weight"], means) + ref["bias"]).mean(0)
+    np.testing.assert_allclose(got.eta, final, rtol=1e-9, atol=1e-11)
+
+
+def _moments(mean, s2):
+    """E[l'(t)], E[l''(t)] of the logistic loss for t ~ N(mean, s2), by adaptive quadrature."""
+    if s2 <= 0:
+        return -expit(-mean), expit(mean) * expit(-mean)
+    s = np.sqrt(s2)
+    pdf = lambda t: np.exp(-0.5 * ((t - mean) / s) ** 2) / (s * np.sqrt(2 * np.pi))  # noqa: E731
+    lo, hi = mean - 12 * s, mean + 12 * s
+    slope = quad(lambda t: -expit(-t) * pdf(t), lo, hi, epsabs=1e-13, limit=200)[0]
+    curve = quad(lambda t: expit(t) * expit(-t) * pdf(t), lo, hi, epsabs=1e-13, limit=200)[0]
+    return slope, curve
+
+
+def _full_space(h, y, counts, w, b, vw, vb, lrs, lam, momentum, alpha):
+    """Heavy-ball on the Gaussian-expected gradient in the full augmented space, class by class and head by head."""
+    C = len(counts)
+    share = alpha * counts / counts.sum()
+    out = np.zeros((w.shape[0], C))
+    for c in range(C):
+        x = np.hstack([h[y == c], np.ones((int((y == c).sum()), 1))])
+        m = x.mean(0)
+        S = (x - m).T @ (x - m) / len(x)
+        for k in range(w.shape[0]):
+            t, v = np.append(w[k, c], b[k, c]), np.append(vw[k, c], vb[k, c])
+            for lr in lrs:
+                slope, curve = _moments(t @ m, t @ S @ t)
+                v = momentum * v + share[c] * (slope * m + curve * (S @ t)) + lam * t
+                t = t - lr * v
+            out[k, c] = t @ m
+    return out.mean(0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_spread_features_with_momentum_match_a_full_space_simulation(seed):
+    rng = np.random.default_rng(seed)
+    counts, y, h, w, b = _setup(rng, C=3, D=4, K=2, spread=0.8)
+    vw, vb = 0.05 * rng.normal(size=w.shape), 0.05 * rng.normal(size=b.shape)
+    lrs = rng.uniform(0.05, 0.3, 25)
+    got = forecast_pem(
+        h,
+        y,
+        counts,
+        {"weight": w, "bias": b, "velocity_weight": vw, "velocity_bias": vb},
+        lrs,
+        2e-3,
+        momentum=0.9,
+        alpha=1.5,
+    )
+    ref = _full_space(h, y, counts, w, b, vw, vb, lrs, 2e-3, 0.9, 1.5)
+    np.testing.assert_allclose(got.eta, ref, atol=2e-6)
+    assert got.steps == len(lrs)
+
+
+def test_no_steps_left_is_the_output_now():
+    rng = np.random.default_rng(5)
+    counts, y, h, w, b = _setup(rng, C=3, D=3, K=1, spread=0.5)
+    got = forecast_pem(h, y, counts, {"weight": w, "bias": b}, [], 1e-3)
+    np.testing.assert_allclose(got.eta, got.now)
+    means = np.stack([h[y == c].mean(0) for c in range(3)])
+    np.testing.assert_allclose(got.now, np.einsum("cd,cd->c", w[0], means) + b[0], atol=1e-12)
+
+
+def test_the_run_forecasts_from_its_own_epoch_its_pem_state_and_the_rest_of_its_schedule(
+    tmp_path, monkeypatch
+):
+    """The forecast in metrics.jsonl against one made here from what the run held at the end of that epoch, recorded
+    independently: the features its PEM head read during the epoch's steps (a forward hook), the heads and momentum
+    buffers of the PEM (the checkpoint written after that epoch), and the cosine schedule's rates of the steps left
+    (written from its formula). A forecast from another epoch's rows, without the momentum, or over another schedule
+    lands elsewhere (checked by hand by breaking each once)."""
+    import math
+
+    import torch
+
+    import npe_train.loop.train as train_mod
+    from npe_train.run.checkpoint import CHECKPOINT, read_checkpoint
+    from npe_train.run.config import make_config
+
+    calls, shards = [], []
+    real_plan = train_mod.epoch_plan
+    monkeypatch.setattr(
+        train_mod, "epoch_plan", lambda *a, **k: shards.append(real_plan(*a, **k)) or shards[-1]
+    )
+    original_build = train_mod.build_network
+
+    def build(cfg, data):
+        model = original_build(cfg, data)
+        model.pem.heads[0].register_forward_hook(
+            lambda m, args, out: calls.append(args[0].detach().clone()) if torch.is_grad_enabled() else None
+        )
+        return model
+
+    monkeypatch.setattr(train_mod, "build_network", build)
+    epochs, batch = 6, 64
+    cfg = make_config(
+        dataset="synthetic",
+        imbalance=20,
+        n_max=150,
+        epochs=epochs,
+        batch_size=batch,
+        forecast_at=[0.5],  # after epoch 3 of 6 (0-based 2)
+        seed=3,
+        out=str(tmp_path / "run"),
+    )
+    res = train_mod.train(cfg, progress=False)
+    lines = [
+        __import__("json").loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    made = [x for x in lines if "forecast" in x]
+    assert [x["epoch"] for x in made] == [2]
+    from npe_train.loop.build import build_data
+
+    data = build_data(cfg)
+    steps = [-(-len(p.shard) // batch) for p in shards]
+    first = sum(steps[:2])
+    h = torch.cat(calls[first : first + steps[2]]).numpy()
+    labels = data.y_train[shards[2].shard.numpy()]
+    # the PEM's state after epoch 2: kill a second run after its third checkpoint and read it
+    from conftest import Killed
+
+    real_save = train_mod.save_checkpoint
+    count = {"n": 0}
+
+    def save(*args, **kwargs):
+        real_save(*args, **kwargs)
+        count["n"] += 1
+        if count["n"] == 3:
+            raise Killed
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", save)
+    cut = make_config(**{**cfg.__dict__, "out": str(tmp_path / "cut")})
+    with pytest.raises(Killed):
+        train_mod.train(cut, progress=False)
+    replay = read_checkpoint(tmp_path / "cut" / CHECKPOINT)["trace"]["replay"]
+    state = {k: replay[k].numpy() for k in ("weight", "bias", "velocity_weight", "velocity_bias")}
+    left = [
+        cfg.lr * 0.5 * (1 + math.cos(math.pi * e / epochs)) for e in range(3, epochs) for _ in range(steps[e])
+    ]
+    pem_decay = res["config"]["pem_weight_decay"]
+    ours = forecast_pem(h, labels, res["counts"], state, left, pem_decay, momentum=cfg.momentum, alpha=1.0)
+    np.testing.assert_allclose(made[0]["forecast"]["eta"], ours.eta, rtol=1e-9, atol=1e-9)
+    assert made[0]["forecast"]["steps_left"] == len(left)
+    scored = res["pem"]["forecast"][0]
+    assert scored["epoch"] == 2 and scored["share"] == 0.5
+    learned = np.asarray(res["pem"]["learned"])
+    gap = (np.asarray(ours.eta) - learned) - (np.asarray(ours.eta) - learned).mean()
+    assert scored["centered_rmse"] == pytest.approx(float(np.sqrt(np.mean(gap**2))), rel=1e-9)

@@ -1,0 +1,178 @@
+"""The report's solvers at scale agree with independent references (docs/report.md, "The report at scale").
+
+- the exact equilibrium (Woodbury steps for classes with fewer samples than dimensions, dense ones otherwise)
+  against scipy's L-BFGS on each class's own convex objective, written out here;
+- NC1 by projection on the between-class directions against tr(Sigma_W pinv(Sigma_B)) / C formed directly;
+- the replay that updates only a step's present classes against a plain heavy-ball loop written from
+  torch.optim.SGD's update rule, step by step, every class every step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+from scipy.optimize import minimize
+
+import npe_theory.dynamics as dynamics
+from npe_theory.collapse import nc1
+from npe_theory.equilibrium import pem_equilibrium
+
+
+def _softplus(z):
+    return np.logaddexp(0.0, z)
+
+
+def _brute_force(h, y, C, lam, alpha, bias):
+    """argmin of alpha / N sum_i softplus(-(w_y . h_i + b_y)) + lam / 2 (||w||^2 + b^2), class by class, by L-BFGS."""
+    out = []
+    n = len(h)
+    for c in range(C):
+        x = h[y == c]
+        x = np.hstack([x, np.ones((len(x), 1))]) if bias else x
+
+        def f(t):
+            z = x @ t
+            grad = -(alpha / n) * (x.T @ (1.0 / (1.0 + np.exp(z)))) + lam * t
+            return (alpha / n) * np.sum(_softplus(-z)) + 0.5 * lam * t @ t, grad
+
+        res = minimize(
+            f,
+            np.zeros(x.shape[1]),
+            jac=True,
+            method="L-BFGS-B",
+            options={"gtol": 1e-13, "ftol": 1e-15, "maxiter": 5000},
+        )
+        out.append(float(np.mean(x @ res.x)))
+    return np.array(out)
+
+
+@given(
+    C=st.integers(2, 5),
+    D=st.integers(1, 12),
+    head=st.integers(2, 30),
+    lam=st.floats(1e-3, 1.0),
+    bias=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+@example(C=3, D=12, head=2, lam=1e-3, bias=True, seed=0)  # every class has fewer samples than dimensions
+@example(C=2, D=1, head=30, lam=0.5, bias=False, seed=1)  # every class has more
+def test_equilibrium_matches_a_brute_force_minimizer(C, D, head, lam, bias, seed):
+    rng = np.random.default_rng(seed)
+    counts = np.maximum(1, (head * 0.5 ** np.arange(C)).astype(int))
+    y = np.repeat(np.arange(C), counts)
+    h = rng.normal(size=(len(y), D)) + rng.normal(size=(C, D))[y]
+    eq = pem_equilibrium(h, y, C, lam, bias=bias)
+    np.testing.assert_allclose(eq.eta, _brute_force(h, y, C, lam, 1.0, bias), atol=2e-6)
+
+
+def test_both_newton_forms_give_the_same_equilibrium_to_1e_10(monkeypatch):
+    """Classes with fewer samples than dimensions take Woodbury steps; forcing the dense form on all of them changes
+    nothing beyond rounding (float32 features, as training gives them, included)."""
+    import npe_theory.equilibrium as equilibrium
+
+    rng = np.random.default_rng(3)
+    counts = np.array([80, 40, 20, 9, 4])
+    y = np.repeat(np.arange(5), counts)
+    h = np.maximum(rng.normal(size=(len(y), 30)) + 2 * rng.normal(size=(5, 30))[y], 0).astype(np.float32)
+    fast = pem_equilibrium(h, y, 5, 5e-3)
+    real = equilibrium._NewtonStep.__init__
+
+    def dense(self, *args):
+        real(self, *args)
+        self.gram = None
+
+    monkeypatch.setattr(equilibrium._NewtonStep, "__init__", dense)
+    slow = pem_equilibrium(h, y, 5, 5e-3)
+    np.testing.assert_allclose(fast.eta, slow.eta, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(fast.weight, slow.weight, rtol=1e-8, atol=1e-12)
+
+
+@given(C=st.integers(2, 6), D=st.integers(1, 9), seed=st.integers(0, 2**16))
+@example(C=6, D=2, seed=0)  # between-class spread of lower rank than C - 1
+def test_nc1_by_projection_matches_the_direct_formula(C, D, seed):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(C), rng.integers(2, 9, size=C))
+    h = rng.normal(size=(len(y), D)) + 3 * rng.normal(size=(C, D))[y]
+    mu = np.stack([h[y == c].mean(0) for c in range(C)])
+    within = h - mu[y]
+    sigma_w = within.T @ within / len(h)
+    centred = mu - mu.mean(0)
+    sigma_b = centred.T @ centred / C
+    direct = np.trace(sigma_w @ np.linalg.pinv(sigma_b, rcond=1e-10, hermitian=True)) / C
+    assert nc1(h, y, C) == pytest.approx(direct, rel=1e-9, abs=1e-12)
+
+
+def _plain_replay(state, rows, labels, weight, step, fractions, lrs, lam, momentum, bias):
+    """torch.optim.SGD with momentum and weight decay, every class every step: buf = g + lam p (the first step), then
+    buf = mu buf + g + lam p; p -= lr buf. g of class c: sum over its rows of f_c omega_i l'(w_c . h_i + b_c) [h_i, 1]
+    over the sum of its rows' omega."""
+    w, b = state["weight"].copy(), state["bias"].copy()
+    vw = None if state.get("velocity_weight") is None else state["velocity_weight"].copy()
+    vb = None if state.get("velocity_bias") is None else state["velocity_bias"].copy()
+    K, C, D = w.shape
+    for t in range(len(lrs)):
+        keep = step == t
+        x, y, om = rows[keep], labels[keep], weight[keep]
+        gw, gb = np.zeros_like(w), np.zeros_like(b)
+        for c in range(C):
+            sel = y == c
+            if not sel.any() or om[sel].sum() == 0:
+                continue
+            for k in range(K):
+                slope = -1.0 / (1.0 + np.exp(x[sel] @ w[k, c] + b[k, c]))
+                share = fractions[t, c] * om[sel] / om[sel].sum()
+                gw[k, c] = (share * slope) @ x[sel]
+                gb[k, c] = (share * slope).sum() if bias else 0.0
+        gw, gb = gw + lam * w, (gb + lam * b) if bias else np.zeros_like(b)
+        if vw is None or momentum == 0:
+            vw, vb = gw, gb
+        else:
+            vw, vb = momentum * vw + gw, momentum * vb + gb
+        w = w - lrs[t] * vw
+        if bias:
+            b = b - lrs[t] * vb
+    return w, b, vw, vb
+
+
+@given(
+    K=st.integers(1, 2),
+    C=st.integers(1, 12),
+    D=st.integers(1, 5),
+    T=st.integers(1, 12),
+    rows=st.integers(0, 60),
+    momentum=st.sampled_from([0.0, 0.5, 0.9]),
+    bias=st.booleans(),
+    warm=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+@example(
+    K=1, C=12, D=3, T=12, rows=3, momentum=0.9, bias=True, warm=True, seed=0
+)  # most classes skip most steps
+@example(
+    K=2, C=4, D=2, T=5, rows=0, momentum=0.9, bias=False, warm=True, seed=1
+)  # no rows at all: decay only
+def test_the_lazy_replay_equals_a_plain_heavy_ball_loop(K, C, D, T, rows, momentum, bias, warm, seed):
+    rng = np.random.default_rng(seed)
+    step = np.sort(rng.integers(0, T, rows))
+    labels = rng.integers(0, C, rows)
+    weight = rng.uniform(0.0, 1.0, rows)
+    x = rng.normal(size=(rows, D))
+    fractions = rng.dirichlet(np.ones(C), size=T)
+    lrs = rng.uniform(0.01, 0.3, T)
+    state = {"weight": 0.1 * rng.normal(size=(K, C, D)), "bias": 0.1 * rng.normal(size=(K, C)) * bias}
+    if warm:
+        state.update(
+            velocity_weight=0.01 * rng.normal(size=(K, C, D)),
+            velocity_bias=0.01 * rng.normal(size=(K, C)) * bias,
+        )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dynamics, "_LAZY_FROM", 0)  # the present-classes path on these small problems too
+        got = dynamics.replay_steps(
+            state, x, labels, weight, step, fractions, lrs, 3e-3, momentum=momentum, bias=bias
+        )
+    w, b, vw, vb = _plain_replay(state, x, labels, weight, step, fractions, lrs, 3e-3, momentum, bias)
+    np.testing.assert_allclose(got["weight"], w, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(got["bias"], b, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(got["velocity_weight"], vw, rtol=1e-10, atol=1e-14)
