@@ -295,7 +295,7 @@ def run_summaries(path, name: str, runs=None) -> list[dict]:
     ]
 
 
-SET_MARKERS = {"synthetic": "o", "digits": "s", "mnist1d": "^", "digits28": "D"}
+SET_MARKERS = {"synthetic": "o", "digits": "s", "mnist1d": "^", "digits28": "D", "digits100": "v"}
 
 
 def _regime_rows(path, runs=None) -> list[dict]:

@@ -31,7 +31,10 @@ def load_settings(path: Path):
 
     if not Path(path).exists():
         raise InputError(f"settings: no file {path} (write the training settings there, or pass --settings)")
-    return PemSettings.from_dict(read_toml_table(path, "settings", "pem"))
+    raw = read_toml_table(path, "settings", "pem")
+    return PemSettings.from_dict(
+        {k: v for k, v in raw.items() if k != "forecast"}
+    )  # [forecast]: load_forecast
 
 
 def load_outputs(folder, sign: str = "eta") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -80,6 +83,89 @@ def load_outputs(folder, sign: str = "eta") -> tuple[np.ndarray, np.ndarray, np.
     return eta, features, labels, counts
 
 
+def load_forecast(
+    folder: Path, settings_path: Path, sign: str, features, labels, counts, settings
+) -> dict | None:
+    """The forecast of the PEM's final outputs (``npe_theory.forecast``) when the dump holds its heads and the settings
+    its remaining schedule: ``pem_weight.npy`` (C, D) or (K, C, D), ``pem_bias.npy`` (C,) or (K, C), optionally the
+    momentum buffers ``pem_momentum_weight.npy`` / ``pem_momentum_bias.npy`` (zeros without them), and a
+    ``[forecast]`` table with ``lr`` (one rate per epoch left) and ``steps`` (per epoch, one number or a list).
+    None without ``pem_weight.npy``."""
+    import tomllib
+
+    from .forecast import forecast_pem
+    from .io import read_text
+    from .priors import prior_match
+    from .report import EQUILIBRIUM_GAP
+    from .spread import NoRoot, class_spread, spread_logit
+
+    if not (folder / "pem_weight.npy").exists():
+        return None
+    w = _load_array(folder, "pem_weight.npy")
+    b = _load_array(folder, "pem_bias.npy") if (folder / "pem_bias.npy").exists() else np.zeros(w.shape[:-1])
+    state = {"weight": w[None] if w.ndim == 2 else w, "bias": b[None] if b.ndim == 1 else b}
+    for key, name in (
+        ("velocity_weight", "pem_momentum_weight.npy"),
+        ("velocity_bias", "pem_momentum_bias.npy"),
+    ):
+        if (folder / name).exists():
+            v = _load_array(folder, name)
+            state[key] = v[None] if v.ndim == state[key.replace("velocity_", "")].ndim - 1 else v
+    if sign == "p":  # heads that produce p = -eta: the same heads with the other sign
+        state = {k: -v for k, v in state.items()}
+    try:
+        plan = (
+            tomllib.loads(read_text(settings_path, "settings")).get("forecast")
+            if settings_path.exists()
+            else None
+        )
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"settings: {settings_path} is not valid TOML ({exc})") from None
+    if not isinstance(plan, dict) or "lr" not in plan:
+        raise InputError(
+            f"settings: {settings_path} has no [forecast] table with lr (one rate per epoch left) and steps; the "
+            "forecast needs the rest of the schedule"
+        )
+    from .validate import as_float_array
+
+    rates = np.atleast_1d(as_float_array("settings: [forecast] lr", plan["lr"], nonnegative=True)).tolist()
+    steps = np.broadcast_to(
+        np.atleast_1d(np.asarray(plan.get("steps", 1), dtype=object)), (len(rates),)
+    ).tolist()
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in steps):
+        raise InputError("settings: [forecast] steps must be whole numbers of steps per epoch")
+    lrs = [r for r, n in zip(rates, steps) for _ in range(n)]
+    kind = dict(
+        momentum=settings.momentum, alpha=settings.alpha, loss=settings.loss, reduction=settings.reduction
+    )
+    fc = forecast_pem(
+        features, labels, counts, state, lrs, settings.weight_decay, pem_bias=settings.bias, **kind
+    )
+    out = {
+        "eta": fc.eta.tolist(),
+        "now": fc.now.tolist(),
+        "steps_left": fc.steps,
+        "gap": None,
+        "regime": None,
+    }
+    try:
+        eq = spread_logit(
+            class_spread(features, labels, counts.size, bias=settings.bias),
+            counts,
+            settings.weight_decay,
+            loss=settings.loss,
+            reduction=settings.reduction,
+            weight=settings.alpha,
+        )
+        gap = prior_match(fc.eta, reference=eq).centered_rmse
+        out.update(
+            equilibrium=eq.tolist(), gap=gap, regime="equilibrium" if gap <= EQUILIBRIUM_GAP else "lagging"
+        )
+    except (NoRoot, InputError):
+        pass
+    return out
+
+
 def assumed(settings, num_samples: int) -> str:
     """The settings the report used, in one line, with how the steps of each epoch were counted."""
     s = settings
@@ -112,6 +198,10 @@ def cmd_report(args) -> int:
     eta, features, labels, counts = load_outputs(folder, args.sign)
     settings = load_settings(Path(args.settings) if args.settings else folder / "settings.toml")
     report = pem_report(eta, features, labels, counts, settings)
+    settings_path = Path(args.settings) if args.settings else folder / "settings.toml"
+    forecast = load_forecast(folder, settings_path, args.sign, features, labels, counts, settings)
+    if forecast is not None:
+        report["forecast"] = forecast
     out = folder if args.out is None else Path(args.out)
     result = {
         "schema": "npe-report/1",
@@ -126,6 +216,15 @@ def cmd_report(args) -> int:
     print(f"PEM report of {folder} ({len(labels)} samples, {counts.size} classes):")
     print(f"  settings assumed: {assumed(settings, len(labels))}")
     print("\n".join(summary_lines(report, sign=args.sign)))
+    if forecast is not None:
+        where = (
+            f"{forecast['gap']:.3f} nats from its equilibrium at these features ({forecast['regime']})"
+            if forecast["gap"] is not None
+            else "where report.json says (no equilibrium found to compare with)"
+        )
+        print(
+            f"  forecast over the {forecast['steps_left']} steps left, the features held as they are: the PEM ends {where}"
+        )
     print(f"wrote {out / 'report.json'}, pem_vs_log_counts.png" + (", eta_matrix.png" if matrix else ""))
     return 0
 

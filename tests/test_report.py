@@ -362,3 +362,33 @@ def test_npe_report_on_a_train_run_folder_points_at_priors_from(tmp_path):
     out = npe("report", str(tmp_path))
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
     assert f"npe priors --from {tmp_path}" in out.stderr
+
+
+def test_npe_report_forecasts_a_pem_trained_elsewhere_from_its_heads_and_remaining_schedule(tmp_path):
+    """The dump of a plain PyTorch run, with its PEM head, the optimizer's momentum buffers and the rest of a schedule
+    written in settings.toml: npe report's forecast equals npe_theory.forecast.forecast_pem called here (the official
+    sign p = -eta flipped on the heads as on the outputs)."""
+    from npe_theory.forecast import forecast_pem
+
+    folder, backbone, classifier, pem, X, Y, counts = _plain_training(tmp_path)
+    np.save(folder / "pem_weight.npy", pem.weight.detach().numpy())  # produces p = -eta (official convention)
+    np.save(folder / "pem_bias.npy", pem.bias.detach().numpy())
+    buffers = {k: np.zeros_like(v.detach().numpy()) + 0.01 for k, v in (("w", pem.weight), ("b", pem.bias))}
+    np.save(folder / "pem_momentum_weight.npy", buffers["w"])
+    np.save(folder / "pem_momentum_bias.npy", buffers["b"])
+    with (folder / "settings.toml").open("a") as fh:
+        fh.write("[forecast]\nlr = [0.05, 0.02, 0.01]\nsteps = 7\n")
+    out = npe("report", str(folder), "--sign", "p")
+    assert out.returncode == 0, out.stderr
+    assert "forecast over the 21 steps left" in out.stdout
+    saved = json.loads((folder / "report.json").read_text())["pem"]["forecast"]
+    features = np.load(folder / "features.npy")
+    state = {
+        "weight": -pem.weight.detach().numpy()[None].astype(np.float64),
+        "bias": -pem.bias.detach().numpy()[None].astype(np.float64),
+        "velocity_weight": -buffers["w"][None],
+        "velocity_bias": -buffers["b"][None],
+    }
+    lrs = [0.05] * 7 + [0.02] * 7 + [0.01] * 7
+    ours = forecast_pem(features, Y.numpy(), counts, state, lrs, 2e-3, momentum=0.9)
+    np.testing.assert_allclose(saved["eta"], ours.eta, rtol=1e-9, atol=1e-9)

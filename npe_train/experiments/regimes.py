@@ -1,7 +1,7 @@
-"""The runs behind figures F7 and F8: four data sets over the weight decay felt and the length, one point per run.
+"""The runs behind figures F7 and F8: five data sets over the weight decay felt and the length, one point per run.
 
 ``regime_runs`` trains the grid on each set with its default network (synthetic and digits: MLP;
-MNIST-1D: 1-D CNN; digits28: 2-D CNN; imbalance 100; about 8 minutes on 2 CPU cores), the weight
+MNIST-1D: 1-D CNN; digits28: 2-D CNN; digits100, 100 classes: MLP; imbalance 100; about 20 minutes on 2 CPU cores), the weight
 decay set from each set's own steps so that the PEM feels the grid's lambda*s, and returns one
 summary per run; ``npe figures --retrain-regimes`` writes them to ``npe_theory/runs/regime_runs.json``
 and redraws F7 and F8 from it (docs/regimes.md).
@@ -17,7 +17,7 @@ from .runs import train_summaries
 
 #: (lambda*s, epochs): from the transient to equilibrium, short and long runs, everything else each set's default
 GRID = ((0.05, 20), (0.15, 60), (0.4, 60), (0.4, 150), (1.0, 60), (2.5, 60))
-SETS = ("synthetic", "digits", "mnist1d", "digits28")
+SETS = ("synthetic", "digits", "mnist1d", "digits28", "digits100")
 
 
 def summarize_run(results: dict) -> dict:
