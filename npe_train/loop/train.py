@@ -249,7 +249,10 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
                 for _ in range(steps_planned[e])
             ]
             felt = felt_decay(trace, cfg.pem_weight_decay, cfg.momentum)
-            forecast = forecast_now(outputs, trace, recipe, stream.counts_at(epoch), left, felt)
+            history = [
+                (m["epoch"], m.get("pem_norm_sq")) for m in metrics
+            ]  # earlier lines: how fast features grow
+            forecast = forecast_now(outputs, trace, recipe, stream.counts_at(epoch), left, felt, history)
             if forecast is not None:
                 if progress:
                     bar.write(warning_line(epoch, cfg.epochs, forecast))

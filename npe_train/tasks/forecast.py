@@ -30,10 +30,37 @@ def forecast_epochs(shares, epochs: int) -> list[int]:
     return sorted({max(0, round(s * epochs) - 1) for s in shares} - {epochs - 1})
 
 
-def forecast_now(outputs, trace, recipe, counts, remaining_lrs, felt: float) -> dict | None:
+def growth_rate(history: list[tuple[int, list]], trace, epoch: int, norm_sq_now: np.ndarray) -> float | None:
+    """The rate at which the class-mean features grow, d mean_c ln ||mu_c||^2 per unit of optimizer time (the sum of the
+    steps' learning rates), over the later half of the epochs so far: from the report line nearest epoch / 2 to now.
+    ``history``: (epoch, per-class ||mu_c||^2) of earlier report lines. None without an earlier line."""
+    earlier = [(e, n) for e, n in history if e < epoch and n is not None]
+    if not earlier:
+        return None
+    then, norms = min(earlier, key=lambda item: abs(item[0] - epoch / 2))
+    time = np.cumsum(
+        [lr * steps for lr, steps in zip(trace.lrs, trace.steps)]
+    )  # optimizer time after each epoch
+    elapsed = time[epoch] - time[then]
+    if elapsed <= 0:
+        return None
+    moved = np.log(np.maximum(norm_sq_now, 1e-300)) - np.log(
+        np.maximum(np.asarray(norms, dtype=np.float64), 1e-300)
+    )
+    return float(moved.mean() / elapsed)
+
+
+def forecast_now(outputs, trace, recipe, counts, remaining_lrs, felt: float, history=()) -> dict | None:
     """The forecast of the final PEM from this epoch (``outputs``: the epoch's feature rows; ``trace.replay``: the PEM's
     heads and buffers now; ``remaining_lrs``: every step left; ``felt``: lambda*s so far), its regime and the decay
-    advice; None without rows (mixing, dense maps, a set too large to keep) or for a non-linear PEM."""
+    advice; None without rows (mixing, dense maps, a set too large to keep) or for a non-linear PEM.
+
+    Two forecasts: ``eta_held``, the features held at this epoch's moments, and ``eta``, the same with every feature
+    scaled by the growth still ahead, ``exp(rate * S_left / 2)``: ``rate`` the class norms' measured growth per unit of
+    optimizer time over the later half of the epochs so far (``growth_rate``, from ``history``: the earlier report
+    lines' (epoch, class ||mu_c||^2)), ``S_left`` the sum of the learning rates left. A uniform growth scales every
+    output and so changes their spread, which centering does not remove (docs/regimes.md, "Forecasts"). Without an
+    earlier report line ``eta`` is ``eta_held``."""
     got = None if outputs is None else outputs.result()
     if got is None or trace.replay is None:
         return None
@@ -43,20 +70,31 @@ def forecast_now(outputs, trace, recipe, counts, remaining_lrs, felt: float) -> 
         return None  # a class without a row this epoch: no moments to hold
     h = h.astype(np.float32, copy=False)
     lrs = np.asarray(remaining_lrs, dtype=np.float64)
-    fc = forecast_pem(
-        h,
-        labels,
-        counts,
-        trace.replay,
-        lrs,
-        recipe.weight_decay,
-        momentum=recipe.momentum,
-        alpha=recipe.alpha,
-        loss=recipe.loss,
-    )
+    norm_sq = _norms(h, labels, len(counts))
+    rate = growth_rate(list(history), trace, len(trace.lrs) - 1, norm_sq)
+    scale = 1.0 if rate is None else float(np.exp(0.5 * rate * float(np.sum(lrs))))
+
+    def run(features):
+        return forecast_pem(
+            features,
+            labels,
+            counts,
+            trace.replay,
+            lrs,
+            recipe.weight_decay,
+            momentum=recipe.momentum,
+            alpha=recipe.alpha,
+            loss=recipe.loss,
+        )
+
+    held = run(h)
+    fc = run(h * np.float32(scale)) if scale != 1.0 else held
     ahead = float(np.sum(lrs)) / (1.0 - recipe.momentum)  # lambda*s per unit of weight decay, steps left
     out = {
         "eta": fc.eta.tolist(),
+        "eta_held": held.eta.tolist(),
+        "growth_rate": rate,
+        "feature_scale": scale,
         "steps_left": fc.steps,
         "lambda_s_end": felt + recipe.weight_decay * ahead,
         "equilibrium": None,
@@ -65,7 +103,7 @@ def forecast_now(outputs, trace, recipe, counts, remaining_lrs, felt: float) -> 
         "advice_pem_weight_decay": (TARGET_LAMBDA_S - felt) / ahead
         if ahead > 0 and felt < TARGET_LAMBDA_S
         else None,
-        "class_norm_sq": _norms(h, labels, len(counts)).tolist(),
+        "class_norm_sq": norm_sq.tolist(),
     }
     try:  # the optimum of the PEM's objective at these moments: does the forecast reach it?
         spread = class_spread(h, labels, len(counts))
@@ -112,6 +150,10 @@ def score(forecasts: list[tuple[int, dict]], learned, final_norm_sq, counts, epo
                 "epoch": epoch,
                 "share": (epoch + 1) / epochs,
                 "centered_rmse": prior_match(np.asarray(fc["eta"]), reference=learned).centered_rmse,
+                "centered_rmse_held": prior_match(
+                    np.asarray(fc["eta_held"]), reference=learned
+                ).centered_rmse,
+                "feature_scale": fc["feature_scale"],
                 "regime": fc["regime"],
                 "gap": fc["gap"],
                 "lambda_s_end": fc["lambda_s_end"],
