@@ -45,7 +45,7 @@ def rows_of(results: dict) -> list[dict]:
             "share": f["share"],
             "epoch": f["epoch"],
             "forecast_rmse": f["centered_rmse"],
-            "forecast_rmse_held": f["centered_rmse_held"],
+            "forecast_rmse_extrapolated": f["centered_rmse_extrapolated"],
             "feature_scale": f["feature_scale"],
             "forecast_regime": f["regime"],
             "forecast_gap": f["gap"],
@@ -88,7 +88,7 @@ def main() -> None:
                         args.out, rows
                     )  # kept as it goes: a long grid that stops keeps what it measured
     print(
-        f"\n{'set':<10}{'ir':>5} {'recipe':<12}{'share':>6}{'forecast RMSE':>18}{'held':>18}{'norm change':>14}"
+        f"\n{'set':<10}{'ir':>5} {'recipe':<12}{'share':>6}{'forecast RMSE':>18}{'extrapolated':>18}{'norm change':>14}"
     )
     for key in sorted({(r["dataset"], r["imbalance"], r["recipe"], r["share"]) for r in rows}):
         sel = [r for r in rows if (r["dataset"], r["imbalance"], r["recipe"], r["share"]) == key]

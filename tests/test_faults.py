@@ -17,6 +17,21 @@ from npe_train.loop.train import train
 from npe_train.run.checkpoint import CHECKPOINT, read_checkpoint
 from npe_train.run.config import make_config
 
+# the command line of ``tiny``'s run (what --resume must repeat)
+TINY_ARGS = [
+    "train",
+    "--dataset",
+    "synthetic",
+    "--imbalance",
+    "20",
+    "--n-max",
+    "100",
+    "--epochs",
+    "5",
+    "--seed",
+    "4",
+]
+
 
 def tiny(tmp_path, name="run", **kw):
     base = dict(
@@ -83,25 +98,7 @@ def test_damaged_checkpoint_is_a_clear_error(tmp_path, kill_after, capsys, damag
         ckpt.write_bytes(
             save({"npe.structure": torch.frombuffer(bytearray(text.encode()), dtype=torch.uint8)})
         )
-    code = main(
-        [
-            "train",
-            "--dataset",
-            "synthetic",
-            "--imbalance",
-            "20",
-            "--n-max",
-            "100",
-            "--epochs",
-            "5",
-            "--seed",
-            "4",
-            "--out",
-            str(tmp_path / "run"),
-            "--resume",
-            "--quiet",
-        ]
-    )
+    code = main([*TINY_ARGS, "--out", str(tmp_path / "run"), "--resume", "--quiet"])
     one_line(capsys, code, 2, "checkpoint")
 
 
@@ -335,18 +332,5 @@ def test_a_fifo_in_place_of_the_checkpoint_is_refused_not_read_forever(tmp_path,
     ckpt = tmp_path / "run" / CHECKPOINT
     ckpt.unlink()
     os.mkfifo(ckpt)
-    args = [
-        "train",
-        "--dataset",
-        "synthetic",
-        "--imbalance",
-        "20",
-        "--n-max",
-        "100",
-        "--epochs",
-        "5",
-        "--seed",
-        "4",
-    ]
-    code = main([*args, "--out", str(tmp_path / "run"), "--resume", "--quiet"])
+    code = main([*TINY_ARGS, "--out", str(tmp_path / "run"), "--resume", "--quiet"])
     one_line(capsys, code, 2, "not a regular file")

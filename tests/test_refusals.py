@@ -42,6 +42,27 @@ def images(root, counts=(12, 9, 6), size=8):
     return root
 
 
+ALL_IMAGES = "".join(f"c{c}/{i}.png {c}\n" for c, n in enumerate((12, 9, 6)) for i in range(n))
+
+
+def list_args(tmp_path, lines: str | None = ALL_IMAGES) -> list[str]:
+    """The list data set over ``images``' folder, one list file for both splits (``lines`` None: the file exists already)."""
+    images(tmp_path / "imgs")
+    if lines is not None:
+        (tmp_path / "list.txt").write_text(lines)
+    listed = str(tmp_path / "list.txt")
+    return [
+        "--dataset",
+        "list",
+        "--data-dir",
+        str(tmp_path / "imgs"),
+        "--train-list",
+        listed,
+        "--test-list",
+        listed,
+    ]
+
+
 # ---- results.json read back by `npe priors --from`: the shared checks of npe_theory.runfiles ----
 
 
@@ -134,20 +155,7 @@ def test_a_data_set_option_the_data_set_does_not_read_is_refused(tmp_path, capsy
 
 
 def test_the_device_pipeline_is_not_swapped_for_the_loader(tmp_path, capsys):
-    images(tmp_path / "imgs")
-    (tmp_path / "list.txt").write_text(
-        "".join(f"c{c}/{i}.png {c}\n" for c, n in enumerate((12, 9, 6)) for i in range(n))
-    )
-    argv = [
-        "train",
-        "--dataset",
-        "list",
-        "--data-dir",
-        str(tmp_path / "imgs"),
-        "--train-list",
-        str(tmp_path / "list.txt"),
-    ]
-    argv += ["--test-list", str(tmp_path / "list.txt"), "--pipeline", "device", "--out", str(tmp_path / "r")]
+    argv = ["train", *list_args(tmp_path), "--pipeline", "device", "--out", str(tmp_path / "r")]
     one_line(capsys, main(argv), "pipeline")
 
 
@@ -240,50 +248,13 @@ def test_a_bad_launch_environment_names_the_variable(tmp_path, capsys, monkeypat
 
 
 def test_a_label_int_refuses_is_a_named_line_not_an_internal_error(tmp_path, capsys):
-    images(tmp_path / "imgs")
-    (tmp_path / "list.txt").write_text(
-        "c0/0.png 0\nc1/0.png \u00b2\n"
-    )  # '²'.isdigit() is True, int('²') fails
-    argv = [
-        "train",
-        "--dataset",
-        "list",
-        "--data-dir",
-        str(tmp_path / "imgs"),
-        "--train-list",
-        str(tmp_path / "list.txt"),
-    ]
-    one_line(
-        capsys,
-        main([*argv, "--test-list", str(tmp_path / "list.txt"), "--out", str(tmp_path / "r")]),
-        "line 2",
-    )
+    argv = list_args(tmp_path, "c0/0.png 0\nc1/0.png \u00b2\n")  # '²'.isdigit() is True, int('²') fails
+    one_line(capsys, main(["train", *argv, "--out", str(tmp_path / "r")]), "line 2")
 
 
 def test_a_dataloader_workers_error_is_its_own_message(tmp_path, capsys):
-    images(tmp_path / "imgs")
+    argv = ["train", *list_args(tmp_path), "--workers", "1", "--epochs", "1", "--out", str(tmp_path / "r")]
     (tmp_path / "imgs" / "c1" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 3)
-    lines = "".join(f"c{c}/{i}.png {c}\n" for c, n in enumerate((12, 9, 6)) for i in range(n))
-    (tmp_path / "list.txt").write_text(lines)
-    argv = [
-        "train",
-        "--dataset",
-        "list",
-        "--data-dir",
-        str(tmp_path / "imgs"),
-        "--train-list",
-        str(tmp_path / "list.txt"),
-    ]
-    argv += [
-        "--test-list",
-        str(tmp_path / "list.txt"),
-        "--workers",
-        "1",
-        "--epochs",
-        "1",
-        "--out",
-        str(tmp_path / "r"),
-    ]
     err = one_line(capsys, main(argv), "cannot read image")
     assert "DataLoader worker process" not in err and "Original Traceback" not in err
 
@@ -312,15 +283,6 @@ def test_a_fifo_in_place_of_an_input_file_is_refused_not_read_forever(tmp_path, 
         os.mkfifo(root / "cifar-10-batches-py" / "data_batch_1")
         argv = ["--dataset", "cifar10", "--data-dir", str(root), "--n-max", "4"]
     else:
-        images(tmp_path / "imgs")
         os.mkfifo(tmp_path / "list.txt")
-        argv = [
-            "--dataset",
-            "list",
-            "--data-dir",
-            str(tmp_path / "imgs"),
-            "--train-list",
-            str(tmp_path / "list.txt"),
-        ]
-        argv += ["--test-list", str(tmp_path / "list.txt")]
+        argv = list_args(tmp_path, lines=None)
     one_line(capsys, main(["train", *argv, "--epochs", "1", "--out", str(tmp_path / "r")]), word)
