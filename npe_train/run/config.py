@@ -330,6 +330,47 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 bad(name, f"expected a number >= 0, got {getattr(self, name)!r}")
 
+    def _check_data_options(self, entry, bad) -> None:
+        """The data set's options: one it does not read is refused, never ignored."""
+        default_fraction = TrainConfig.__dataclass_fields__["test_fraction"].default
+        for option, given in (
+            ("data_dir", self.data_dir is not None),
+            ("image_size", self.image_size is not None),
+            ("test_fraction", self.test_fraction != default_fraction),
+        ):  # a setting the data set would not read is refused: a run must not look as if it used it
+            if given and option not in entry.reads:
+                readers = DATASETS.where(lambda e: option in e.reads)
+                bad(
+                    option,
+                    f"the {self.dataset} data set does not read it (it is read by {', '.join(readers) or 'none'})",
+                )
+
+    def _check_lists_and_sizes(self, entry, bad) -> None:
+        """The forecast shares, the tau grid's length and a batch of images at their size: bounded before use."""
+        if (
+            not isinstance(self.forecast_at, list)
+            or len(self.forecast_at) > MAX_TAU_GRID
+            or any(
+                isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < 1
+                for s in self.forecast_at
+            )
+        ):
+            bad(
+                "forecast_at",
+                f"expected at most {MAX_TAU_GRID} shares of the run in (0, 1), got {self.forecast_at!r:.80}",
+            )
+        if len(self.tau_grid) > MAX_TAU_GRID:
+            bad("tau_grid", f"{len(self.tau_grid)} values, more than the {MAX_TAU_GRID} a sweep may score")
+        if entry.images and self.image_size is not None:
+            batch_bytes = 4 * 3 * self.image_size**2 * self.batch_size
+            if batch_bytes > MAX_BATCH_BYTES:
+                bad(
+                    "image_size",
+                    f"a batch of {self.batch_size} RGB images at {self.image_size}x{self.image_size} takes "
+                    f"{batch_bytes / 2**30:.1f} GiB, more than {MAX_BATCH_BYTES / 2**30:g} GiB (a smaller --image-size "
+                    "or --batch-size)",
+                )
+
     def validate(self) -> None:
         def bad(name, msg):
             raise InputError(f"{name}: {msg}")
@@ -410,18 +451,7 @@ class TrainConfig:
                 f"split lists are read by the list data set (--dataset list), not {self.dataset}",
             )
         self._check_numbers(bad)
-        default_fraction = TrainConfig.__dataclass_fields__["test_fraction"].default
-        for option, given in (
-            ("data_dir", self.data_dir is not None),
-            ("image_size", self.image_size is not None),
-            ("test_fraction", self.test_fraction != default_fraction),
-        ):  # a setting the data set would not read is refused: a run must not look as if it used it
-            if given and option not in entry.reads:
-                readers = DATASETS.where(lambda e: option in e.reads)
-                bad(
-                    option,
-                    f"the {self.dataset} data set does not read it (it is read by {', '.join(readers) or 'none'})",
-                )
+        self._check_data_options(entry, bad)
         if not 0 <= self.momentum < 1:
             bad("momentum", f"expected a number in [0, 1), got {self.momentum!r}")
         if not 0 < self.test_fraction < 1:
@@ -499,29 +529,7 @@ class TrainConfig:
             )
         ):
             bad("tau_grid", f"expected a list of numbers >= 0, got {self.tau_grid!r:.80}")
-        if (
-            not isinstance(self.forecast_at, list)
-            or len(self.forecast_at) > MAX_TAU_GRID
-            or any(
-                isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < 1
-                for s in self.forecast_at
-            )
-        ):
-            bad(
-                "forecast_at",
-                f"expected at most {MAX_TAU_GRID} shares of the run in (0, 1), got {self.forecast_at!r:.80}",
-            )
-        if len(self.tau_grid) > MAX_TAU_GRID:
-            bad("tau_grid", f"{len(self.tau_grid)} values, more than the {MAX_TAU_GRID} a sweep may score")
-        if entry.images and self.image_size is not None:
-            batch_bytes = 4 * 3 * self.image_size**2 * self.batch_size
-            if batch_bytes > MAX_BATCH_BYTES:
-                bad(
-                    "image_size",
-                    f"a batch of {self.batch_size} RGB images at {self.image_size}x{self.image_size} takes "
-                    f"{batch_bytes / 2**30:.1f} GiB, more than {MAX_BATCH_BYTES / 2**30:g} GiB (a smaller --image-size "
-                    "or --batch-size)",
-                )
+        self._check_lists_and_sizes(entry, bad)
         if not isinstance(self.shift, list) or not all(isinstance(e, str) for e in self.shift):
             bad("shift", f"expected a list of EPOCH=PROFILE:IMBALANCE entries, got {self.shift!r}")
         if self.shift:
