@@ -9,7 +9,8 @@ test set once, at the end. ``npe train`` runs with its defaults: the prior repor
 feature rows), the replay advancing with the steps, a checkpoint and a metrics line every epoch, the test-set evaluation
 at the end (``--eval-every``), results.json and the figures. Prints the CPU-time ratio (target: at most 1.3x at 200
 epochs), the breakdown of `npe train`'s time, the growth exponent of the replay's and the per-epoch report's cost in
-the epochs (cumulative cost at E against E/2: 1 is linear), and the machine's load. Best of ``--repeats``, alternating.
+the epochs (cumulative cost at E against E/2: 1 is linear), and the machine's load; the forecasts' share (target: at
+most 2%). Best of ``--repeats``, alternating.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def main() -> None:
         (train_mod, "save_checkpoint"),
         (train_mod, "write_metrics"),
         (plots, "plot_run"),
+        (train_mod, "forecast_now"),
     ):
         timed(module, name, totals)
     # cumulative costs at each epoch's end (the replay's epoch ends with its last flush, before the report)
@@ -142,6 +144,7 @@ def main() -> None:
         "save_checkpoint": "checkpoints",
         "write_metrics": "metrics.jsonl",
         "plot_run": "figures",
+        "forecast_now": "forecasts (10%, 25%, 50% of the run)",
     }
     for name, label in labels.items():
         print(

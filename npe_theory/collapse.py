@@ -38,14 +38,21 @@ def nc1(features: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
     return nc1_of(features, labels, class_means(features, labels, num_classes))
 
 
-def nc1_of(features: np.ndarray, labels: np.ndarray, means: np.ndarray) -> float:
+def nc1_of(
+    features: np.ndarray, labels: np.ndarray, means: np.ndarray, rows_per_class: int | None = None
+) -> float:
     """``nc1`` from checked features (float64, or float32), int labels and their class means (the report has them).
 
     Sigma_B has rank r <= C - 1: with the thin SVD of the centred means ``M = U S V'``, Sigma_B^+ = C V S^-2 V' and
     NC1 = tr(Sigma_W Sigma_B^+) / C = ||(H - M_y) V S^-1||_F^2 / n, accumulated in float64. One pass over the features
     projected on the r between-class directions costs n D r instead of the n D^2 of forming Sigma_W (r = 99 against
     D = 2,048 at 100 classes), in float32 when the features are (NC1 to about 1e-6 relative: a diagnostic read to three
-    digits); the directions are those ``pinv`` keeps (singular values above 1e-10 of the largest, squared)."""
+    digits); the directions are those ``pinv`` keeps (singular values above 1e-10 of the largest, squared).
+
+    ``rows_per_class``: estimate instead from at most that many rows of each class, evenly spaced in their order (the
+    epoch's shuffled order: no random draw), each class's mean squared projection weighted by its n_c. Sigma_W is then
+    estimated without bias, and with 64 rows a class the relative error of NC1 is about 1/sqrt(64 C) (0.4% at 1,000
+    classes); the report uses it where the exact projection would cost more than ``NC1_EXACT_BUDGET``."""
     centred = means - means.mean(axis=0)
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
     keep = s**2 > 1e-10 * (s[0] ** 2 if s.size else 0.0)
@@ -59,14 +66,34 @@ def nc1_of(features: np.ndarray, labels: np.ndarray, means: np.ndarray) -> float
     ):  # float32 features: the projection in float32 too (NC1 to ~1e-6 relative)
         directions = directions.astype(np.float32)
     centres = means @ directions
+    rows, weights = np.arange(len(features)), None
+    if rows_per_class is not None:
+        rows, weights = _evenly_spaced(labels, len(means), rows_per_class)
     total = 0.0
-    for lo in range(
-        0, len(features), _CHUNK
-    ):  # by chunk of rows: never an (n, r) float64 array of the whole set
-        part = slice(lo, lo + _CHUNK)
+    for lo in range(0, len(rows), _CHUNK):  # by chunk of rows: never an (n, r) float64 array of the whole set
+        part = rows[lo : lo + _CHUNK]
         projected = features[part] @ directions - centres[labels[part]]
-        total += float(np.einsum("ij,ij->", projected, projected))
+        squares = np.einsum("ij,ij->i", projected, projected)
+        total += float(squares.sum() if weights is None else squares @ weights[lo : lo + _CHUNK])
     return total / len(features)
+
+
+NC1_EXACT_BUDGET = (
+    2e9  # operations of the exact projection (n D r) above which the report estimates NC1 from a sample
+)
+
+
+def _evenly_spaced(labels: np.ndarray, C: int, k: int):
+    """(row indices, weights): up to k rows of each class, evenly spaced in their order, each weighing n_c / k_c."""
+    order = np.argsort(labels, kind="stable")
+    edges = np.searchsorted(labels[order], np.arange(C + 1))
+    picked, weights = [], []
+    for c in range(C):
+        n = edges[c + 1] - edges[c]
+        take = np.unique(np.linspace(0, n - 1, min(n, k)).round().astype(np.int64))
+        picked.append(order[edges[c] + take])
+        weights.append(np.full(len(take), n / len(take)))
+    return np.concatenate(picked), np.concatenate(weights)
 
 
 _CHUNK = 8192  # rows per chunk: 8,192 x 1,000 directions x 8 bytes = 65 MB at 1,000 classes

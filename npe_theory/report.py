@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from .collapse import class_means, nc1_of
+from .collapse import NC1_EXACT_BUDGET, class_means, nc1_of
 from .dynamics import lambda_s, steps_per_epoch
 from .errors import InputError
 from .losses import check_loss
@@ -274,7 +274,7 @@ def pem_report(
             if eta.ndim == 2 and counts.size <= MAX_ETA_MATRIX
             else None
         ),
-        "nc1": nc1_of(h, y, ctx.class_mean_features),
+        "nc1": nc1_of(h, y, ctx.class_mean_features, _nc1_sample(h.shape, counts.size)),
         "closed_form_applies": bool(linear),
         "lambda_s": lam_s,
         "regime": name,
@@ -331,6 +331,16 @@ def pem_report(
     out["prior_match"] = refs
     out["settings"] = asdict(settings)
     return out
+
+
+def _nc1_sample(shape, C: int) -> int | None:
+    """Rows per class NC1 is estimated from (``collapse.nc1_of``), or None for the exact value: exact while the
+    projection of every row costs at most ``NC1_EXACT_BUDGET`` operations (every set of docs/regimes.md)."""
+    n, d = shape
+    return None if n * d * min(C - 1, d) <= NC1_EXACT_BUDGET else NC1_ROWS
+
+
+NC1_ROWS = 64  # rows per class of the NC1 estimate at scale
 
 
 def summary_lines(pem: dict, sign: str = "eta") -> list[str]:

@@ -176,3 +176,18 @@ def test_the_lazy_replay_equals_a_plain_heavy_ball_loop(K, C, D, T, rows, moment
     np.testing.assert_allclose(got["weight"], w, rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(got["bias"], b, rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(got["velocity_weight"], vw, rtol=1e-10, atol=1e-14)
+
+
+def test_the_nc1_estimate_at_scale_is_exact_on_whole_classes_and_close_on_samples():
+    """NC1 from at most k rows a class, weighted by n_c: the exact value when no class has more than k rows, and
+    within a few percent of it from 20 rows of each of 200 classes of 60 (the error falls as 1 / sqrt(k C))."""
+    from npe_theory.collapse import class_means_of, nc1_of
+
+    rng = np.random.default_rng(4)
+    C, D = 200, 16
+    y = np.repeat(np.arange(C), 60)
+    h = rng.normal(size=(len(y), D)) * rng.uniform(0.5, 2.0, size=C)[y, None] + 2 * rng.normal(size=(C, D))[y]
+    means = class_means_of(h, y, C)
+    exact = nc1_of(h, y, means)
+    assert nc1_of(h, y, means, rows_per_class=60) == pytest.approx(exact, rel=1e-12)
+    assert nc1_of(h, y, means, rows_per_class=20) == pytest.approx(exact, rel=0.03)
