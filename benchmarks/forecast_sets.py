@@ -22,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import npe_train.tasks.forecast as forecast_mod  # noqa: E402
 from npe_theory.io import write_csv  # noqa: E402
 from npe_train.experiments.runs import train_summaries  # noqa: E402
 
@@ -64,6 +65,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--out", default="forecast_runs.csv")
     args = ap.parse_args()
+    forecast_mod.EXTRAPOLATE = True  # the extrapolated forecast beside the held one, to measure both
     rows = []
     for ds in args.sets:
         for imb in args.imbalances:

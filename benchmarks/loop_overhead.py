@@ -83,6 +83,7 @@ def main() -> None:
         (train_mod, "run_epoch"),
         (classification, "evaluate_run"),
         (trace_mod, "replay_steps"),
+        (trace_mod, "advance_replay"),
         (train_mod, "save_checkpoint"),
         (train_mod, "write_metrics"),
         (plots, "plot_run"),
@@ -94,7 +95,9 @@ def main() -> None:
         classification,
         "step_report",
         totals,
-        after=lambda: history.append((totals["replay_steps"], totals["step_report"])),
+        after=lambda: history.append(
+            (totals["replay_steps"] + totals["advance_replay"], totals["step_report"])
+        ),
     )
     plain_loop(
         make_config(dataset=args.dataset, epochs=1, seed=args.seed)
@@ -154,7 +157,8 @@ def main() -> None:
     print(
         f"    {'the rest (start-up, data, results.json)':<52} {rest:7.2f} CPU s  {100 * rest / best['npe train']:5.1f}%"
     )
-    print(f"    of the training steps, the replay itself {kept.get('replay_steps', 0.0):.2f} CPU s")
+    replay = kept.get("replay_steps", 0.0) + kept.get("advance_replay", 0.0)
+    print(f"    of the training steps, the replay itself {replay:.2f} CPU s")
     if kept["growth"] is not None:
         print(
             f"  cost growth in epochs (1 = linear): replay {kept['growth'][0]:.2f}, per-epoch report {kept['growth'][1]:.2f}"
