@@ -3,7 +3,7 @@
     python benchmarks/hostile_inputs.py            # this checkout
     python benchmarks/hostile_inputs.py --repo DIR # another checkout (e.g. an older commit), same suites
 
-Runs tests/test_fuzz_api.py and tests/test_fuzz_cli.py with NPE_FUZZ_TALLY set, so every generated
+Runs tests/test_fuzz_api.py, tests/test_fuzz_cli.py and tests/test_public_api.py with NPE_FUZZ_TALLY set, so every generated
 input is classified (clear error or right value / raw traceback / silent wrong value / hang /
 unclear or multi-line error) instead of failing the test, and prints the table per area.
 Entry points that an older checkout does not have are skipped there.
@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parents[1]
-SUITES = ("fuzzing.py", "test_fuzz_api.py", "test_fuzz_cli.py", "conftest.py")
+SUITES = ("fuzzing.py", "test_fuzz_api.py", "test_fuzz_cli.py", "test_public_api.py", "conftest.py")
 
 
 def main() -> None:
