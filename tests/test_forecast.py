@@ -150,7 +150,8 @@ def test_the_run_forecasts_from_its_own_epoch_its_pem_state_and_the_rest_of_its_
     monkeypatch.setattr(train_mod, "build_network", build)
     import npe_train.tasks.forecast as forecast_mod
 
-    monkeypatch.setattr(forecast_mod, "EXTRAPOLATE", True)  # the measured variant too (off in a run by default)
+    # the measured variant too (off in a run by default)
+    monkeypatch.setattr(forecast_mod, "EXTRAPOLATE", True)
     epochs, batch = 6, 64
     cfg = make_config(
         dataset="synthetic",

@@ -174,6 +174,48 @@ def test_datasets_given_with_another_data_set_are_refused(tmp_path):
         )
 
 
+# ---- a baseline's settings given to a method that does not read them: refused, never ignored ----
+
+
+@pytest.mark.parametrize(
+    "extra, word",
+    [
+        (
+            ["--method", "ce", "--cb-beta", "0.99"],
+            "cb_beta: the ce method does not read it (read by cb_ce, cb_focal)",
+        ),
+        (["--method", "cb_ce", "--focal-gamma", "2"], "focal_gamma: the cb_ce method does not read it"),
+        (
+            ["--method", "balanced_softmax", "--ldam-scale", "10"],
+            "ldam_scale: the balanced_softmax method does not read it",
+        ),
+        (["--method", "ldam_drw", "--wb-lr", "0.1"], "wb_lr: the ldam_drw method does not read it"),
+        (["--method", "ce", "--drw-beta", "0.99"], "drw_beta: the ce method has no deferred re-weighting"),
+        (["--mix-tau", "0.5"], "mix_tau: a UniMix setting without --mix unimix"),
+    ],
+)
+def test_a_setting_the_method_does_not_read_is_refused(tmp_path, capsys, extra, word):
+    one_line(capsys, main(["train", "--dataset", "synthetic", *extra, "--out", str(tmp_path / "r")]), word)
+
+
+def test_every_method_takes_the_settings_it_reads_and_every_setting_has_a_reader(tmp_path):
+    from dataclasses import fields
+
+    from npe_train.methods.catalog import METHODS
+    from npe_train.run.config import METHOD_OPTIONS, TrainConfig
+
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    readers = set()
+    for name in METHODS.names():
+        for option in METHODS.get(name).reads:
+            readers.add(option)
+            value = defaults[option] * 0.5 if isinstance(defaults[option], float) else 1
+            make_config(dataset="synthetic", method=name, out=str(tmp_path / "r"), **{option: value})
+    assert readers == set(METHOD_OPTIONS)  # a new method's setting is checked like the others
+    # a deferred re-weighting asked for by epoch takes its beta with any method
+    make_config(dataset="synthetic", method="ce", drw_epoch=3, drw_beta=0.99, out=str(tmp_path / "r"))
+
+
 # ---- bounded work ----
 
 

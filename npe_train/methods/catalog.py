@@ -53,7 +53,8 @@ class Method:
     deferred re-weighting starts at this fraction of the epochs, or at the epoch ``drw(settings)`` returns, unless
     ``--drw-epoch`` says otherwise (None: none). ``stages``: ``stages(settings) -> object`` with
     ``start_epoch(epoch, model, optimizer)`` and ``after_step(model)`` (``methods/stages.py``; None: one stage).
-    ``same_as``: another method this one equals (tested), said in the help."""
+    ``same_as``: another method this one equals (tested), said in the help. ``reads``: the baselines' settings of
+    ``MethodSettings`` it is built from (one given for a method that does not read it is refused, never ignored)."""
 
     make: Callable[[MethodSettings], object]
     help: str
@@ -62,6 +63,7 @@ class Method:
     drw: float | Callable[[MethodSettings], int] | None = None
     stages: Callable | None = None
     same_as: str | None = None
+    reads: tuple[str, ...] = ()
 
 
 METHODS: Registry[Method] = Registry("method")
@@ -114,6 +116,7 @@ register_method(
         lambda s: ClassBalanced(s.counts, s.cb_beta),
         "class-balanced CE: weights (1 - beta) / "
         "(1 - beta^N_c), beta --cb-beta, summing to C (Cui et al. 2019)",
+        reads=("cb_beta",),
     ),
 )
 register_method(
@@ -121,6 +124,7 @@ register_method(
     Method(
         lambda s: ClassBalanced(s.counts, s.cb_beta, "focal", s.focal_gamma),
         "class-balanced softmax focal loss, (1 - p_y)^gamma CE with --focal-gamma (Cui et al. 2019)",
+        reads=("cb_beta", "focal_gamma"),
     ),
 )
 register_method(
@@ -131,6 +135,7 @@ register_method(
         "logits scaled by --ldam-scale, deferred re-weighting from --drw-epoch (default 0.8 of the epochs)",
         classifier="cosine",
         drw=0.8,
+        reads=("ldam_max_margin", "ldam_scale"),
     ),
 )
 register_method(
@@ -139,6 +144,7 @@ register_method(
         lambda s: LDAM(s.counts, s.ldam_max_margin, s.ldam_scale),
         "LDAM without the deferred re-weighting",
         classifier="cosine",
+        reads=("ldam_max_margin", "ldam_scale"),
     ),
 )
 register_method(
@@ -150,5 +156,6 @@ register_method(
         "a cosine rate from --wb-lr and per-class MaxNorm (--wb-max-norm)",
         drw=lambda s: s.epochs - s.wb_epochs,
         stages=lambda s: WeightBalancing(s.epochs, s.wb_epochs, s.wb_lr, s.wb_weight_decay, s.wb_max_norm),
+        reads=("wb_epochs", "wb_lr", "wb_weight_decay", "wb_max_norm"),
     ),
 )

@@ -28,6 +28,17 @@ from ..methods.catalog import METHODS
 from ..models.catalog import model_choices, model_entry
 
 MIXES = ("none", "unimix")
+# the baselines' own settings: each read by the methods that list it (methods/catalog.py, Method.reads)
+METHOD_OPTIONS = (
+    "cb_beta",
+    "focal_gamma",
+    "ldam_max_margin",
+    "ldam_scale",
+    "wb_epochs",
+    "wb_lr",
+    "wb_weight_decay",
+    "wb_max_norm",
+)
 SCHEDULES = ("cosine", "step")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MAX_COUNT = 10**7  # epochs, batch size, heads, ...: bounded work, a clear error above
@@ -345,6 +356,25 @@ class TrainConfig:
                     f"the {self.dataset} data set does not read it (it is read by {', '.join(readers) or 'none'})",
                 )
 
+    def _check_method_options(self, bad) -> None:
+        """A baseline's setting, the deferred re-weighting's beta or a UniMix setting given where the method or mixing
+        does not read it is refused, never ignored (each method lists what it reads)."""
+        defaults = {f.name: f.default for f in fields(TrainConfig)}
+        method = METHODS.get(self.method)
+        for name in METHOD_OPTIONS:
+            if getattr(self, name) != defaults[name] and name not in method.reads:
+                readers = METHODS.where(lambda m: name in m.reads)
+                bad(name, f"the {self.method} method does not read it (read by {', '.join(readers)})")
+        if self.drw_beta != defaults["drw_beta"] and method.drw is None and self.drw_epoch is None:
+            bad(
+                "drw_beta",
+                f"the {self.method} method has no deferred re-weighting (give --drw-epoch for one)",
+            )
+        if self.mix == "none":
+            for name in ("mix_a", "mix_tau", "mix_until"):
+                if getattr(self, name) != defaults[name]:
+                    bad(name, "a UniMix setting without --mix unimix")
+
     def _check_lists_and_sizes(self, entry, bad) -> None:
         """The forecast shares, the tau grid's length and a batch of images at their size: bounded before use."""
         if (
@@ -452,6 +482,7 @@ class TrainConfig:
             )
         self._check_numbers(bad)
         self._check_data_options(entry, bad)
+        self._check_method_options(bad)
         if not 0 <= self.momentum < 1:
             bad("momentum", f"expected a number in [0, 1), got {self.momentum!r}")
         if not 0 < self.test_fraction < 1:
