@@ -77,6 +77,11 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dataset", default="mnist1d", help="the data set (its default network), e.g. digits100")
+    ap.add_argument(
+        "--lean",
+        action="store_true",
+        help="npe train --lean: the report at the end only, no replay, no figures",
+    )
     args = ap.parse_args()
     totals, history = defaultdict(float), []
     for module, name in (
@@ -107,7 +112,12 @@ def main() -> None:
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             cfg = make_config(
-                dataset=args.dataset, epochs=args.epochs, eval_every=args.eval_every, seed=args.seed, out=tmp
+                dataset=args.dataset,
+                epochs=args.epochs,
+                eval_every=args.eval_every,
+                seed=args.seed,
+                out=tmp,
+                lean=args.lean,
             )
             totals.clear()
             history.clear()
@@ -131,7 +141,8 @@ def main() -> None:
         best["plain loop"] = min(best["plain loop"], time.process_time() - t)
     ratio = best["npe train"] / best["plain loop"]
     print(
-        f"{args.dataset}, {args.epochs} epochs, best of {args.repeats}; load average {os.getloadavg()[0]:.2f} "
+        f"{args.dataset}{' --lean' if args.lean else ''}, {args.epochs} epochs, best of {args.repeats}; "
+        f"load average {os.getloadavg()[0]:.2f} "
         f"on {os.cpu_count()} cores, "
         f"torch threads {torch.get_num_threads()}"
     )
@@ -139,7 +150,7 @@ def main() -> None:
     print(
         f"  npe train         {best['npe train']:7.1f} CPU s   (argmax {kept['argmax']:.3f}, NPE-LA {kept['npe_la']:.3f})"
     )
-    print(f"  ratio             {ratio:7.2f}x   (target <= 1.3x)")
+    print(f"  ratio             {ratio:7.2f}x   (targets: <= 1.3x for the main job, <= 1.1x at 100 classes)")
     labels = {
         "run_epoch": "training steps (replay and feature rows included)",
         "step_report": "prior report every epoch",

@@ -102,6 +102,7 @@ TRAIN_COMMANDS = {
     "compare": "print finished runs side by side",
     "reproduce": "run a results table (a TOML file or a shipped one) and write table.md and table.csv",
     "eval": "score a finished run on another test set or another test label distribution",
+    "plot": "draw a finished run's figures (a lean run leaves them to this)",
 }  # npe_train.cli registers them
 
 

@@ -391,9 +391,17 @@ def method_choices() -> list[str]:
     return list(METHODS)
 
 
+def cmd_plot(args) -> int:
+    from .run.plots import plot_run
+
+    for path in plot_run(args.run):
+        print(f"wrote {path}")
+    return 0
+
+
 def register(sub, helps: dict[str, str]) -> None:
-    """Add ``train``, ``sweep``, ``compare`` and ``eval`` to ``sub`` with the one-line ``helps`` of ``npe.cli`` (which lists them
-    without importing this module), and the ``--retrain-*`` flags to ``figures``."""
+    """Add ``train``, ``sweep``, ``compare``, ``eval`` and ``plot`` to ``sub`` with the one-line ``helps`` of ``npe.cli``
+    (which lists them without importing this module), and the ``--retrain-*`` flags to ``figures``."""
     fig = sub.choices.get("figures")
     if (
         fig is not None
@@ -468,6 +476,10 @@ def register(sub, helps: dict[str, str]) -> None:
     p = sub.add_parser("compare", help=helps["compare"])
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("plot", help=helps["plot"])
+    p.add_argument("run", metavar="RUN_DIR", help="a finished run folder (results.json and metrics.jsonl)")
+    p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("eval", help=helps["eval"])
     p.add_argument("run", metavar="RUN_DIR", help="a finished run folder (results.json and its checkpoint)")

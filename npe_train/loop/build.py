@@ -208,8 +208,11 @@ def build_schedule(cfg: TrainConfig, data, world: int = 1):
 def report_every(cfg: TrainConfig, data, model) -> int:
     """The per-epoch report's cadence: ``--report-every`` when given, else from the report's estimated cost against
     training's (``npe_theory.report.report_cadence``). Computed from the data and the network, so a resumed run
-    reports the same epochs; the config keeps None ("by cost") and results.json the cadence used."""
+    reports the same epochs; the config keeps None ("by cost") and results.json the cadence used. A lean run reports
+    at its evaluations only (every ``epochs`` epochs)."""
     width = getattr(model, "feature_dim", None)
+    if cfg.lean and cfg.report_every is None:
+        return cfg.epochs
     if cfg.report_every is not None or width is None:
         return cfg.report_every or 1
     parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -187,7 +187,9 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
     every = report_every(cfg, data, model)
     step_report = getattr(task, "step_report", None)  # optional: a task may report only at its evaluations
     width = getattr(model, "feature_dim", None) if step_report is not None else None
-    foreseen = set(forecast_epochs(cfg.forecast_at, cfg.epochs)) if width is not None else set()
+    foreseen = (
+        set(forecast_epochs(cfg.forecast_at, cfg.epochs)) if width is not None and not cfg.lean else set()
+    )  # a forecast starts from the replay's PEM state, which a lean run does not keep
     steps_planned = planned_steps(stream, cfg.batch_size, rank_info.world, cfg.epochs) if foreseen else []
     done = float(metrics[-1].get("seconds", 0.0)) if metrics else 0.0  # the earlier segments of a resumed run
     t0, report, written = (
@@ -218,7 +220,8 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
         keep = width is not None and ((reported and not evaluated) or epoch in foreseen)
         outputs = EpochOutputs(len(plan.shard), width) if keep else None
         began = time.perf_counter()
-        losses = run_epoch(ctx, plan, state, epoch_replay(trace, recipe, lr, plan.fractions), outputs)
+        replay = None if cfg.lean else epoch_replay(trace, recipe, lr, plan.fractions)
+        losses = run_epoch(ctx, plan, state, replay, outputs)
         sched.step()
         if (
             epoch == start and device.type == "cpu" and rank_info.main
@@ -313,8 +316,9 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
         write_json(out / "rule.json", rule_spec(best["rule"], best["tau"] or 0.0, report["priors"]))
         results["advice"]["rule_file"] = "rule.json"
     write_json(out / "results.json", results)
-    from ..run.plots import plot_run
+    if not cfg.lean:  # a lean run leaves its figures to npe plot
+        from ..run.plots import plot_run
 
-    plot_run(out, results)
-    task.figures(out, model, held)
+        plot_run(out, results)
+        task.figures(out, model, held)
     return results

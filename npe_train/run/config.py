@@ -219,6 +219,12 @@ class TrainConfig:
         "cheap, else the smallest N at which its estimated cost stays within a twentieth of training's "
         "(docs/report.md, 'The report at scale')",
     )
+    lean: bool = setting(
+        False,
+        "the cheaper report for many classes or short runs (docs/report.md, 'A lean run'): the prior report at "
+        "evaluations only (unless --report-every is given), no per-step replay (so no finite-time reference and no "
+        "forecasts), no figures (npe plot RUN_DIR draws them afterwards)",
+    )
     out: str | None = setting(
         None,
         "run folder (default runs/<dataset>-<method>-ir<imbalance>[-e<epochs>][-lr<lr>]-seed<seed>, "
@@ -369,6 +375,11 @@ class TrainConfig:
             bad(
                 "drw_beta",
                 f"the {self.method} method has no deferred re-weighting (give --drw-epoch for one)",
+            )
+        if self.lean and self.forecast_at and self.forecast_at != TrainConfig().forecast_at:
+            bad(
+                "forecast_at",
+                "a lean run makes no forecasts (they start from the replay, which --lean turns off)",
             )
         if self.mix == "none":
             for name in ("mix_a", "mix_tau", "mix_until"):
