@@ -71,9 +71,8 @@ def _basis(x: np.ndarray, extra: np.ndarray, rank_tol: float = 1e-12):
     the covariance's eigenvectors with their eigenvalues, then the parts of ``extra`` (the mean, the heads' weights and
     buffers) outside them, with eigenvalue 0."""
     m = x.mean(0)
-    ev, vt = spectrum((x - m) / np.sqrt(len(x)))
-    keep = ev > rank_tol * max(float(ev[0]) if ev.size else 0.0, 1e-300)
-    V, eig = vt[keep].T, ev[keep]
+    eig, vt = spectrum((x - m) / np.sqrt(len(x)), rank_tol)
+    V = vt.T
     rest = extra - V @ (V.T @ extra)
     q, r = np.linalg.qr(rest)
     strong = np.abs(np.diag(r)) > 1e-12 * max(1.0, float(np.abs(extra).max()))
@@ -213,13 +212,14 @@ def _simulate(problems, weight, loss, lam, mu, lrs, chunk):
         return m11 * a + m12 * u + f1, m21 * a + m22 * u + f2
 
     now, k_next = output(a), chunk
+    slope, curve = expectations(a)  # at the current state: kept while a piece is retried shorter
     for lr, n in _runs(lrs):
         done = 0
         while done < n:
             k = min(k_next, n - done)
-            slope, curve = expectations(a)
             if k == 1:
                 a, u = advance(a, u, lr, slope, curve, 1)
+                slope, curve = expectations(a)
                 done, k_next = done + 1, min(2, chunk)
                 continue
             first = advance(a, u, lr, slope, curve, k)[0]
@@ -230,6 +230,7 @@ def _simulate(problems, weight, loss, lam, mu, lrs, chunk):
                 k_next = k // 2
                 continue
             a, u = nxt
+            slope, curve = expectations(a)
             done += k
             k_next = min(2 * k, chunk) if change <= PIECE_TOL / 8 else k
     return now, output(a)

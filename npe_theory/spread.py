@@ -70,20 +70,21 @@ class ClassSpread:
         return np.array([p.sum() for p in self.proj]) + self.null
 
 
-def spectrum(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(eigenvalues (r,), descending and >= 0, eigenvectors as rows (r, D)) of ``x' x`` for a centered, scaled class
-    block ``x`` (n, D), r = min(n, D): from the smaller of the two Gram matrices, ``x' x`` (D, D) or ``x x'`` (n, n),
-    by ``eigh`` (about 3x faster than a thin SVD). From ``x x' = U L U'`` the eigenvectors are ``U' x / sqrt(L)``;
-    an eigenvalue at 1e-12 of the largest keeps about 10 digits."""
+def spectrum(x: np.ndarray, rank_tol: float = 1e-12) -> tuple[np.ndarray, np.ndarray]:
+    """(eigenvalues (r,), descending, eigenvectors as rows (r, D)) of ``x' x`` for a centered, scaled class block ``x``
+    (n, D), those above ``rank_tol`` times the largest: from the smaller of the two Gram matrices, ``x' x`` (D, D) or
+    ``x x'`` (n, n), by ``eigh`` (about 3x faster than a thin SVD). From ``x x' = U L U'`` the eigenvectors are
+    ``U' x / sqrt(L)``; an eigenvalue at 1e-12 of the largest keeps about 10 digits."""
     n, D = x.shape
     if n >= D:
         eig, vec = np.linalg.eigh(x.T @ x)
-        return np.maximum(eig[::-1], 0.0), vec[:, ::-1].T
-    eig, u = np.linalg.eigh(x @ x.T)
-    eig, u = np.maximum(eig[::-1], 0.0), u[:, ::-1]
-    scale = np.sqrt(eig, out=np.zeros_like(eig), where=eig > 0)
-    rows = (u.T @ x) / np.where(scale > 0, scale, 1.0)[:, None]
-    return eig, rows
+        eig, rows = eig[::-1], vec[:, ::-1].T
+    else:
+        eig, u = np.linalg.eigh(x @ x.T)
+        eig, u = eig[::-1], u[:, ::-1]
+        rows = (u.T @ x) / np.sqrt(np.maximum(eig, 1e-300))[:, None]
+    keep = eig > rank_tol * max(float(eig[0]) if eig.size else 0.0, 1e-300)
+    return eig[keep], rows[keep]
 
 
 def class_spread(
@@ -98,10 +99,9 @@ def class_spread(
     for c in range(C):
         xc = h[y == c].astype(np.float64, copy=False)  # float32 features: this class alone in float64
         m = xc.mean(0)
-        ev, vt = spectrum((xc - m) / np.sqrt(len(xc)))
-        keep = ev > rank_tol * max(float(ev[0]) if ev.size else 0.0, 1e-300)
-        q2 = (vt[keep] @ m) ** 2
-        eig.append(ev[keep])
+        ev, vt = spectrum((xc - m) / np.sqrt(len(xc)), rank_tol)
+        q2 = (vt @ m) ** 2
+        eig.append(ev)
         proj.append(q2)
         null[c] = max(float(m @ m) - float(q2.sum()), 0.0) + (1.0 if bias else 0.0)
         norm_sq[c] = float(m @ m)
