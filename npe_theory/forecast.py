@@ -163,6 +163,9 @@ def _problems(h, y, C, w, b, vw, vb, pem_bias):
         heads = np.hstack([w[:, c], b[:, c, None]]) if pem_bias else w[:, c]
         buffers = np.hstack([vw[:, c], vb[:, c, None]]) if pem_bias else vw[:, c]
         basis, eig = _basis(x, np.vstack([m, heads, buffers]).T)
+        # features and heads all zero: one zero coordinate keeps the row (reduceat needs one)
+        if not eig.size:
+            basis, eig = np.zeros((len(m), 1)), np.zeros(1)
         pm = basis.T @ m
         for k in range(K):  # one row per head, each with the class's coordinates
             a.append(basis.T @ heads[k])
@@ -170,12 +173,6 @@ def _problems(h, y, C, w, b, vw, vb, pem_bias):
             proj.append(pm)
             sigma.append(eig)
             sizes.append(len(eig))
-        if not len(
-            eig
-        ):  # features and heads all zero: one zero coordinate keeps the row (reduceat needs one)
-            for part in (a, u, proj, sigma):
-                part[-K:] = [np.zeros(1)] * K
-            sizes[-K:] = [1] * K
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
     return (*(np.concatenate(part) for part in (a, u, proj, sigma)), starts)
 

@@ -290,3 +290,22 @@ def test_a_chunk_that_is_not_a_positive_step_count_is_refused(chunk):
     counts, y, h, w, b = _setup(rng, C=2, D=2, K=1, spread=0.5)
     with pytest.raises((ValueError, TypeError), match="chunk"):
         forecast_pem(h, y, counts, {"weight": w, "bias": b}, [0.1] * 3, 1e-3, chunk=chunk)
+
+
+def test_a_class_with_zero_features_and_heads_without_a_bias_keeps_its_row():
+    """Without a bias a class of zero features and zero heads has no coordinate at all; its row must stay its own
+    (zero) and leave the other classes' rows in place, as the class-mean heavy-ball has them."""
+    rng = np.random.default_rng(2)
+    h = np.vstack([np.zeros((4, 3)), rng.normal(size=(5, 3)) * 0.0 + rng.normal(size=3)])  # class 1 collapsed
+    y = np.repeat([0, 1], [4, 5])
+    w = np.zeros((1, 2, 3))
+    w[0, 1] = 0.1 * rng.normal(size=3)
+    lrs = _epochs_of(rng, 2, 70)
+    got = forecast_pem(h, y, [4, 5], {"weight": w, "bias": np.zeros((1, 2))}, lrs, 5e-3, pem_bias=False)
+    means = np.stack([h[y == c].mean(0) for c in range(2)])
+    ref = heavy_ball_pem(
+        means, np.array([4, 5]) / 9, lrs, 5e-3, bias=False, init_weight=w, init_bias=np.zeros((1, 2))
+    )
+    final = np.einsum("kcd,cd->kc", ref["weight"], means).mean(0)
+    assert got.eta[0] == 0.0
+    np.testing.assert_allclose(got.eta, final, atol=1e-3)

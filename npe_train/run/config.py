@@ -58,6 +58,11 @@ def setting(default, help, **flag):
     return field(**kw, metadata={"help": help, "flag": flag})
 
 
+def field_default(f):
+    """A config field's default value (a list setting's is made by its factory)."""
+    return f.default if f.default is not MISSING else f.default_factory()
+
+
 @dataclass
 class TrainConfig:
     """Defaults: the CPU main job (MNIST-1D-LT, imbalance 100). The shipped recipes (``shipped_recipes``) hold others."""
@@ -365,7 +370,7 @@ class TrainConfig:
     def _check_method_options(self, bad) -> None:
         """A baseline's setting, the deferred re-weighting's beta or a UniMix setting given where the method or mixing
         does not read it is refused, never ignored (each method lists what it reads)."""
-        defaults = {f.name: f.default for f in fields(TrainConfig)}
+        defaults = {f.name: field_default(f) for f in fields(TrainConfig)}
         method = METHODS.get(self.method)
         for name in METHOD_OPTIONS:
             if getattr(self, name) != defaults[name] and name not in method.reads:
@@ -376,7 +381,7 @@ class TrainConfig:
                 "drw_beta",
                 f"the {self.method} method has no deferred re-weighting (give --drw-epoch for one)",
             )
-        if self.lean and self.forecast_at and self.forecast_at != TrainConfig().forecast_at:
+        if self.lean and self.forecast_at and self.forecast_at != defaults["forecast_at"]:
             bad(
                 "forecast_at",
                 "a lean run makes no forecasts (they start from the replay, which --lean turns off)",
@@ -624,7 +629,7 @@ def add_config_flags(parser: argparse.ArgumentParser, exclude=()) -> list[str]:
         if f.name in exclude:
             continue
         kind, is_list = _flag_type(hints[f.name])
-        default = f.default if f.default is not MISSING else f.default_factory()
+        default = field_default(f)
         text = f.metadata["help"]() if callable(f.metadata["help"]) else f.metadata["help"]
         # a help text that explains its default already does not get a second, bare "(default None)"
         shown = "" if default is None and "default" in text else f" (default {default!r})"
