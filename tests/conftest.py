@@ -55,6 +55,32 @@ def kill_after(monkeypatch):
     return arm
 
 
+@pytest.fixture
+def pem_steps(monkeypatch):
+    """``(steps, plans)`` of the next training runs, recorded without a hook in the code: for every training step the
+    features its PEM head read and the head's weight and bias before the step (float64 copies, a forward hook on
+    head 0), and every epoch's plan (which samples each step took)."""
+    import torch
+
+    import npe_train.loop.train as tr
+
+    steps, plans = [], []
+    real_plan, real_build = tr.epoch_plan, tr.build_network
+    monkeypatch.setattr(tr, "epoch_plan", lambda *a, **k: plans.append(real_plan(*a, **k)) or plans[-1])
+
+    def record(module, args, out):
+        if torch.is_grad_enabled():  # a training step, not an evaluation
+            steps.append(tuple(t.detach().double().clone() for t in (args[0], module.weight, module.bias)))
+
+    def build(cfg, data):
+        model = real_build(cfg, data)
+        model.pem.heads[0].register_forward_hook(record)
+        return model
+
+    monkeypatch.setattr(tr, "build_network", build)
+    return steps, plans
+
+
 @pytest.fixture(autouse=True)
 def _outside_the_checkout(tmp_path, monkeypatch):
     """Every test runs in its own temporary folder, so default paths (runs/, figures/) never land in the checkout."""

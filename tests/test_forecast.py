@@ -120,7 +120,7 @@ def test_no_steps_left_is_the_output_now():
 
 
 def test_the_run_forecasts_from_its_own_epoch_its_pem_state_and_the_rest_of_its_schedule(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, pem_steps, kill_after
 ):
     """The forecast in metrics.jsonl against one made here from what the run held at the end of that epoch, recorded
     independently: the features its PEM head read during the epoch's steps (a forward hook), the heads and momentum
@@ -135,21 +135,7 @@ def test_the_run_forecasts_from_its_own_epoch_its_pem_state_and_the_rest_of_its_
     from npe_train.run.checkpoint import CHECKPOINT, read_checkpoint
     from npe_train.run.config import make_config
 
-    calls, shards = [], []
-    real_plan = train_mod.epoch_plan
-    monkeypatch.setattr(
-        train_mod, "epoch_plan", lambda *a, **k: shards.append(real_plan(*a, **k)) or shards[-1]
-    )
-    original_build = train_mod.build_network
-
-    def build(cfg, data):
-        model = original_build(cfg, data)
-        model.pem.heads[0].register_forward_hook(
-            lambda m, args, out: calls.append(args[0].detach().clone()) if torch.is_grad_enabled() else None
-        )
-        return model
-
-    monkeypatch.setattr(train_mod, "build_network", build)
+    calls, shards = pem_steps
     import npe_train.tasks.forecast as forecast_mod
 
     # the measured variant too (off in a run by default)
@@ -176,23 +162,11 @@ def test_the_run_forecasts_from_its_own_epoch_its_pem_state_and_the_rest_of_its_
     data = build_data(cfg)
     steps = [-(-len(p.shard) // batch) for p in shards]
     first = sum(steps[:2])
-    h = torch.cat(calls[first : first + steps[2]]).numpy()
+    h = torch.cat([c[0] for c in calls[first : first + steps[2]]]).float().numpy()
     labels = data.y_train[shards[2].shard.numpy()]
     # the PEM's state after epoch 2: kill a second run after its third checkpoint and read it
-    from conftest import Killed
-
-    real_save = train_mod.save_checkpoint
-    count = {"n": 0}
-
-    def save(*args, **kwargs):
-        real_save(*args, **kwargs)
-        count["n"] += 1
-        if count["n"] == 3:
-            raise Killed
-
-    monkeypatch.setattr(train_mod, "save_checkpoint", save)
     cut = make_config(**{**cfg.__dict__, "out": str(tmp_path / "cut")})
-    with pytest.raises(Killed):
+    with pytest.raises(kill_after(3)):
         train_mod.train(cut, progress=False)
     replay = read_checkpoint(tmp_path / "cut" / CHECKPOINT)["trace"]["replay"]
     state = {k: replay[k].numpy() for k in ("weight", "bias", "velocity_weight", "velocity_bias")}

@@ -17,36 +17,11 @@ def _lines(run):
     return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_step_report_reads_what_the_pem_trained_on(tmp_path, monkeypatch):
+def test_step_report_reads_what_the_pem_trained_on(tmp_path, pem_steps):
     """A forward hook on the PEM's head records the features of every training step and the weights before it; the plan
     says which samples each step took. Epoch 1's report must be the head after that epoch (= before epoch 2's first step)
     on epoch 1's rows, and the exact equilibrium of those rows with the run's weight decay."""
-    calls, shards = [], []
-    real_plan = train_mod.epoch_plan
-    monkeypatch.setattr(
-        train_mod, "epoch_plan", lambda *a, **k: shards.append(real_plan(*a, **k)) or shards[-1]
-    )
-    original_build = train_mod.build_network
-
-    def build(cfg, data):
-        model = original_build(cfg, data)
-        head = model.pem.heads[0]
-        head.register_forward_hook(
-            lambda m, args, out: (
-                calls.append(
-                    (
-                        args[0].detach().double().clone(),
-                        m.weight.detach().double().clone(),
-                        m.bias.detach().double().clone(),
-                    )
-                )
-                if torch.is_grad_enabled()
-                else None
-            )
-        )
-        return model
-
-    monkeypatch.setattr(train_mod, "build_network", build)
+    calls, shards = pem_steps
     cfg = make_config(
         dataset="synthetic",
         imbalance=20,
