@@ -244,14 +244,13 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
                 if outputs is not None and reported
                 else None
             )
-        forecast = None
+        forecast, felt = None, felt_decay(trace, cfg.pem_weight_decay, cfg.momentum)  # lambda*s so far
         if epoch in foreseen and rank_info.main:  # where the PEM is headed, while the recipe can still change
             left = [
                 cfg.lr * lr_factor(cfg, e)
                 for e in range(epoch + 1, cfg.epochs)
                 for _ in range(steps_planned[e])
             ]
-            felt = felt_decay(trace, cfg.pem_weight_decay, cfg.momentum)
             history = [
                 (m["epoch"], m.get("pem_norm_sq")) for m in metrics
             ]  # earlier lines: how fast features grow
@@ -260,9 +259,7 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
                 if progress:
                     bar.write(warning_line(epoch, cfg.epochs, forecast))
                 bar.set_postfix(forecast=forecast["regime"] or "made")
-        line = epoch_record(
-            epoch, lr, losses, felt_decay(trace, cfg.pem_weight_decay, cfg.momentum), t0, report, plan.counts
-        )
+        line = epoch_record(epoch, lr, losses, felt, t0, report, plan.counts)
         if forecast is not None:
             line["forecast"] = forecast
         if report is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from npe_theory.collapse import class_means_of
 from npe_theory.errors import InputError
 from npe_theory.forecast import forecast_pem
 from npe_theory.priors import prior_match
@@ -74,7 +75,7 @@ def forecast_now(outputs, trace, recipe, counts, remaining_lrs, felt: float, his
         return None  # a class without a row this epoch: no moments to hold
     h = h.astype(np.float32, copy=False)
     lrs = np.asarray(remaining_lrs, dtype=np.float64)
-    norm_sq = _norms(h, labels, len(counts))
+    norm_sq = np.sum(class_means_of(h, labels, len(counts)) ** 2, axis=1)  # ||mu_c||^2
     rate = growth_rate(list(history), trace, len(trace.lrs) - 1, norm_sq)
     scale = 1.0 if rate is None else float(np.exp(0.5 * rate * float(np.sum(lrs))))
 
@@ -120,11 +121,6 @@ def forecast_now(outputs, trace, recipe, counts, remaining_lrs, felt: float, his
         equilibrium=eq.tolist(), gap=gap, regime="equilibrium" if gap <= EQUILIBRIUM_GAP else "lagging"
     )
     return out
-
-
-def _norms(h: np.ndarray, labels: np.ndarray, C: int) -> np.ndarray:
-    means = np.stack([h[labels == c].mean(0, dtype=np.float64) for c in range(C)])
-    return np.sum(means * means, axis=1)
 
 
 def warning_line(epoch: int, epochs: int, fc: dict) -> str:
