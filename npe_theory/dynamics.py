@@ -474,7 +474,9 @@ def finite_time_logit(
     summed loss, one full-batch step per epoch). ``lr`` is one rate
     or the rate of each epoch. ``counts`` (C,) holds for every epoch, or (E, C) gives each epoch's
     counts (a class distribution that changes during training); ``feature_norm_sq`` likewise is
-    one value, one per class (C,), or one per epoch and class (E, C). As lambda_s grows under fixed
+    one value, one per class (C,), or one per epoch and class (E, C); (S, 1, C) or (S, E, C) gives S sets of norms at
+    once and returns (S, E, C): the classes are independent, so the S sets run as one replay of S x C classes, at about
+    the cost of one set (NumPy's per-step overhead dominates at these sizes). As lambda_s grows under fixed
     counts the result tends to ``predicted_priors(counts, lam, feature_norm_sq, reduction, loss, bias, weight=alpha)``.
     """
     counts = as_float_array("counts", counts, positive=True)
@@ -512,8 +514,14 @@ def finite_time_logit(
             raise InputError(f"epochs, batch_size: {one * epochs} steps exceed the limit of {MAX_STEPS}")
     per_epoch = np.broadcast_to(counts, (epochs, C))
     fns = as_float_array("feature_norm_sq", feature_norm_sq, nonnegative=True)
-    if fns.shape not in ((), (C,), (epochs, C)):
-        raise InputError(f"feature_norm_sq: expected one value, ({C},) or ({epochs}, {C}), got {fns.shape}")
+    if fns.shape not in ((), (C,), (epochs, C)) and not (
+        fns.ndim == 3 and fns.shape[1:] in ((1, C), (epochs, C))
+    ):
+        raise InputError(
+            f"feature_norm_sq: expected one value, ({C},), ({epochs}, {C}), or S sets (S, 1, {C}) or (S, {epochs}, {C}), "
+            f"got {fns.shape}"
+        )
+    sets = fns.shape[0] if fns.ndim == 3 else 1
     totals = per_epoch.sum(1)
     if reduction == "mean":
         steps = (
@@ -531,10 +539,15 @@ def finite_time_logit(
         steps, share = np.ones(epochs, dtype=np.int64), per_epoch
     if steps.sum() > MAX_STEPS:
         raise InputError(f"epochs, batch_size: {steps.sum()} steps exceed the limit of {MAX_STEPS}")
-    means = np.broadcast_to(np.sqrt(np.broadcast_to(fns, (epochs, C)))[..., None], (epochs, C, 1))
-    return heavy_ball_pem(
+    if steps.sum() * sets > MAX_STEPS:  # the work of S sets is bounded like that of S runs
+        raise InputError(
+            f"feature_norm_sq: {sets} sets of {steps.sum()} steps exceed the limit of {MAX_STEPS}"
+        )
+    norms = np.broadcast_to(fns, (sets, epochs, C))  # the sets side by side as S x C classes: (E, S C, 1)
+    means = np.sqrt(np.moveaxis(norms, 0, 1).reshape(epochs, sets * C))[..., None]
+    eta = heavy_ball_pem(
         means,
-        np.repeat(share, steps, axis=0),
+        np.tile(np.repeat(share, steps, axis=0), (1, sets)),
         np.repeat(lr_epoch, steps),
         lam,
         momentum=momentum,
@@ -543,3 +556,4 @@ def finite_time_logit(
         bias=bias,
         epoch_of_step=np.repeat(np.arange(epochs), steps),
     )["eta_per_epoch"]
+    return np.moveaxis(eta.reshape(epochs, sets, C), 1, 0) if fns.ndim == 3 else eta

@@ -276,3 +276,35 @@ def test_equilibrium_warm_start_and_float64_stop():
     np.testing.assert_allclose(strict.eta, cold.eta, atol=1e-9)
     with pytest.raises(ValueError, match="^start"):
         pem_equilibrium(h[:, :4], y, C, lam, start=cold)
+
+
+@given(
+    C=st.integers(1, 6),
+    sets=st.integers(1, 3),
+    per_epoch=st.booleans(),
+    epochs=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+)
+@example(C=1, sets=2, per_epoch=False, epochs=1, seed=0)
+def test_several_norm_sets_in_one_replay_equal_separate_runs(C, sets, per_epoch, epochs, seed):
+    """finite_time_logit with S sets of norms (S, 1, C) or (S, E, C) runs them as S x C independent classes; each set's
+    trajectory must be the one its own run gives, bit for bit (the same elementwise arithmetic per class)."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(1, 50, C).astype(float)
+    norms = rng.uniform(0.1, 4.0, (sets, epochs if per_epoch else 1, C))
+    kw = dict(momentum=0.9, batch_size=8, epochs=epochs)
+    together = finite_time_logit(
+        counts, 1e-2, [0.1 * (e + 1) for e in range(epochs)], feature_norm_sq=norms, **kw
+    )
+    assert together.shape == (sets, epochs, C)
+    for s in range(sets):
+        alone = finite_time_logit(
+            counts,
+            1e-2,
+            [0.1 * (e + 1) for e in range(epochs)],
+            feature_norm_sq=norms[s] if per_epoch else norms[s, 0],
+            **kw,
+        )
+        np.testing.assert_array_equal(together[s], alone)
+    with pytest.raises(ValueError, match="feature_norm_sq"):
+        finite_time_logit(counts, 1e-2, 0.1, feature_norm_sq=np.ones((2, epochs + 1, C + 1)), **kw)

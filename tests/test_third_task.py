@@ -26,11 +26,10 @@ class Reweighted:
         self.weight_t = torch.as_tensor(self.weight, dtype=torch.float32)
         self.base = base
 
-    def rows(self, labels, num_classes, partner=None, weight=None):
-        rows, terms = self.base.rows(labels, num_classes, partner, weight)
-        return rows * self.weight[labels][
-            :, None
-        ], terms  # the step's loss is a batch mean of w_i l_i: one term per sample
+    def loss_weights(self, labels, num_classes, partner=None, weight=None):
+        entries = self.base.loss_weights(labels, num_classes, partner, weight)
+        # the step's loss is a batch mean of w_i l_i: one term per sample, its weight w of its own label
+        return entries._replace(weight=entries.weight * self.weight[labels][entries.position])
 
     def loss_terms(self, pairs):
         return [(t, self.weight_t.to(t.device)[t] * (1.0 if w is None else w)) for t, w in pairs]

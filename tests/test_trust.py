@@ -658,9 +658,7 @@ def test_every_field_compare_reads_is_checked(field, finished, tmp_path, capsys)
 
 TRACE_FIELDS = [
     ("lrs",),
-    ("fractions",),
-    ("fractions", "steps"),
-    ("fractions", "shares"),
+    ("steps",),
     ("init_weight",),
     ("init_bias",),
     ("replay",),
@@ -733,22 +731,45 @@ def test_every_trace_field_of_a_checkpoint_is_checked(field, killed_checkpoint, 
         assert code == 2 and len(err.strip().splitlines()) == 1 and "checkpoint" in err, (field, i, err)
 
 
-def test_a_format_3_checkpoint_still_resumes(killed_checkpoint, tmp_path):
-    """Format 3 kept one class-share tensor per epoch; format 4 packs them. A run checkpointed by the earlier version
-    resumes to the same result as the uninterrupted run."""
+def _older_trace(state: dict, layout: str) -> dict:
+    """The trace as formats 3-5 kept it: each step's class shares (one tensor per epoch in 3, packed in 4 and 5) where
+    format 6 keeps the step counts; the shares' values are any valid ones (nothing reads them back)."""
+    trace = dict(state["trace"])
+    steps, C = trace.pop("steps"), trace["stream"]["counts"].shape[0]
+    blocks = [torch.full((k, C), 1.0 / C) for k in steps]
+    trace["fractions"] = blocks if layout == "list" else {"steps": steps, "shares": torch.cat(blocks)}
+    return trace
+
+
+@pytest.mark.parametrize("fmt, layout", [(3, "list"), (5, "packed")])
+def test_an_older_format_checkpoint_still_resumes(fmt, layout, killed_checkpoint, tmp_path):
+    """Formats 3 to 5 kept every step's class shares in the trace (3: one tensor per epoch; 4 and 5: packed into one).
+    A run checkpointed by those versions resumes to the same result as the uninterrupted run; shares that are not
+    finite class shares are refused in one line, as they were."""
     run = tmp_path / "old"
     shutil.copytree(killed_checkpoint, run)
     state = read_checkpoint(run / CHECKPOINT)
-    packed = state["trace"]["fractions"]
-    state["trace"]["fractions"] = list(torch.split(packed["shares"], packed["steps"]))
-    state["format"] = 3
-    write_checkpoint(run / CHECKPOINT, state)
+    write_checkpoint(run / CHECKPOINT, {**state, "trace": _older_trace(state, layout), "format": fmt})
     resumed = train(tiny(run), resume=True, progress=False)
     full = train(tiny(tmp_path / "full"), progress=False)
     assert (
         resumed["accuracy"] == full["accuracy"]
         and resumed["pem"]["equilibrium"] == full["pem"]["equilibrium"]
     )
+    assert (
+        read_checkpoint(run / CHECKPOINT)["trace"]["steps"]
+        == read_checkpoint(tmp_path / "full" / CHECKPOINT)["trace"]["steps"]
+    )
+    bad = tmp_path / "bad"
+    shutil.copytree(killed_checkpoint, bad)
+    trace = _older_trace(state, layout)
+    if layout == "list":
+        trace["fractions"][0] = torch.full_like(trace["fractions"][0], float("nan"))
+    else:
+        trace["fractions"]["steps"] = [1]  # no longer the packed array's length
+    write_checkpoint(bad / CHECKPOINT, {**state, "trace": trace, "format": fmt})
+    with pytest.raises(ValueError, match="trace.fractions"):
+        train(tiny(bad), resume=True, progress=False)
 
 
 # ---- the checkpoint format: safetensors, and the earlier pickle-based one on a safe torch only ----

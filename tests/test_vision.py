@@ -86,7 +86,7 @@ def test_npe_train_with_a_torchvision_backbone_local_weights_and_a_last_batch_of
     assert n % 16 == 1, n  # the case under test
     assert res["config"]["model"] == "torchvision:resnet18" and len(res["pem"]["learned"]) == 10
     ckpt = read_checkpoint(tmp_path / "run" / CHECKPOINT)
-    assert ckpt["trace"]["fractions"]["steps"] == [n // 16]
+    assert ckpt["trace"]["steps"] == [n // 16]
     # lr 1e-9: the trained conv1 is still the loaded one (to rounding), not a fresh random init
     torch.testing.assert_close(
         ckpt["model"]["backbone.conv1.weight"], reference.conv1.weight.detach(), atol=1e-6, rtol=0

@@ -23,7 +23,7 @@ from ..device.distributed import Dist
 from ..methods.feature_sample import EpochOutputs, StepRows
 from ..methods.mixing import Mixing
 from ..methods.objective import EpochState, Objective
-from ..tasks.base import Task
+from ..tasks.base import LossWeights, Task
 
 
 def train_step(
@@ -102,9 +102,8 @@ def epoch_plan(
 
     Every rank draws the same permutation, padded to a multiple of the world size; global step i
     covers positions [i B, (i + 1) B) of the padded permutation, which is what its shards hold.
-    A step's class shares are its positions' class weights summed over its loss terms:
-    fraction_c = sum_i rows[i, c] / sum_i terms[i]. ``subset``: the epoch's samples (default all);
-    ``counts``: the class counts a mixing method draws partners by.
+    A step's class shares are its positions' class weights over its loss terms (``step_shares``).
+    ``subset``: the epoch's samples (default all); ``counts``: the class counts a mixing method draws partners by.
     """
     task, mixing, batch_size, rank_info = ctx.task, ctx.mixing, ctx.batch_size, ctx.rank_info
     n = len(y_train) if subset is None else len(subset)
@@ -119,23 +118,39 @@ def epoch_plan(
     labels = y_train[order.numpy()]
     pairing = mixing.pair(labels, counts, batch_size // rank_info.world, rank_info.world, gen, epoch)
     C = ctx.num_classes
-    rows, terms = (
-        task.rows(labels, C) if pairing is None else task.rows(labels, C, labels[pairing[0]], pairing[1])
+    entries = (
+        task.loss_weights(labels, C)
+        if pairing is None
+        else task.loss_weights(labels, C, labels[pairing[0]], pairing[1])
     )
-    fractions = np.stack(
-        [
-            (rows[i : i + batch_size].sum(0) / max(terms[i : i + batch_size].sum(), 1)).astype(np.float32)
-            for i in range(0, padded, batch_size)
-        ]
-    )
+    fractions, counts = step_shares(entries, C, batch_size, padded, n)
     mine = slice(rank_info.rank, None, rank_info.world)
-    plan = EpochPlan(order[mine], None if draws is None else draws[mine], fractions, rows[:n].sum(0))
+    plan = EpochPlan(order[mine], None if draws is None else draws[mine], fractions, counts)
     if pairing is not None:
         partner_pos, weight = pairing
         plan.partner = order[torch.from_numpy(partner_pos)][mine]
         plan.partner_draws = None if draws is None else draws[torch.from_numpy(partner_pos)][mine]
         plan.xi = torch.from_numpy(weight[mine].astype(np.float32))
     return plan
+
+
+def step_shares(
+    entries: LossWeights, num_classes: int, batch_size: int, padded: int, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every global step's class shares, (steps, C) float32, and the epoch's effective class counts (C,) from the
+    epoch's sparse loss weights: fraction[s, c] = sum of the weights of class c at step s's positions / max(step s's
+    loss terms, 1); counts_c = sum of class c's weights at the first n positions (the padding repeats samples).
+    Bincounts over the entries: O(entries + steps C), never an n x C array."""
+    C, steps = num_classes, -(-padded // batch_size)
+    position, label = np.asarray(entries.position), np.asarray(entries.label)
+    weight = np.asarray(entries.weight, dtype=np.float64)
+    sums = np.bincount((position // batch_size) * C + label, weight, minlength=steps * C)
+    sums = sums.astype(np.float64, copy=False).reshape(steps, C)  # no entries at all: bincount gives integers
+    terms = np.add.reduceat(np.asarray(entries.terms, dtype=np.float64), np.arange(0, padded, batch_size))
+    own = position < n
+    counts = np.bincount(label[own], weight[own], minlength=C).astype(np.float64, copy=False)
+    sums /= np.maximum(terms, 1)[:, None]  # in place: at 8,000 classes sums is a few hundred MB
+    return sums.astype(np.float32), counts
 
 
 def run_epoch(

@@ -12,10 +12,10 @@ Launched by ``torchrun`` (WORLD_SIZE > 1) the same loop runs data-parallel: ever
 same permutation and takes its own interleaved shard, so the global batch is the single-process
 batch; rank 0 alone logs and checkpoints.
 
-Besides the network, the loop keeps the PEM's *trace* for the prior report (docs/regimes.md): the
-learning rate of every step, each step's class shares of the loss, the class-mean features each
-epoch produced, and the PEM's initial weights, from which the report replays the optimizer on the
-PEM alone; ``lambda_s`` in metrics.jsonl is the weight decay the PEM has felt so far.
+Besides the network, the loop keeps the PEM's *trace* for the prior report (docs/regimes.md): each
+epoch's learning rate and number of steps, the PEM's initial weights, and the state of its replay, which advances
+the optimizer on the PEM alone with each step's own feature rows and class shares; ``lambda_s`` in metrics.jsonl
+is the weight decay the PEM has felt so far.
 Imports: every layer below it (``data/``, ``models/``, ``methods/``, ``tasks/``, ``run/``, ``device/``).
 """
 
@@ -234,7 +234,7 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
                 f"loss became {losses[0]} in epoch {epoch + 1}; the last good checkpoint "
                 f"({'epoch ' + str(epoch) if epoch > 0 else 'none yet'}) is kept in {out}"
             )
-        trace.record_epoch(lr, plan.fractions)
+        trace.record_epoch(lr, len(plan.fractions))
         trace.stream = {"index": subset, "counts": plan.counts}  # what the report reads the PEM against
         if evaluated:
             report = task.evaluate(model, held, trace, stream.now(epoch, trace))

@@ -49,13 +49,17 @@ class PemRecipe:
 
 @dataclass
 class Trace:
-    """What the prior report needs beyond the network: per epoch the learning rate and every step's class shares
-    (steps, C); the PEM heads' initial weights (K, C, D) and biases (K, C), None for a PEM that is not linear; the
-    replay's state (heads and momentum buffers), None before a step; a shifting stream's last epoch
-    (``{"index", "counts"}``), None otherwise. ``as_dict`` / ``from_dict`` are the checkpoint's form."""
+    """What the prior report needs beyond the network: per epoch the learning rate and the number of steps; the PEM
+    heads' initial weights (K, C, D) and biases (K, C), None for a PEM that is not linear; the replay's state (heads and
+    momentum buffers), None before a step; a shifting stream's last epoch (``{"index", "counts"}``), None otherwise.
+    ``as_dict`` / ``from_dict`` are the checkpoint's form.
+
+    An epoch's class shares per step (steps, C) drive its replay while it runs and are not kept: the replay's state
+    carries what they did, so the trace grows by two numbers an epoch, not by steps x C (docs/report.md, "The report at
+    scale")."""
 
     lrs: list = field(default_factory=list)
-    fractions: list = field(default_factory=list)
+    steps: list = field(default_factory=list)
     init_weight: np.ndarray | None = None
     init_bias: np.ndarray | None = None
     replay: dict | None = None
@@ -72,15 +76,10 @@ class Trace:
             init_bias=np.stack([h.bias.detach().double().cpu().numpy() for h in heads]),
         )
 
-    def record_epoch(self, lr: float, fractions: np.ndarray) -> None:
-        """Append one epoch: the rate its steps used and each step's class shares (steps, C)."""
+    def record_epoch(self, lr: float, steps: int) -> None:
+        """Append one epoch: the rate its steps used and how many there were."""
         self.lrs.append(lr)
-        self.fractions.append(fractions)
-
-    @property
-    def steps(self) -> list[int]:
-        """The number of steps of each epoch so far."""
-        return [len(f) for f in self.fractions]
+        self.steps.append(int(steps))
 
     def as_dict(self) -> dict:
         """The fields as a plain dict (what the checkpoint stores)."""

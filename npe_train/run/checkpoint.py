@@ -1,12 +1,12 @@
 """The checkpoint: what a resumed run needs, written and read side by side, with no code in it.
 
-``checkpoint.safetensors`` (format 5) holds every tensor of the run's state (the network, the optimizer's buffers,
-the random generators, the PEM trace's arrays) in the safetensors format, which is a JSON header and raw bytes and
-cannot hold code, and the rest of the state (the optimizer's and schedule's settings, the epoch, the config, the
+``checkpoint.safetensors`` (format 6; format 5 is read too) holds every tensor of the run's state (the network, the
+optimizer's buffers, the random generators, the PEM trace's arrays) in the safetensors format, which is a JSON header
+and raw bytes and cannot hold code, and the rest of the state (the optimizer's and schedule's settings, the epoch, the config, the
 metrics lines) as one JSON text that points at those tensors by name. It is read the same way on every torch.
 The earlier ``checkpoint.pt`` (formats 3 and 4, written with ``torch.save``) is still read, with
 ``torch.load(weights_only=True)`` and only on a torch that reads it safely (``models/weights.py``); the next
-checkpoint of a resumed run is written in format 5 and replaces it. Every field read back is checked before use,
+checkpoint of a resumed run is written in format 6 and replaces it. Every field read back is checked before use,
 and a bad one is an ``InputError`` naming the file and the field (docs/reliability.md).
 
 The run's folder is not part of its identity: ``out`` is left out of the settings a resume must
@@ -36,12 +36,13 @@ CHECKPOINT = "checkpoint.safetensors"
 LEGACY = (
     "checkpoint.pt"  # formats 3 and 4 (torch.save): read on a torch that reads them safely, then replaced
 )
-FORMAT = 5
+FORMAT = 6
 # 1: pickled NumPy arrays and dicts (needed the unrestricted unpickler); 2: no replay state; neither is read any more.
 # 3: the class shares as one small tensor per epoch; 4: packed into one (saving 200 epochs took 5 ms more); 3 and 4
-# are torch.save files. 5: safetensors with a JSON structure.
-READ = (3, 4, 5)
-STRUCTURE = "npe.structure"  # the tensor (UTF-8 bytes) holding the JSON structure of a format-5 checkpoint
+# are torch.save files. 5: safetensors with a JSON structure. 6: the trace keeps each epoch's number of steps, not its
+# class shares (nothing read them back; at 1,000 classes they made a 200-epoch checkpoint 700 MB).
+READ = (3, 4, 5, 6)
+STRUCTURE = "npe.structure"  # the tensor (UTF-8 bytes) holding a safetensors checkpoint's JSON structure
 TENSOR, KEYED = "$tensor", "$keyed"  # the structure's markers: a stored tensor; a dict with non-string keys
 PLACE_ONLY = ("out", "tensorboard")  # settings that say where a run (or its log) lives, not what it is
 
@@ -57,29 +58,37 @@ def _tensors(value):
     return value
 
 
-def _packed(trace: dict) -> dict:
-    """The trace with its per-epoch (steps, C) class shares as one (total steps, C) array and the steps of each epoch."""
-    fractions = trace["fractions"]
-    if not fractions:
+def _steps_of_older(trace, num_classes: int, damaged):
+    """A format 3-5 trace (each step's class shares kept, one (steps, C) array per epoch, packed into one in 4 and 5)
+    with its epochs' step counts in their place, the shares checked as those versions did; a current one as it is."""
+    if not isinstance(trace, dict) or "fractions" not in trace or "steps" in trace:
         return trace
-    return {**trace, "fractions": {"steps": [len(f) for f in fractions], "shares": np.concatenate(fractions)}}
-
-
-def _unpacked(trace):
-    """Inverse of ``_packed`` (a format-3 list passes as it is); anything malformed is left for ``_check_trace`` to refuse."""
-    if not isinstance(trace, dict) or not isinstance(trace.get("fractions"), dict):
-        return trace
-    packed = trace["fractions"]
-    steps, shares = packed.get("steps"), packed.get("shares")
+    fractions = trace.pop("fractions")
+    if isinstance(fractions, dict):  # formats 4 and 5: {"steps": [...], "shares": (total steps, C)}
+        steps, shares = fractions.get("steps"), fractions.get("shares")
+        fractions = (
+            np.split(shares, np.cumsum(steps)[:-1])
+            if isinstance(steps, list)
+            and all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in steps)
+            and isinstance(shares, np.ndarray)
+            and shares.ndim == 2
+            and len(shares) == sum(steps)
+            else None
+        )
     if not (
-        isinstance(steps, list)
-        and all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in steps)
-        and isinstance(shares, np.ndarray)
-        and shares.ndim == 2
-        and len(shares) == sum(steps)
+        isinstance(fractions, list)
+        and all(
+            isinstance(b, np.ndarray)
+            and b.ndim == 2
+            and len(b) > 0
+            and b.shape[1] == num_classes
+            and b.dtype.kind == "f"
+            and np.all(np.isfinite(b))
+            for b in fractions
+        )
     ):
-        return {**trace, "fractions": None}
-    return {**trace, "fractions": np.split(shares, np.cumsum(steps)[:-1])}
+        raise damaged("trace.fractions", f"are not finite arrays of class shares over {num_classes} classes")
+    return {**trace, "steps": [len(b) for b in fractions]}
 
 
 def _arrays(value):
@@ -138,7 +147,7 @@ def _unflatten(value, tensors: dict):
 
 
 def serialize(state: dict) -> bytes:
-    """A checkpoint's state as the bytes of a format-5 file (safetensors: tensors, and the JSON structure as bytes)."""
+    """A checkpoint's state as the bytes of a safetensors checkpoint (safetensors: tensors, and the JSON structure as bytes)."""
     from safetensors.torch import save
 
     tensors: dict = {}
@@ -172,13 +181,13 @@ def read_checkpoint(path) -> dict:
 
 
 def write_checkpoint(path, state: dict) -> None:
-    """Write a checkpoint's state dict as a format-5 file, atomically (serialized in memory first)."""
+    """Write a checkpoint's state dict as a safetensors file, atomically (serialized in memory first)."""
     data = serialize(state)
     atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
 
 
 def checkpoint_in(folder) -> Path | None:
-    """The checkpoint file of a run folder: format 5, else an earlier ``checkpoint.pt``, else None."""
+    """The checkpoint file of a run folder: ``checkpoint.safetensors``, else an earlier ``checkpoint.pt``, else None."""
     for name in (CHECKPOINT, LEGACY):
         if (Path(folder) / name).exists():
             return Path(folder) / name
@@ -223,7 +232,7 @@ def save_checkpoint(
         "epoch": epoch,
         "config": json.dumps(asdict(cfg)),
         "metrics": lines,
-        "trace": _tensors(_packed(trace.as_dict())),
+        "trace": _tensors(trace.as_dict()),
     }
     write_checkpoint(path, state)
     legacy = Path(path).with_name(LEGACY)
@@ -350,25 +359,25 @@ def _json_field(ckpt: dict, field: str, kind: type, damaged):
 
 def _checked_trace(ckpt: dict, epochs: int, num_classes: int, num_samples: int, damaged) -> Trace:
     """The checkpoint's trace after ``epochs`` epochs, its shapes checked (``_check_trace``)."""
-    trace = _unpacked(_arrays(ckpt.get("trace")))
+    trace = _steps_of_older(_arrays(ckpt.get("trace")), num_classes, damaged)
     _check_trace(trace, epochs, num_classes, num_samples, damaged)
     return Trace.from_dict(trace)
 
 
 def _check_trace(trace, epochs: int, num_classes: int, num_samples: int, damaged) -> None:
-    """The trace's shape: one learning rate and one (steps, C) block of class shares per epoch; initial "
-    "PEM weights (K, C, D) or None, and the replay's heads and momentum buffers of the same shapes;
-    the last epoch's samples as indices into the training set."""
+    """The trace's shape: one learning rate and one number of steps per epoch; initial PEM weights (K, C, D) or None,
+    and the replay's heads and momentum buffers of the same shapes; the last epoch's samples as indices into the
+    training set."""
     if not isinstance(trace, dict) or not {
         "lrs",
-        "fractions",
+        "steps",
         "init_weight",
         "init_bias",
         "replay",
         "stream",
     } <= set(trace):
         raise damaged("trace", "is missing or incomplete")
-    lrs, fractions = trace["lrs"], trace["fractions"]
+    lrs, steps = trace["lrs"], trace["steps"]
     if not (
         isinstance(lrs, list)
         and len(lrs) == epochs
@@ -376,18 +385,11 @@ def _check_trace(trace, epochs: int, num_classes: int, num_samples: int, damaged
     ):
         raise damaged("trace.lrs", f"are not {epochs} finite learning rates")
     if not (
-        isinstance(fractions, list)
-        and len(fractions) == epochs
-        and all(
-            isinstance(b, np.ndarray)
-            and b.ndim == 2
-            and b.shape[1] == num_classes
-            and b.dtype.kind == "f"
-            and np.all(np.isfinite(b))
-            for b in fractions
-        )
+        isinstance(steps, list)
+        and len(steps) == epochs
+        and all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in steps)
     ):
-        raise damaged("trace.fractions", f"are not {epochs} finite arrays over {num_classes} classes")
+        raise damaged("trace.steps", f"are not {epochs} positive step counts")
     weight, bias = trace["init_weight"], trace["init_bias"]
     if weight is not None and not (
         isinstance(weight, np.ndarray)

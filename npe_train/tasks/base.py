@@ -2,10 +2,11 @@
 
 The training loop (``loop/``) holds no task branch; it asks a task object six things, and a seventh if it has it:
 
-- ``rows(labels, num_classes, partner=None, weight=None)``: per position of an epoch, the loss weight of each class
-  (``(n, C)``) and the number of loss terms (``(n,)``), from which the PEM's trace takes every
-  step's class shares; ``partner``/``weight``: a mixing method's partner labels and the share of
-  the sample's own label;
+- ``loss_weights(labels, num_classes, partner=None, weight=None)``: per position of an epoch, the loss weight each of
+  its classes carries, as ``LossWeights`` entries (position, class, weight; a position may have several, and a class
+  it does not have none, so nothing is n x C), and the number of loss terms per position (``(n,)``); every step's
+  class shares are summed from them; ``partner``/``weight``: a mixing method's partner labels and the share of the
+  sample's own label;
 - ``loss_terms(pairs)``: a batch's loss terms, ``[(labels, per-sample weights or None), ...]``, as
   the objective takes them (a task may reweight);
 - ``feature_terms(h, terms)``: the feature rows and ``(labels, weights)`` the class-mean features
@@ -24,7 +25,7 @@ evaluated epoch. Imports: torch, ``data/`` and ``device/``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -57,12 +58,22 @@ class Now:
     stale_counts: np.ndarray | None = None
 
 
+class LossWeights(NamedTuple):
+    """An epoch's loss weights, sparse: entry i puts ``weight[i]`` of class ``label[i]`` at ``position[i]`` (a position's
+    entries of one class add up); ``terms`` (n,): the loss terms at each position (a step's shares divide by their sum)."""
+
+    position: np.ndarray
+    label: np.ndarray
+    weight: np.ndarray
+    terms: np.ndarray
+
+
 class Task(Protocol):
     """The six things the loop asks a task (module docstring); ``step_report`` is optional and so not part of it."""
 
-    def rows(
+    def loss_weights(
         self, labels: np.ndarray, num_classes: int, partner=None, weight=None
-    ) -> tuple[np.ndarray, np.ndarray]: ...
+    ) -> LossWeights: ...
 
     def loss_terms(self, pairs) -> list: ...
 

@@ -13,7 +13,7 @@ from ..data.image_list import batch, on_device
 from ..data.pipeline import augment, draw_augmentation
 from ..device.distributed import gather_rows
 from ..methods.trace import PemRecipe, Trace
-from .base import Held, Now, train_mode_batches
+from .base import Held, LossWeights, Now, train_mode_batches
 from .prior import conditional_slopes, forward_mode, prior_report
 from .rules import PRIOR_KEYS, RULE_NAMES, accuracy_report
 
@@ -164,21 +164,26 @@ class Classification:
     augmented: bool = False
     warm: dict = field(default_factory=dict, repr=False, compare=False)
 
-    def rows(
+    def loss_weights(
         self,
         labels: np.ndarray,
         num_classes: int,
         partner: np.ndarray | None = None,
         weight: np.ndarray | None = None,
-    ):
-        """One loss term per sample, split ``weight`` to its own label and ``1 - weight`` to its partner's."""
+    ) -> LossWeights:
+        """One loss term per sample: weight 1 on its label; with a partner, ``weight`` on its own label and
+        ``1 - weight`` on the partner's."""
         n = len(labels)
-        weight = np.ones(n) if weight is None else weight
-        partner = labels if partner is None else partner
-        rows = np.zeros((n, num_classes))
-        np.add.at(rows, (np.arange(n), labels), weight)
-        np.add.at(rows, (np.arange(n), partner), 1.0 - weight)
-        return rows, np.ones(n)
+        position = np.arange(n)
+        if partner is None:
+            return LossWeights(position, labels, np.ones(n), np.ones(n))
+        weight = np.asarray(weight, dtype=np.float64)
+        return LossWeights(
+            np.concatenate([position, position]),
+            np.concatenate([labels, partner]),
+            np.concatenate([weight, 1.0 - weight]),
+            np.ones(n),
+        )
 
     def loss_terms(self, pairs):
         return pairs

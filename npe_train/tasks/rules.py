@@ -103,7 +103,9 @@ def group_accuracy(correct: np.ndarray, y: np.ndarray, counts: np.ndarray) -> di
         raise InputError(
             f"y: class {int(np.argmin(present))} has no test sample; accuracy per class is undefined"
         )
-    per_class = np.array([correct[y == c].mean() for c in range(len(counts))])
+    per_class = (
+        np.bincount(y, weights=correct, minlength=len(counts)) / present
+    )  # one pass, not one per class
     out = {"overall": float(per_class.mean())}
     for name, rule in GROUPS.items():
         members = rule(counts)

@@ -19,7 +19,7 @@ import torch
 from ..data.segmentation import IGNORE
 from ..methods.trace import PemRecipe, Trace
 from ..models.dense import pixel_features
-from .base import Held, Now, train_mode_batches
+from .base import Held, LossWeights, Now, train_mode_batches
 from .prior import forward_mode, prior_report
 from .rules import adjusted_logits, available_rules, frequency_groups
 
@@ -137,14 +137,22 @@ class Segmentation:
     seed: int
     tau: float
 
-    def rows(self, labels: np.ndarray, num_classes: int, partner=None, weight=None):
+    def loss_weights(self, labels: np.ndarray, num_classes: int, partner=None, weight=None) -> LossWeights:
+        """Every valid pixel is a loss term of weight 1: one entry per (image, class present) with its pixel count."""
         if partner is not None:
             raise ValueError("segmentation: a mixing method's partners are not defined per pixel")
         n = len(labels)
-        rows = np.stack(
-            [np.bincount(r[r != IGNORE], minlength=num_classes) for r in labels.reshape(n, -1)]
-        ).astype(np.float64)
-        return rows, rows.sum(1)
+        flat = labels.reshape(n, -1)
+        image = np.broadcast_to(np.arange(n)[:, None], flat.shape)
+        valid = flat != IGNORE
+        keys, pixels = np.unique(image[valid] * num_classes + flat[valid], return_counts=True)
+        pixels = pixels.astype(np.float64)
+        return LossWeights(
+            keys // num_classes,
+            keys % num_classes,
+            pixels,
+            np.bincount(keys // num_classes, pixels, minlength=n),
+        )
 
     def loss_terms(self, pairs):
         return pairs
