@@ -174,7 +174,8 @@ def run_epoch(
 def _epoch(ctx: StepContext, plan: EpochPlan, state: EpochState, replay, outputs):
     task, rank_info = ctx.task, ctx.rank_info
     device = state.log_prior.device
-    sums, sample = torch.zeros(3, device=device), None  # loss, ce, pem (sample-weighted): read once per epoch
+    # each step's (loss, ce, pem) and sample count, summed once at the epoch's end: no per-step arithmetic
+    losses, sizes, sample = [], [], None
     for x, pairs in ctx.mixing.batches(ctx.feed, plan, ctx.batch_size // rank_info.world):
         if ctx.cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
@@ -182,7 +183,8 @@ def _epoch(ctx: StepContext, plan: EpochPlan, state: EpochState, replay, outputs
         step, h = train_step(ctx.net, ctx.opt, x, terms, ctx.objective, state, ctx.use_amp)
         if ctx.after_step is not None:
             ctx.after_step()
-        sums += step * len(terms[0][0])
+        losses.append(step)
+        sizes.append(len(terms[0][0]))
         if outputs is not None:
             outputs.add(h, terms)
         if replay is not None:
@@ -195,6 +197,10 @@ def _epoch(ctx: StepContext, plan: EpochPlan, state: EpochState, replay, outputs
                 replay.advance(sample.flush())
     if sample is not None:
         replay.advance(sample.flush())
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    if losses:
+        weights = torch.tensor(sizes, dtype=torch.float64, device=device)
+        sums = (torch.stack(losses).double() * weights[:, None]).sum(0)
     if rank_info.world > 1:
         dist.all_reduce(sums)
     return (sums / (len(plan.shard) * rank_info.world)).tolist()
