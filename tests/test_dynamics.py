@@ -308,3 +308,46 @@ def test_several_norm_sets_in_one_replay_equal_separate_runs(C, sets, per_epoch,
         np.testing.assert_array_equal(together[s], alone)
     with pytest.raises(ValueError, match="feature_norm_sq"):
         finite_time_logit(counts, 1e-2, 0.1, feature_norm_sq=np.ones((2, epochs + 1, C + 1)), **kw)
+
+
+@given(
+    K=st.integers(1, 2),
+    C=st.integers(1, 5),
+    E=st.integers(1, 4),
+    T=st.integers(1, 12),
+    bias=st.booleans(),
+    momentum=st.sampled_from([0.0, 0.9]),
+    seed=st.integers(0, 2**16),
+)
+@example(
+    K=1, C=2, E=3, T=1, bias=True, momentum=0.9, seed=0
+)  # epochs without a step before and after the one
+def test_the_one_feature_replay_is_the_general_one_bit_for_bit(K, C, E, T, bias, momentum, seed):
+    """heavy_ball_pem takes a shortcut for one feature dimension (the mean-field model); it must give exactly what the
+    general replay gives on the same problem, epochs without a step included."""
+    from npe_theory.dynamics import _replay
+    from npe_theory.losses.base import get_loss
+
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(E, C, 1))
+    fractions = rng.dirichlet(np.ones(C), size=T)
+    lrs = rng.uniform(0.01, 0.5, T)
+    epoch_of_step = np.sort(rng.integers(0, E, T))
+    w0, b0 = rng.normal(size=(K, C, 1)), rng.normal(size=(K, C))
+    got = heavy_ball_pem(
+        means,
+        fractions,
+        lrs,
+        0.05,
+        momentum=momentum,
+        alpha=0.7,
+        bias=bias,
+        epoch_of_step=epoch_of_step,
+        init_weight=w0,
+        init_bias=b0,
+    )
+    w, b, out = w0.copy(), b0.copy() if bias else np.zeros_like(b0), np.empty((E, C))
+    _replay(w, b, means, fractions, lrs, 0.05, momentum, 0.7, get_loss("logistic"), bias, epoch_of_step, out)
+    np.testing.assert_array_equal(got["weight"], w)
+    np.testing.assert_array_equal(got["bias"], b)
+    np.testing.assert_array_equal(got["eta_per_epoch"], out)
