@@ -136,6 +136,7 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dataset", default="mnist1d", help="the data set (its default network), e.g. digits100")
+    ap.add_argument("--model", default=None, help="another network than the data set's, e.g. mlp:64")
     ap.add_argument(
         "--lean",
         action="store_true",
@@ -164,7 +165,7 @@ def main() -> None:
         ),
     )
     plain_loop(
-        make_config(dataset=args.dataset, epochs=1, seed=args.seed)
+        make_config(dataset=args.dataset, model=args.model, epochs=1, seed=args.seed)
     )  # imports and data caches warm for both
     best = {"npe train": np.inf, "plain loop": np.inf}
     kept, pairs = {}, []
@@ -172,6 +173,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = make_config(
                 dataset=args.dataset,
+                model=args.model,
                 epochs=args.epochs,
                 eval_every=args.eval_every,
                 seed=args.seed,
@@ -196,14 +198,17 @@ def main() -> None:
                     ),
                 )
         t = time.process_time()
-        acc, plain_steps = plain_loop(make_config(dataset=args.dataset, epochs=args.epochs, seed=args.seed))
+        acc, plain_steps = plain_loop(
+            make_config(dataset=args.dataset, model=args.model, epochs=args.epochs, seed=args.seed)
+        )
         plain = time.process_time() - t
         best["plain loop"] = min(best["plain loop"], plain)
         pairs.append((spent, plain, totals["run_epoch"], plain_steps))
     ratio = best["npe train"] / best["plain loop"]
     paired = sorted(a / b for a, b, _, _ in pairs)
     print(
-        f"{args.dataset}{' --lean' if args.lean else ''}, {args.epochs} epochs, best of {args.repeats}; "
+        f"{args.dataset}{' --model ' + args.model if args.model else ''}{' --lean' if args.lean else ''}, "
+        f"{args.epochs} epochs, best of {args.repeats}; "
         f"load average {os.getloadavg()[0]:.2f} "
         f"on {os.cpu_count()} cores, "
         f"torch threads {torch.get_num_threads()}"
@@ -226,7 +231,7 @@ def main() -> None:
     if (
         args.lean
     ):  # no replay in the steps: their cost against the plain loop's is measured interleaved, drift-free
-        same = interleaved_steps(make_config(dataset=args.dataset, seed=args.seed))
+        same = interleaved_steps(make_config(dataset=args.dataset, model=args.model, seed=args.seed))
         corrected = sorted((plain_steps * same + (a - steps)) / b for a, b, steps, plain_steps in pairs)
         print(
             f"  steps interleaved epoch by epoch in one process, npe / plain: {same:.3f}; so the run's ratio without "

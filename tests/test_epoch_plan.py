@@ -3,6 +3,7 @@ against the dense sums they replace, written out here by brute force: an (positi
 summed per step and divided by the step's loss terms."""
 
 import numpy as np
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -78,3 +79,17 @@ def test_segmentation_shares_equal_the_dense_pixel_counts(n, C, side, batch, ign
     np.testing.assert_allclose(entries.terms, table.sum(1))
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(counts, want_counts)
+
+
+def test_entries_out_of_range_are_refused_not_misplaced():
+    """An entry of class C would otherwise be counted as class 0 of the next step; a position past the epoch, in a
+    step that does not exist."""
+    from npe_train.tasks.base import LossWeights
+
+    ones = np.ones(4)
+    for position, label in (
+        (np.arange(4), np.array([0, 1, 2, 3])),
+        (np.array([0, 1, 2, 9]), np.zeros(4, int)),
+    ):
+        with pytest.raises(ValueError, match="loss_weights"):
+            step_shares(LossWeights(position, label, ones, ones), 3, 2, 4, 4)

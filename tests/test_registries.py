@@ -66,6 +66,18 @@ def test_each_network_gives_features_of_its_stated_width(name):
     )
 
 
+@pytest.mark.parametrize("name, width", [("mlp", 256), ("mlp:64", 64), ("mlp:1", 1)])
+def test_an_mlp_takes_its_width_from_its_name(name, width):
+    net = build_model(name, (12,), 5, 1, None, False, None)
+    assert net(torch.zeros(2, 12))[2].shape == (2, width) and net.feature_dim == width
+
+
+@pytest.mark.parametrize("name", ["mlp:", "mlp:0", "mlp:-3", "mlp:6.5", "mlp:abc", "mlp:65537", "cnn1d:64"])
+def test_a_width_that_is_not_one_is_refused_naming_the_model(name):
+    with pytest.raises(InputError, match="^model: "):
+        build_model(name, (1, 40), 5, 1, None, False, None)
+
+
 def _state(counts):
     counts = torch.as_tensor(counts, dtype=torch.float32)
     return EpochState(0, counts, torch.log(counts / counts.sum()))

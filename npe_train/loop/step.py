@@ -144,6 +144,13 @@ def step_shares(
     C, steps = num_classes, -(-padded // batch_size)
     position, label = np.asarray(entries.position), np.asarray(entries.label)
     weight = np.asarray(entries.weight, dtype=np.float64)
+    if label.size and not (
+        0 <= label.min() and label.max() < C and 0 <= position.min() and position.max() < padded
+    ):
+        # a slot out of range would land in another step's or class's share without a word
+        raise ValueError(
+            f"loss_weights: entries must have classes in [0, {C}) and positions in [0, {padded})"
+        )
     sums = np.bincount((position // batch_size) * C + label, weight, minlength=steps * C)
     sums = sums.astype(np.float64, copy=False).reshape(steps, C)  # no entries at all: bincount gives integers
     terms = np.add.reduceat(np.asarray(entries.terms, dtype=np.float64), np.arange(0, padded, batch_size))

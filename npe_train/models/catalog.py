@@ -25,7 +25,8 @@ class ModelEntry:
     """``build(input_shape, num_classes, weights, name)``: the backbone (``name`` is the part after ``family:`` for a family, else
     the entry's own name). ``task``: "classification" or "segmentation"; ``inputs``: what inputs it takes (help
     text); ``batchnorm``: it normalizes with batch statistics (training-mode and eval-mode features then differ);
-    ``weights``: it can start from a local state_dict (``--weights``)."""
+    ``weights``: it can start from a local state_dict (``--weights``); ``prefix``: a family, named ``family:NAME``;
+    ``option``: what an optional ``:VALUE`` part sets (the builder gets the VALUE as ``name``), "" for none."""
 
     build: Callable
     help: str
@@ -34,6 +35,7 @@ class ModelEntry:
     batchnorm: bool = False
     weights: bool = False
     prefix: bool = False
+    option: str = ""
 
 
 MODELS: Registry[ModelEntry] = Registry("model")
@@ -63,7 +65,7 @@ def model_entry(name) -> ModelEntry:
     entry = MODELS.get(key)
     if entry.prefix and (not rest or rest == key):
         raise InputError(f"model: {key} is a family of networks; name one as {key}:NAME")
-    if not entry.prefix and key != name:
+    if not entry.prefix and not entry.option and key != name:
         raise InputError(
             f"model: {key} takes no ':NAME' part (families: {', '.join(MODELS.where(lambda e: e.prefix))})"
         )
@@ -79,4 +81,8 @@ def check_images(name: str, input_shape, channels: int | None = None) -> None:
 
 def model_choices(task: str) -> list[str]:
     """How the help lists the networks of a task: names, and ``family:NAME`` for families."""
-    return [f"{n}:NAME" if e.prefix else n for n, e in MODELS.items() if e.task == task]
+    return [
+        f"{n}:NAME" if e.prefix else f"{n}[:{e.option}]" if e.option else n
+        for n, e in MODELS.items()
+        if e.task == task
+    ]

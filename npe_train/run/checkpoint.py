@@ -2,8 +2,8 @@
 
 ``checkpoint.safetensors`` (format 6; format 5 is read too) holds every tensor of the run's state (the network, the
 optimizer's buffers, the random generators, the PEM trace's arrays) in the safetensors format, which is a JSON header
-and raw bytes and cannot hold code, and the rest of the state (the optimizer's and schedule's settings, the epoch, the config, the
-metrics lines) as one JSON text that points at those tensors by name. It is read the same way on every torch.
+and raw bytes and cannot hold code, and the rest of the state (the optimizer's and schedule's settings, the epoch,
+the config, the metrics lines) as one JSON text that points at those tensors by name. It is read the same way on every torch.
 The earlier ``checkpoint.pt`` (formats 3 and 4, written with ``torch.save``) is still read, with
 ``torch.load(weights_only=True)`` and only on a torch that reads it safely (``models/weights.py``); the next
 checkpoint of a resumed run is written in format 6 and replaces it. Every field read back is checked before use,
@@ -147,7 +147,7 @@ def _unflatten(value, tensors: dict):
 
 
 def serialize(state: dict) -> bytes:
-    """A checkpoint's state as the bytes of a safetensors checkpoint (safetensors: tensors, and the JSON structure as bytes)."""
+    """A checkpoint's state as the bytes of a safetensors file: its tensors, and the JSON structure as bytes."""
     from safetensors.torch import save
 
     tensors: dict = {}
