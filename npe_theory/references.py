@@ -134,10 +134,14 @@ class ReportContext:
 
     @cached_property
     def _mean_fields(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(norms, mean-field outputs) at the class means' norms and at the two-statistic norms, from one replay of both
-        sets side by side (``finite_time_logit`` with S sets): it costs about what one set does. Empty where that
+        """(norms, mean-field outputs) at the two-statistic norms and, where no replay was given (the finite-time
+        reference then falls back to the mean field), at the class means' norms: one replay of both sets side by side
+        (``finite_time_logit`` with S sets), which at 100 classes costs about what one set does. Empty where that
         replay diverges, so that each set is tried on its own."""
-        sets = [n for n in (self.norm_sq, self.two_statistic_norms) if n is not None]
+        wanted = (self.norm_sq if self.replayed is None else None, self.two_statistic_norms)
+        sets = [n for n in wanted if n is not None]
+        if not sets:
+            return []
         try:
             ends = self._schedule_logit(np.stack(sets)[:, None, :])[:, -1]
         except InputError:
