@@ -88,7 +88,7 @@ def plain_loop(cfg) -> tuple[float, float]:
     return float((logits.argmax(1).numpy() == data.y_test).mean()), steps
 
 
-def interleaved_steps(cfg, epochs: int = 20) -> float:
+def interleaved_steps(cfg, epochs: int = 40) -> float:
     """CPU time of npe train's epoch of steps (its plan, its input pipeline, ``run_epoch`` without replay: a lean run's)
     over the plain loop's, the two alternated epoch by epoch on one network in one process, so that the machine's
     drift falls on both alike."""
