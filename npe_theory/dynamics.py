@@ -173,17 +173,16 @@ def _replay_one_feature(
     """``_replay`` for one feature dimension (the mean-field model, ``finite_time_logit``): the same arithmetic in the
     same order on (K, C) arrays, without the feature axis, the contraction and the per-step bookkeeping; equal to
     ``_replay`` bit for bit, at about half its cost (NumPy's per-call overhead dominates at these sizes)."""
-    T, E = lrs.size, len(means)
+    E = len(means)
     w1 = w[..., 0]  # a view: updating it updates w
-    starts = np.flatnonzero(np.r_[True, epoch_of_step[1:] != epoch_of_step[:-1]])
-    ends = {
-        int(epoch_of_step[z - 1]): z for z in np.r_[starts[1:], T]
-    }  # the step after each stepped epoch's last
+    per_epoch = np.bincount(
+        epoch_of_step, minlength=E
+    )  # steps of each epoch, in order (epoch_of_step never falls)
     vw = vb = None
     t = 0  # the next step
     for e in range(E):
         m1 = means[e][:, 0]
-        stop = ends.get(e, t)
+        stop = t + int(per_epoch[e])
         weights = alpha * fractions[t:stop]  # elementwise as in _replay, for the epoch's steps at once
         for share, lr in zip(weights, lrs[t:stop].tolist()):
             push = share * loss.slope(w1 * m1 + b)
