@@ -76,6 +76,8 @@ def test_an_mlp_takes_its_width_from_its_name(name, width):
 def test_a_width_that_is_not_one_is_refused_naming_the_model(name):
     with pytest.raises(InputError, match="^model: "):
         build_model(name, (1, 40), 5, 1, None, False, None)
+    with pytest.raises(InputError, match="^model: "):  # and by the config's checks, before any work
+        make_config(dataset="mnist1d", model=name)
 
 
 def _state(counts):

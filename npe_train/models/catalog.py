@@ -26,7 +26,9 @@ class ModelEntry:
     the entry's own name). ``task``: "classification" or "segmentation"; ``inputs``: what inputs it takes (help
     text); ``batchnorm``: it normalizes with batch statistics (training-mode and eval-mode features then differ);
     ``weights``: it can start from a local state_dict (``--weights``); ``prefix``: a family, named ``family:NAME``;
-    ``option``: what an optional ``:VALUE`` part sets (the builder gets the VALUE as ``name``), "" for none."""
+    ``option``: what an optional ``:VALUE`` part sets (the builder gets the VALUE as ``name``), "" for none, and
+    ``read_option``: the function that reads it, raising an InputError naming ``model`` for a VALUE it does not take
+    (called wherever a model name is checked, so a config is refused before any work)."""
 
     build: Callable
     help: str
@@ -36,6 +38,7 @@ class ModelEntry:
     weights: bool = False
     prefix: bool = False
     option: str = ""
+    read_option: Callable[[str], object] | None = None
 
 
 MODELS: Registry[ModelEntry] = Registry("model")
@@ -69,6 +72,8 @@ def model_entry(name) -> ModelEntry:
         raise InputError(
             f"model: {key} takes no ':NAME' part (families: {', '.join(MODELS.where(lambda e: e.prefix))})"
         )
+    if entry.option and key != name:
+        entry.read_option(rest)
     return entry
 
 

@@ -376,16 +376,6 @@ def _timm(input_shape, num_classes, weights=None, name=None):
     return timm_backbone(name, weights)
 
 
-@register_model(
-    "mlp",
-    option="WIDTH",
-    inputs="any shape (flattened)",
-    help="two ReLU layers of 256, or of WIDTH (mlp:64); no BatchNorm",
-)
-def _mlp(input_shape, num_classes, weights=None, name=None):
-    return MLP(math.prod(input_shape), width=mlp_width(name))
-
-
 def mlp_width(name: str | None) -> int:
     """The width ``mlp:WIDTH`` names (256 for plain ``mlp``); InputError naming ``model`` for anything but a whole
     number from 1 to 65,536."""
@@ -394,6 +384,17 @@ def mlp_width(name: str | None) -> int:
     if not (isinstance(name, str) and name.isdigit() and 1 <= int(name) <= 1 << 16):
         raise InputError(f"model: mlp:WIDTH takes a whole width from 1 to 65536, got mlp:{name!s:.40}")
     return int(name)
+
+
+@register_model(
+    "mlp",
+    option="WIDTH",
+    read_option=mlp_width,
+    inputs="any shape (flattened)",
+    help="two ReLU layers of 256, or of WIDTH (mlp:64); no BatchNorm",
+)
+def _mlp(input_shape, num_classes, weights=None, name=None):
+    return MLP(math.prod(input_shape), width=mlp_width(name))
 
 
 @register_model(
