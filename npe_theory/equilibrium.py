@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
+from .blocks import class_slices
 from .errors import InputError
 from .losses import get_loss
 from .optimum import optimal_logit
@@ -107,8 +108,7 @@ def _solve(h, y, C, lam, alpha, kappa, loss, bias, tol, max_iter, start) -> Equi
     D = h.shape[1] + int(bias)
     theta = np.zeros((C, D))
     worst, steps = 0.0, 0
-    order = np.argsort(y, kind="stable")  # the samples split by class once
-    edges = np.searchsorted(y[order], np.arange(C + 1))
+    order, edges = class_slices(y, C)
     mean_h = np.zeros((C, h.shape[1]))
     weight = alpha * kappa
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .blocks import class_slices
 from .collapse import class_means_of
 from .errors import InputError, InputTypeError
 from .losses import get_loss
@@ -151,8 +152,7 @@ def _problems(h, y, C, w, b, vw, vb, pem_bias):
     eigenvalues)``, each (sum over rows of their ranks,), and ``starts`` (C K,), the offset where each row begins (row
     c * K + k). The sums over a row's coordinates are ``np.add.reduceat(..., starts)``."""
     K, _, D = w.shape
-    order = np.argsort(y, kind="stable")
-    edges = np.searchsorted(y[order], np.arange(C + 1))
+    order, edges = class_slices(y, C)
     means = class_means_of(h, y, C)
     a, u, proj, sigma, sizes = [], [], [], [], []
     for c in range(C):

@@ -18,27 +18,12 @@ from math import factorial
 
 import numpy as np
 
+from .blocks import blockwise
 from .errors import InputError
 from .validate import as_float_array, nonnegative_int, scalar_or_array
 
 # Above this, exp(L) would overflow float64: W(e^L) is then computed from L alone.
 _LOG_MAX = 700.0
-
-#: Points per pass of the elementwise kernels. One pass over a whole array streams each of the
-#: kernel's dozen temporaries through main memory; in blocks of this size they stay in the CPU
-#: cache, which makes the kernels 2-3x faster with bit-identical results (benchmarks/theory_speed.py).
-BLOCK = 8192
-
-
-def blockwise(kernel, x: np.ndarray) -> np.ndarray:
-    """``kernel`` (elementwise, float64 in and out) applied to ``x`` block by block: same values, less memory traffic."""
-    flat = x.reshape(-1)
-    if flat.size <= BLOCK:
-        return kernel(flat).reshape(x.shape)
-    out = np.empty_like(flat)
-    for start in range(0, flat.size, BLOCK):
-        out[start : start + BLOCK] = kernel(flat[start : start + BLOCK])
-    return out.reshape(x.shape)
 
 
 def _winitzki(l: np.ndarray) -> np.ndarray:

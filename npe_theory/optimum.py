@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .blocks import blockwise
 from .errors import InputError
-from .lambertw import blockwise, lambert_w_of_exp
+from .lambertw import lambert_w_of_exp
 from .losses import get_loss
 from .validate import as_float_array, broadcastable, scalar_or_array
 

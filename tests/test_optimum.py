@@ -46,7 +46,7 @@ def test_logistic_root_from_x_matches_mpmath(L):
 @pytest.mark.parametrize("loss", ["exp", "logistic"])
 def test_blocks_give_the_pointwise_values(loss):
     """The kernels run in blocks of BLOCK points; every point of a long array equals its value alone."""
-    from npe_theory.lambertw import BLOCK
+    from npe_theory.blocks import BLOCK
 
     x = np.exp(np.random.default_rng(0).uniform(-700, 700, 2 * BLOCK + 37))
     x[[0, BLOCK - 1, BLOCK, -1]] = [TINY, HUGE, 1.0, 5e-324]

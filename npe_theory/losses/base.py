@@ -136,15 +136,17 @@ class OneWayLoss:
             out = np.log(eta) - self.log_push(eta)
         return np.where(eta > 0, out, -np.inf)
 
-    def gaussian_log_moments(self, mu: float, s2: float) -> tuple[float, float]:
-        """(ln E[p(t)], ln E[l''(t)]) for t ~ N(mu, s2): what the spread model of docs/theory.md, section 7 needs.
+    def gaussian_log_moments(self, mu, s2) -> tuple[np.ndarray, np.ndarray]:
+        """(ln E[p(t)], ln E[l''(t)]) for t ~ N(mu, s2), elementwise over arrays of ``mu`` and ``s2``: what the spread
+        model of docs/theory.md, section 7 needs.
 
         Generic: the trapezoid rule on 481 standard-normal nodes over [-12, 12] (smooth losses: error far below
         1e-12 while s is of order 1; a loss with kinks or heavy spread should override this with its closed form).
         """
-        t = mu + np.sqrt(s2) * _Z
+        mu, s2 = np.broadcast_arrays(np.asarray(mu, dtype=np.float64), np.asarray(s2, dtype=np.float64))
+        t = mu[..., None] + np.sqrt(s2)[..., None] * _Z
         with np.errstate(divide="ignore"):
-            return float(np.log(_Z_WEIGHTS @ self.push(t))), float(np.log(_Z_WEIGHTS @ self.curvature(t)))
+            return np.log(self.push(t) @ _Z_WEIGHTS)[()], np.log(self.curvature(t) @ _Z_WEIGHTS)[()]
 
     def __repr__(self) -> str:
         return f"<one-way loss {self.name!r}: {self.label}>"

@@ -22,19 +22,22 @@ _LN2 = float(np.log(2.0))
 _SERIES_BELOW = -20.0  # a Phi(a) + phi(a) by its asymptotic series below this (relative error < 1e-9 there)
 
 
-def _log_partial_mean(a: float) -> float:
-    """ln(a Phi(a) + phi(a)) = ln E[(a + z)_+] for z ~ N(0, 1), without cancellation for a << 0.
+def _log_partial_mean(a) -> np.ndarray:
+    """ln(a Phi(a) + phi(a)) = ln E[(a + z)_+] for z ~ N(0, 1), elementwise, without cancellation for a << 0.
 
     a Phi(a) + phi(a) = phi(a) (1 + a R(a)), R = Phi / phi the Mills ratio (sqrt(pi / 2) erfcx(-a / sqrt 2));
     for a below -20 the bracket is its series 1/a^2 - 3/a^4 + 15/a^6 - 105/a^8 + 945/a^10.
     """
+    a = np.asarray(a, dtype=np.float64)
     log_phi = -0.5 * a * a - 0.5 * np.log(2 * np.pi)
-    if a >= 0:
-        return float(np.log(a * np.exp(log_ndtr(a)) + np.exp(log_phi)))
-    if a > _SERIES_BELOW:
-        return float(log_phi + np.log1p(a * np.sqrt(np.pi / 2) * erfcx(-a / np.sqrt(2))))
-    b = 1.0 / (a * a)
-    return float(log_phi + np.log(b * (1 - b * (3 - b * (15 - b * (105 - 945 * b))))))
+    with np.errstate(
+        divide="ignore", invalid="ignore", over="ignore"
+    ):  # each branch is kept only where it is exact
+        upper = np.log(a * np.exp(log_ndtr(a)) + np.exp(log_phi))
+        middle = log_phi + np.log1p(a * np.sqrt(np.pi / 2) * erfcx(-a / np.sqrt(2)))
+        b = 1.0 / (a * a)
+        series = log_phi + np.log(b * (1 - b * (3 - b * (15 - b * (105 - 945 * b)))))
+    return np.where(a >= 0, upper, np.where(a > _SERIES_BELOW, middle, series))[()]
 
 
 @register_loss("squared_hinge")
@@ -67,13 +70,18 @@ class SquaredHinge(OneWayLoss):
         return expit(np.asarray(log_x, dtype=np.float64) + _LN2)  # 1 / (1 + e^-L / 2)
 
     def gaussian_log_moments(self, mu, s2):
-        """E[p(t)] = 2 E[(1 - t)_+] = 2 s (a Phi(a) + phi(a)) and E[l''] = 2 Phi(a), a = (1 - mu) / s (closed forms)."""
-        if s2 <= 0:
-            with np.errstate(divide="ignore"):
-                return float(_LN2 + np.log(max(1.0 - mu, 0.0))), (_LN2 if mu < 1 else -np.inf)
-        s = float(np.sqrt(s2))
+        """E[p(t)] = 2 E[(1 - t)_+] = 2 s (a Phi(a) + phi(a)) and E[l''] = 2 Phi(a), a = (1 - mu) / s (closed forms),
+        elementwise; at s = 0, p(mu) and l''(mu) themselves."""
+        mu, s2 = np.broadcast_arrays(np.asarray(mu, dtype=np.float64), np.asarray(s2, dtype=np.float64))
+        spread = s2 > 0
+        s = np.sqrt(np.where(spread, s2, 1.0))
         a = (1.0 - mu) / s
-        return _LN2 + float(np.log(s)) + _log_partial_mean(a), _LN2 + float(log_ndtr(a))
+        with np.errstate(divide="ignore"):
+            push = np.where(
+                spread, _LN2 + np.log(s) + _log_partial_mean(a), _LN2 + np.log(np.maximum(1.0 - mu, 0.0))
+            )
+            curvature = np.where(spread, _LN2 + log_ndtr(a), np.where(mu < 1, _LN2, -np.inf))
+        return push[()], curvature[()]
 
     def torch_value(self, eta, F):
         return F.relu(1.0 - eta).square()
