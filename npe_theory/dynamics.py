@@ -172,31 +172,31 @@ def _replay_one_feature(
 ) -> None:
     """``_replay`` for one feature dimension (the mean-field model, ``finite_time_logit``): the same arithmetic in the
     same order on (K, C) arrays, without the feature axis, the contraction and the per-step bookkeeping; equal to
-    ``_replay`` bit for bit, at about half its cost (NumPy's per-call overhead dominates at these sizes)."""
+    ``_replay`` bit for bit, at about half its cost (NumPy's per-call overhead dominates at these sizes). With a bias,
+    weight and bias step as one (2, K, C) array: the bias's feature is 1, and ``push * 1`` is ``push`` exactly."""
     E = len(means)
-    w1 = w[..., 0]  # a view: updating it updates w
+    # z[0] is w's only feature, z[1] the bias (or nothing); written back at the end
+    z = np.stack([w[..., 0], b]) if bias else w[..., 0][None].copy()
     per_epoch = np.bincount(
         epoch_of_step, minlength=E
     )  # steps of each epoch, in order (epoch_of_step never falls)
-    vw = vb = None
+    v = None
     t = 0  # the next step
     for e in range(E):
         m1 = means[e][:, 0]
+        feature = np.stack([m1, np.ones_like(m1)])[:, None] if bias else m1[None, None]  # (1 or 2, 1, C)
         stop = t + int(per_epoch[e])
         weights = alpha * fractions[t:stop]  # elementwise as in _replay, for the epoch's steps at once
         for share, lr in zip(weights, lrs[t:stop].tolist()):
-            push = share * loss.slope(w1 * m1 + b)
-            gw = push * m1 + lam * w1
-            gb = push + lam * b if bias else np.zeros_like(b)
-            if vw is None or momentum == 0:
-                vw, vb = gw, gb
-            else:
-                vw, vb = momentum * vw + gw, momentum * vb + gb
-            w1 -= lr * vw
-            if bias:
-                b -= lr * vb
+            push = share * loss.slope(z[0] * m1 + b if not bias else z[0] * m1 + z[1])
+            g = push * feature + lam * z
+            v = g if v is None or momentum == 0 else momentum * v + g
+            z -= lr * v
         t = stop
-        out[e] = (w1 * m1 + b).mean(0)  # an epoch without a step: the parameters the one before left
+        out[e] = (z[0] * m1 + (z[1] if bias else b)).mean(0)  # an epoch without a step: the parameters before
+    w[..., 0] = z[0]
+    if bias:
+        b[...] = z[1]
 
 
 class _Flush(NamedTuple):
