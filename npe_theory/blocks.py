@@ -26,11 +26,11 @@ def blockwise(kernel, x: np.ndarray) -> np.ndarray:
     return out.reshape(x.shape)
 
 
-def ragged_blocks(lengths, budget: int = 1 << 20) -> Iterator[np.ndarray]:
+def ragged_blocks(lengths, budget: int = 1 << 20, slack: float = 0.25) -> Iterator[np.ndarray]:
     """Groups of element indices for a kernel that gives element i a row of ``lengths[i]`` entries, padded to its
-    group's longest: elements sorted by length, a group's lengths within a quarter (plus 8) of its shortest, so padding
-    wastes at most about a fifth, and ``group size x longest <= budget`` entries (a single longer element alone). Every
-    index appears in exactly one group."""
+    group's longest: elements sorted by length, a group's lengths within ``slack`` (plus 8) of its shortest, so padding
+    wastes at most about ``slack / (1 + slack)`` of a linear kernel's work, and ``group size x longest <= budget``
+    entries (a single longer element alone). Every index appears in exactly one group."""
     lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
     order = np.argsort(lengths, kind="stable")
     start = 0
@@ -38,7 +38,7 @@ def ragged_blocks(lengths, budget: int = 1 << 20) -> Iterator[np.ndarray]:
         first, stop = lengths[order[start]], start + 1
         while (
             stop < order.size
-            and lengths[order[stop]] <= 1.25 * first + 8
+            and lengths[order[stop]] <= (1 + slack) * first + 8
             and (stop + 1 - start) * lengths[order[stop]] <= budget
         ):
             stop += 1

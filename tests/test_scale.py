@@ -89,6 +89,68 @@ def test_both_newton_forms_give_the_same_equilibrium_to_1e_10(monkeypatch):
     np.testing.assert_allclose(fast.weight, slow.weight, rtol=1e-8, atol=1e-12)
 
 
+@given(
+    counts=st.lists(st.integers(1, 90), min_size=2, max_size=12),
+    D=st.integers(1, 70),
+    lam=st.floats(1e-4, 1.0),
+    bias=st.booleans(),
+    single=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+@example(
+    counts=[60, 58, 57, 3, 2, 2, 90], D=50, lam=1e-3, bias=True, single=True, seed=0
+)  # groups of both forms
+def test_classes_solved_side_by_side_equal_each_alone(counts, D, lam, bias, single, seed):
+    """Classes of similar sizes are solved side by side, their rows zero-padded; each class's answer must be what it
+    gets alone (a padded row that counted, or one class's rows or start given to another, breaks this), from a cold
+    start and from another solution."""
+    rng = np.random.default_rng(seed)
+    C = len(counts)
+    y = np.repeat(np.arange(C), counts)
+    h = np.maximum(rng.normal(size=(len(y), D)) + 2 * rng.normal(size=(C, D))[y], 0)
+    h = h.astype(np.float32 if single else np.float64)
+    kappa = 1.0 / len(
+        y
+    )  # each class alone sees its own rows only: the batch-mean weight given as alpha, summed
+    together = pem_equilibrium(h, y, C, lam, bias=bias)
+    moved = pem_equilibrium(h * 1.05, y, C, lam, bias=bias, start=together)
+    for c in range(C):
+        alone = pem_equilibrium(
+            h[y == c], np.zeros(counts[c], int), 1, lam, alpha=kappa, reduction="sum", bias=bias
+        )
+        np.testing.assert_allclose(together.eta[c], alone.eta[0], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(together.weight[c], alone.weight[0], rtol=1e-7, atol=1e-10)
+        start = type(alone)(together.weight[c : c + 1], together.bias[c : c + 1], alone.eta, 0.0, 0)
+        warm = pem_equilibrium(
+            h[y == c] * 1.05,
+            np.zeros(counts[c], int),
+            1,
+            lam,
+            alpha=kappa,
+            reduction="sum",
+            bias=bias,
+            start=start,
+        )
+        np.testing.assert_allclose(moved.eta[c], warm.eta[0], rtol=1e-9, atol=1e-12)
+
+
+def test_a_singular_system_in_a_stack_stops_only_its_own_class():
+    """NumPy's batched solve fails for the whole stack when one system is singular; the others must still be solved,
+    and the singular one reported as such."""
+    from npe_theory.equilibrium import _solve_each
+
+    rng = np.random.default_rng(0)
+    for n in (5, 60):  # the LU and the Cholesky paths
+        a = rng.normal(size=(3, n, n))
+        a = a @ a.transpose(0, 2, 1) + n * np.eye(n)
+        a[1] = 0.0
+        b = rng.normal(size=(3, n))
+        out, ok = _solve_each(a, b)
+        assert ok.tolist() == [True, False, True]
+        for i in (0, 2):
+            np.testing.assert_allclose(a[i] @ out[i], b[i], atol=1e-10)
+
+
 @given(C=st.integers(2, 6), D=st.integers(1, 9), seed=st.integers(0, 2**16))
 @example(C=6, D=2, seed=0)  # between-class spread of lower rank than C - 1
 def test_nc1_by_projection_matches_the_direct_formula(C, D, seed):
