@@ -63,9 +63,40 @@ def pem_equilibrium(
     would lower the objective by less than float64 resolves. ``start``: an earlier solution of the same shape to
     start from instead of Proposition 1's answer.
     """
+    h, y, C = features_and_labels(features, labels, num_classes, every_class=False)
+    return equilibrium_of_checked(
+        h,
+        y,
+        C,
+        lam,
+        alpha=alpha,
+        loss=loss,
+        reduction=reduction,
+        bias=bias,
+        tol=tol,
+        max_iter=max_iter,
+        start=start,
+    )
+
+
+def equilibrium_of_checked(
+    h: np.ndarray,
+    y: np.ndarray,
+    C: int,
+    lam: float,
+    *,
+    alpha: float = 1.0,
+    loss: str = "logistic",
+    reduction: str = "mean",
+    bias: bool = True,
+    tol: float = 1e-12,
+    max_iter: int = 100,
+    start: Equilibrium | None = None,
+) -> Equilibrium:
+    """``pem_equilibrium`` on features and labels that ``validate.features_and_labels`` has already passed (the
+    report checks its inputs once; a second finiteness pass over 10^5 x 2,048 features costs 0.1-1.9 s here)."""
     spec = get_loss(loss)
     choice("reduction", reduction, REDUCTIONS)
-    h, y, C = features_and_labels(features, labels, num_classes, every_class=False)
     lam = as_float_scalar("lam", lam, positive=True)
     alpha = as_float_scalar("alpha", alpha, positive=True)
     max_iter = positive_int("max_iter", max_iter, maximum=10_000)
