@@ -99,9 +99,8 @@ def class_spread(
     eig, proj, null, along, norm_sq = [], [], np.zeros(C), np.zeros(C), np.zeros(C)
     order, edges = class_slices(y, C)
     for c in range(C):
-        xc = h[order[edges[c] : edges[c + 1]]].astype(
-            np.float64, copy=False
-        )  # float32: one class at a time in float64
+        # float32 features: one class at a time in float64
+        xc = h[order[edges[c] : edges[c + 1]]].astype(np.float64, copy=False)
         m = xc.mean(0)
         ev, vt = spectrum((xc - m) / np.sqrt(len(xc)), rank_tol)
         q2 = (vt @ m) ** 2
@@ -258,11 +257,16 @@ def _pair_residual(loss, log_a, u, v, lam: float, eig, proj, null):
         mu, s2 = _moments(np.exp(u), np.exp(v), lam, eig, proj, null)
         ok = np.isfinite(mu) & np.isfinite(s2)
         m1, m2 = np.full(u.size, np.inf), np.full(u.size, np.inf)
-        if ok.any():
-            try:
-                m1[ok], m2[ok] = loss.gaussian_log_moments(mu[ok], s2[ok])
-            except ArithmeticError:  # a spread the quadrature refuses: far from the root, scored as such
-                pass
+        try:
+            m1[ok], m2[ok] = loss.gaussian_log_moments(mu[ok], s2[ok])
+        except (
+            ArithmeticError
+        ):  # a spread the quadrature refuses: that row is far from its root, scored as such
+            for i in np.flatnonzero(ok):
+                try:
+                    m1[i], m2[i] = loss.gaussian_log_moments(mu[i], s2[i])
+                except ArithmeticError:
+                    pass
         f1, f2 = u - log_a - m1, v - log_a - m2
         bad = ~(np.isfinite(f1) & np.isfinite(f2))
         f1[bad] = f2[bad] = np.inf

@@ -321,3 +321,17 @@ def test_classes_newton_leaves_unsettled_go_to_the_one_by_one_solver(monkeypatch
 
     monkeypatch.setattr(spread_mod, "_solve_pairs", unsettled)
     np.testing.assert_allclose(spread_logit(sp, counts, 1e-3, loss="logistic"), want, rtol=1e-10)
+
+
+def test_a_row_the_quadrature_refuses_leaves_the_others_scored():
+    """The logistic moments refuse an output spread beyond 1e5 (ArithmeticError); in a group solved side by side, only
+    that row's residual may become infinite, not its neighbours' (which would hand every class to the slow path)."""
+    from npe_theory.losses import get_loss
+    from npe_theory.spread import _pair_residual
+
+    eig, proj, null = np.ones((2, 1)), np.ones((2, 1)), np.ones(2)
+    u, v = np.array([0.0, 10.0]), np.array([0.0, -20.0])  # row 1: s^2 = e^20 / lam^2 ~ 5e14
+    f1, f2, mu, s2 = _pair_residual(get_loss("logistic"), np.zeros(2), u, v, 1e-3, eig, proj, null)
+    assert np.sqrt(s2[1]) > 1e5 and np.isinf(f1[1]) and np.isinf(f2[1])
+    alone = _pair_residual(get_loss("logistic"), np.zeros(1), u[:1], v[:1], 1e-3, eig[:1], proj[:1], null[:1])
+    np.testing.assert_array_equal([f1[0], f2[0]], [alone[0][0], alone[1][0]])
