@@ -424,34 +424,50 @@ def spread_inverse(
     return np.clip(out, -700.0, 300.0) - np.log(weight)
 
 
-def _inverse(mu, lam: float, eig, proj, null, loss) -> np.ndarray:
-    """ln a per row for outputs ``mu > 0`` (``spread_inverse``); 300 where no finite share reaches ``mu``."""
-    M = proj.sum(1) + null
+def _excess(mu, lam: float, eig, proj, null):
+    """f(u, rows) = mu(k) - mu at k = e^u for the exponential tail, and its slope in u, k (sum lam proj / d^2 +
+    null / lam) > 0, for the rows ``rows``."""
 
-    def excess(u, rows):  # mu(k) - mu and its slope in u = ln k: k (sum lam proj / d^2 + null / lam) > 0
+    def f(u, rows):
         k = np.exp(u)
         got = _moments(k, k, lam, eig[rows], proj[rows], null[rows])[0]
         d = lam + k[:, None] * eig[rows]
         return got - mu[rows], k * ((lam * proj[rows] / d**2).sum(1) + null[rows] / lam)
 
+    return f
+
+
+def _inverse(mu, lam: float, eig, proj, null, loss) -> np.ndarray:
+    """ln a per row for outputs ``mu > 0`` (``spread_inverse``); 300 where no finite share reaches ``mu``."""
     # exponential tail: mu(k) = k g1(k) increases from 0; mu(k) <= k M / lam puts the root at or above lam mu / M
-    lo = np.log(lam * mu / M)
+    lo = np.log(lam * mu / (proj.sum(1) + null))
     hi = lo + 1.0
-    short = np.arange(mu.size)
+    excess = _excess(mu, lam, eig, proj, null)
+    short, ok = np.arange(mu.size), np.ones(mu.size, dtype=bool)
     while short.size:
-        short = short[excess(hi[short], short)[0] < 0]
+        f = excess(hi[short], short)[0]
+        ok[short[~np.isfinite(f)]] = False  # k = e^hi overflowed before mu(k) reached mu
+        short = short[f < 0]
         hi[short] = lo[short] + 2 * (hi[short] - lo[short])
-        short = short[hi[short] - lo[short] <= 2000]  # beyond: mu beyond what the spread directions allow
-    beyond = hi - lo > 2000
+        ok[short[hi[short] - lo[short] > 2000]] = False
+        short = short[ok[short]]
+    out = np.full(mu.size, 300.0)  # mu beyond what the spread directions allow: no finite share
+    if ok.any():
+        out[ok] = _inverse_bracketed(mu[ok], lam, eig[ok], proj[ok], null[ok], loss, lo[ok], hi[ok])
+    return out
+
+
+def _inverse_bracketed(mu, lam: float, eig, proj, null, loss, lo, hi) -> np.ndarray:
+    """``_inverse`` for rows whose exponential-tail root lies in [lo, hi]."""
+    excess = _excess(mu, lam, eig, proj, null)
     at_lo = excess(lo, np.arange(mu.size))[0] >= 0  # f(lo) = 0 without spread
-    u = _bracketed_newton(excess, lo, np.where(beyond, lo + 1, hi), lo, np.full(mu.size, -1.0))
-    u = np.where(at_lo, lo, u)
+    u = np.where(at_lo, lo, _bracketed_newton(excess, lo, hi, lo, np.full(mu.size, -1.0)))
     p = r = np.exp(u)
     if not loss.curvature_is_push:
         r = np.exp(_inverse_curvature(loss, mu, lam, eig, proj, null, u))
         p = mu / _moments(np.ones(mu.size), r, lam, eig, proj, null)[0]
     s2 = _moments(p, r, lam, eig, proj, null)[1]
-    return np.where(beyond, 300.0, np.log(p) - loss.gaussian_log_moments(mu, s2)[0])
+    return np.log(p) - loss.gaussian_log_moments(mu, s2)[0]
 
 
 def _inverse_curvature(loss, mu, lam: float, eig, proj, null, top) -> np.ndarray:

@@ -335,3 +335,15 @@ def test_a_row_the_quadrature_refuses_leaves_the_others_scored():
     assert np.sqrt(s2[1]) > 1e5 and np.isinf(f1[1]) and np.isinf(f2[1])
     alone = _pair_residual(get_loss("logistic"), np.zeros(1), u[:1], v[:1], 1e-3, eig[:1], proj[:1], null[:1])
     np.testing.assert_array_equal([f1[0], f2[0]], [alone[0][0], alone[1][0]])
+
+
+def test_an_output_beyond_reach_is_clamped_beside_a_class_that_is_not():
+    """Features without a spread-free direction (no bias, mean on the spread): the exponential tail's output is bounded
+    (here by proj / eig = 4 for class 1), and an output past it has no share: the clamp e^300, documented, while the
+    class beside it still inverts exactly. The search for the bracket used to overflow into NaN and stop the call."""
+    from npe_theory.spread import ClassSpread, spread_inverse
+
+    sp = ClassSpread([np.array([1.0]), np.array([0.5])], [np.array([1.0]), np.array([2.0])], np.zeros(2))
+    eta = spread_logit(sp, [100, 10], 1e-2, loss="exp", reduction="sum")
+    got = spread_inverse(sp, np.array([eta[0], 1e6]), 1e-2, loss="exp")
+    np.testing.assert_allclose(got, [np.log(100), 300.0], rtol=1e-10)
