@@ -96,6 +96,7 @@ BENCHMARKS = {  # script: (tiny arguments, a word its output must hold); their n
     ),
     "loop_overhead.py": (["--epochs", "2", "--repeats", "1"], "ratio"),
     "ufm_speed.py": (["--reference-classes", "3", "--classes", "12", "--dim", "8"], "12 classes"),
+    "report_batching.py": (["--classes", "12", "--widths", "8", "--repeats", "1"], "spread_inverse"),
 }
 
 
