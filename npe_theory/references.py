@@ -23,7 +23,7 @@ import numpy as np
 
 from .collapse import class_means_of
 from .dynamics import finite_time_logit
-from .equilibrium import equilibrium_of_checked
+from .equilibrium import pem_equilibrium
 from .errors import InputError
 from .priors import norm_statistics, norms_from_statistics, predicted_priors
 from .registry import Registry
@@ -74,12 +74,12 @@ class ReportContext:
 
     @cached_property
     def equilibrium(self):
-        """The exact minimizer of the PEM's objective on these features (``equilibrium.pem_equilibrium``, inputs checked)."""
+        """The exact minimizer of the PEM's objective on these features (``equilibrium.pem_equilibrium``)."""
         s, C = self.settings, self.num_classes
         start = None if self.warm is None else self.warm.get("equilibrium")
         if start is not None and start.weight.shape != (C, self.features.shape[1]):
             start = None  # a warm start of another shape (a dict carried across runs): a cold one
-        eq = equilibrium_of_checked(  # the report checked its features and labels (report.check_inputs)
+        eq = pem_equilibrium(
             self.features,
             self.labels,
             C,
@@ -89,6 +89,7 @@ class ReportContext:
             reduction=s.reduction,
             bias=s.bias,
             start=start,
+            checked=True,  # the report checked its features and labels once (report.check_inputs)
         )
         if self.warm is not None:
             self.warm["equilibrium"] = eq
