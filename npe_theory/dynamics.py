@@ -175,8 +175,10 @@ def _replay_one_feature(
     ``_replay`` bit for bit, at about half its cost (NumPy's per-call overhead dominates at these sizes). With a bias,
     weight and bias step as one (2, K, C) array: the bias's feature is 1, and ``push * 1`` is ``push`` exactly."""
     E = len(means)
-    # z[0] is w's only feature, z[1] the bias (or nothing); written back at the end
+    # z[0] is w's only feature, z[1] the bias (or nothing); written back at the end. w1 and offset are views, so
+    # they follow z's in-place updates (without a bias the offset is b, which no step moves)
     z = np.stack([w[..., 0], b]) if bias else w[..., 0][None].copy()
+    w1, offset = z[0], (z[1] if bias else b)
     per_epoch = np.bincount(
         epoch_of_step, minlength=E
     )  # steps of each epoch, in order (epoch_of_step never falls)
@@ -188,15 +190,15 @@ def _replay_one_feature(
         stop = t + int(per_epoch[e])
         weights = alpha * fractions[t:stop]  # elementwise as in _replay, for the epoch's steps at once
         for share, lr in zip(weights, lrs[t:stop].tolist()):
-            push = share * loss.slope(z[0] * m1 + b if not bias else z[0] * m1 + z[1])
+            push = share * loss.slope(w1 * m1 + offset)
             g = push * feature + lam * z
             v = g if v is None or momentum == 0 else momentum * v + g
             z -= lr * v
         t = stop
-        out[e] = (z[0] * m1 + (z[1] if bias else b)).mean(0)  # an epoch without a step: the parameters before
-    w[..., 0] = z[0]
+        out[e] = (w1 * m1 + offset).mean(0)  # an epoch without a step: the parameters before
+    w[..., 0] = w1
     if bias:
-        b[...] = z[1]
+        b[...] = offset
 
 
 class _Flush(NamedTuple):
