@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .blocks import class_slices
 from .errors import InputError, InputTypeError
 from .losses import get_loss
 from .validate import (
@@ -315,8 +316,8 @@ def _present_gradients(w, b, step_rows, present, shares, rule: _Rule):
     total = np.bincount(slot, weights=om, minlength=len(present))
     coef = alpha * shares[y] * np.divide(om, total[slot], out=np.zeros_like(om), where=total[slot] > 0)
     push = loss.slope(np.einsum("knd,nd->kn", w[:, y], x) + b[:, y]) * coef  # (K, n)
-    order = np.argsort(slot, kind="stable")
-    starts = np.searchsorted(slot[order], np.arange(len(present)))
+    order, edges = class_slices(slot, len(present))
+    starts = edges[:-1]  # every present class has a row: no run is empty
     gw = np.add.reduceat(push[:, order, None] * x[order][None], starts, axis=1)
     gb = np.add.reduceat(push[:, order], starts, axis=1)
     return gw, gb
