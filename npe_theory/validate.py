@@ -53,13 +53,28 @@ def as_float_array(
         raise InputError(f"{name}: expected numbers, got {_show(value)}") from None
     except OverflowError:
         raise InputError(f"{name}: {_show(value)} lies beyond the float64 range") from None
-    if not np.all(np.isfinite(arr)):
+    if not all_finite(arr):
         raise InputError(f"{name}: values must be finite (got NaN or infinity)")
     if positive and not np.all(arr > 0):
         raise InputError(f"{name}: values must be > 0 (smallest is {float(arr.min())!r})")
     if nonnegative and not np.all(arr >= 0):
         raise InputError(f"{name}: values must be >= 0 (smallest is {float(arr.min())!r})")
     return arr
+
+
+def all_finite(arr: np.ndarray) -> bool:
+    """Whether every value of ``arr`` is finite, read by slices of ``_FINITE_SLICE`` values: one ``isfinite`` over the
+    whole array allocates a boolean array a quarter of float32 features' size (237 MB at 10^5 x 2,048), and a fresh
+    allocation of that size took from 0.1 s to 2 s to page in on the 2-core CI machine; slices stay in cache."""
+    flat = arr.reshape(
+        -1
+    )  # a view for the contiguous arrays the report reads; a copy otherwise, as isfinite made
+    return all(
+        bool(np.isfinite(flat[lo : lo + _FINITE_SLICE]).all()) for lo in range(0, flat.size, _FINITE_SLICE)
+    )
+
+
+_FINITE_SLICE = 1 << 16
 
 
 def _show(value) -> str:

@@ -168,8 +168,46 @@ def test_report_refuses_bad_input():
         pem_report(eta, h[:5], y, [2, 2, 2], s)
     with pytest.raises(ValueError, match="^lambda_s, lr"):
         PemSettings(weight_decay=1e-3)
+    # the finiteness check reads large features by slices: a bad value in any slice, the last one's tail included, in
+    # float32 kept as it is or in a strided view, is found
+    from npe_theory.validate import _FINITE_SLICE
+
+    big_y = np.repeat(np.arange(3), 2 * _FINITE_SLICE // 3 + 1)
+    for dtype in (np.float32, np.float64):
+        for where, bad in ((0, np.inf), (len(big_y) * 3 // 2, np.nan), (3 * len(big_y) - 1, -np.inf)):
+            big = np.ones((len(big_y), 3), dtype=dtype)
+            big.reshape(-1)[where] = bad
+            for view in (big, np.asfortranarray(big), np.repeat(big, 2, axis=1)[:, ::2]):
+                with pytest.raises(ValueError, match="^features: values must be finite"):
+                    pem_report(np.zeros(len(big_y)), view, big_y, np.bincount(big_y), s)
     with pytest.raises(ValueError, match="^settings: unknown"):
         PemSettings.from_dict({"weight_decay": 1e-3, "lambda_s": 1.0, "wd": 2})
+
+
+def test_nc1_at_scale_takes_fewer_rows_per_epoch_than_at_evaluations(monkeypatch):
+    """Beyond the exact projection's budget the per-epoch ("core") report estimates NC1 from fewer rows a class than a
+    full report does; below it both are exact. Each must be the estimator at its own row count (a report that passed
+    the other level's count, or the exact value where it must estimate, fails)."""
+    import npe_theory.report as report_mod
+    from npe_theory.collapse import class_means, nc1
+
+    rng = np.random.default_rng(5)
+    counts = np.array([120, 90, 70, 40])
+    y = rng.permutation(np.repeat(np.arange(4), counts))
+    h = rng.normal(size=(len(y), 6)) + 3 * rng.normal(size=(4, 6))[y]
+    eta = np.log(counts)[y] + 0.1 * rng.normal(size=len(y))
+    s = PemSettings(weight_decay=1e-3, lambda_s=1.0)
+    exact = nc1(h, y, 4)
+    for level in ("core", "all"):
+        assert pem_report(eta, h, y, counts, s, references=level)["nc1"] == pytest.approx(exact, rel=1e-12)
+    monkeypatch.setattr(report_mod, "NC1_EXACT_BUDGET", 0)
+    means = class_means(h, y, 4)
+    got = {level: pem_report(eta, h, y, counts, s, references=level)["nc1"] for level in ("core", "all")}
+    rows = report_mod.NC1_ROWS
+    assert rows["core"] < rows["all"] < counts.max()
+    for level in ("core", "all"):
+        assert got[level] == pytest.approx(report_mod.nc1_of(h, y, means, rows[level]), rel=1e-12)
+    assert got["core"] != pytest.approx(got["all"], rel=1e-6)
 
 
 # ---- npe report on a network trained without npe_train ----

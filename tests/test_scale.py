@@ -253,3 +253,21 @@ def test_the_nc1_estimate_at_scale_is_exact_on_whole_classes_and_close_on_sample
     exact = nc1_of(h, y, means)
     assert nc1_of(h, y, means, rows_per_class=60) == pytest.approx(exact, rel=1e-12)
     assert nc1_of(h, y, means, rows_per_class=20) == pytest.approx(exact, rel=0.03)
+
+
+def test_a_warm_start_is_used_only_where_it_is_better():
+    """The per-epoch report starts each class from the last report's answer or from Proposition 1's, whichever has the
+    lower objective on the new features: a stale start far from the optimum must cost no Newton step over a cold
+    start, class by class, and must not change the answer; a start at the optimum must take no more steps than a cold
+    start either."""
+    rng = np.random.default_rng(3)
+    counts = [40, 35, 12, 6, 3]
+    C, D, lam = len(counts), 24, 1e-3
+    y = np.repeat(np.arange(C), counts)
+    h = np.maximum(rng.normal(size=(len(y), D)) + 2 * rng.normal(size=(C, D))[y], 0)
+    cold = pem_equilibrium(h, y, C, lam)
+    stale = type(cold)(-30 * cold.weight, 30 * cold.bias + 5, cold.eta, 0.0, 0)
+    for start in (stale, cold):
+        warm = pem_equilibrium(h, y, C, lam, start=start)
+        np.testing.assert_allclose(warm.eta, cold.eta, rtol=1e-9, atol=1e-12)
+        assert warm.iterations <= cold.iterations
