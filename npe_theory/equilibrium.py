@@ -177,9 +177,9 @@ def _solve(h, y, C, lam, alpha, kappa, loss, bias, tol, max_iter, start) -> Equi
             x[i, : sizes[c], :Dh] = h[order[edges[c] : edges[c + 1]]]
         if bias:
             x[:, :, Dh] = mask
-        mean_h[rows] = x[:, :, :Dh].sum(1) / sizes[rows, None]
+        centre = x.sum(1) / sizes[rows, None]  # the class means of x = [h, 1]
+        mean_h[rows] = centre[:, :Dh]
         # Proposition 1's answer at each class's mean
-        centre = x.sum(1) / sizes[rows, None]
         size_sq = np.einsum("bd,bd->b", centre, centre)
         safe = np.where(size_sq > 0, size_sq, 1.0)
         eta = np.asarray(optimal_logit(weight * sizes[rows], lam, loss, safe), dtype=np.float64)
@@ -201,7 +201,11 @@ def _solve(h, y, C, lam, alpha, kappa, loss, bias, tol, max_iter, start) -> Equi
 def _objective(x, mask, theta, weight, lam, loss) -> np.ndarray:
     """F_b(theta_b) for every class b of a group: ``weight * sum_i l(x_bi . theta_b) + lam / 2 ||theta_b||^2`` over
     its real rows (``mask``: a padded row would add l(0))."""
-    z = _times(x, theta)
+    return _objective_at(_times(x, theta), mask, theta, weight, lam, loss)
+
+
+def _objective_at(z, mask, theta, weight, lam, loss) -> np.ndarray:
+    """``_objective`` given its outputs ``z = x_b theta_b`` (B, n)."""
     return weight * np.sum(loss.value(z) * mask, axis=1) + 0.5 * lam * np.einsum("bd,bd->b", theta, theta)
 
 
@@ -235,9 +239,7 @@ def _newton_group(x, mask, t, weight, lam, loss, tol, max_iter):
             g[ok],
             step[ok],
         )  # a singular Hessian: stop there, its norm reported
-        f0 = weight * np.sum(loss.value(z) * _take(mask, live), axis=1) + 0.5 * lam * np.einsum(
-            "bd,bd->b", t[live], t[live]
-        )
+        f0 = _objective_at(z, _take(mask, live), t[live], weight, lam, loss)
         decrement = np.einsum("bd,bd->b", g, step)
         # converged as far as float64 sees: one last full step where it does not raise F, then stop
         last = decrement <= _RESOLUTION * np.abs(f0)
