@@ -251,8 +251,9 @@ def _solve_exp(a, lam: float, eig, proj, null) -> np.ndarray:
 
 
 def _pair_residual(loss, log_a, u, v, lam: float, eig, proj, null):
-    """(F1, F2, mu, s^2) with F = (u - ln a - ln E[p(t)], v - ln a - ln E[l''(t)]), t ~ N(mu, s^2) at p = e^u, r = e^v;
-    a row whose moments leave the float range (a trial far out) gets F = inf."""
+    """(F1, F2, mu, s^2, m) with F = (u - ln a - ln E[p(t)], v - ln a - ln E[l''(t)]), t ~ N(mu, s^2) at p = e^u,
+    r = e^v, and m (2, n) those two log-moments; a row whose moments leave the float range (a trial far out) gets
+    F = inf."""
     with np.errstate(all="ignore"):
         mu, s2 = _moments(np.exp(u), np.exp(v), lam, eig, proj, null)
         ok = np.isfinite(mu) & np.isfinite(s2)
@@ -270,7 +271,7 @@ def _pair_residual(loss, log_a, u, v, lam: float, eig, proj, null):
         f1, f2 = u - log_a - m1, v - log_a - m2
         bad = ~(np.isfinite(f1) & np.isfinite(f2))
         f1[bad] = f2[bad] = np.inf
-        return f1, f2, mu, s2
+        return f1, f2, mu, s2, np.stack([m1, m2])
 
 
 def _solve_pairs(loss, a, lam: float, eig, proj, null, u0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -287,7 +288,7 @@ def _solve_pairs(loss, a, lam: float, eig, proj, null, u0) -> tuple[np.ndarray, 
             break
         e, q, n, la = eig[todo], proj[todo], null[todo], log_a[todo]
         us, vs = u[todo], v[todo]
-        f1, f2, mu, s2 = _pair_residual(loss, la, us, vs, lam, e, q, n)
+        f1, f2, mu, s2, base = _pair_residual(loss, la, us, vs, lam, e, q, n)
         norm = np.maximum(np.abs(f1), np.abs(f2))
         err[todo] = norm
         live = norm > 1e-14 * np.maximum(1.0, np.maximum(np.abs(us), np.abs(vs)))
@@ -295,6 +296,7 @@ def _solve_pairs(loss, a, lam: float, eig, proj, null, u0) -> tuple[np.ndarray, 
         todo, e, q, n, la, us, vs, f1, f2, mu, s2, norm = (
             t[live] for t in (todo, e, q, n, la, us, vs, f1, f2, mu, s2, norm)
         )
+        base = base[:, live]  # the moments at (mu, s^2), which the differences below start from
         if not todo.size:
             break
         p, r = np.exp(us), np.exp(vs)
@@ -302,7 +304,6 @@ def _solve_pairs(loss, a, lam: float, eig, proj, null, u0) -> tuple[np.ndarray, 
         with np.errstate(all="ignore"):
             mu_v = -p * r * (e * q / d**2).sum(1)  # p r g1'(r)
             s2_v = -2 * p * p * r * (e * e * q / d**3).sum(1)  # p^2 r g2'(r)
-            base = np.stack(loss.gaussian_log_moments(mu, s2))
             h_mu, h_s2 = 1e-7 * np.maximum(1.0, np.abs(mu)), 1e-7 * np.maximum(1.0, s2)
             d_mu = (np.stack(loss.gaussian_log_moments(mu + h_mu, s2)) - base) / h_mu
             d_s2 = (np.stack(loss.gaussian_log_moments(mu, s2 + h_s2)) - base) / h_s2
@@ -320,7 +321,7 @@ def _solve_pairs(loss, a, lam: float, eig, proj, null, u0) -> tuple[np.ndarray, 
             if not pending.size:
                 break
             tu, tv = us[pending] + t[pending] * du[pending], vs[pending] + t[pending] * dv[pending]
-            g1, g2, _, _ = _pair_residual(loss, la[pending], tu, tv, lam, e[pending], q[pending], n[pending])
+            g1, g2, *_ = _pair_residual(loss, la[pending], tu, tv, lam, e[pending], q[pending], n[pending])
             better = np.maximum(np.abs(g1), np.abs(g2)) < norm[pending]
             u[todo[pending[better]]], v[todo[pending[better]]] = tu[better], tv[better]
             moving[pending[better]] = True
@@ -339,7 +340,7 @@ def _solve_pair(loss, a: float, lam: float, eig, proj, null: float, u0: float) -
     log_a = np.log(a)
 
     def residual(z):
-        f1, f2, _, _ = _pair_residual(loss, log_a, np.array([z[0]]), np.array([z[1]]), lam, eig, proj, null)
+        f1, f2, *_ = _pair_residual(loss, log_a, np.array([z[0]]), np.array([z[1]]), lam, eig, proj, null)
         out = [float(f1[0]), float(f2[0])]
         return out if np.all(np.isfinite(out)) else [1e30, 1e30]
 

@@ -331,7 +331,7 @@ def test_a_row_the_quadrature_refuses_leaves_the_others_scored():
 
     eig, proj, null = np.ones((2, 1)), np.ones((2, 1)), np.ones(2)
     u, v = np.array([0.0, 10.0]), np.array([0.0, -20.0])  # row 1: s^2 = e^20 / lam^2 ~ 5e14
-    f1, f2, mu, s2 = _pair_residual(get_loss("logistic"), np.zeros(2), u, v, 1e-3, eig, proj, null)
+    f1, f2, mu, s2, _ = _pair_residual(get_loss("logistic"), np.zeros(2), u, v, 1e-3, eig, proj, null)
     assert np.sqrt(s2[1]) > 1e5 and np.isinf(f1[1]) and np.isinf(f2[1])
     alone = _pair_residual(get_loss("logistic"), np.zeros(1), u[:1], v[:1], 1e-3, eig[:1], proj[:1], null[:1])
     np.testing.assert_array_equal([f1[0], f2[0]], [alone[0][0], alone[1][0]])
