@@ -20,6 +20,7 @@ the total decay a parameter has felt (docs/theory.md, section 5).
 
 from __future__ import annotations
 
+import itertools
 from typing import NamedTuple
 
 import numpy as np
@@ -132,10 +133,23 @@ def heavy_ball_pem(
         )
     if not bias:
         b[:] = 0.0
-    out = np.empty((E, C))
-    replay = _replay_one_feature if D == 1 else _replay
+    return _run_replay(w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step)
+
+
+def _run_replay(
+    w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, by_epoch=False
+) -> dict:
+    """The validated replay of ``heavy_ball_pem``: w, b updated in place, a divergence refused. ``by_epoch``: the
+    one-feature replay with ``fractions`` (E, C), each epoch's share at every one of its steps."""
+    out = np.empty((len(means), w.shape[1]))
     with np.errstate(all="ignore"):  # a diverging replay is reported below, not warned about per step
-        replay(w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, out)
+        if by_epoch:
+            _replay_one_feature(
+                w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, out, True
+            )
+        else:
+            replay = _replay_one_feature if means.shape[2] == 1 else _replay
+            replay(w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, out)
     if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
         raise InputError(
             "lam, lrs: the replayed steps diverged (the PEM's parameters overflowed); "
@@ -169,12 +183,14 @@ def _replay(w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch
 
 
 def _replay_one_feature(
-    w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, out
+    w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, out, by_epoch=False
 ) -> None:
     """``_replay`` for one feature dimension (the mean-field model, ``finite_time_logit``): the same arithmetic in the
     same order on (K, C) arrays, without the feature axis, the contraction and the per-step bookkeeping; equal to
     ``_replay`` bit for bit, at about half its cost (NumPy's per-call overhead dominates at these sizes). With a bias,
-    weight and bias step as one (2, K, C) array: the bias's feature is 1, and ``push * 1`` is ``push`` exactly."""
+    weight and bias step as one (2, K, C) array: the bias's feature is 1, and ``push * 1`` is ``push`` exactly.
+    ``by_epoch``: ``fractions`` is (E, C), one share per epoch, never spread over the steps: a (steps, C) copy is
+    gigabytes at ImageNet-LT's size (163,000 steps, 1,000 classes, two sets of norms)."""
     E = len(means)
     # z[0] is w's only feature, z[1] the bias (or nothing); written back at the end. w1 and offset are views, so
     # they follow z's in-place updates (without a bias the offset is b, which no step moves)
@@ -189,7 +205,9 @@ def _replay_one_feature(
         m1 = means[e][:, 0]
         feature = np.stack([m1, np.ones_like(m1)])[:, None] if bias else m1[None, None]  # (1 or 2, 1, C)
         stop = t + int(per_epoch[e])
-        weights = alpha * fractions[t:stop]  # elementwise as in _replay, for the epoch's steps at once
+        weights = (  # elementwise as in _replay, for the epoch's steps at once
+            itertools.repeat(alpha * fractions[e], stop - t) if by_epoch else alpha * fractions[t:stop]
+        )
         for share, lr in zip(weights, lrs[t:stop].tolist()):
             push = share * loss.slope(w1 * m1 + offset)
             g = push * feature + lam * z
@@ -581,15 +599,18 @@ def finite_time_logit(
         )
     norms = np.broadcast_to(fns, (sets, epochs, C))  # the sets side by side as S x C classes: (E, S C, 1)
     means = np.sqrt(np.moveaxis(norms, 0, 1).reshape(epochs, sets * C))[..., None]
-    eta = heavy_ball_pem(
+    eta = _run_replay(  # heavy_ball_pem's steps, each epoch's shares kept per epoch
+        np.zeros((1, sets * C, 1)),
+        np.zeros((1, sets * C)),
         means,
-        np.tile(np.repeat(share, steps, axis=0), (1, sets)),
+        np.tile(share, (1, sets)),
         np.repeat(lr_epoch, steps),
-        lam,
-        momentum=momentum,
-        alpha=alpha,
-        loss=loss,
-        bias=bias,
-        epoch_of_step=np.repeat(np.arange(epochs), steps),
+        as_float_scalar("lam", lam, nonnegative=True),
+        momentum_value(momentum),
+        as_float_scalar("alpha", alpha, positive=True),
+        get_loss(loss),
+        bias,
+        np.repeat(np.arange(epochs), steps),
+        by_epoch=True,
     )["eta_per_epoch"]
     return np.moveaxis(eta.reshape(epochs, sets, C), 1, 0) if fns.ndim == 3 else eta

@@ -351,3 +351,44 @@ def test_the_one_feature_replay_is_the_general_one_bit_for_bit(K, C, E, T, bias,
     np.testing.assert_array_equal(got["weight"], w)
     np.testing.assert_array_equal(got["bias"], b)
     np.testing.assert_array_equal(got["eta_per_epoch"], out)
+
+
+@given(
+    C=st.integers(1, 5),
+    E=st.integers(1, 4),
+    per_epoch_counts=st.booleans(),
+    reduction=st.sampled_from(["mean", "sum"]),
+    loss=st.sampled_from(["logistic", "exp", "squared_hinge"]),
+    bias=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+@example(C=2, E=3, per_epoch_counts=True, reduction="mean", loss="logistic", bias=True, seed=0)
+def test_finite_time_logit_is_heavy_ball_pem_on_each_steps_expected_shares(
+    C, E, per_epoch_counts, reduction, loss, bias, seed
+):
+    """finite_time_logit keeps one share vector per epoch and never lays it out per step (gigabytes at ImageNet-LT's
+    size); it must give bit for bit what heavy_ball_pem gives with every step's share written out: n_c / N at each of
+    an epoch's ceil(N / B) steps ("mean"), N_c at its one step ("sum"), the epoch's counts and rate for each."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(1, 40, (E, C) if per_epoch_counts else C).astype(float)
+    norms = rng.uniform(0.1, 3.0, (E, C))
+    lrs = rng.uniform(0.01, 0.3, E)
+    kw = dict(momentum=0.9, alpha=0.6, loss=loss, bias=bias)
+    got = finite_time_logit(
+        counts, 2e-2, lrs, feature_norm_sq=norms, batch_size=16, epochs=E, reduction=reduction, **kw
+    )
+    per = np.broadcast_to(counts, (E, C))
+    steps = (
+        [-(-int(n) // 16) for n in per.sum(1)] if reduction == "mean" else [1] * E
+    )  # ceil(N / B) steps an epoch
+    shares = per / per.sum(1, keepdims=True) if reduction == "mean" else per
+    epoch_of_step = np.repeat(np.arange(E), steps)
+    want = heavy_ball_pem(
+        np.sqrt(norms)[..., None],
+        shares[epoch_of_step],
+        lrs[epoch_of_step],
+        2e-2,
+        epoch_of_step=epoch_of_step,
+        **kw,
+    )["eta_per_epoch"]
+    np.testing.assert_array_equal(got, want)
