@@ -176,15 +176,19 @@ def test_the_run_forecasts_from_its_own_epoch_its_pem_state_and_the_rest_of_its_
     pem_decay = res["config"]["pem_weight_decay"]
     ours = forecast_pem(h, labels, res["counts"], state, left, pem_decay, momentum=cfg.momentum, alpha=1.0)
     np.testing.assert_allclose(made[0]["forecast"]["eta"], ours.eta, rtol=1e-9, atol=1e-9)
-    # extrapolated: the class norms' growth per unit of learning rate from epoch 1 (nearest to 2 / 2) to epoch 2,
-    # carried over the rates left; every feature scaled by the square root of that growth
+    # extrapolated: each class's norm growth per unit of learning rate from epoch 1 (2 // 2) to epoch 2, fading to 0 by
+    # the end (half of it carried over the rates left); each class's features scaled by the square root of its growth
     C = len(res["counts"])
     now = np.array([np.sum(h[labels == c].astype(np.float64).mean(0) ** 2) for c in range(C)])
     then = np.asarray(lines[1]["pem_norm_sq"])
-    rate = np.mean(np.log(now) - np.log(then)) / (lines[2]["lr"] * steps[2])
-    scale = np.exp(0.5 * rate * np.sum(left))
-    assert made[0]["forecast"]["feature_scale"] == pytest.approx(scale, rel=1e-6)
-    grown = forecast_pem(h * scale, labels, res["counts"], state, left, pem_decay, momentum=cfg.momentum)
+    rate = (np.log(now) - np.log(then)) / (lines[2]["lr"] * steps[2])
+    np.testing.assert_allclose(made[0]["forecast"]["growth_rates"], rate, rtol=1e-6)
+    scale = np.exp(0.5 * rate * np.sum(left) / 2)
+    assert np.ptp(scale) > 1e-3  # the classes grow differently: a uniform scale would not pass below
+    assert made[0]["forecast"]["feature_scale"] == pytest.approx(np.exp(np.log(scale).mean()), rel=1e-6)
+    grown = forecast_pem(
+        h * scale[labels][:, None], labels, res["counts"], state, left, pem_decay, momentum=cfg.momentum
+    )
     np.testing.assert_allclose(made[0]["forecast"]["eta_extrapolated"], grown.eta, rtol=1e-5, atol=1e-5)
     assert made[0]["forecast"]["steps_left"] == len(left)
     scored = res["pem"]["forecast"][0]
@@ -283,3 +287,27 @@ def test_a_class_with_zero_features_and_heads_without_a_bias_keeps_its_row():
     final = np.einsum("kcd,cd->kc", ref["weight"], means).mean(0)
     assert got.eta[0] == 0.0
     np.testing.assert_allclose(got.eta, final, atol=1e-3)
+
+
+def test_growth_rates_are_each_classs_slope_over_the_later_half():
+    """growth_rates fits ln ||mu_c||^2 against optimizer time (the sum of lr x steps) over the report lines from
+    epoch // 2 on: on norms that grow exactly linearly in that time it returns each class's own slope, whatever the
+    earlier lines hold; a class whose norm is not positive at some point grows by 0; one point is no rate."""
+    from types import SimpleNamespace
+
+    from npe_train.tasks.forecast import growth_rates
+
+    rng = np.random.default_rng(0)
+    lrs, steps = rng.uniform(0.01, 0.2, 9), rng.integers(3, 9, 9)
+    trace = SimpleNamespace(lrs=lrs.tolist(), steps=steps.tolist())
+    time = np.cumsum(lrs * steps)
+    base, slope = rng.normal(size=4), rng.normal(size=4)
+    norms = np.exp(base + slope * time[:, None])  # (epochs, classes), exactly linear in the log
+    history = [(e, (norms[e] if e >= 4 else rng.uniform(1, 9, 4)).tolist()) for e in range(8)]
+    del history[5]  # a report line missing (the cadence): the fit takes the lines there are
+    np.testing.assert_allclose(growth_rates(history, trace, 8, norms[8]), slope, rtol=1e-9)
+    history[4] = (4, [*norms[4][:3], 0.0])  # class 3 had no feature at epoch 4
+    got = growth_rates(history, trace, 8, norms[8])
+    np.testing.assert_allclose(got[:3], slope[:3], rtol=1e-9)
+    assert got[3] == 0.0
+    assert growth_rates([(1, norms[1].tolist())], trace, 8, norms[8]) is None  # nothing in the later half

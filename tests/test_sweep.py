@@ -145,3 +145,33 @@ def test_cifar_timing_benchmark_runs(tmp_path):
     summary = json.loads((tmp_path / "time" / "summary.json").read_text())
     assert set(summary["runs"]) == {"eager", "standard"} and summary["random_data"] is True
     assert summary["runs"]["eager"]["accuracy_npe_la"] == summary["runs"]["standard"]["accuracy_npe_la"]
+
+
+@pytest.mark.slow
+def test_forecast_oracle_benchmark_runs(tmp_path):
+    """forecast_oracle.py at tiny size: the two runs of a seed end with the same PEM (the comparison rests on it), and
+    the second one's forecasts are made from the rescaled features (they differ from the held ones)."""
+    import csv
+
+    bench = Path(__file__).resolve().parent.parent / "benchmarks"
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(bench / "forecast_oracle.py"),
+            "--cells",
+            "synthetic:100:equilibrium",
+            "--epochs",
+            "6",
+            "--out",
+            str(tmp_path / "oracle.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "oracle norms" in out.stdout
+    rows = list(csv.DictReader(open(tmp_path / "oracle.csv")))
+    assert len(rows) == 3
+    assert all(float(r["runs_differ_by"]) == 0.0 for r in rows)
+    assert all(float(r["oracle_norms_rmse"]) != float(r["forecast_rmse"]) for r in rows)
