@@ -136,20 +136,20 @@ def heavy_ball_pem(
     return _run_replay(w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step)
 
 
-def _run_replay(
-    w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, by_epoch=False
-) -> dict:
-    """The validated replay of ``heavy_ball_pem``: w, b updated in place, a divergence refused. ``by_epoch``: the
-    one-feature replay with ``fractions`` (E, C), each epoch's share at every one of its steps."""
+class _EpochShares(NamedTuple):
+    """Each epoch's class shares (E, C), the same at every one of its steps (``finite_time_logit``'s expected shares)."""
+
+    shares: np.ndarray
+
+
+def _run_replay(w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step) -> dict:
+    """The validated replay of ``heavy_ball_pem``: w, b updated in place, a divergence refused. ``fractions``: (T, C),
+    or ``_EpochShares`` for the one-feature replay."""
     out = np.empty((len(means), w.shape[1]))
     with np.errstate(all="ignore"):  # a diverging replay is reported below, not warned about per step
-        if by_epoch:
-            _replay_one_feature(
-                w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, out, True
-            )
-        else:
-            replay = _replay_one_feature if means.shape[2] == 1 else _replay
-            replay(w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, out)
+        one = isinstance(fractions, _EpochShares) or means.shape[2] == 1
+        replay = _replay_one_feature if one else _replay
+        replay(w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, out)
     if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
         raise InputError(
             "lam, lrs: the replayed steps diverged (the PEM's parameters overflowed); "
@@ -183,13 +183,13 @@ def _replay(w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch
 
 
 def _replay_one_feature(
-    w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, out, by_epoch=False
+    w, b, means, fractions, lrs, lam, momentum, alpha, loss, bias, epoch_of_step, out
 ) -> None:
     """``_replay`` for one feature dimension (the mean-field model, ``finite_time_logit``): the same arithmetic in the
     same order on (K, C) arrays, without the feature axis, the contraction and the per-step bookkeeping; equal to
     ``_replay`` bit for bit, at about half its cost (NumPy's per-call overhead dominates at these sizes). With a bias,
     weight and bias step as one (2, K, C) array: the bias's feature is 1, and ``push * 1`` is ``push`` exactly.
-    ``by_epoch``: ``fractions`` is (E, C), one share per epoch, never spread over the steps: a (steps, C) copy is
+    ``fractions``: (T, C), or ``_EpochShares``, one share per epoch, never spread over the steps: a (steps, C) copy is
     gigabytes at ImageNet-LT's size (163,000 steps, 1,000 classes, two sets of norms)."""
     E = len(means)
     # z[0] is w's only feature, z[1] the bias (or nothing); written back at the end. w1 and offset are views, so
@@ -209,7 +209,9 @@ def _replay_one_feature(
         feature = np.stack([m1, np.ones_like(m1)])[:, None] if bias else m1[None, None]  # (1 or 2, 1, C)
         stop = t + int(per_epoch[e])
         weights = (  # elementwise as in _replay, for the epoch's steps at once
-            itertools.repeat(alpha * fractions[e], stop - t) if by_epoch else alpha * fractions[t:stop]
+            itertools.repeat(alpha * fractions.shares[e], stop - t)
+            if isinstance(fractions, _EpochShares)
+            else alpha * fractions[t:stop]
         )
         for share, lr in zip(weights, lrs[t:stop].tolist()):
             np.add(np.multiply(w1, m1, out=eta), offset, out=eta)
@@ -612,7 +614,7 @@ def finite_time_logit(
         np.zeros((1, sets * C, 1)),
         np.zeros((1, sets * C)),
         means,
-        np.tile(share, (1, sets)),
+        _EpochShares(np.tile(share, (1, sets))),
         np.repeat(lr_epoch, steps),
         as_float_scalar("lam", lam, nonnegative=True),
         momentum_value(momentum),
@@ -620,6 +622,5 @@ def finite_time_logit(
         get_loss(loss),
         bias,
         np.repeat(np.arange(epochs), steps),
-        by_epoch=True,
     )["eta_per_epoch"]
     return np.moveaxis(eta.reshape(epochs, sets, C), 1, 0) if fns.ndim == 3 else eta

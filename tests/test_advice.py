@@ -228,3 +228,74 @@ def test_empty_count_group_gets_thirds_beside_it():
     per_class = np.array(rep["accuracy"]["argmax"]["per_class"])
     assert rep["accuracy_by_third"]["argmax"]["many"] == pytest.approx(per_class[[0, 1]].mean())
     assert rep["accuracy_by_third"]["argmax"]["few"] == pytest.approx(per_class[[4, 5]].mean())
+
+
+@pytest.mark.slow
+def test_the_evaluation_without_the_whole_outputs_reports_what_it_does_with_them(tmp_path, monkeypatch):
+    """Above MAX_ETA_MATRIX classes the final evaluation keeps, of the training set's outputs, each sample's own-class
+    output, its projection on the centered log counts and the column sums, not the (N, C) outputs (at 8,000 classes
+    and 437,513 samples, 28 GB). Forced on a 10-class run (BatchNorm, shuffled training-mode pass), it must report what
+    the whole-output run reports: the learned prior in training and eval mode, the marginal prior, every reference's
+    match, the accuracies, and the conditional slopes (against np.polyfit on the whole run's E[eta | y] rows)."""
+    import npe_train.tasks.classification as classification
+    from npe_train.loop.build import build_network
+    from npe_train.run.checkpoint import CHECKPOINT, read_checkpoint
+
+    def config(name):
+        return make_config(dataset="digits28", imbalance=50, epochs=2, out=str(tmp_path / name))
+
+    whole = train(config("whole"), progress=False)
+    monkeypatch.setattr(classification, "MAX_ETA_MATRIX", 5)
+    reduced = train(config("reduced"), progress=False)
+    # the eval-mode quantities from the trained network itself, one plain forward pass over the training set
+    data = build_data(config("reduced"))
+    net = build_network(config("reduced"), data)
+    net.load_state_dict(read_checkpoint(tmp_path / "reduced" / CHECKPOINT)["model"])
+    net.eval()
+    with torch.no_grad():
+        eta = net(torch.as_tensor(data.x_train))[1].mean(0).double().numpy()
+    own = eta[np.arange(len(data.y_train)), data.y_train]
+    np.testing.assert_allclose(reduced["priors"]["marginal"], eta.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        reduced["pem"]["learned_eval"],
+        np.bincount(data.y_train, own) / np.bincount(data.y_train),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    assert whole["pem"]["eta_matrix"] is not None and reduced["pem"]["eta_matrix"] is None
+    for key in ("learned", "learned_eval", "mean_norm_sq"):
+        np.testing.assert_allclose(reduced["pem"][key], whole["pem"][key], rtol=1e-12, atol=1e-12)
+    for key in ("marginal", "class_mean", "implied"):
+        np.testing.assert_allclose(reduced["priors"][key], whole["priors"][key], rtol=1e-12, atol=1e-12)
+    for key, match in whole["pem"]["prior_match"].items():
+        assert reduced["pem"]["prior_match"][key]["centered_rmse"] == pytest.approx(
+            match["centered_rmse"], abs=1e-12
+        )
+    assert {r: v["overall"] for r, v in reduced["accuracy"].items()} == {
+        r: v["overall"] for r, v in whole["accuracy"].items()
+    }
+    counts = np.array(whole["counts"])
+    want = [np.polyfit(np.log(counts), row, 1)[0] for row in np.asarray(whole["pem"]["eta_matrix"])]
+    np.testing.assert_allclose(reduced["pem"]["conditional_slopes"]["per_row"], want, rtol=1e-9, atol=1e-12)
+
+
+def test_a_run_with_more_classes_than_the_kept_matrix_finishes(tmp_path):
+    """Above MAX_ETA_MATRIX (256) classes the report keeps no E[eta | y]; the run's evaluation must still finish with
+    every class's conditional slope (it stopped with an error on that missing matrix)."""
+    from npe_theory.report import MAX_ETA_MATRIX
+
+    rng = np.random.default_rng(0)
+    C = MAX_ETA_MATRIX + 44
+    y = np.repeat(np.arange(C), np.linspace(20, 10, C).astype(int))
+    np.save(
+        tmp_path / "X.npy", (rng.normal(size=(len(y), 8)) + 2 * rng.normal(size=(C, 8))[y]).astype(np.float32)
+    )
+    np.save(tmp_path / "y.npy", y)
+    res = train(
+        make_config(dataset="npy", data_dir=str(tmp_path), epochs=1, lean=True, out=str(tmp_path / "run")),
+        progress=False,
+    )
+    assert res["pem"]["eta_matrix"] is None and len(res["counts"]) == C
+    slopes = res["pem"]["conditional_slopes"]["per_row"]
+    assert len(slopes) == C and np.all(np.isfinite(slopes))
+    assert len(res["priors"]["marginal"]) == C and np.all(np.isfinite(res["priors"]["marginal"]))

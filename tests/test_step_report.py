@@ -17,10 +17,16 @@ def _lines(run):
     return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_step_report_reads_what_the_pem_trained_on(tmp_path, pem_steps):
+@pytest.mark.parametrize("chunk", [None, 37])
+def test_step_report_reads_what_the_pem_trained_on(tmp_path, pem_steps, monkeypatch, chunk):
     """A forward hook on the PEM's head records the features of every training step and the weights before it; the plan
     says which samples each step took. Epoch 1's report must be the head after that epoch (= before epoch 2's first step)
-    on epoch 1's rows, and the exact equilibrium of those rows with the run's weight decay."""
+    on epoch 1's rows, and the exact equilibrium of those rows with the run's weight decay. ``chunk``: the report's PEM
+    outputs taken 3 rows at a time (37 outputs over 10 classes), as at thousands of classes, a last partial chunk too."""
+    if chunk is not None:
+        import npe_train.tasks.classification as classification
+
+        monkeypatch.setattr(classification, "OWN_CLASS_CHUNK", chunk)
     calls, shards = pem_steps
     cfg = make_config(
         dataset="synthetic",

@@ -1,5 +1,6 @@
 """Classification: one label per sample, every rule scored on the balanced test set, the prior report on the
-training set (docs/metrics.md). Imports: torch, ``data/``, ``device/``, ``methods/`` and the rest of ``tasks/``.
+training set (docs/metrics.md). Imports: torch, ``npe_theory``, ``data/``, ``device/``, ``methods/`` and the rest of
+``tasks/``.
 """
 
 from __future__ import annotations
@@ -9,23 +10,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from npe_theory.report import MAX_ETA_MATRIX
+
 from ..data.image_list import batch, on_device
 from ..data.pipeline import augment, draw_augmentation
 from ..device.distributed import gather_rows
 from ..methods.trace import PemRecipe, Trace
 from .base import Held, LossWeights, Now, train_mode_batches
-from .prior import conditional_slopes, forward_mode, prior_report
+from .prior import conditional_slopes_of, forward_mode, log_count_direction, prior_report
 from .rules import PRIOR_KEYS, RULE_NAMES, accuracy_report
 
 
-@torch.no_grad()
-def predict(model, x: torch.Tensor, batch_size: int, prepare, train_mode: bool = False, augment_draws=None):
-    """(logits, eta, features) for every input, float64 on the host.
-
-    Eval mode by default; ``train_mode``: batch statistics, running statistics left as they were (``forward_mode``),
-    and a last batch of one sample joins the one before; ``augment_draws`` (n, 3) crop and flip the inputs as in training.
-    """
-    outs = [[], [], []]
+def _batches(model, x: torch.Tensor, batch_size: int, prepare, train_mode: bool, augment_draws):
+    """Each batch's (start, stop, logits, eta averaged over the heads, features), on the model's device, in order."""
     device = next((p.device for p in model.parameters()), x.device)  # where a batch read from disk must go
     bounds = (
         train_mode_batches(len(x), batch_size)
@@ -38,12 +35,70 @@ def predict(model, x: torch.Tensor, batch_size: int, prepare, train_mode: bool =
             if augment_draws is not None:
                 xb = augment(xb, augment_draws[i:j].to(x.device))
             logits, heads, h = model(prepare(xb))
-            for store, t in zip(outs, (logits, heads.mean(0), h)):
+            yield i, j, logits, heads.mean(0), h
+
+
+@torch.no_grad()
+def predict(
+    model,
+    x: torch.Tensor,
+    batch_size: int,
+    prepare,
+    train_mode: bool = False,
+    augment_draws=None,
+    features: bool = True,
+):
+    """(logits, eta, features) for every input, float64 on the host (features None unless ``features``).
+
+    Eval mode by default; ``train_mode``: batch statistics, running statistics left as they were (``forward_mode``),
+    and a last batch of one sample joins the one before; ``augment_draws`` (n, 3) crop and flip the inputs as in training.
+    """
+    outs = [[], [], []]
+    for _, _, logits, eta, h in _batches(model, x, batch_size, prepare, train_mode, augment_draws):
+        for store, t in zip(outs, (logits, eta, h if features else None)):
+            if t is not None:
                 store.append(t.float().cpu())
     # logits and outputs in float64 for the rules; features in float32, as computed (the report reads them by class or
     # chunk in float64: a float64 copy of 10^5 x 2,048 features would be 1.9 GB)
-    logits, eta, h = (torch.cat(o) for o in outs)
-    return logits.double().numpy(), eta.double().numpy(), h.numpy()
+    logits, eta = (torch.cat(o) for o in outs[:2])
+    return logits.double().numpy(), eta.double().numpy(), torch.cat(outs[2]).numpy() if features else None
+
+
+@torch.no_grad()
+def predict_reduced(
+    model,
+    x: torch.Tensor,
+    labels: np.ndarray,
+    direction: np.ndarray,
+    batch_size: int,
+    prepare,
+    train_mode: bool = False,
+    augment_draws=None,
+    features: bool = True,
+):
+    """What the prior report reads of the PEM's outputs on inputs whose (n, C) outputs are too large to keep (at 8,000
+    classes and 437,513 samples, 28 GB in float64): (each input's output for its own label ``labels`` (n,), its outputs'
+    projection ``sum_j eta_j(x) direction_j`` (n,), the outputs' column sums (1, C), the features (n, D) in float32 or
+    None), reduced batch by batch on the device, float64 on the host. Passes as ``predict``."""
+    own, projection, feats, total = [], [], [], None
+    y, d = None, None
+    for i, j, _, eta, h in _batches(model, x, batch_size, prepare, train_mode, augment_draws):
+        if d is None:
+            y = torch.as_tensor(np.asarray(labels), dtype=torch.int64, device=eta.device)
+            d = torch.as_tensor(np.asarray(direction), dtype=torch.float64, device=eta.device)
+        e = eta.float().double()  # the float32 outputs, as predict keeps them
+        own.append(e.gather(1, y[i:j, None])[:, 0].cpu())
+        projection.append((e @ d).cpu())
+        total = e.sum(0) if total is None else total + e.sum(0)
+        if features:
+            feats.append(h.float().cpu())
+    C = len(direction)
+    return (
+        torch.cat(own).numpy() if own else np.zeros(0),
+        torch.cat(projection).numpy() if projection else np.zeros(0),
+        (total.cpu().numpy() if total is not None else np.zeros(C))[None],
+        (torch.cat(feats).numpy() if feats else np.zeros((0, 0), np.float32)) if features else None,
+    )
 
 
 def evaluate_run(
@@ -73,46 +128,64 @@ def evaluate_run(
             y_train[now.train_index],
         )
 
-    def run(x, **kw):
+    counts = np.asarray(now.counts)
+    report_counts = counts if now.report_counts is None else now.report_counts
+    direction = log_count_direction(report_counts)
+
+    def run(x, reduced_labels=None, **kw):
+        """This rank's contiguous chunk of ``x`` predicted (``predict``, or ``predict_reduced`` given the labels), every
+        rank's gathered in order."""
         idx = np.array_split(np.arange(len(x)), rank_info.world)[rank_info.rank]
         sl = slice(int(idx[0]), int(idx[-1]) + 1) if len(idx) else slice(0, 0)
         if kw.get("augment_draws") is not None:
             kw["augment_draws"] = kw["augment_draws"][sl]
-        return gather_rows(
-            predict(model, x[sl], kw.pop("batch_size", max(batch_size, 256)), held.prepare, **kw), rank_info
-        )
+        size = kw.pop("batch_size", max(batch_size, 256))
+        if reduced_labels is None:
+            got = predict(model, x[sl], size, held.prepare, **kw)
+        else:
+            got = predict_reduced(model, x[sl], reduced_labels[sl], direction, size, held.prepare, **kw)
+        kept = gather_rows(tuple(g for g in got if g is not None), rank_info)
+        return tuple(iter(kept)) + (None,) * (len(got) - len(kept))  # a features slot left out is the last
 
-    logits, eta, _ = run(held.x_test)
-    _, eta_eval, _ = run(x_train)
+    logits, eta, _ = run(held.x_test, features=False)
+    # eval mode on the training set: the report reads each sample's own-class output, the marginal prior the mean of
+    # all of them; at thousands of classes the (N, C) outputs are not kept
+    own_eval, _, sums, _ = run(x_train, reduced_labels=np.asarray(y_train), features=False)
+    # E_x[eta(x)] over the training set, eval mode as at test time
+    marginal = sums.sum(0) / max(len(y_train), 1)
     # training-mode pass: batches of the training size in a shuffled order (class-sorted batches would skew the batch
     # statistics), crops and flips as in training; a generator of its own leaves the run's untouched
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(x_train), generator=gen)
     draws = draw_augmentation(len(x_train), gen) if augmented else None
-    _, eta_tr, feats_tr = run(
-        x_train[order.to(x_train.device)],
+    shuffled = dict(
         batch_size=batch_size // rank_info.world,
         train_mode=True,
         augment_draws=draws,
     )
     back = torch.argsort(order).numpy()
-    eta_tr, feats_tr = eta_tr[back], feats_tr[back]
-    counts = np.asarray(now.counts)
+    x_order = x_train[order.to(x_train.device)]
+    if len(report_counts) <= MAX_ETA_MATRIX:  # the whole (N, C) outputs: the report keeps E[eta | y] (C x C)
+        _, eta_tr, feats_tr = run(x_order, **shuffled)
+        eta_tr, feats_tr = eta_tr[back], feats_tr[back]
+        projection = eta_tr @ direction
+    else:
+        eta_tr, projection, _, feats_tr = run(
+            x_order, reduced_labels=np.asarray(y_train)[order.numpy()], **shuffled
+        )
+        eta_tr, projection, feats_tr = eta_tr[back], projection[back], feats_tr[back]
     pem, implied = prior_report(
         eta_tr,
         feats_tr,
         y_train,
-        counts if now.report_counts is None else now.report_counts,
+        report_counts,
         recipe,
         trace,
         model.pem.is_linear,
-        eta_eval,
+        own_eval,
     )
     pem["features_from"] = "a training-mode pass after the epoch"
-    marginal = eta_eval.mean(0)  # E_x[eta(x)] over the training set, eval mode as at test time
-    pem["conditional_slopes"] = conditional_slopes(
-        pem["eta_matrix"], counts if now.report_counts is None else now.report_counts
-    )
+    pem["conditional_slopes"] = conditional_slopes_of(projection, y_train, report_counts)
     priors = {
         "counts": counts.tolist(),
         "implied": None if implied is None else implied.tolist(),
@@ -124,19 +197,35 @@ def evaluate_run(
     return {**report, "pem": pem, "priors": priors}
 
 
+#: PEM outputs (rows x classes) the per-epoch report computes at a time: 64 MB in float32; the (n, C) outputs of an epoch
+#: at iNaturalist's size (437,513 rows, 8,142 classes) would be 14 GB
+OWN_CLASS_CHUNK = 2**24
+
+
 def step_report(
     model, held: Held, trace: Trace, now: Now, outputs, recipe: PemRecipe, warm: dict | None = None
 ) -> dict | None:
     """The prior report of one epoch on the feature rows its own steps computed (``EpochOutputs``), read by the PEM as it
     is at the epoch's end, as the replay and the equilibrium are (no backbone pass); every reference but the spread-aware
-    ones (``references="core"``). None when the rows were not kept (mixing, dense maps, too large) or some class has none
-    (its only sample fell out of the epoch)."""
+    ones (``references="core"``), from each row's output for its own class (E[eta | y] is an evaluation's). None when
+    the rows were not kept (mixing, dense maps, too large) or some class has none (its only sample fell out of the
+    epoch)."""
     got = None if outputs is None else outputs.result()
     if got is None or model.pem is None:
         return None
     h, labels = got
-    with torch.no_grad():
-        eta = model.pem.heads_output(h).mean(0)
+    with (
+        torch.no_grad()
+    ):  # each row's output for its own class (all the per-epoch report reads), by chunks of rows
+        step = max(1, OWN_CLASS_CHUNK // model.pem.num_classes)
+        eta = torch.cat(
+            [
+                model.pem.heads_output(h[i : i + step])
+                .mean(0)
+                .gather(1, labels[i : i + step, None].long())[:, 0]
+                for i in range(0, len(h), step)
+            ]
+        )
     eta, h, y = gather_rows(
         (eta.double().cpu().numpy(), h.float().cpu().numpy(), labels.to(torch.int64).cpu().numpy()),
         held.rank_info,
@@ -230,7 +319,7 @@ def advise(model, held: Held, report: dict, batch_size: int, tau: float, tau_gri
             "subset leaves unused; give one (--val-list, a val/ folder beside train/, or X_val.npy / y_val.npy)",
         }
     logits, eta, _ = predict(
-        model, on_device(data.x_val, held.x_train.device), max(batch_size, 256), held.prepare
+        model, on_device(data.x_val, held.x_train.device), max(batch_size, 256), held.prepare, features=False
     )
     priors = report["priors"]
     fixed = {rule: priors.get(key) for rule, key in PRIOR_KEYS.items()}

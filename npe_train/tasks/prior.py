@@ -41,11 +41,34 @@ def conditional_slopes(eta_matrix, counts) -> dict:
     classes c: 1 when the PEM's output for class-c samples carries the whole log-prior, lower when it also recognizes c."""
     m, x = np.asarray(eta_matrix, dtype=np.float64), np.log(np.asarray(counts, dtype=np.float64))
     xc = x - x.mean()
-    per_row = ((m - m.mean(1, keepdims=True)) @ xc) / max(float(xc @ xc), 1e-300)
+    return _by_group((m - m.mean(1, keepdims=True)) @ xc / max(float(xc @ xc), 1e-300), counts)
+
+
+def log_count_direction(counts) -> np.ndarray:
+    """xc = ln N - mean(ln N): the direction a sample's outputs are projected on for ``conditional_slopes_of``."""
+    x = np.log(np.asarray(counts, dtype=np.float64))
+    return x - x.mean()
+
+
+def conditional_slopes_of(projection, labels, counts) -> dict:
+    """``conditional_slopes`` without the C x C matrix: with ``projection`` each sample's sum_j eta_j(x) xc_j
+    (``log_count_direction``), the slope of row c is the mean projection over class c's samples over xc . xc (xc sums to
+    0, so a row's mean drops out). At 8,000 classes the matrix would be 64 M numbers and the outputs behind it
+    (N, C)."""
+    xc = log_count_direction(counts)
+    C = len(xc)
+    labels = np.asarray(labels)
+    per_class = np.bincount(labels, weights=np.asarray(projection, dtype=np.float64), minlength=C)
+    n = np.bincount(labels, minlength=C)
+    return _by_group(per_class / np.maximum(n, 1) / max(float(xc @ xc), 1e-300), counts)
+
+
+def _by_group(per_row: np.ndarray, counts) -> dict:
+    counts = np.asarray(counts)
     return {
         "per_row": per_row.tolist(),
         **{
-            g: float(per_row[rule(np.asarray(counts))].mean()) if rule(np.asarray(counts)).any() else None
+            g: float(per_row[rule(counts)].mean()) if rule(counts).any() else None
             for g, rule in GROUPS.items()
         },
     }
