@@ -39,8 +39,7 @@ def forward_mode(model, train_mode: bool):
 def conditional_slopes(eta_matrix, counts) -> dict:
     """Slope of each row of E[eta_j | y = c] on ln N_j (least squares over j), and its mean over the Many / Medium / Few
     classes c: 1 when the PEM's output for class-c samples carries the whole log-prior, lower when it also recognizes c."""
-    m, x = np.asarray(eta_matrix, dtype=np.float64), np.log(np.asarray(counts, dtype=np.float64))
-    xc = x - x.mean()
+    m, xc = np.asarray(eta_matrix, dtype=np.float64), log_count_direction(counts)
     return _by_group((m - m.mean(1, keepdims=True)) @ xc / max(float(xc @ xc), 1e-300), counts)
 
 
