@@ -97,3 +97,29 @@ def test_default_test_cadence(shift, expected):
     assert (
         make_config(dataset="synthetic", shift=shift, n_max=200, epochs=4).resolved().eval_every == expected
     )
+
+
+def test_a_run_whose_epochs_are_too_large_to_keep_says_what_it_skips(tmp_path, monkeypatch):
+    """An epoch whose feature rows exceed OUTPUT_BUDGET keeps none, so it makes no per-epoch report and no forecast; the
+    run says so once (not every epoch) and still reports at its evaluation. Within the budget it says nothing."""
+    import warnings
+
+    import npe_train.methods.feature_sample as feature_sample
+
+    def run(name):
+        cfg = make_config(
+            dataset="synthetic", imbalance=20, epochs=4, n_max=150, seed=3, out=str(tmp_path / name)
+        )
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            train_mod.train(cfg, progress=False)
+        told = [w for w in seen if "per-epoch prior report and the forecasts are skipped" in str(w.message)]
+        return told, _lines(tmp_path / name)
+
+    told, lines = run("kept")
+    assert told == [] and [x["report_from"] is not None for x in lines] == [True] * 4
+    monkeypatch.setattr(feature_sample, "OUTPUT_BUDGET", 10)
+    told, lines = run("too_large")
+    assert len(told) == 1 and "--eval-every" in str(told[0].message)
+    assert [x.get("report_from") for x in lines] == [None, None, None, "a training-mode pass after the epoch"]
+    assert not any("forecast" in x for x in lines)

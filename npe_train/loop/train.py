@@ -197,6 +197,7 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
         None,
         [],
     )  # written: metrics.jsonl's lines as JSON, each serialized once
+    told = False  # whether the run was told that its epochs are too large for the per-epoch report
     bar = tqdm(
         range(start, cfg.epochs),
         desc=run_label(cfg),
@@ -219,6 +220,9 @@ def _train(cfg: TrainConfig, data, model, task, stream, place, resume: bool, pro
         reported = (epoch + 1) % every == 0  # the per-epoch report's cadence (evaluations always report)
         keep = width is not None and ((reported and not evaluated) or epoch in foreseen)
         outputs = EpochOutputs(len(plan.shard), width) if keep else None
+        if outputs is not None and outputs.too_large and rank_info.main and not told:
+            told = True  # once: every epoch of the run is as large
+            warnings.warn(outputs.why_skipped(), stacklevel=2)
         began = time.perf_counter()
         replay = None if cfg.lean else epoch_replay(trace, recipe, lr, plan.fractions)
         losses = run_epoch(ctx, plan, state, replay, outputs)

@@ -99,8 +99,19 @@ class EpochOutputs:
     """
 
     def __init__(self, rows: int, width: int):
-        self.valid = rows * width <= OUTPUT_BUDGET
+        self.rows, self.width = rows, width
+        self.too_large = rows * width > OUTPUT_BUDGET
+        self.valid = not self.too_large
         self.parts: list[tuple] = []
+
+    def why_skipped(self) -> str:
+        """What a run is told when its epochs are too large to keep: what it loses, and what it still gets."""
+        return (
+            f"the per-epoch prior report and the forecasts are skipped: they read an epoch's feature rows, kept on the "
+            f"training device up to {OUTPUT_BUDGET:,} values, and an epoch here has {self.rows:,} x {self.width} = "
+            f"{self.rows * self.width:,}; the run reports at its evaluations (--eval-every N for more of them; "
+            f"docs/report.md, 'Which epochs report at scale')"
+        )
 
     def add(self, h: torch.Tensor, terms: list) -> None:
         if not self.valid:
