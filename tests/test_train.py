@@ -299,6 +299,11 @@ def test_torchrun_two_processes_match_one(tmp_path):
             single["accuracy"][rule]["overall"], abs=2e-3
         )
     np.testing.assert_allclose(two["pem"]["learned"], single["pem"]["learned"], atol=1e-4)
+    # each rank's column sums of the training set's outputs, gathered: the marginal prior over all of it
+    np.testing.assert_allclose(two["priors"]["marginal"], single["priors"]["marginal"], atol=1e-4)
+    np.testing.assert_allclose(
+        two["pem"]["conditional_slopes"]["per_row"], single["pem"]["conditional_slopes"]["per_row"], atol=1e-3
+    )
     lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3  # not one per rank
 
