@@ -100,48 +100,45 @@ BENCHMARKS = {  # script: (tiny arguments, a word its output must hold); their n
 }
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("script", sorted(BENCHMARKS))
-def test_benchmark_runs(script):
-    """Each benchmark script stays runnable at tiny sizes."""
+def _run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess:
+    """``benchmarks/script`` run with ``args`` in a fresh interpreter; it must exit 0."""
     bench = Path(__file__).resolve().parent.parent / "benchmarks"
-    args, word = BENCHMARKS[script]
     out = subprocess.run(
         [sys.executable, str(bench / script), *args], capture_output=True, text=True, timeout=600
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert word in out.stdout
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(BENCHMARKS))
+def test_benchmark_runs(script):
+    """Each benchmark script stays runnable at tiny sizes."""
+    args, word = BENCHMARKS[script]
+    assert word in _run_benchmark(script, *args).stdout
 
 
 @pytest.mark.slow
 def test_cifar_timing_benchmark_runs(tmp_path):
     """cifar_lt_time.py at tiny size: same seed and draws on one device, so its two pipelines train the same network."""
-    bench = Path(__file__).resolve().parent.parent / "benchmarks"
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(bench / "cifar_lt_time.py"),
-            "--epochs",
-            "1",
-            "--per-class",
-            "4",
-            "--imbalance",
-            "4",
-            "--variants",
-            "eager",
-            "standard",
-            "--workers",
-            "0",
-            "--device",
-            "cpu",
-            "--out",
-            str(tmp_path / "time"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    _run_benchmark(
+        "cifar_lt_time.py",
+        "--epochs",
+        "1",
+        "--per-class",
+        "4",
+        "--imbalance",
+        "4",
+        "--variants",
+        "eager",
+        "standard",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "time"),
     )
-    assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads((tmp_path / "time" / "summary.json").read_text())
     assert set(summary["runs"]) == {"eager", "standard"} and summary["random_data"] is True
     assert summary["runs"]["eager"]["accuracy_npe_la"] == summary["runs"]["standard"]["accuracy_npe_la"]
@@ -153,23 +150,15 @@ def test_forecast_oracle_benchmark_runs(tmp_path):
     the second one's forecasts are made from the rescaled features (they differ from the held ones)."""
     import csv
 
-    bench = Path(__file__).resolve().parent.parent / "benchmarks"
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(bench / "forecast_oracle.py"),
-            "--cells",
-            "synthetic:100:equilibrium",
-            "--epochs",
-            "6",
-            "--out",
-            str(tmp_path / "oracle.csv"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    out = _run_benchmark(
+        "forecast_oracle.py",
+        "--cells",
+        "synthetic:100:equilibrium",
+        "--epochs",
+        "6",
+        "--out",
+        str(tmp_path / "oracle.csv"),
     )
-    assert out.returncode == 0, out.stderr[-2000:]
     assert "oracle norms" in out.stdout
     rows = list(csv.DictReader(open(tmp_path / "oracle.csv")))
     assert len(rows) == 3

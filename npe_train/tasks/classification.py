@@ -145,7 +145,7 @@ def evaluate_run(
         else:
             got = predict_reduced(model, x[sl], reduced_labels[sl], direction, size, held.prepare, **kw)
         kept = gather_rows(tuple(g for g in got if g is not None), rank_info)
-        return tuple(iter(kept)) + (None,) * (len(got) - len(kept))  # a features slot left out is the last
+        return tuple(kept) + (None,) * (len(got) - len(kept))  # a features slot left out is the last
 
     logits, eta, _ = run(held.x_test, features=False)
     # eval mode on the training set: the report reads each sample's own-class output, the marginal prior the mean of
